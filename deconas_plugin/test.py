@@ -1,0 +1,13 @@
+"""Test with a BasicSR option file: ``python deconas_plugin/test.py -opt <yml>``."""
+import os.path as osp
+import sys
+
+if __package__ in (None, ''):  # run as a script: make the project importable
+    sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
+
+import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
+from basicsr.test import test_pipeline  # noqa: E402
+
+if __name__ == '__main__':
+    root_path = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
+    test_pipeline(root_path)

@@ -1,0 +1,11 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='deconas_basicsr',
+    version='0.1.0',
+    description='DeCoNAS: neural architecture search for single-image super-resolution, as a BasicSR plugin',
+    packages=find_packages(include=['deconas_plugin', 'deconas_plugin.*']),
+    python_requires='>=3.9',
+    install_requires=['basicsr==1.4.2', 'torch', 'torchvision', 'lmdb', 'pyyaml', 'tqdm'],
+    extras_require={'report': ['matplotlib', 'mmengine'], 'onnx': ['onnx', 'onnxruntime']},
+)
