@@ -1,0 +1,97 @@
+"""Make SR benchmark pairs in BasicSR's folder convention.
+
+For every HR image and scale s: modcrop to a multiple of s, then MATLAB-compatible bicubic
+downsampling (``basicsr.utils.matlab_functions.imresize``, antialiased; never OpenCV cubic).
+
+    <output>/GTmod{s}/<name>.png   HR cropped to a multiple of s
+    <output>/LRbicx{s}/<name>.png  its bicubic LR (size HR/s)
+
+Single-channel files stay single-channel. Files already there with the right size are skipped;
+each file is written to a temporary name and renamed.
+
+Examples:
+    python tools/prepare_benchmark.py --input /work/shared/datasets/Set5/HR --output datasets/Set5 --scales 2 3 4
+    python tools/prepare_benchmark.py --all --shared ../shared/datasets --output datasets
+"""
+import argparse
+import os.path as osp
+import sys
+
+from tqdm import tqdm
+
+if __package__ in (None, ''):  # run as a script: make the project importable
+    sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
+
+import deconas_plugin.utils.compat  # noqa: F401,E402  (torchvision shim, before basicsr)
+from deconas_plugin.utils.sr_data import (DataToolError, list_images, prepare_pair,  # noqa: E402
+                                          remove_stale_tmp)
+
+BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
+
+
+def prepare_set(input_dir, output_dir, scales, compression=3, name=None):
+    """Prepare one set for all ``scales``. Returns {'written': n, 'skipped': m}."""
+    paths = list_images(input_dir)
+    name = name or osp.basename(osp.normpath(output_dir))
+    counts = {'written': 0, 'skipped': 0}
+    for scale in scales:
+        gt_dir = osp.join(output_dir, f'GTmod{scale}')
+        lr_dir = osp.join(output_dir, f'LRbicx{scale}')
+        remove_stale_tmp(gt_dir)
+        remove_stale_tmp(lr_dir)
+        for path in tqdm(paths, desc=f'{name} x{scale}', unit='img'):
+            counts[prepare_pair(path, gt_dir, lr_dir, scale, compression)] += 1
+    return counts
+
+
+def check_scales(scales):
+    bad = [s for s in scales if s < 2]
+    if bad:
+        raise DataToolError(f'scales must be integers >= 2, got {bad}')
+    return sorted(set(scales))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--input', help='folder of HR images (e.g. /work/shared/datasets/Set5/HR)')
+    parser.add_argument('--output', help='output folder of one set (e.g. datasets/Set5); '
+                        'with --all, the root that receives one folder per set (default: datasets)')
+    parser.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
+    parser.add_argument('--all', action='store_true', help=f'prepare {", ".join(BENCHMARK_SETS)} from --shared')
+    parser.add_argument('--shared', default='../shared/datasets',
+                        help='root holding <Set>/HR folders, used with --all (default: ../shared/datasets)')
+    parser.add_argument('--compression', type=int, default=3, help='PNG compression level 0-9 (default 3)')
+    args = parser.parse_args(argv)
+    if args.all:
+        if args.input:
+            parser.error('--input cannot be combined with --all (use --shared)')
+        args.output = args.output or 'datasets'
+    elif not (args.input and args.output):
+        parser.error('give --input and --output, or --all')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        scales = check_scales(args.scales)
+        if args.all:
+            if not osp.isdir(args.shared):
+                raise DataToolError(f'shared datasets folder not found: {args.shared}')
+            missing = [osp.join(args.shared, s, 'HR') for s in BENCHMARK_SETS
+                       if not osp.isdir(osp.join(args.shared, s, 'HR'))]
+            if missing:
+                raise DataToolError(f'input folder not found: {", ".join(missing)}')
+            jobs = [(osp.join(args.shared, s, 'HR'), osp.join(args.output, s), s) for s in BENCHMARK_SETS]
+        else:
+            jobs = [(args.input, args.output, None)]
+        for input_dir, output_dir, name in jobs:
+            counts = prepare_set(input_dir, output_dir, scales, args.compression, name)
+            print(f'{output_dir}: {counts["written"]} pairs written, {counts["skipped"]} already there '
+                  f'(scales {" ".join(map(str, scales))})')
+    except DataToolError as e:
+        raise SystemExit(f'prepare_benchmark: error: {e}')
+
+
+if __name__ == '__main__':
+    main()
