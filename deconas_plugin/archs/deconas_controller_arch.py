@@ -1,0 +1,139 @@
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from ..genotype import NUM_OPS, Genotype, num_groups
+
+
+@ARCH_REGISTRY.register()
+class DeCoNASController(nn.Module):
+    """The DeCoNAS search strategy: a two-layer LSTM policy over genotypes (ENAS-style).
+
+    One LSTM step per (node, input) group, M(M+1)/2 steps; at each step K binary heads (one linear
+    layer per op, shared across steps) each sample one bit, and the sampled K-bit code, looked up
+    in a separate embedding table with 2^K rows (as in the reference code, not tied to the heads),
+    is the next step's input. With feature-fusion search two more steps follow: one with M binary
+    heads (local fusion bits), one with N heads (global fusion bits); the local bits enter the
+    global step through a linear embedding of the bit vector (the reference code looked up the
+    wrong table there).
+
+    Logits are ``tanh_constant * tanh(logits / temperature)`` (ENAS), each part optional.
+
+    Args:
+        num_nodes: M. num_blocks: N (used with feature_fusion_search). num_ops: K.
+        feature_fusion_search: also sample the M + N fusion bits.
+        hidden_size: LSTM units (64). num_layers: stacked LSTM layers (2).
+        temperature: divides the logits (None: off). tanh_constant: squashes them (None: off).
+    """
+
+    def __init__(self, num_nodes: int = 4, num_blocks: int = 4, num_ops: int = NUM_OPS,
+                 feature_fusion_search: bool = False, hidden_size: int = 64, num_layers: int = 2,
+                 temperature: Optional[float] = None, tanh_constant: Optional[float] = 2.5):
+        super().__init__()
+        self.num_nodes, self.num_blocks, self.num_ops = num_nodes, num_blocks, num_ops
+        self.feature_fusion_search = feature_fusion_search
+        self.temperature, self.tanh_constant = temperature, tanh_constant
+        self.start = nn.Parameter(torch.empty(1, 1, hidden_size).uniform_(-0.1, 0.1))
+        self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers)
+        self.op_heads = nn.Linear(hidden_size, num_ops)  # K binary heads
+        self.code_embedding = nn.Embedding(2**num_ops, hidden_size)
+        if feature_fusion_search:
+            self.local_heads = nn.Linear(hidden_size, num_nodes)
+            self.local_embedding = nn.Linear(num_nodes, hidden_size, bias=False)
+            self.global_heads = nn.Linear(hidden_size, num_blocks)
+        for p in self.parameters():
+            if p is not self.start:
+                nn.init.uniform_(p, -0.1, 0.1)
+        self.register_buffer('_bit_weights', 2**torch.arange(num_ops - 1, -1, -1), persistent=False)
+
+    @property
+    def num_decisions(self) -> int:
+        """Number of binary decisions of one genotype."""
+        return self.num_ops * num_groups(self.num_nodes) + (
+            self.num_nodes + self.num_blocks if self.feature_fusion_search else 0)
+
+    def _squash(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature is not None:
+            logits = logits / self.temperature
+        if self.tanh_constant is not None:
+            logits = self.tanh_constant * torch.tanh(logits)
+        return logits
+
+    def _decide(self, out, head, given, mode):
+        """Bits from one step's heads: sampled, greedy, or given; with their log-prob and entropy."""
+        logits = self._squash(head(out[-1]))  # (B, heads)
+        if given is not None:
+            bits = given
+        elif mode == 'greedy':
+            bits = (logits > 0).float()
+        else:
+            bits = torch.bernoulli(torch.sigmoid(logits))
+        log_prob = -F.binary_cross_entropy_with_logits(logits, bits, reduction='none').sum(1)
+        p = torch.sigmoid(logits)
+        entropy = F.binary_cross_entropy_with_logits(logits, p, reduction='none').sum(1)
+        return bits, log_prob, entropy
+
+    def run(self, batch_size: int = 1, bits: Optional[torch.Tensor] = None, mode: str = 'sample'):
+        """Unroll the policy. ``bits`` (B, num_decisions) scores given decisions (teacher forcing).
+
+        Returns (bits (B, num_decisions), log_prob (B,), entropy (B,)).
+        """
+        device = self.start.device
+        if bits is not None:
+            bits = bits.to(device=device, dtype=torch.float32)
+            batch_size = bits.shape[0]
+        inp = self.start.expand(1, batch_size, -1)
+        state = None
+        chosen, log_prob, entropy = [], 0., 0.
+        pos = 0
+        steps = [(self.op_heads, self.num_ops)] * num_groups(self.num_nodes)
+        if self.feature_fusion_search:
+            steps += [(self.local_heads, self.num_nodes), (self.global_heads, self.num_blocks)]
+        for t, (head, width) in enumerate(steps):
+            out, state = self.lstm(inp, state)
+            given = None if bits is None else bits[:, pos:pos + width]
+            b, lp, ent = self._decide(out, head, given, mode)
+            pos += width
+            chosen.append(b)
+            log_prob, entropy = log_prob + lp, entropy + ent
+            if head is self.op_heads:
+                inp = self.code_embedding((b.long() * self._bit_weights).sum(1))[None]
+            else:
+                inp = self.local_embedding(b)[None]  # only the local step has a successor
+        return torch.cat(chosen, 1), log_prob, entropy
+
+    def bits_to_genotype(self, bits: torch.Tensor) -> Genotype:
+        return Genotype.parse([int(v) for v in bits.tolist()], num_nodes=self.num_nodes,
+                              num_blocks=self.num_blocks if self.feature_fusion_search else None)
+
+    def genotype_to_bits(self, genotype: Genotype) -> torch.Tensor:
+        genotype = Genotype.parse(genotype, num_nodes=self.num_nodes)
+        if genotype.has_fusion_bits != self.feature_fusion_search:
+            raise ValueError(f'controller feature_fusion_search={self.feature_fusion_search} cannot score {genotype}')
+        return torch.tensor(genotype.bits(), dtype=torch.float32)
+
+    def sample(self) -> Tuple[Genotype, torch.Tensor, torch.Tensor]:
+        """One genotype drawn from the policy, with its summed log-probability and entropy (scalars)."""
+        bits, log_prob, entropy = self.run(1)
+        return self.bits_to_genotype(bits[0]), log_prob[0], entropy[0]
+
+    def sample_many(self, n: int) -> Tuple[List[Genotype], torch.Tensor, torch.Tensor]:
+        """``n`` genotypes drawn in one batched unroll, with (n,) log-probs and entropies."""
+        bits, log_prob, entropy = self.run(n)
+        return [self.bits_to_genotype(b) for b in bits], log_prob, entropy
+
+    def log_prob(self, genotype) -> torch.Tensor:
+        """Log-probability of a given genotype under the policy (differentiable)."""
+        return self.run(bits=self.genotype_to_bits(genotype)[None])[1][0]
+
+    def greedy(self) -> Genotype:
+        """The most likely decision at every step (each bit set iff its probability exceeds 1/2)."""
+        with torch.no_grad():
+            bits, _, _ = self.run(1, mode='greedy')
+        return self.bits_to_genotype(bits[0])
+
+    def forward(self, batch_size: int = 1):
+        return self.run(batch_size)
