@@ -99,10 +99,12 @@ class DeCoNASController(nn.Module):
             pos += width
             chosen.append(b)
             log_prob, entropy = log_prob + lp, entropy + ent
+            if t == len(steps) - 1:
+                break
             if head is self.op_heads:
                 inp = self.code_embedding((b.long() * self._bit_weights).sum(1))[None]
-            else:
-                inp = self.local_embedding(b)[None]  # only the local step has a successor
+            else:  # the local fusion step; its successor is the global one
+                inp = self.local_embedding(b)[None]
         return torch.cat(chosen, 1), log_prob, entropy
 
     def bits_to_genotype(self, bits: torch.Tensor) -> Genotype:

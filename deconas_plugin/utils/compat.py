@@ -35,7 +35,7 @@ def load_resume_state(opt):
     """
     import os.path as osp
 
-    from basicsr.utils.options import check_resume
+    from basicsr.utils.misc import check_resume
 
     from .checkpoint import latest_valid_state, load_state
 

@@ -1,0 +1,275 @@
+"""The DeCoNAS search as a BasicSR model: ENAS-style alternation of child and controller steps."""
+import json
+import math
+import os
+import os.path as osp
+import random
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from basicsr.archs import build_network
+from basicsr.data import build_dataset
+from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from ..complexity import count_params, max_params
+from ..reward import psnr_y
+from ..utils.checkpoint import atomic_save
+from .deconas_sr_model import DeCoNASSRModel
+
+SEARCH_DEFAULTS = {
+    'child_steps': 1000,  # child (shared-weight) iterations between two controller phases
+    'controller_steps': 100,  # REINFORCE steps per controller phase
+    'controller_start_iter': 5000,  # child-only warm-up before the first controller phase
+    'alpha': 0.0,  # complexity penalty weight: R = PSNR - alpha * params / params_max
+    'reward_patches': 10,  # validation patches per reward (a batch)
+    'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
+    'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
+    'history_file': 'search_history.jsonl',  # in the experiment folder
+}
+
+
+def _rng_state():
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@MODEL_REGISTRY.register()
+class DeCoNASSearchModel(DeCoNASSRModel):
+    """Search with a weight-sharing supernet (``network_g``) and an LSTM controller (``network_c``).
+
+    Every training iteration is one child step: the controller samples a genotype, the supernet
+    takes one optimizer step on the pixel loss of that sub-network. After every ``child_steps``
+    iterations (from ``controller_start_iter`` on) the controller takes ``controller_steps``
+    REINFORCE steps, each rewarded with the PSNR-Y of a fresh sample on ``reward_patches``
+    validation patches minus the complexity penalty. BasicSR's validation hook evaluates the
+    controller's greedy genotype. Options: the ``search`` section (see ``SEARCH_DEFAULTS``),
+    ``network_c`` (its M, N and fusion flag default to those of ``network_g``), ``train.optim_c``
+    and ``train.reinforce_opt``.
+    """
+
+    def __init__(self, opt):
+        search = dict(opt.get('search') or {})
+        unknown = sorted(set(search) - set(SEARCH_DEFAULTS))
+        if unknown:
+            raise KeyError(f'unknown key(s) {unknown} in the search section; known: {sorted(SEARCH_DEFAULTS)}')
+        self.search_opt = {**SEARCH_DEFAULTS, **search}
+        net_g = opt['network_g']
+        if net_g.get('type') != 'DeCoNetSupernet':
+            raise ValueError(f"DeCoNASSearchModel needs network_g type DeCoNetSupernet, got {net_g.get('type')!r}")
+        net_c = opt.setdefault('network_c', {'type': 'DeCoNASController'})
+        net_c.setdefault('type', 'DeCoNASController')
+        net_c.setdefault('num_nodes', net_g.get('num_nodes', 4))
+        net_c.setdefault('num_blocks', net_g.get('num_blocks', 4))
+        net_c.setdefault('feature_fusion_search', net_g.get('feature_fusion_search', False))
+        for key in ('num_nodes', 'num_blocks', 'feature_fusion_search'):
+            if net_c[key] != net_g.get(key, net_c[key]):
+                raise ValueError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g[key]}')
+        super().__init__(opt)
+
+    # ------------------------------------------------------------------------------------- setup
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.net_c = build_network(self.opt['network_c']).to(self.device)
+        load_path = self.opt['path'].get('pretrain_network_c')
+        if load_path is not None:
+            self.load_network(self.net_c, load_path, self.opt['path'].get('strict_load_c', True), 'params')
+        self.net_c.train()
+        self.cri_pix = build_loss(train_opt.get('pixel_opt', {'type': 'L1Loss'})).to(self.device)
+        self.cri_reinforce = build_loss(train_opt.get('reinforce_opt', {'type': 'REINFORCELoss'})).to(self.device)
+        supernet = self.get_bare_model(self.net_g)
+        self.arch_size = dict(num_blocks=supernet.num_blocks, num_feat=supernet.sfe1.out_channels,
+                              upscale=supernet.upscale, num_in_ch=supernet.sfe1.in_channels,
+                              num_out_ch=supernet.conv_last.out_channels)
+        self.params_max = max_params(num_nodes=supernet.num_nodes, **self.arch_size)
+        self.reward_fn = build_loss({'type': 'ComplexityPenalizedReward', 'alpha': self.search_opt['alpha'],
+                                     'params_max': self.params_max})
+        crop = self.search_opt['reward_crop_border']
+        self.reward_crop_border = supernet.upscale if crop is None else crop
+        self.reward_batches = self._build_reward_batches()
+        self.setup_optimizers()
+        self.setup_schedulers()
+        self.controller_step = 0  # REINFORCE steps taken so far (history rows carry it)
+        self.skipped = {'child_nonfinite': 0, 'reward_nonfinite': 0}
+        self.history_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['history_file'])
+        self.log_dict = OrderedDict()
+
+    def _build_reward_batches(self):
+        """An endless iterator of (lq, gt) reward-validation batches of ``reward_patches`` patches."""
+        dataset_opt = self.search_opt['reward_dataset']
+        if not dataset_opt:
+            raise KeyError('search.reward_dataset is required: BasicSR dataset options of the reward-validation '
+                           'images (for example a PairedImageDataset of held-out images with gt_size)')
+        dataset_opt = dict(dataset_opt, phase='train', scale=self.opt['scale'])
+        dataset_opt.setdefault('use_hflip', False)
+        dataset_opt.setdefault('use_rot', False)
+        dataset = build_dataset(dataset_opt)
+        generator = torch.Generator().manual_seed(self.opt.get('manual_seed') or 0)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.search_opt['reward_patches'], shuffle=True,
+                                             drop_last=False, num_workers=0, generator=generator)
+
+        def endless():
+            while True:
+                for data in loader:
+                    yield data['lq'].to(self.device), data['gt'].to(self.device)
+
+        return endless()
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        optim = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim.pop('type'), self.net_g.parameters(), **optim)
+        optim = dict(train_opt.get('optim_c', {'type': 'Adam', 'lr': 3.5e-4}))
+        self.optimizer_c = self.get_optimizer(optim.pop('type'), self.net_c.parameters(), **optim)
+        self.optimizers = [self.optimizer_g, self.optimizer_c]
+
+    def setup_schedulers(self):
+        # The schedule (child Adam halved every 50 epochs in the paper) applies to the shared weights
+        # only; the controller keeps a constant learning rate (ENAS).
+        optimizers = self.optimizers
+        self.optimizers = [self.optimizer_g]
+        try:
+            super().setup_schedulers()
+        finally:
+            self.optimizers = optimizers
+
+    # ---------------------------------------------------------------------------------- training
+    def optimize_parameters(self, current_iter):
+        with torch.no_grad():
+            genotype, _, _ = self.net_c.sample()
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.output = self.net_g(self.lq, genotype)
+        l_pix = self.cri_pix(self.output, self.gt)
+        if torch.isfinite(l_pix):
+            l_pix.backward()
+            self.optimizer_g.step()
+        else:  # never let a NaN/inf reach the shared weights
+            self.skipped['child_nonfinite'] += 1
+            get_root_logger().warning(f'iter {current_iter}: non-finite child loss for {genotype}; step skipped '
+                                      f"({self.skipped['child_nonfinite']} so far)")
+        self.log_dict['l_pix'] = float(l_pix.detach())
+        self.log_dict['child_params_M'] = count_params(genotype, **self.arch_size) / 1e6
+        opt = self.search_opt
+        if current_iter >= opt['controller_start_iter'] and current_iter % opt['child_steps'] == 0:
+            self.train_controller(current_iter)
+
+    def train_controller(self, current_iter):
+        """``controller_steps`` REINFORCE steps; each appends one row to the search history."""
+        self.net_g.eval()
+        rows = []
+        for _ in range(self.search_opt['controller_steps']):
+            lq, gt = next(self.reward_batches)
+            genotype, log_prob, entropy = self.net_c.sample()
+            psnr = psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border)
+            params = count_params(genotype, **self.arch_size)
+            reward = self.reward_fn(psnr, params)
+            self.controller_step += 1
+            try:
+                loss, advantage = self.cri_reinforce(log_prob, entropy, reward)
+            except FloatingPointError:
+                self.skipped['reward_nonfinite'] += 1
+                get_root_logger().warning(f'non-finite reward for {genotype} (psnr {psnr}); controller step skipped')
+                continue
+            self.optimizer_c.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer_c.step()
+            rows.append({
+                'iter': current_iter, 'controller_step': self.controller_step, 'genotype': genotype.to_string(),
+                'psnr': psnr, 'params': params, 'reward': reward, 'baseline': float(self.cri_reinforce.baseline),
+                'advantage': advantage, 'entropy': float(entropy), 'log_prob': float(log_prob)})
+        self.net_g.train()
+        self._append_history(rows)
+        if rows:
+            for key in ('reward', 'baseline', 'entropy', 'psnr'):
+                self.log_dict[key] = sum(r[key] for r in rows) / len(rows)
+            self.log_dict['params_M'] = sum(r['params'] for r in rows) / len(rows) / 1e6
+
+    def _append_history(self, rows):
+        if self.opt['rank'] != 0 or not rows:
+            return
+        with open(self.history_path, 'a') as f:
+            f.write(''.join(json.dumps(r) + '\n' for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def get_current_log(self):
+        return dict(self.log_dict)
+
+    # -------------------------------------------------------------------------------- evaluation
+    def greedy_genotype(self):
+        self.net_c.eval()
+        genotype = self.net_c.greedy()
+        self.net_c.train()
+        return genotype
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        self.val_genotype = self.greedy_genotype()
+        params = count_params(self.val_genotype, **self.arch_size)
+        get_root_logger().info(f'Validating the greedy genotype {self.val_genotype} ({params:,} params)')
+        super().validation(dataloader, current_iter, tb_logger, save_img)
+
+    def test(self):
+        genotype = getattr(self, 'val_genotype', None) or self.greedy_genotype()
+        self.net_g.eval()
+        with torch.no_grad():
+            self.output = self.net_g(self.lq, genotype)
+        self.net_g.train()
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def save(self, epoch, current_iter):
+        self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_network(self.net_c, 'net_c', current_iter)
+        self.save_training_state(epoch, current_iter)
+
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1 or self.opt['rank'] != 0:
+            return
+        state = {
+            'epoch': epoch, 'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'reinforce': self.cri_reinforce.state_dict(),
+            'search': {'controller_step': self.controller_step, 'skipped': dict(self.skipped)},
+            'rng': _rng_state(),
+        }
+        atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        self.cri_reinforce.load_state_dict(resume_state['reinforce'])
+        self.controller_step = resume_state['search']['controller_step']
+        self.skipped = dict(resume_state['search']['skipped'])
+        _set_rng_state(resume_state['rng'])
+        self._truncate_history(resume_state['iter'])
+
+    def _truncate_history(self, resume_iter):
+        """Drop history rows written after the resumed checkpoint, so that none is duplicated."""
+        if self.opt['rank'] != 0 or not osp.exists(self.history_path):
+            return
+        with open(self.history_path) as f:
+            lines = [line for line in f if line.strip()]
+        keep = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a row cut off by a kill
+                continue
+            if row['iter'] <= resume_iter:
+                keep.append(line if line.endswith('\n') else line + '\n')
+        tmp = self.history_path + '.tmp'
+        with open(tmp, 'w') as f:
+            f.writelines(keep)
+        os.replace(tmp, self.history_path)
