@@ -1,6 +1,5 @@
 """The DeCoNAS search as a BasicSR model: ENAS-style alternation of child and controller steps."""
 import json
-import math
 import os
 import os.path as osp
 import random
@@ -189,7 +188,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             rows.append({
                 'iter': current_iter, 'controller_step': self.controller_step, 'genotype': genotype.to_string(),
                 'psnr': psnr, 'params': params, 'reward': reward, 'baseline': float(self.cri_reinforce.baseline),
-                'advantage': advantage, 'entropy': float(entropy), 'log_prob': float(log_prob)})
+                'advantage': advantage, 'entropy': float(entropy.detach()), 'log_prob': float(log_prob.detach())})
         self.net_g.train()
         self._append_history(rows)
         if rows:

@@ -1,0 +1,395 @@
+"""Draw a DeCoNAS genotype (its DNB cell, and the GFF choices when it has fusion bits) as a PNG.
+
+Pure matplotlib (Agg canvas, no pyplot state, no graphviz): the layout is computed here.
+
+Cell panel: the block input ``x_0`` and the mix nodes ``x_1..x_M`` in a row; one arc per
+(op, input) pair the genotype selects, coloured and labelled by op (conv3x3 blue, sep_conv3x3
+green, dil_conv3x3 red), from ``x_j`` to ``x_i``; each node box says what it computes
+(mean of its active ops -> ReLU -> channel attention); a node without any active op passes
+``x_{i-1}`` on (grey dashed). Below, the LFF conv1x1 with its inputs (solid: used; dotted grey:
+dropped by a local fusion bit) and the local residual ``+ x_0``.
+
+GFF panel (genotypes with fusion bits only): SFENet (``F_-1``, ``F_0``), the N blocks and their
+outputs ``F_1..F_N``, and which ``F_d`` enter the GFF concat (solid: used; dotted: dropped).
+
+``draw_genotype(genotype, path)`` writes the PNG atomically (temporary file, then rename) at a
+size that depends only on M and N (``figure_pixels``).
+
+Genotype sources (shared with ``tools/export_onnx.py``): ``genotype_from_option`` (an option
+file's ``network_g.genotype``) and ``genotype_from_checkpoint`` (a BasicSR net checkpoint; see
+there what a checkpoint can and cannot tell).
+"""
+import glob
+import math
+import os
+import os.path as osp
+import re
+import tempfile
+from typing import Optional, Tuple
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Circle
+
+from ..genotype import NUM_OPS, OP_NAMES, Genotype, GenotypeError
+
+OP_COLORS = ('#1f77b4', '#2ca02c', '#d62728')  # conv3x3, sep_conv3x3, dil_conv3x3
+OP_SHORT = ('conv', 'sep', 'dil')
+DPI = 100
+NODE_GAP = 2.2  # data units between node centres
+BOX_W, BOX_H = 1.6, 1.0
+CELL_H = 5.5  # inches of the cell panel
+GFF_H = 3.0  # inches of the GFF panel
+
+
+def _cell_width_units(m: int) -> float:
+    return NODE_GAP * (m + 3) + 1.0
+
+
+def _gff_width_units(n: int) -> float:
+    return NODE_GAP * (n + 5) + 1.0
+
+
+def figure_inches(genotype: Genotype) -> Tuple[float, float]:
+    """(width, height) in inches; 1 data unit = 0.5 inch horizontally, rounded up to half inches."""
+    units = _cell_width_units(genotype.num_nodes)
+    if genotype.has_fusion_bits:
+        units = max(units, _gff_width_units(genotype.num_blocks))
+    width = max(8.0, -(-units // 1) * 0.5 + 0.5)
+    return width, CELL_H + (GFF_H if genotype.has_fusion_bits else 0.0)
+
+
+def figure_pixels(genotype: Genotype, dpi: int = DPI) -> Tuple[int, int]:
+    """(width, height) in pixels of the PNG ``draw_genotype`` writes."""
+    w, h = figure_inches(genotype)
+    return int(round(w * dpi)), int(round(h * dpi))
+
+
+def _box(ax, x, y, text, face, w=BOX_W, h=BOX_H, fontsize=9, edge='#333333', weight='normal', sub=None):
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle='round,pad=0.04,rounding_size=0.15',
+                                facecolor=face, edgecolor=edge, linewidth=1.2, zorder=3))
+    if sub is None:
+        ax.text(x, y, text, ha='center', va='center', fontsize=fontsize, zorder=4, weight=weight)
+    else:  # a large name above a small caption
+        ax.text(x, y + h * 0.13, text, ha='center', va='center', fontsize=fontsize + 3, zorder=4, weight=weight)
+        ax.text(x, y - h * 0.25, sub, ha='center', va='center', fontsize=fontsize - 1, zorder=4)
+
+
+def _arrow(ax, a, b, color='#333333', style='-|>', ls='-', lw=1.3, rad=0.0, alpha=1.0, z=2):
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=10, color=color, linestyle=ls,
+                                 linewidth=lw, connectionstyle=f'arc3,rad={rad}', alpha=alpha, zorder=z,
+                                 shrinkA=0, shrinkB=0))
+
+
+def _fusion_line(ax, a, b, used):
+    if used:
+        _arrow(ax, a, b, color='#444444', lw=1.1)
+    else:
+        _arrow(ax, a, b, color='#aaaaaa', ls=':', lw=1.0, style='-')
+
+
+def _draw_cell(ax, g: Genotype):
+    m = g.num_nodes
+    xs = [NODE_GAP * i for i in range(m + 1)]
+    # Edges: one arc per (op, input); arcs of op k peak higher than those of op k-1.
+    max_top = 1.0
+    for node in range(1, m + 1):
+        active = [op for op in range(NUM_OPS) if g.op_inputs(node, op)]
+        if not active:
+            _arrow(ax, (xs[node - 1] + BOX_W / 2, 0), (xs[node] - BOX_W / 2, 0), color='#888888', ls='--')
+            ax.text((xs[node - 1] + xs[node]) / 2, -0.1, 'no op', ha='center', va='top', fontsize=6.5,
+                    color='#666666')
+        for op in active:
+            for j in g.op_inputs(node, op):
+                off = (op - 1) * 0.3
+                a, b = (xs[j] + off, BOX_H / 2), (xs[node] + off, BOX_H / 2)
+                rad = -(0.22 + 0.2 * op)  # negative: bend upwards for a left-to-right arc
+                _arrow(ax, a, b, color=OP_COLORS[op], rad=rad, lw=1.5)
+                dist = xs[node] - xs[j]
+                top = BOX_H / 2 + abs(rad) * dist / 2
+                max_top = max(max_top, top)
+                ax.text((a[0] + b[0]) / 2, top, OP_SHORT[op], ha='center', va='center', fontsize=6.5,
+                        color=OP_COLORS[op], zorder=5,
+                        bbox=dict(boxstyle='round,pad=0.1', facecolor='white', edgecolor='none', alpha=0.85))
+    # Nodes.
+    _box(ax, xs[0], 0, 'x$_0$', '#eeeeee', fontsize=8.5, sub='block input')
+    for node in range(1, m + 1):
+        idle = not any(g.op_inputs(node, op) for op in range(NUM_OPS))
+        sub = f'ReLU, CA of x$_{{{node - 1}}}$' if idle else 'mean, ReLU, CA'
+        _box(ax, xs[node], 0, f'x$_{{{node}}}$', '#fff4d6', fontsize=8.5, sub=sub)
+    # Local feature fusion and the local residual.
+    lff_x, lff_y = xs[-1] + NODE_GAP * 1.2, -2.4
+    used = set(g.local_inputs())
+    for j in range(m + 1):
+        end = (lff_x - BOX_W / 2 + 0.15 + (BOX_W - 0.3) * j / max(m, 1), lff_y + BOX_H / 2)
+        _fusion_line(ax, (xs[j], -BOX_H / 2), end, j in used)
+    _box(ax, lff_x, lff_y, 'LFF\nconv1x1', '#dbe9f6', fontsize=8.5)
+    plus_x = lff_x + NODE_GAP * 0.8
+    ax.add_patch(Circle((plus_x, lff_y), 0.28, facecolor='white', edgecolor='#333333', zorder=3))
+    ax.text(plus_x, lff_y, '+', ha='center', va='center', fontsize=12, zorder=4)
+    _arrow(ax, (lff_x + BOX_W / 2, lff_y), (plus_x - 0.28, lff_y))
+    res_y = lff_y - 1.1
+    ax.plot([xs[0], xs[0], plus_x], [-BOX_H / 2, res_y, res_y], color='#777777', ls='--', lw=1.1, zorder=1)
+    _arrow(ax, (plus_x, res_y), (plus_x, lff_y - 0.28), color='#777777', ls='--', lw=1.1)
+    ax.text(xs[0] + 0.15, res_y + 0.1, 'local residual (+ x$_0$)', fontsize=7.5, color='#555555', va='bottom')
+    _arrow(ax, (plus_x + 0.28, lff_y), (plus_x + 1.0, lff_y))
+    ax.text(plus_x + 1.05, lff_y, 'out', va='center', fontsize=9)
+    # Legend (proxy lines) and key.
+    for op in range(NUM_OPS):
+        ax.plot([], [], color=OP_COLORS[op], lw=2, label=f'{OP_NAMES[op]} ({OP_SHORT[op]})')
+    ax.plot([], [], color='#444444', lw=1.1, label='fusion input (used)')
+    if g.has_fusion_bits:
+        ax.plot([], [], color='#aaaaaa', lw=1.0, ls=':', label='fusion input (dropped)')
+    ax.legend(loc='upper right', fontsize=7.5, frameon=True, framealpha=0.9)
+    ax.text(-BOX_W / 2, res_y - 0.55, 'op(ReLU(concat(chosen inputs))) per op; node = CA(ReLU(mean of active ops))',
+            fontsize=7.5, color='#555555', va='top')
+    return (-BOX_W / 2 - 0.3, max(plus_x + 1.8, xs[-1] + BOX_W)), (res_y - 1.0, max_top + 0.5)
+
+
+def _draw_gff(ax, g: Genotype):
+    n = g.num_blocks
+    y = 0.0
+    xs = {'in': 0.0, 'f-1': NODE_GAP, 'f0': 2 * NODE_GAP}
+    for d in range(1, n + 1):
+        xs[d] = NODE_GAP * (d + 2)
+    _box(ax, xs['in'], y, 'I$_{LR}$', '#eeeeee')
+    _box(ax, xs['f-1'], y, 'conv3x3\nF$_{-1}$', '#eeeeee', fontsize=8.5)
+    _box(ax, xs['f0'], y, 'conv3x3\nF$_0$', '#eeeeee', fontsize=8.5)
+    _arrow(ax, (xs['in'] + BOX_W / 2, y), (xs['f-1'] - BOX_W / 2, y))
+    _arrow(ax, (xs['f-1'] + BOX_W / 2, y), (xs['f0'] - BOX_W / 2, y))
+    prev = xs['f0']
+    for d in range(1, n + 1):
+        _box(ax, xs[d], y, f'DNB {d}\nF$_{{{d}}}$', '#fff4d6', fontsize=8.5)
+        _arrow(ax, (prev + BOX_W / 2, y), (xs[d] - BOX_W / 2, y))
+        prev = xs[d]
+    gff_x, gff_y = xs[n] + NODE_GAP * 1.2, -1.9
+    used = set(g.global_inputs(n))
+    feats = [xs['f0']] + [xs[d] for d in range(1, n + 1)]
+    for d, fx in enumerate(feats):
+        end = (gff_x - BOX_W / 2 + 0.15 + (BOX_W - 0.3) * d / max(n, 1), gff_y + BOX_H / 2)
+        _fusion_line(ax, (fx, y - BOX_H / 2), end, d in used)
+    _box(ax, gff_x, gff_y, 'GFF\n1x1 → 3x3', '#dbe9f6', fontsize=8.5)
+    plus_x = gff_x + NODE_GAP * 0.8
+    ax.add_patch(Circle((plus_x, gff_y), 0.28, facecolor='white', edgecolor='#333333', zorder=3))
+    ax.text(plus_x, gff_y, '+', ha='center', va='center', fontsize=12, zorder=4)
+    _arrow(ax, (gff_x + BOX_W / 2, gff_y), (plus_x - 0.28, gff_y))
+    res_y = gff_y - 0.9
+    ax.plot([xs['f-1'], xs['f-1'], plus_x], [y - BOX_H / 2, res_y, res_y], color='#777777', ls='--', lw=1.1)
+    _arrow(ax, (plus_x, res_y), (plus_x, gff_y - 0.28), color='#777777', ls='--', lw=1.1)
+    ax.text(xs['f-1'] + 0.15, res_y + 0.1, 'global residual (+ F$_{-1}$)', fontsize=7.5, color='#555555',
+            va='bottom')
+    _arrow(ax, (plus_x + 0.28, gff_y), (plus_x + 1.0, gff_y))
+    ax.text(plus_x + 1.05, gff_y, 'UPNet', va='center', fontsize=9)
+    ax.text(xs['in'] - BOX_W / 2, y + BOX_H / 2 + 0.35,
+            f'global feature fusion: F$_d$ used = {sorted(used)} (bits {" ".join(map(str, g.global_bits))}); '
+            'block d > 1 reads conv1x1(concat(F$_0$..F$_{d-1}$))', fontsize=8, va='bottom')
+    return (xs['in'] - BOX_W / 2 - 0.3, plus_x + 2.0), (res_y - 0.5, y + BOX_H / 2 + 1.0)
+
+
+def _fit(ax, xlim, ylim, width_in, height_in):
+    """Equal data units in x and y: widen the smaller range around its centre to the axes' aspect."""
+    (x0, x1), (y0, y1) = xlim, ylim
+    bbox = ax.get_position()
+    aspect = (bbox.height * height_in) / (bbox.width * width_in)
+    w, h = x1 - x0, y1 - y0
+    if h / w < aspect:
+        pad = (w * aspect - h) / 2
+        y0, y1 = y0 - pad, y1 + pad
+    else:
+        pad = (h / aspect - w) / 2
+        x0, x1 = x0 - pad, x1 + pad
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_axis_off()
+
+
+def draw_genotype(genotype, path: str, title: Optional[str] = None, dpi: int = DPI) -> str:
+    """Draw ``genotype`` (a Genotype or anything ``Genotype.parse`` reads) to the PNG ``path``.
+
+    Returns ``path``. The image is ``figure_pixels(genotype, dpi)`` pixels; the file is written to a
+    temporary name in the same folder and renamed, so ``path`` is never half written.
+    """
+    g = Genotype.parse(genotype)
+    width, height = figure_inches(g)
+    fig = Figure(figsize=(width, height), dpi=dpi, facecolor='white')
+    FigureCanvasAgg(fig)
+    head = 0.55 / height  # title band, in figure fractions
+    if title is None:
+        title = f'DeCoNAS cell  {g.to_string()}   (bits {g.to_string("bits")})'
+    fig.text(0.5, 1 - 0.3 / height, title, ha='center', va='center', fontsize=11, weight='bold')
+    if g.has_fusion_bits:
+        cell_frac = CELL_H / height
+        ax_cell = fig.add_axes([0.02, 1 - cell_frac + 0.01, 0.96, cell_frac - head - 0.01])
+        ax_gff = fig.add_axes([0.02, 0.02, 0.96, GFF_H / height - 0.04])
+        _fit(ax_gff, *_draw_gff(ax_gff, g), width, height)
+    else:
+        ax_cell = fig.add_axes([0.02, 0.02, 0.96, 1 - head - 0.02])
+    _fit(ax_cell, *_draw_cell(ax_cell, g), width, height)
+
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.png', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            fig.savefig(f, format='png', dpi=dpi, facecolor='white')
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------------------- genotype sources
+class GenotypeSourceError(ValueError):
+    """A genotype cannot be read from the given file; the message says why and what to do."""
+
+
+def genotype_from_option(path: str) -> Tuple[Genotype, dict]:
+    """(genotype, network_g) of a BasicSR option file whose ``network_g`` is a DeCoNASNet."""
+    import yaml
+    if not osp.isfile(path):
+        raise GenotypeSourceError(f'option file not found: {path}')
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            opt = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise GenotypeSourceError(f'cannot read option file {path}: {" ".join(str(e).split())}') from None
+    net = opt.get('network_g') if isinstance(opt, dict) else None
+    if not isinstance(net, dict):
+        raise GenotypeSourceError(f'option file {path} has no network_g mapping')
+    if net.get('type') != 'DeCoNASNet' or 'genotype' not in net:
+        raise GenotypeSourceError(
+            f'network_g of {path} is {net.get("type")!r}' + ('' if 'genotype' in net else ' without a genotype')
+            + ': expected a DeCoNASNet with a genotype')
+    try:
+        return Genotype.parse(net['genotype'], num_nodes=net.get('num_nodes', 4),
+                              num_blocks=net.get('num_blocks', 4)), net
+    except GenotypeError as e:
+        raise GenotypeSourceError(f'network_g.genotype of {path}: {e}') from None
+
+
+def load_checkpoint(path: str):
+    """``torch.load`` on the CPU; tensors-only first, full unpickling only if the file needs it."""
+    import pickle
+
+    import torch
+    if not osp.isfile(path):
+        raise GenotypeSourceError(f'checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:  # e.g. a Genotype object stored in it: a trusted file of the project
+        pass
+    except Exception as e:  # noqa: BLE001  (truncated, not a torch file, ...)
+        raise GenotypeSourceError(f'cannot load checkpoint {path}: {type(e).__name__}: {e}') from None
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise GenotypeSourceError(f'cannot load checkpoint {path}: {type(e).__name__}: {e}') from None
+
+
+def checkpoint_state_dict(ckpt, param_key: Optional[str] = None) -> Tuple[dict, str]:
+    """(state dict, key used) of a BasicSR net checkpoint: ``param_key``, else ``params_ema``, else
+    ``params``, else the dict itself when it maps names to tensors. A ``module.`` prefix is removed."""
+    import torch
+    if not isinstance(ckpt, dict):
+        raise GenotypeSourceError(f'a net checkpoint is a dict, got {type(ckpt).__name__}')
+    keys = [param_key] if param_key else ['params_ema', 'params']
+    for key in keys:
+        if isinstance(ckpt.get(key), dict):
+            sd, used = ckpt[key], key
+            break
+    else:
+        if param_key:
+            raise GenotypeSourceError(f'checkpoint has no {param_key!r} entry (it has: {sorted(map(str, ckpt))})')
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            sd, used = ckpt, '(top level)'
+        else:
+            raise GenotypeSourceError(
+                f'no network weights in the checkpoint: expected a params or params_ema entry, got keys '
+                f'{sorted(map(str, ckpt))[:8]}')
+    return {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()}, used
+
+
+def _structure(sd: dict) -> dict:
+    """Sizes read off a DeCoNASNet state dict: C, N, M, inputs per (node, op), LFF/GFF inputs."""
+    if 'sfe2.weight' not in sd or 'blocks.0.local_fusion.weight' not in sd or 'global_fusion.weight' not in sd:
+        raise GenotypeSourceError('the weights are not a DeCoNASNet\'s (no sfe2 / blocks.0.local_fusion / '
+                                  'global_fusion parameters)')
+    c = sd['sfe2.weight'].shape[0]
+    n = 1 + max(int(m.group(1)) for k in sd for m in [re.match(r'blocks\.(\d+)\.', k)] if m)
+    m_nodes = 1 + max(int(m.group(1)) for k in sd for m in [re.match(r'blocks\.0\.attention\.(\d+)\.', k)] if m)
+    n_in = {}
+    for node in range(1, m_nodes + 1):
+        for op in range(NUM_OPS):
+            w = sd.get(f'blocks.0.ops.node{node}_op{op}.' + ('pointwise_weight' if op == 1 else 'weight'))
+            n_in[node, op] = 0 if w is None else w.shape[1] // c
+    return {'C': c, 'N': n, 'M': m_nodes, 'n_in': n_in,
+            'local': sd['blocks.0.local_fusion.weight'].shape[1] // c,
+            'global': sd['global_fusion.weight'].shape[1] // c}
+
+
+def _matches(g: Genotype, st: dict) -> bool:
+    return (g.num_nodes == st['M'] and (g.num_blocks in (None, st['N']))
+            and all(len(g.op_inputs(node, op)) == k for (node, op), k in st['n_in'].items())
+            and len(g.local_inputs()) == st['local'] and len(g.global_inputs(st['N'])) == st['global'])
+
+
+def _sidecar_options(path: str):
+    """BasicSR copies the option file into the experiment folder: ``<exp>/<name>.yml`` beside ``<exp>/models``."""
+    folder = osp.dirname(osp.abspath(path))
+    roots = [osp.dirname(folder)] if osp.basename(folder) == 'models' else []
+    return sorted(p for r in roots for p in glob.glob(osp.join(r, '*.yml')))
+
+
+def genotype_from_checkpoint(path: str) -> Tuple[Genotype, str]:
+    """(genotype, where it came from) of a BasicSR net checkpoint of a DeCoNASNet.
+
+    1. A ``genotype`` entry of the checkpoint dict, if any (string, list, mapping or Genotype).
+    2. The layer shapes: they fix M, N and how many inputs each op (and each fusion conv) reads,
+       but not which ones. The genotype is read off them when that is unique (every op of node i
+       reads none or all of ``x_0..x_{i-1}``, every fusion conv reads all, or only the last, feature).
+    3. Otherwise the option file BasicSR copied into the experiment folder (``<exp>/*.yml`` beside
+       ``<exp>/models/``), if its genotype fits the shapes.
+    Anything else raises a GenotypeSourceError that says which ops are ambiguous.
+    """
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get('genotype') is not None:
+        try:
+            return Genotype.parse(ckpt['genotype']), "the checkpoint's 'genotype' entry"
+        except GenotypeError as e:
+            raise GenotypeSourceError(f"the checkpoint's 'genotype' entry is not a genotype: {e}") from None
+    sd, key = checkpoint_state_dict(ckpt)
+    st = _structure(sd)
+    m, n = st['M'], st['N']
+    ambiguous = []
+    for node in range(1, m + 1):
+        for op in range(NUM_OPS):
+            k = st['n_in'][node, op]
+            if k not in (0, node):
+                ambiguous.append(f'node {node} {OP_NAMES[op]} reads {k} of x_0..x_{node - 1} '
+                                 f'({math.comb(node, k)} possibilities)')
+    fusion = st['local'] < m + 1 or st['global'] < n + 1
+    for name, k, total in (('LFF', st['local'], m), ('GFF', st['global'], n)):
+        if k - 1 not in (0, total):
+            ambiguous.append(f'{name} reads {k} of {total + 1} features ({math.comb(total, k - 1)} possibilities)')
+    if not ambiguous:
+        codes = []
+        for node in range(1, m + 1):
+            for j in range(node):
+                codes.append(sum(1 << (NUM_OPS - 1 - op) for op in range(NUM_OPS) if st['n_in'][node, op] == node))
+        g = Genotype(tuple(codes), NUM_OPS, *(
+            ((1 if st['local'] == m + 1 else 0, ) * m, (1 if st['global'] == n + 1 else 0, ) * n) if fusion else
+            (None, None)))
+        return g, f'the layer shapes of {key} (unique)'
+    for opt_path in _sidecar_options(path):
+        try:
+            g, _ = genotype_from_option(opt_path)
+        except GenotypeSourceError:
+            continue
+        if _matches(g, st):
+            return g, f'the experiment option file {opt_path} (fits the layer shapes)'
+    raise GenotypeSourceError(
+        f'cannot tell the genotype of {path}: it has no genotype entry, and its layer shapes only fix how many '
+        f'inputs each op reads, not which: ' + '; '.join(ambiguous) + '. Give the genotype (--genotype or an '
+        'option file with --opt), or save it in the checkpoint under a "genotype" key.')
