@@ -30,6 +30,20 @@ SEARCH_DEFAULTS = {
 }
 
 
+def controller_options(opt):
+    """``network_c`` of a search option file, its M, N and fusion flag defaulting to network_g's."""
+    net_g = opt['network_g']
+    if net_g.get('type') != 'DeCoNetSupernet':
+        raise ValueError(f"a DeCoNAS search needs network_g type DeCoNetSupernet, got {net_g.get('type')!r}")
+    net_c = dict(opt.get('network_c') or {})
+    net_c.setdefault('type', 'DeCoNASController')
+    for key, default in (('num_nodes', 4), ('num_blocks', 4), ('feature_fusion_search', False)):
+        net_c.setdefault(key, net_g.get(key, default))
+        if net_c[key] != net_g.get(key, default):
+            raise ValueError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g.get(key, default)}')
+    return net_c
+
+
 def _rng_state():
     state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -65,17 +79,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         if unknown:
             raise KeyError(f'unknown key(s) {unknown} in the search section; known: {sorted(SEARCH_DEFAULTS)}')
         self.search_opt = {**SEARCH_DEFAULTS, **search}
-        net_g = opt['network_g']
-        if net_g.get('type') != 'DeCoNetSupernet':
-            raise ValueError(f"DeCoNASSearchModel needs network_g type DeCoNetSupernet, got {net_g.get('type')!r}")
-        net_c = opt.setdefault('network_c', {'type': 'DeCoNASController'})
-        net_c.setdefault('type', 'DeCoNASController')
-        net_c.setdefault('num_nodes', net_g.get('num_nodes', 4))
-        net_c.setdefault('num_blocks', net_g.get('num_blocks', 4))
-        net_c.setdefault('feature_fusion_search', net_g.get('feature_fusion_search', False))
-        for key in ('num_nodes', 'num_blocks', 'feature_fusion_search'):
-            if net_c[key] != net_g.get(key, net_c[key]):
-                raise ValueError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g[key]}')
+        opt['network_c'] = controller_options(opt)
         super().__init__(opt)
 
     # ------------------------------------------------------------------------------------- setup

@@ -1,0 +1,194 @@
+"""Derivation: from a search experiment to one genotype and a ready-to-run retrain option file.
+
+Used by ``tools/derive.py`` (and the demo): load the supernet and controller of a search
+checkpoint, sample genotypes, score each with the shared weights on a validation set, rank them,
+choose one, and write a DeCoNASNet retrain option file.
+"""
+import copy
+import csv
+import io
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import yaml
+from basicsr.archs import build_network
+from basicsr.data import build_dataset
+from basicsr.utils.options import ordered_yaml
+from tqdm import tqdm
+
+from .complexity import count_params, max_params
+from .genotype import Genotype
+from .models.deconas_search_model import SEARCH_DEFAULTS, controller_options
+from .reward import psnr_y
+from .utils.checkpoint import load_state
+
+PROJECT_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
+
+
+class DeriveError(Exception):
+    """A user error of the derivation (missing experiment, checkpoint, dataset...)."""
+
+
+def read_options(path: str) -> dict:
+    if not osp.isfile(path):
+        raise DeriveError(f'option file not found: {path}')
+    with open(path) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def _checkpoint(models_dir: str, label: str, iteration: str) -> str:
+    if iteration != 'latest':
+        path = osp.join(models_dir, f'{label}_{iteration}.pth')
+    else:
+        path = osp.join(models_dir, f'{label}_latest.pth')
+        if not osp.isfile(path):
+            iters = [int(n[len(label) + 1:-4]) for n in os.listdir(models_dir) if n.startswith(label + '_')
+                     and n[len(label) + 1:-4].isdigit()] if osp.isdir(models_dir) else []
+            path = osp.join(models_dir, f'{label}_{max(iters)}.pth') if iters else path
+    if not osp.isfile(path):
+        raise DeriveError(f'no {label} checkpoint {osp.basename(path)} in {models_dir}: run the search first '
+                          f'(python deconas_plugin/train.py -opt <search yml>) or pass --experiment/--iter')
+    return path
+
+
+def load_search(opt: dict, experiment: Optional[str] = None, iteration: str = 'latest', device='cpu'):
+    """(supernet, controller) of a search experiment, with the weights of ``iteration``."""
+    experiment = experiment or osp.join(PROJECT_ROOT, 'experiments', opt['name'])
+    models_dir = osp.join(experiment, 'models')
+    supernet = build_network(copy.deepcopy(opt['network_g']))
+    controller = build_network(controller_options(opt))
+    for net, label in ((supernet, 'net_g'), (controller, 'net_c')):
+        path = _checkpoint(models_dir, label, iteration)
+        state = load_state(path)
+        try:
+            net.load_state_dict(state.get('params', state))
+        except RuntimeError as e:
+            raise DeriveError(f'{path} does not fit network_{label[4:]} of the option file (different N, M, C, '
+                              f'scale or controller settings?): {str(e).splitlines()[0]} ...') from None
+    return supernet.to(device).eval(), controller.to(device).eval()
+
+
+def validation_batches(opt: dict, which: str = 'val', device='cpu') -> List:
+    """(lq, gt) pairs of the search's validation set: whole images of ``datasets.val``, or the
+    reward-validation patches (``which='reward'``, one fixed batch per image)."""
+    if which == 'val':
+        dataset_opt = next((v for k, v in (opt.get('datasets') or {}).items() if k.startswith('val')), None)
+        if dataset_opt is None:
+            raise DeriveError('the search option file has no datasets.val; use --scored-on reward')
+        dataset_opt = dict(dataset_opt, phase='val', scale=opt['scale'])
+    else:
+        reward = (opt.get('search') or {}).get('reward_dataset')
+        if not reward:
+            raise DeriveError('the search option file has no search.reward_dataset')
+        dataset_opt = dict(reward, phase='val', scale=opt['scale'])
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        path = dataset_opt.get(key)
+        if path and not osp.isabs(path):
+            dataset_opt[key] = osp.join(PROJECT_ROOT, path)
+        if path and not osp.exists(dataset_opt[key]):
+            raise DeriveError(f'{key} of the {which} dataset does not exist: {dataset_opt[key]}')
+    dataset = build_dataset(dataset_opt)
+    return [(d['lq'][None].to(device), d['gt'][None].to(device)) for d in dataset]
+
+
+def score(supernet, genotypes: Sequence[Genotype], batches, crop_border: int, alpha: float,
+          progress: bool = True) -> List[Dict]:
+    """PSNR-Y with the shared weights, exact params and reward of each distinct genotype."""
+    size = dict(num_blocks=supernet.num_blocks, num_feat=supernet.sfe1.out_channels, upscale=supernet.upscale,
+                num_in_ch=supernet.sfe1.in_channels, num_out_ch=supernet.conv_last.out_channels)
+    pmax = max_params(num_nodes=supernet.num_nodes, **size)
+    rows = []
+    for g in tqdm(list(dict.fromkeys(genotypes)), desc='scoring genotypes', unit='genotype', disable=not progress):
+        psnr = sum(psnr_y(supernet, g, lq, gt, crop_border) for lq, gt in batches) / len(batches)
+        params = count_params(g, **size)
+        rows.append({'genotype': g.to_string(), 'bits': g.to_string('bits'), 'params': params, 'psnr': psnr,
+                     'reward': psnr - alpha * params / pmax})
+    rows.sort(key=lambda r: r['reward'], reverse=True)
+    for rank, row in enumerate(rows, 1):
+        row['rank'] = rank
+    return rows
+
+
+def choose(rows: List[Dict], max_params: Optional[int] = None) -> Dict:
+    """Best reward, or with ``max_params`` the best PSNR among genotypes within that budget."""
+    if max_params is None:
+        return max(rows, key=lambda r: r['reward'])
+    within = [r for r in rows if r['params'] <= max_params]
+    if not within:
+        raise DeriveError(f'no sampled genotype has at most {max_params:,} params '
+                          f'(smallest: {min(r["params"] for r in rows):,}); raise --max-params or sample more')
+    return max(within, key=lambda r: r['psnr'])
+
+
+def atomic_write_text(path: str, text: str):
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def ranking_tables(rows: List[Dict]) -> Dict[str, str]:
+    """The ranking as CSV and Markdown text."""
+    fields = ['rank', 'genotype', 'bits', 'params', 'psnr', 'reward']
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in fields} for r in rows)
+    md = ['| rank | genotype | params | PSNR-Y (dB) | reward |', '|---:|---|---:|---:|---:|']
+    md += [f"| {r['rank']} | `{r['genotype']}` | {r['params']:,} | {r['psnr']:.3f} | {r['reward']:.3f} |"
+           for r in rows]
+    return {'csv': buf.getvalue(), 'md': '\n'.join(md) + '\n'}
+
+
+def set_option(opt: dict, dotted: str, value):
+    """``set_option(opt, 'train.total_iter', 100)``: set a nested key, creating mappings as needed."""
+    keys = dotted.split('.')
+    node = opt
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise DeriveError(f'--set {dotted}: {key} is not a mapping in the option file')
+    node[keys[-1]] = value
+
+
+def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_from_search: bool = False,
+                    pretrain: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
+    """A DeCoNASNet training option file for ``genotype`` (the network sizes of the search)."""
+    opt = copy.deepcopy(template)
+    net_g = search_opt['network_g']
+    opt['name'] = f"DeCoNASNet_x{search_opt['scale']}_{search_opt['name']}"
+    opt['model_type'] = 'DeCoNASSRModel'
+    opt['scale'] = search_opt['scale']
+    opt['network_g'] = {
+        'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': net_g.get('num_blocks', 4),
+        'num_nodes': net_g.get('num_nodes', 4), 'num_feat': net_g.get('num_feat', 64),
+        'upscale': net_g.get('upscale', search_opt['scale']), 'num_in_ch': net_g.get('num_in_ch', 3),
+        'num_out_ch': net_g.get('num_out_ch', 3)}
+    if data_from_search:
+        opt['datasets'] = copy.deepcopy(search_opt['datasets'])
+    opt.setdefault('path', {})['pretrain_network_g'] = pretrain
+    for item in overrides:
+        if '=' not in item:
+            raise DeriveError(f'--set expects key=value (e.g. train.total_iter=1000), got {item!r}')
+        key, value = item.split('=', 1)
+        set_option(opt, key, yaml.safe_load(value))
+    return opt
+
+
+def dump_options(opt: dict) -> str:
+    return yaml.dump(_plain(opt), Dumper=ordered_yaml()[1], sort_keys=False, default_flow_style=False)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def search_alpha(opt: dict) -> float:
+    return float((opt.get('search') or {}).get('alpha', SEARCH_DEFAULTS['alpha']))
