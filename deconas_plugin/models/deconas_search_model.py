@@ -2,7 +2,6 @@
 import json
 import os
 import os.path as osp
-import random
 from collections import OrderedDict
 
 import numpy as np
@@ -15,7 +14,6 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..complexity import count_params, max_params
 from ..reward import psnr_y
-from ..utils.checkpoint import atomic_save
 from .deconas_sr_model import DeCoNASSRModel
 
 SEARCH_DEFAULTS = {
@@ -42,21 +40,6 @@ def controller_options(opt):
         if net_c[key] != net_g.get(key, default):
             raise ValueError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g.get(key, default)}')
     return net_c
-
-
-def _rng_state():
-    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state):
-    random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
 
 
 @MODEL_REGISTRY.register()
@@ -237,26 +220,15 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.save_network(self.net_c, 'net_c', current_iter)
         self.save_training_state(epoch, current_iter)
 
-    def save_training_state(self, epoch, current_iter):
-        if current_iter == -1 or self.opt['rank'] != 0:
-            return
-        state = {
-            'epoch': epoch, 'iter': current_iter,
-            'optimizers': [o.state_dict() for o in self.optimizers],
-            'schedulers': [s.state_dict() for s in self.schedulers],
-            'reinforce': self.cri_reinforce.state_dict(),
-            'search': {'controller_step': self.controller_step, 'skipped': dict(self.skipped)},
-            'rng': _rng_state(),
-        }
-        atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+    def extra_training_state(self):
+        return {'reinforce': self.cri_reinforce.state_dict(),
+                'search': {'controller_step': self.controller_step, 'skipped': dict(self.skipped)}}
 
-    def resume_training(self, resume_state):
-        super().resume_training(resume_state)
-        self.cri_reinforce.load_state_dict(resume_state['reinforce'])
-        self.controller_step = resume_state['search']['controller_step']
-        self.skipped = dict(resume_state['search']['skipped'])
-        _set_rng_state(resume_state['rng'])
-        self._truncate_history(resume_state['iter'])
+    def load_extra_training_state(self, state):
+        self.cri_reinforce.load_state_dict(state['reinforce'])
+        self.controller_step = state['search']['controller_step']
+        self.skipped = dict(state['search']['skipped'])
+        self._truncate_history(state['iter'])
 
     def _truncate_history(self, resume_iter):
         """Drop history rows written after the resumed checkpoint, so that none is duplicated."""

@@ -1,8 +1,30 @@
 """BasicSR's SRModel plus the gray-image rule of the evaluation protocol."""
+import os.path as osp
+import random
+
+import numpy as np
+import torch
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from deconas_plugin.utils.checkpoint import atomic_save
 from deconas_plugin.utils.y_protocol import gray_visuals, is_single_channel
+
+
+def rng_state():
+    """Every RNG a training step draws from (Python, NumPy, torch CPU and CUDA)."""
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
 
 
 @MODEL_REGISTRY.register()
@@ -14,7 +36,49 @@ class DeCoNASSRModel(SRModel):
     the output), so ``calculate_psnr/ssim`` with ``test_y_channel: true`` measure them on the
     image's own gray values instead of the BT.601 16..235 Y of a replicated RGB copy.
     Training is unchanged (the check only runs when visuals are requested).
+
+    Checkpoints are written atomically (temporary file + rename) by rank 0 only; a network
+    checkpoint of a DeCoNASNet also carries its genotype, and a training state carries the RNG
+    states, so that a resumed run draws the same random numbers.
     """
+
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        if self.opt.get('rank', 0) != 0:
+            return
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        genotype = getattr(self.get_bare_model(nets[0]), 'genotype', None)
+        if genotype is not None:
+            save_dict['genotype'] = genotype.to_string()
+        label = 'latest' if current_iter == -1 else current_iter
+        atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    def extra_training_state(self):
+        """What a subclass adds to a training state (saved with optimizers, schedulers and RNGs)."""
+        return {}
+
+    def load_extra_training_state(self, state):
+        """Restore what ``extra_training_state`` saved."""
+
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1 or self.opt.get('rank', 0) != 0:
+            return
+        state = {
+            'epoch': epoch, 'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'rng': rng_state(), **self.extra_training_state()}
+        atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if 'rng' in resume_state:
+            set_rng_state(resume_state['rng'])
+        self.load_extra_training_state(resume_state)
 
     def feed_data(self, data):
         super().feed_data(data)
