@@ -6,6 +6,9 @@ if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
+from deconas_plugin.utils.compat import patch_basicsr  # noqa: E402
+
+patch_basicsr()
 from basicsr.test import test_pipeline  # noqa: E402
 
 if __name__ == '__main__':

@@ -1,10 +1,10 @@
 """The DeCoNAS search as a BasicSR model: ENAS-style alternation of child and controller steps."""
+import hashlib
 import json
 import os
 import os.path as osp
 from collections import OrderedDict
 
-import numpy as np
 import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
@@ -14,6 +14,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..complexity import count_params, max_params
 from ..reward import psnr_y
+from ..utils import dist as dist_util
 from .deconas_sr_model import DeCoNASSRModel
 
 SEARCH_DEFAULTS = {
@@ -25,6 +26,7 @@ SEARCH_DEFAULTS = {
     'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
     'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
     'history_file': 'search_history.jsonl',  # in the experiment folder
+    'rank_trace': False,  # debugging: every rank appends its genotypes to rank<r>_trace.jsonl
 }
 
 
@@ -40,6 +42,14 @@ def controller_options(opt):
         if net_c[key] != net_g.get(key, default):
             raise ValueError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g.get(key, default)}')
     return net_c
+
+
+def _digest(net) -> str:
+    """A hash of a network's weights (to compare ranks bit for bit)."""
+    h = hashlib.sha256()
+    for t in net.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 @MODEL_REGISTRY.register()
@@ -66,10 +76,17 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         super().__init__(opt)
 
     # ------------------------------------------------------------------------------------- setup
+    def model_to_device(self, net):
+        # No DistributedDataParallel: gradients are averaged by hand (see ``utils.dist``), and
+        # rank 0's initial weights are broadcast (BasicSR seeds each rank differently).
+        net = net.to(self.device)
+        dist_util.broadcast_module_(net)
+        return net
+
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.net_g.train()
-        self.net_c = build_network(self.opt['network_c']).to(self.device)
+        self.net_c = self.model_to_device(build_network(self.opt['network_c']))
         load_path = self.opt['path'].get('pretrain_network_c')
         if load_path is not None:
             self.load_network(self.net_c, load_path, self.opt['path'].get('strict_load_c', True), 'params')
@@ -103,8 +120,11 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         dataset_opt.setdefault('use_hflip', False)
         dataset_opt.setdefault('use_rot', False)
         dataset = build_dataset(dataset_opt)
-        generator = torch.Generator().manual_seed(self.opt.get('manual_seed') or 0)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.search_opt['reward_patches'], shuffle=True,
+        # Each rank draws its own share of the reward patches (the PSNR is averaged over ranks).
+        world = self.opt.get('world_size', 1)
+        generator = torch.Generator().manual_seed((self.opt.get('manual_seed') or 0) + self.opt.get('rank', 0))
+        per_rank = -(-self.search_opt['reward_patches'] // world)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True,
                                              drop_last=False, num_workers=0, generator=generator)
 
         def endless():
@@ -133,14 +153,32 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             self.optimizers = optimizers
 
     # ---------------------------------------------------------------------------------- training
+    def _sample(self, with_grad: bool):
+        """(genotype, log_prob, entropy) drawn by the controller, the same on every rank.
+
+        In a distributed search rank 0 draws the bits and every rank scores them with the same
+        controller weights, so every rank also computes the same log-probability and gradient.
+        """
+        ctrl = self.net_c
+        with torch.set_grad_enabled(with_grad):
+            if not dist_util.is_distributed():
+                bits, log_prob, entropy = ctrl.run(1)
+            else:
+                with torch.no_grad():
+                    bits = ctrl.run(1)[0]
+                bits = dist_util.broadcast_(bits.contiguous())
+                _, log_prob, entropy = ctrl.run(bits=bits)
+        return ctrl.bits_to_genotype(bits[0]), log_prob[0], entropy[0]
+
     def optimize_parameters(self, current_iter):
-        with torch.no_grad():
-            genotype, _, _ = self.net_c.sample()
+        genotype, _, _ = self._sample(with_grad=False)
         self.optimizer_g.zero_grad(set_to_none=True)
         self.output = self.net_g(self.lq, genotype)
         l_pix = self.cri_pix(self.output, self.gt)
-        if torch.isfinite(l_pix):
+        # Decide on every rank together, so that no rank waits in an all-reduce the others skip.
+        if dist_util.mean_over_ranks(torch.isfinite(l_pix).item(), self.device) == 1:
             l_pix.backward()
+            dist_util.average_gradients_(self.net_g)
             self.optimizer_g.step()
         else:  # never let a NaN/inf reach the shared weights
             self.skipped['child_nonfinite'] += 1
@@ -148,18 +186,24 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                                       f"({self.skipped['child_nonfinite']} so far)")
         self.log_dict['l_pix'] = float(l_pix.detach())
         self.log_dict['child_params_M'] = count_params(genotype, **self.arch_size) / 1e6
+        self._trace({'iter': current_iter, 'child': genotype.to_string()})
         opt = self.search_opt
         if current_iter >= opt['controller_start_iter'] and current_iter % opt['child_steps'] == 0:
             self.train_controller(current_iter)
 
     def train_controller(self, current_iter):
-        """``controller_steps`` REINFORCE steps; each appends one row to the search history."""
+        """``controller_steps`` REINFORCE steps; each appends one row to the search history.
+
+        Each rank scores the genotype on its own share of the reward patches; the PSNR is
+        averaged over ranks, so every rank takes the same controller step.
+        """
         self.net_g.eval()
         rows = []
         for _ in range(self.search_opt['controller_steps']):
             lq, gt = next(self.reward_batches)
-            genotype, log_prob, entropy = self.net_c.sample()
-            psnr = psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border)
+            genotype, log_prob, entropy = self._sample(with_grad=True)
+            psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
+                                             self.device)
             params = count_params(genotype, **self.arch_size)
             reward = self.reward_fn(psnr, params)
             self.controller_step += 1
@@ -171,17 +215,25 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                 continue
             self.optimizer_c.zero_grad(set_to_none=True)
             loss.backward()
+            dist_util.average_gradients_(self.net_c)  # identical already; keeps the ranks bit-exact
             self.optimizer_c.step()
             rows.append({
                 'iter': current_iter, 'controller_step': self.controller_step, 'genotype': genotype.to_string(),
                 'psnr': psnr, 'params': params, 'reward': reward, 'baseline': float(self.cri_reinforce.baseline),
                 'advantage': advantage, 'entropy': float(entropy.detach()), 'log_prob': float(log_prob.detach())})
+            self._trace({'iter': current_iter, 'controller': genotype.to_string(), 'psnr': psnr})
         self.net_g.train()
         self._append_history(rows)
         if rows:
             for key in ('reward', 'baseline', 'entropy', 'psnr'):
                 self.log_dict[key] = sum(r[key] for r in rows) / len(rows)
             self.log_dict['params_M'] = sum(r['params'] for r in rows) / len(rows) / 1e6
+
+    def _trace(self, row):
+        if self.search_opt['rank_trace']:
+            path = osp.join(self.opt['path']['experiments_root'], f"rank{self.opt['rank']}_trace.jsonl")
+            with open(path, 'a') as f:
+                f.write(json.dumps(row) + '\n')
 
     def _append_history(self, rows):
         if self.opt['rank'] != 0 or not rows:
@@ -216,6 +268,8 @@ class DeCoNASSearchModel(DeCoNASSRModel):
 
     # ------------------------------------------------------------------------------ checkpoints
     def save(self, epoch, current_iter):
+        if self.search_opt['rank_trace']:
+            self._trace({'iter': current_iter, 'net_g': _digest(self.net_g), 'net_c': _digest(self.net_c)})
         self.save_network(self.net_g, 'net_g', current_iter)
         self.save_network(self.net_c, 'net_c', current_iter)
         self.save_training_state(epoch, current_iter)

@@ -42,6 +42,22 @@ class DeCoNASSRModel(SRModel):
     states, so that a resumed run draws the same random numbers.
     """
 
+    def model_to_device(self, net):
+        # BasicSR passes device_ids=[cuda device] to DistributedDataParallel, which fails on CPU.
+        if not self.opt['dist'] or torch.cuda.is_available():
+            return super().model_to_device(net)
+        return torch.nn.parallel.DistributedDataParallel(
+            net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
+
+    def test(self):
+        # The bare network, not the DDP wrapper: validation runs on rank 0 only, and a DDP forward
+        # would wait for the other ranks to synchronise buffers (the mean of DeCoNASNet/CARN/RDN).
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq)
+        self.net_g.train()
+
     def save_network(self, net, net_label, current_iter, param_key='params'):
         if self.opt.get('rank', 0) != 0:
             return

@@ -53,7 +53,54 @@ def load_resume_state(opt):
     return state
 
 
+def _option_backend():
+    """``dist_params.backend`` of the option file on the command line (``-opt``), if any."""
+    import argparse
+
+    import yaml
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    args, _ = parser.parse_known_args()
+    if not args.opt:
+        return None
+    with open(args.opt) as f:
+        opt = yaml.safe_load(f) or {}
+    return (opt.get('dist_params') or {}).get('backend')
+
+
+def init_dist(launcher, backend=None, **kwargs):
+    """Replacement of ``basicsr.utils.dist_util.init_dist`` that also works without CUDA.
+
+    BasicSR hard-codes nccl for ``--launcher pytorch`` and divides by the GPU count. The backend
+    here is, in order: the ``backend`` argument (BasicSR passes ``dist_params`` under slurm),
+    ``dist_params.backend`` of the option file, the ``DECONAS_DIST_BACKEND`` environment variable,
+    else nccl with CUDA and gloo without.
+    """
+    import os
+
+    import torch.distributed as dist
+    from basicsr.utils import dist_util
+
+    backend = (backend or _option_backend() or os.environ.get('DECONAS_DIST_BACKEND')
+               or ('nccl' if torch.cuda.is_available() else 'gloo'))
+    if backend == 'nccl' and not torch.cuda.is_available():
+        raise RuntimeError('dist_params.backend is nccl but CUDA is not available: use backend: gloo on CPU')
+    if launcher == 'slurm':
+        # BasicSR's slurm set-up (addresses, ranks); it calls torch.cuda.set_device, so only with CUDA.
+        if not torch.cuda.is_available():
+            raise RuntimeError('--launcher slurm needs CUDA here; on CPU use torchrun (--launcher pytorch)')
+        dist_util._init_dist_slurm(backend, **kwargs)
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'invalid launcher {launcher!r}: use pytorch (torchrun) or slurm')
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % torch.cuda.device_count())
+    dist.init_process_group(backend=backend)
+
+
 def patch_basicsr():
-    """Install the CPU-safe resume into basicsr's train pipeline (idempotent)."""
+    """Install the CPU-safe resume and distributed set-up into basicsr's pipelines (idempotent)."""
     import basicsr.train
+    import basicsr.utils.options
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.utils.options.init_dist = init_dist
