@@ -102,7 +102,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                                      'params_max': self.params_max})
         crop = self.search_opt['reward_crop_border']
         self.reward_crop_border = supernet.upscale if crop is None else crop
-        self.reward_batches = self._build_reward_batches()
+        self.reward_dataset = self._build_reward_dataset()
         self.setup_optimizers()
         self.setup_schedulers()
         self.controller_step = 0  # REINFORCE steps taken so far (history rows carry it)
@@ -110,8 +110,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.history_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['history_file'])
         self.log_dict = OrderedDict()
 
-    def _build_reward_batches(self):
-        """An endless iterator of (lq, gt) reward-validation batches of ``reward_patches`` patches."""
+    def _build_reward_dataset(self):
         dataset_opt = self.search_opt['reward_dataset']
         if not dataset_opt:
             raise KeyError('search.reward_dataset is required: BasicSR dataset options of the reward-validation '
@@ -119,20 +118,23 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         dataset_opt = dict(dataset_opt, phase='train', scale=self.opt['scale'])
         dataset_opt.setdefault('use_hflip', False)
         dataset_opt.setdefault('use_rot', False)
-        dataset = build_dataset(dataset_opt)
-        # Each rank draws its own share of the reward patches (the PSNR is averaged over ranks).
-        world = self.opt.get('world_size', 1)
-        generator = torch.Generator().manual_seed((self.opt.get('manual_seed') or 0) + self.opt.get('rank', 0))
+        return build_dataset(dataset_opt)
+
+    def reward_batch(self):
+        """The reward-validation patches of the current controller step, on this rank.
+
+        Which images are used depends only on (seed, rank, controller step), and the crops draw
+        from the global RNG that checkpoints restore, so a resumed search scores the same patches.
+        Each rank takes its own share of ``reward_patches`` (the PSNR is averaged over ranks).
+        """
+        world, rank = self.opt.get('world_size', 1), self.opt.get('rank', 0)
         per_rank = -(-self.search_opt['reward_patches'] // world)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, shuffle=True,
-                                             drop_last=False, num_workers=0, generator=generator)
-
-        def endless():
-            while True:
-                for data in loader:
-                    yield data['lq'].to(self.device), data['gt'].to(self.device)
-
-        return endless()
+        seed = ((self.opt.get('manual_seed') or 0) * 1_000_003 + self.controller_step) * 64 + rank
+        index = torch.randint(len(self.reward_dataset), (per_rank, ), generator=torch.Generator().manual_seed(seed))
+        items = [self.reward_dataset[int(i)] for i in index]
+        lq = torch.stack([item['lq'] for item in items]).to(self.device)
+        gt = torch.stack([item['gt'] for item in items]).to(self.device)
+        return lq, gt
 
     def setup_optimizers(self):
         train_opt = self.opt['train']
@@ -200,7 +202,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.net_g.eval()
         rows = []
         for _ in range(self.search_opt['controller_steps']):
-            lq, gt = next(self.reward_batches)
+            lq, gt = self.reward_batch()
             genotype, log_prob, entropy = self._sample(with_grad=True)
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)

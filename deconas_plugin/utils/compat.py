@@ -50,7 +50,48 @@ def load_resume_state(opt):
         return None
     state = load_state(path)
     check_resume(opt, state['iter'])
+    _PENDING_RESUME.update(iter=state['iter'], epoch=state['epoch'])
     return state
+
+
+_PENDING_RESUME = {}
+
+
+def _resumable_sampler_class():
+    from basicsr.data.data_sampler import EnlargedSampler
+
+    class ResumableSampler(EnlargedSampler):
+        """BasicSR's sampler that, right after a resume, skips what the interrupted epoch consumed.
+
+        BasicSR restarts the resumed epoch from its first batch, so a resumed run would see the
+        samples before the checkpoint twice and its numbers would differ from an uninterrupted run.
+        """
+        skip = 0
+
+        def __iter__(self):
+            indices = list(super().__iter__())
+            skip, self.skip = self.skip, 0
+            return iter(indices[skip:])
+
+    return ResumableSampler
+
+
+def create_train_val_dataloader(opt, logger):
+    """BasicSR's loaders; after a resume the train sampler skips the batches already trained on."""
+    result = _ORIGINAL['create_train_val_dataloader'](opt, logger)
+    train_loader, train_sampler = result[0], result[1]
+    if train_loader is not None:
+        # A DataLoader draws a base seed from the global torch RNG at the start of every epoch; a
+        # generator of its own keeps that draw from shifting the RNG that checkpoints restore.
+        train_loader.generator = torch.Generator().manual_seed(int(opt['manual_seed']) + opt['rank'])
+    if _PENDING_RESUME and train_loader is not None:
+        consumed = _PENDING_RESUME['iter'] - _PENDING_RESUME['epoch'] * len(train_loader)
+        train_sampler.skip = max(0, consumed) * opt['datasets']['train']['batch_size_per_gpu']
+        _PENDING_RESUME.clear()
+    return result
+
+
+_ORIGINAL = {}
 
 
 def _option_backend():
@@ -102,5 +143,9 @@ def patch_basicsr():
     """Install the CPU-safe resume and distributed set-up into basicsr's pipelines (idempotent)."""
     import basicsr.train
     import basicsr.utils.options
+    if 'create_train_val_dataloader' not in _ORIGINAL:
+        _ORIGINAL['create_train_val_dataloader'] = basicsr.train.create_train_val_dataloader
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr.train.EnlargedSampler = _resumable_sampler_class()
     basicsr.utils.options.init_dist = init_dist
