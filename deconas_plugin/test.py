@@ -7,10 +7,12 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
 from deconas_plugin.utils.compat import patch_basicsr  # noqa: E402
+from deconas_plugin.utils.option_check import preflight  # noqa: E402
 
 patch_basicsr()
 from basicsr.test import test_pipeline  # noqa: E402
 
 if __name__ == '__main__':
+    preflight()  # one clear error for a bad option file, before anything is written
     root_path = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
     test_pipeline(root_path)

@@ -62,10 +62,11 @@ def main(argv=None):
             genotypes, _, _ = controller.sample_many(args.num_samples)
     batches = derive.validation_batches(opt, args.scored_on, args.device)
     alpha = derive.search_alpha(opt) if args.alpha is None else args.alpha
-    crop = (opt.get('search') or {}).get('reward_crop_border') or supernet.upscale
+    crop = (opt.get('search') or {}).get('reward_crop_border')
+    crop = supernet.upscale if crop is None else crop
     rows = derive.score(supernet, genotypes, batches, crop, alpha)
     chosen = derive.choose(rows, args.max_params)
-    genotype = Genotype.parse(chosen['genotype'])
+    genotype = Genotype.parse(chosen['genotype'], num_nodes=supernet.num_nodes, num_blocks=supernet.num_blocks)
 
     tables = derive.ranking_tables(rows)
     derive.atomic_write_text(osp.join(out_dir, 'ranking.csv'), tables['csv'])

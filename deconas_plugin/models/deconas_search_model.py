@@ -140,7 +140,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         train_opt = self.opt['train']
         optim = dict(train_opt['optim_g'])
         self.optimizer_g = self.get_optimizer(optim.pop('type'), self.net_g.parameters(), **optim)
-        optim = dict(train_opt.get('optim_c', {'type': 'Adam', 'lr': 3.5e-4}))
+        optim = dict(train_opt.get('optim_c', {'type': 'Adam', 'lr': 3e-4}))
         self.optimizer_c = self.get_optimizer(optim.pop('type'), self.net_c.parameters(), **optim)
         self.optimizers = [self.optimizer_g, self.optimizer_c]
 
@@ -221,6 +221,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             self.optimizer_c.step()
             rows.append({
                 'iter': current_iter, 'controller_step': self.controller_step, 'genotype': genotype.to_string(),
+                'bits': genotype.to_string('bits'),
                 'psnr': psnr, 'params': params, 'reward': reward, 'baseline': float(self.cri_reinforce.baseline),
                 'advantage': advantage, 'entropy': float(entropy.detach()), 'log_prob': float(log_prob.detach())})
             self._trace({'iter': current_iter, 'controller': genotype.to_string(), 'psnr': psnr})

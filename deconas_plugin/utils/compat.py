@@ -139,6 +139,25 @@ def init_dist(launcher, backend=None, **kwargs):
     dist.init_process_group(backend=backend)
 
 
+def _name_unreadable_pairs():
+    """Make PairedImageDataset name the files of a pair it cannot load (corrupt or truncated)."""
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    if getattr(PairedImageDataset.__getitem__, 'names_pairs', False):
+        return
+    original = PairedImageDataset.__getitem__
+
+    def __getitem__(self, index):
+        try:
+            return original(self, index)
+        except Exception as e:  # noqa: BLE001  (re-raised with the file names)
+            pair = self.paths[index % len(self.paths)]
+            raise RuntimeError(f"cannot load the pair {pair['gt_path']} / {pair['lq_path']}: {e!r}; "
+                               'a corrupt or truncated image? Replace it or remake the data') from e
+
+    __getitem__.names_pairs = True
+    PairedImageDataset.__getitem__ = __getitem__
+
+
 def patch_basicsr():
     """Install the CPU-safe resume and distributed set-up into basicsr's pipelines (idempotent)."""
     import basicsr.train
@@ -149,3 +168,4 @@ def patch_basicsr():
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.train.EnlargedSampler = _resumable_sampler_class()
     basicsr.utils.options.init_dist = init_dist
+    _name_unreadable_pairs()

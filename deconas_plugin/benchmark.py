@@ -1,0 +1,988 @@
+"""Side-by-side speed measurements of the DeCoNAS implementation (``tools/benchmark.py`` is the CLI).
+
+Every number is a ratio or a rate measured in one process, A and B interleaved (ABBA order), each
+after a warm-up, as the median of several repetitions: on a busy machine absolute times move, the
+ratios much less. ``torch.cuda.synchronize`` brackets every timed call on CUDA.
+
+Sections (``--only`` takes these names, or their numbers 1-6):
+
+1. ``supernet`` -- one child train step (zero_grad, forward, L1, backward, Adam step) of
+   ``DeCoNetSupernet(x, g)`` vs ``supernet.extract(g)`` (same weights, batch, patch) for random
+   genotypes; goal: mean ratio supernet / fixed <= 1.10.
+2. ``zeromask`` -- the sliced supernet vs a zero-mask supernet (``ZeroMaskSupernet``: every
+   SubsetInput layer reads all of its inputs with its full weight, the unchosen ones multiplied by 0,
+   as the reference code does for the dilated conv), checked to give the same output first;
+   goal: sliced >= 1.5x faster.
+3. ``controller`` -- ms per genotype of sample + log-prob at M = 8, N = 16 (FF off and on): the
+   single-genotype path, the batched path, and a prototype of a faster controller
+   (``FastControllerPrototype``; same parameters, same log-probs); goal <= 2 ms on CPU.
+4. ``inference`` -- DeCoNASNet (paper genotype), CARN (multi-scale and single), RDN, EDSR-baseline
+   at x2: ms per image, params, MACs (``complexity_table.model_complexity``), GMAC/s.
+5. ``data`` -- BasicSR ``PairedImageDataset`` (train mode: crop, flips, rotations) samples/s from
+   LMDB vs from folders of the same sub-images (made with ``tools/prepare_train.py``).
+6. ``options`` -- the supernet child step with channels_last, autocast (bf16; fp16 on CUDA) and
+   ``torch.compile`` (compile time for the first, a fresh and a repeated genotype; steady state),
+   speed ratios vs the default and whether the losses match.
+
+JSON (``benchmark.json``) keys: ``machine`` (cpu, cores, torch, device, device_name, ...),
+``config``, ``sections`` (one dict per section run, keyed by the names above; a failed section
+holds ``error``), ``wall_s``. Per section:
+
+* ``supernet``: ``mean_ratio``, ``goal_ratio_max``, ``meets_goal``, ``per_genotype`` (list of
+  ``genotype``, ``params_fixed``, ``supernet_ms``, ``fixed_ms``, ``ratio``), ``max_abs_diff``.
+* ``zeromask``: ``max_abs_diff`` (over the genotypes), ``equivalent``, ``mean_speedup``
+  (zero-mask / sliced step time), ``goal_speedup_min``, ``meets_goal``, ``per_genotype``.
+* ``controller``: ``configs`` (list, one per FF setting: ``ff``, ``single_ms``,
+  ``single_sample_only_ms``, ``batched_ms``, ``proto_single_ms``, ``proto_batched_ms``,
+  ``proto_max_abs_diff``, ``breakdown_ms``, ``profile_top``), ``goal_ms``, ``meets_goal``.
+* ``inference``: ``rows`` (``model``, ``lr_hw``, ``ms``, ``params``, ``macs``, ``gmac_per_s``).
+* ``data``: ``lmdb_samples_per_s``, ``disk_samples_per_s``, ``ratio_lmdb_over_disk``,
+  ``num_subimages``.
+* ``options``: ``variants`` (``name``, ``ms``, ``speedup``, ``loss_rel_diff``, ``loss_ok``),
+  ``compile`` (``first_compile_s``, ``fresh_compile_s``, ``repeated_first_step_ms``,
+  ``steady_ms``, ``eager_ms``, ``steady_speedup`` or ``error``), ``recommended``.
+"""
+import contextlib
+import copy
+import json
+import math
+import os
+import os.path as osp
+import platform
+import random
+import shutil
+import statistics
+import tempfile
+import time
+import traceback
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
+from .genotype import NUM_OPS, PAPER_GENOTYPE, Genotype, num_groups
+
+SECTIONS = ('supernet', 'zeromask', 'controller', 'inference', 'data', 'options')
+TITLES = {
+    'supernet': '1. Supernet vs fixed network, child train step',
+    'zeromask': '2. Sliced vs zero-mask supernet, child train step',
+    'controller': '3. Controller: sample + log-prob per genotype (M = 8, N = 16)',
+    'inference': '4. Inference at x2',
+    'data': '5. Data loading (PairedImageDataset, train mode)',
+    'options': '6. Child-step options (supernet)',
+}
+GOAL_SUPERNET_RATIO = 1.10
+GOAL_ZEROMASK_SPEEDUP = 1.5
+GOAL_CONTROLLER_MS = 2.0
+
+
+# ------------------------------------------------------------------------------------------ config
+def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
+    """Sizes of every section for ``device``; ``quick`` shrinks them for a smoke run."""
+    cuda = device.type == 'cuda'
+    cfg = dict(
+        seed=0, num_nodes=4, num_blocks=4, density=0.5,
+        num_feat=64 if cuda else 32, patch=64 if cuda else 48, batch=16 if cuda else 4,
+        genotypes=20, reps=7 if cuda else 3, warmup=2 if cuda else 1,
+        zeromask_genotypes=8 if cuda else 5,
+        controller_reps=50, controller_batch=100,
+        inference_size=256, rdn_size=256 if cuda else 64, inference_reps=5 if cuda else 3,
+        data_samples=200, data_images=None, data_chunk=25,
+        options_genotypes=4 if cuda else 3, options_reps=5 if cuda else 3, loss_steps=3,
+        compile=True, compile_fresh=2 if cuda else 1,
+    )
+    if quick:
+        cfg.update(num_feat=8, patch=16, batch=2, genotypes=2, reps=1, warmup=1, zeromask_genotypes=2,
+                   controller_reps=3, controller_batch=20, inference_size=64, rdn_size=32, inference_reps=1,
+                   data_samples=20, data_images=1, data_chunk=10, options_genotypes=1, options_reps=1,
+                   loss_steps=2, compile_fresh=1)
+    for key, value in overrides.items():
+        if value is not None:
+            if key not in cfg:
+                raise KeyError(f'unknown config key {key!r}')
+            cfg[key] = value
+    cfg['quick'] = quick
+    return cfg
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = None
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.lower().startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cpu = cpu or platform.processor() or platform.machine()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {
+        'cpu': cpu, 'cores': os.cpu_count(), 'usable_cores': usable, 'torch_threads': torch.get_num_threads(),
+        'torch': torch.__version__, 'python': platform.python_version(), 'platform': platform.platform(),
+        'device': str(device),
+        'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({cpu})',
+        'load_avg_start': _loadavg(),
+    }
+    if device.type == 'cuda':
+        info['cuda'] = torch.version.cuda
+        info['cudnn'] = torch.backends.cudnn.version()
+    return info
+
+
+def _loadavg() -> Optional[List[float]]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------ timing
+def _sync(device: torch.device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable, device: torch.device) -> float:
+    """Seconds of one call of ``fn`` (synchronized on CUDA)."""
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def interleaved(fns: Dict[str, Callable], reps: int, warmup: int, device: torch.device) -> Dict[str, List[float]]:
+    """``warmup`` untimed calls of each, then ``reps`` timed calls each, in ABBA order (seconds)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    _sync(device)
+    times = {name: [] for name in names}
+    for r in range(reps):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name].append(timed(fns[name], device))
+    return times
+
+
+def median_ms(values: Sequence[float]) -> float:
+    return 1000 * statistics.median(values)
+
+
+class TrainStep:
+    """One child train step: zero_grad(set_to_none), forward, L1, backward, Adam step (as the search).
+
+    ``genotype`` is passed to the model's forward when given (the supernet). ``amp_dtype`` runs the
+    forward and the loss under autocast; fp16 on CUDA uses a GradScaler.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, genotype: Optional[Genotype] = None,
+                 amp_dtype: Optional[torch.dtype] = None, lr: float = 1e-4, params=None):
+        self.model, self.x, self.y, self.genotype, self.amp_dtype = model, x, y, genotype, amp_dtype
+        self.optimizer = torch.optim.Adam(model.parameters() if params is None else params, lr=lr)
+        self.device_type = x.device.type
+        self.scaler = (torch.amp.GradScaler('cuda')
+                       if amp_dtype == torch.float16 and self.device_type == 'cuda' else None)
+
+    def __call__(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx = (torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:
+            out = self.model(self.x) if self.genotype is None else self.model(self.x, self.genotype)
+            loss = F.l1_loss(out.float(), self.y)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach()
+
+
+def _batch(cfg: dict, device: torch.device, seed: int, channels_last: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    p, b = cfg['patch'], cfg['batch']
+    x = torch.rand(b, 3, p, p, generator=gen).to(device)
+    y = torch.rand(b, 3, 2 * p, 2 * p, generator=gen).to(device)
+    if channels_last:
+        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _genotypes(cfg: dict, n: int, seed_offset: int = 0, fusion: bool = False) -> List[Genotype]:
+    rng = random.Random(cfg['seed'] * 1000 + seed_offset)
+    return [Genotype.random(cfg['num_nodes'], num_blocks=cfg['num_blocks'], fusion=fusion, rng=rng,
+                            density=cfg['density']) for _ in range(n)]
+
+
+def _supernet(cfg: dict, device: torch.device, fusion: bool = False):
+    from .archs.deconet_supernet_arch import DeCoNetSupernet
+    torch.manual_seed(cfg['seed'])
+    return DeCoNetSupernet(num_feat=cfg['num_feat'], num_blocks=cfg['num_blocks'], num_nodes=cfg['num_nodes'],
+                           upscale=2, feature_fusion_search=fusion).to(device)
+
+
+def _log(msg: str):
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------ 1. supernet vs fixed
+def bench_supernet(cfg: dict, device: torch.device) -> dict:
+    net = _supernet(cfg, device)
+    x, y = _batch(cfg, device, cfg['seed'])
+    sn_step = None
+    rows = []
+    max_diff = 0.0
+    for i, g in enumerate(_genotypes(cfg, cfg['genotypes'])):
+        fixed = net.extract(g)
+        if i == 0:  # the extracted network computes the same function (checked once, before any step)
+            with torch.no_grad():
+                max_diff = float((net(x, g) - fixed(x)).abs().max())
+        if sn_step is None:
+            sn_step = TrainStep(net, x, y, g)
+        sn_step.genotype = g
+        fx_step = TrainStep(fixed, x, y)
+        t = interleaved({'supernet': sn_step, 'fixed': fx_step}, cfg['reps'], cfg['warmup'], device)
+        row = {'genotype': g.to_string(), 'params_fixed': sum(p.numel() for p in fixed.parameters()),
+               'supernet_ms': median_ms(t['supernet']), 'fixed_ms': median_ms(t['fixed'])}
+        row['ratio'] = row['supernet_ms'] / row['fixed_ms']
+        rows.append(row)
+        _log(f'  [{i + 1}/{cfg["genotypes"]}] {g}: supernet {row["supernet_ms"]:.1f} ms, fixed '
+             f'{row["fixed_ms"]:.1f} ms, ratio {row["ratio"]:.3f}')
+    ratios = [r['ratio'] for r in rows]
+    mean = sum(ratios) / len(ratios)
+    return {'mean_ratio': mean, 'median_ratio': statistics.median(ratios), 'min_ratio': min(ratios),
+            'max_ratio': max(ratios), 'goal_ratio_max': GOAL_SUPERNET_RATIO, 'meets_goal': mean <= GOAL_SUPERNET_RATIO,
+            'max_abs_diff': max_diff, 'per_genotype': rows,
+            'setup': {k: cfg[k] for k in ('num_feat', 'num_nodes', 'num_blocks', 'patch', 'batch', 'density',
+                                          'reps', 'warmup')}}
+
+
+# ---------------------------------------------------------------------------- 2. zero-mask supernet
+def _masked_call(layer, feats: Sequence[torch.Tensor], ids: Sequence[int]) -> torch.Tensor:
+    """``layer`` on ALL of its inputs with its full weight, the unchosen ones multiplied by 0."""
+    chosen = set(ids)
+    return layer([f if j in chosen else f * 0. for j, f in enumerate(feats[:layer.num_inputs])], None)
+
+
+def _zero_mask_block(block: DenseNodeBlock, x: torch.Tensor, g: Genotype) -> torch.Tensor:
+    feats = [x]
+    for node in range(1, block.num_nodes + 1):
+        outs = []
+        for op in range(NUM_OPS):
+            ids = g.op_inputs(node, op)
+            if ids:  # an op with no chosen input is skipped, as in the sliced supernet
+                outs.append(_masked_call(block.ops[f'node{node}_op{op}'], feats, ids))
+        h = feats[node - 1] if not outs else outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+        feats.append(block.attention[node - 1](F.relu(h)))
+    return _masked_call(block.local_fusion, feats, g.local_inputs()) + x
+
+
+class ZeroMaskSupernet(nn.Module):
+    """The supernet computed the reference code's zero-mask way (for comparison only).
+
+    Same parameters as the wrapped ``DeCoNetSupernet``; ``forward(x, g)`` follows
+    ``DeCoNASBody.run``, but every op of node i convolves all i inputs (unchosen ones zeroed) with
+    its full weight, and the LFF/GFF 1x1 convs read all M + 1 / N + 1 features, masked.
+    """
+
+    def __init__(self, supernet: DeCoNASBody):
+        super().__init__()
+        self.net = supernet
+
+    def forward(self, x: torch.Tensor, g: Genotype) -> torch.Tensor:
+        net = self.net
+        x = (x - net.mean) * net.img_range
+        f_minus1 = net.sfe1(x)
+        feats = [net.sfe2(f_minus1)]
+        for d, block in enumerate(net.blocks):
+            inp = feats[0] if d == 0 else net.block_inputs[d - 1](torch.cat(feats, 1))
+            feats.append(_zero_mask_block(block, inp, g))
+        x = net.global_conv(_masked_call(net.global_fusion, feats, g.global_inputs(net.num_blocks))) + f_minus1
+        x = net.conv_last(net.upsample(x))
+        return x / net.img_range + net.mean
+
+
+def bench_zeromask(cfg: dict, device: torch.device) -> dict:
+    net = _supernet(cfg, device, fusion=True)
+    masked = ZeroMaskSupernet(copy.deepcopy(net))
+    x, y = _batch(cfg, device, cfg['seed'] + 1)
+    genotypes = _genotypes(cfg, cfg['zeromask_genotypes'], seed_offset=1, fusion=True)
+    diffs = []
+    with torch.no_grad():  # same weights, before any step
+        for g in genotypes:
+            diffs.append(float((net(x, g) - masked(x, g)).abs().max()))
+    max_diff = max(diffs)
+    out = {'max_abs_diff': max_diff, 'equivalent': max_diff < 1e-5, 'feature_fusion_search': True,
+           'goal_speedup_min': GOAL_ZEROMASK_SPEEDUP}
+    _log(f'  zero-mask vs sliced output: max abs diff {max_diff:.2e} over {len(genotypes)} genotypes')
+    if not out['equivalent']:
+        out['error'] = f'zero-mask supernet differs from the sliced one (max abs diff {max_diff:.3g})'
+        return out
+    sliced_step, masked_step = TrainStep(net, x, y), TrainStep(masked, x, y)
+    rows = []
+    for i, g in enumerate(genotypes):
+        sliced_step.genotype = masked_step.genotype = g
+        t = interleaved({'sliced': sliced_step, 'zeromask': masked_step}, cfg['reps'], cfg['warmup'], device)
+        row = {'genotype': g.to_string(), 'density': sum(g.bits()) / len(g.bits()),
+               'sliced_ms': median_ms(t['sliced']), 'zeromask_ms': median_ms(t['zeromask']), 'max_abs_diff': diffs[i]}
+        row['speedup'] = row['zeromask_ms'] / row['sliced_ms']
+        rows.append(row)
+        _log(f'  [{i + 1}/{len(genotypes)}] {g}: sliced {row["sliced_ms"]:.1f} ms, zero-mask '
+             f'{row["zeromask_ms"]:.1f} ms, sliced {row["speedup"]:.2f}x faster')
+    speedups = [r['speedup'] for r in rows]
+    mean = sum(speedups) / len(speedups)
+    out.update(mean_speedup=mean, min_speedup=min(speedups), max_speedup=max(speedups),
+               mean_density=sum(r['density'] for r in rows) / len(rows), meets_goal=mean >= GOAL_ZEROMASK_SPEEDUP,
+               per_genotype=rows)
+    return out
+
+
+# -------------------------------------------------------------------------------------- 3. controller
+class FastControllerPrototype:
+    """A faster unroll of a ``DeCoNASController``, sharing its parameters (a proposal, not used by training).
+
+    * Sampling runs under ``no_grad`` on a stack of ``LSTMCell``s that share the ``nn.LSTM``'s
+      weights (no per-step ``nn.LSTM`` call with its flattening / packing checks).
+    * The log-probability of given bits (teacher forcing) needs no sequential loop: every step's
+      input follows from the bits, so ONE ``nn.LSTM`` call runs the whole sequence, and the per-step
+      heads run as one batched matmul over stacked weights. Same values as ``run(bits=...)``.
+    """
+
+    def __init__(self, ctrl):
+        self.c = ctrl
+        lstm = ctrl.lstm
+        self.cells = []
+        for layer in range(lstm.num_layers):
+            cell = nn.LSTMCell(lstm.input_size if layer == 0 else lstm.hidden_size, lstm.hidden_size)
+            for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'):
+                delattr(cell, name)
+                setattr(cell, name, getattr(lstm, f'{name}_l{layer}'))
+            self.cells.append(cell.to(ctrl.start.device))
+        self.n = num_groups(ctrl.num_nodes)
+        self.bitw = ctrl._bit_weights.to(torch.float32)
+
+    def _heads(self):
+        heads = self.c.op_heads
+        w = torch.stack([h.weight for h in heads])  # (n or 1, K, H)
+        b = torch.stack([h.bias for h in heads])
+        if len(heads) == 1:
+            w, b = w.expand(self.n, -1, -1), b.expand(self.n, -1)
+        return w, b
+
+    @torch.no_grad()
+    def sample_bits(self, batch: int = 1) -> torch.Tensor:
+        c = self.c
+        hidden = c.start.shape[-1]
+        inp = c.start.reshape(1, hidden).expand(batch, hidden)
+        state = [(inp.new_zeros(batch, hidden), inp.new_zeros(batch, hidden)) for _ in self.cells]
+        w, b = self._heads()
+        steps = [(w[t], b[t]) for t in range(self.n)]
+        if c.feature_fusion_search:
+            steps += [(c.local_heads.weight, c.local_heads.bias), (c.global_heads.weight, c.global_heads.bias)]
+        chosen = []
+        for t, (wt, bt) in enumerate(steps):
+            h = inp
+            for layer, cell in enumerate(self.cells):
+                state[layer] = cell(h, state[layer])
+                h = state[layer][0]
+            bits = torch.bernoulli(torch.sigmoid(c._squash(F.linear(h, wt, bt))))
+            chosen.append(bits)
+            if t < self.n:
+                inp = c.code_embedding.weight[(bits @ self.bitw).long()]
+            elif t == self.n:
+                inp = c.local_embedding(bits)
+        return torch.cat(chosen, 1)
+
+    def score(self, bits: torch.Tensor):
+        """(log_prob (B,), entropy (B,)) of given bits (B, num_decisions), differentiable."""
+        c, n, k = self.c, self.n, self.c.num_ops
+        bits = bits.to(device=c.start.device, dtype=torch.float32)
+        batch, hidden = bits.shape[0], c.start.shape[-1]
+        op_bits = bits[:, :n * k].reshape(batch, n, k).transpose(0, 1)  # (n, B, K)
+        emb = c.code_embedding((op_bits @ self.bitw).long())  # (n, B, H)
+        seq = [c.start.expand(1, batch, hidden), emb[:n - 1]]
+        if c.feature_fusion_search:
+            local = bits[:, n * k:n * k + c.num_nodes]
+            seq += [emb[n - 1:n], c.local_embedding(local)[None]]
+        out, _ = c.lstm(torch.cat(seq, 0))
+        w, b = self._heads()
+        logits = [c._squash(torch.baddbmm(b[:, None], out[:n], w.transpose(1, 2)))]  # (n, B, K)
+        given = [op_bits]
+        if c.feature_fusion_search:
+            logits += [c._squash(c.local_heads(out[n]))[None], c._squash(c.global_heads(out[n + 1]))[None]]
+            given += [local[None], bits[:, n * k + c.num_nodes:][None]]
+        log_prob, entropy = 0., 0.
+        for lg, gv in zip(logits, given):
+            log_prob = log_prob - F.binary_cross_entropy_with_logits(lg, gv, reduction='none').sum((0, 2))
+            entropy = entropy + F.binary_cross_entropy_with_logits(lg, torch.sigmoid(lg), reduction='none').sum((0, 2))
+        return log_prob, entropy
+
+
+def _profile_top(fn: Callable, top: int = 8) -> List[dict]:
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [{'op': e.key, 'calls': e.count, 'self_cpu_ms': e.self_cpu_time_total / 1000} for e in rows]
+
+
+def _bench_controller_on(ctrl, device: torch.device, cfg: dict) -> dict:
+    torch.manual_seed(cfg['seed'])
+    proto = FastControllerPrototype(ctrl)
+    batch, reps = cfg['controller_batch'], cfg['controller_reps']
+
+    def single():
+        g, _, _ = ctrl.sample()
+        return ctrl.log_prob(g)
+
+    def single_sample_only():  # what the search model does: one unroll returns the log-prob
+        return ctrl.sample()
+
+    def batched():
+        gs, _, _ = ctrl.sample_many(batch)
+        return ctrl.run(bits=torch.stack([ctrl.genotype_to_bits(g) for g in gs]))
+
+    def proto_single():
+        g = ctrl.bits_to_genotype(proto.sample_bits(1)[0])
+        return proto.score(ctrl.genotype_to_bits(g)[None])
+
+    def proto_batched():
+        gs = [ctrl.bits_to_genotype(b) for b in proto.sample_bits(batch)]
+        return proto.score(torch.stack([ctrl.genotype_to_bits(g) for g in gs]))
+
+    # Same values: teacher-forced log-probs and entropies of the prototype vs the controller's run.
+    bits = ctrl.run(8)[0]
+    ref_lp, ref_ent = ctrl.run(bits=bits)[1:]
+    lp, ent = proto.score(bits)
+    proto_diff = float(max((ref_lp - lp).abs().max(), (ref_ent - ent).abs().max()))
+
+    one = interleaved({'single': single, 'single_sample_only': single_sample_only, 'proto_single': proto_single},
+                      reps, 2, device)
+    many = interleaved({'batched': batched, 'proto_batched': proto_batched}, max(3, reps // 10), 1, device)
+    bits1 = ctrl.run(1)[0]
+    g1 = ctrl.bits_to_genotype(bits1[0])
+    parts = interleaved({
+        'run(1) (sample)': lambda: ctrl.run(1),
+        'run(1) under no_grad': lambda: _no_grad(ctrl.run, 1),
+        'bits_to_genotype': lambda: ctrl.bits_to_genotype(bits1[0]),
+        'genotype_to_bits': lambda: ctrl.genotype_to_bits(g1),
+        'run(bits=1 genotype) (log_prob)': lambda: ctrl.run(bits=bits1),
+        'one nn.LSTM step': lambda: ctrl.lstm(ctrl.start),
+        'prototype sample_bits(1)': lambda: proto.sample_bits(1),
+        'prototype score(1 genotype)': lambda: proto.score(bits1),
+    }, reps, 2, device)
+    return {
+        'device': str(device), 'num_decisions': ctrl.num_decisions,
+        'single_ms': median_ms(one['single']),
+        'single_sample_only_ms': median_ms(one['single_sample_only']),
+        'batched_ms': median_ms(many['batched']) / batch,
+        'proto_single_ms': median_ms(one['proto_single']),
+        'proto_batched_ms': median_ms(many['proto_batched']) / batch,
+        'proto_max_abs_diff': proto_diff,
+        'breakdown_ms': {k: median_ms(v) for k, v in parts.items()},
+        'profile_top': _profile_top(single),
+    }
+
+
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
+
+
+def bench_controller(cfg: dict, device: torch.device) -> dict:
+    from .archs.deconas_controller_arch import DeCoNASController
+    devices = [torch.device('cpu')] + ([device] if device.type == 'cuda' else [])
+    configs = []
+    for dev in devices:
+        for ff in (False, True):
+            torch.manual_seed(cfg['seed'])
+            ctrl = DeCoNASController(num_nodes=8, num_blocks=16, feature_fusion_search=ff).to(dev)
+            row = {'ff': ff, **_bench_controller_on(ctrl, dev, cfg)}
+            configs.append(row)
+            _log(f'  {dev} FF{int(ff)}: single {row["single_ms"]:.2f} ms (sample only {row["single_sample_only_ms"]:.2f}), '
+                 f'batched {row["batched_ms"]:.3f} ms/genotype; prototype single {row["proto_single_ms"]:.2f}, '
+                 f'batched {row["proto_batched_ms"]:.3f} ms/genotype (max diff {row["proto_max_abs_diff"]:.1e})')
+    cpu_rows = [r for r in configs if r['device'] == 'cpu']
+    paths = {name: all(r[f'{name}_ms'] <= GOAL_CONTROLLER_MS for r in cpu_rows)
+             for name in ('single', 'single_sample_only', 'batched', 'proto_single', 'proto_batched')}
+    return {'configs': configs, 'goal_ms': GOAL_CONTROLLER_MS, 'paths_meeting_goal_on_cpu': paths,
+            'meets_goal': paths['single'] or paths['batched']}
+
+
+# --------------------------------------------------------------------------------------- 4. inference
+def _inference_models(cfg: dict):
+    import deconas_plugin  # noqa: F401  (registers the archs)
+    from basicsr.utils.registry import ARCH_REGISTRY
+    size, rdn = cfg['inference_size'], cfg['rdn_size']
+    return [
+        ('DeCoNASNet (paper, C=64 N=4 M=4)', size,
+         lambda: ARCH_REGISTRY.get('DeCoNASNet')(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4, upscale=2)),
+        ('CARN (multi_scale)', size, lambda: ARCH_REGISTRY.get('CARN')(upscale=2, multi_scale=True)),
+        ('CARN (single scale)', size, lambda: ARCH_REGISTRY.get('CARN')(upscale=2, multi_scale=False)),
+        ('RDN (D=16 C=8 G=64)', rdn,
+         lambda: ARCH_REGISTRY.get('RDN')(num_blocks=16, num_layers=8, growth_rate=64, upscale=2)),
+        ('EDSR-baseline (64 x 16)', size,
+         lambda: ARCH_REGISTRY.get('EDSR')(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=2)),
+    ]
+
+
+def bench_inference(cfg: dict, device: torch.device) -> dict:
+    from .utils.complexity_table import model_complexity
+    torch.manual_seed(cfg['seed'])
+    models, fns, rows = {}, {}, []
+    for name, size, build in _inference_models(cfg):
+        model = build().eval()
+        info = model_complexity(model, (size, size))  # on the CPU, before moving
+        model = model.to(device)
+        x = torch.rand(1, 3, size, size, device=device)
+
+        def run(model=model, x=x):
+            with torch.no_grad():
+                return model(x)
+        models[name] = (model, info, size)
+        fns[name] = run
+    times = interleaved(fns, cfg['inference_reps'], 1, device)  # round robin over the models
+    for name, (model, info, size) in models.items():
+        ms = median_ms(times[name])
+        rows.append({'model': name, 'lr_hw': [size, size], 'ms': ms, 'params': info['params'], 'macs': info['macs'],
+                     'gmac_per_s': (info['macs'] / ms / 1e6) if info['macs'] else None,
+                     'macs_method': info['macs_method']})
+        _log(f'  {name} @ {size}x{size}: {ms:.1f} ms, {info["params"]:,} params, '
+             f'{(info["macs"] or 0) / 1e9:.2f} GMAC, {rows[-1]["gmac_per_s"] or 0:.1f} GMAC/s')
+    return {'rows': rows, 'reps': cfg['inference_reps'], 'scale': 2}
+
+
+# -------------------------------------------------------------------------------------------- 5. data
+def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192, step: int = 96) -> dict:
+    """HR/LR x2 sub-image folders and LMDBs of the embedded train split, under ``root``."""
+    from .utils.embedded_data import SPLITS, prepare_embedded
+    tool = _load_tool('prepare_train')
+    layout, prepare_train = tool.layout, tool.prepare_train
+    names = SPLITS['train'] if images is None else SPLITS['train'][:images]
+    prepare_embedded(osp.join(root, 'embedded'), scales=(), splits={'train': names})  # HR only
+    out = osp.join(root, 'sub')
+    summary = prepare_train(osp.join(root, 'embedded', 'train', 'HR'), out, [2], name='bench', crop=crop, step=step,
+                            n_thread=1, lmdb=True)
+    return {'dirs': layout(out, 'bench', [2]), 'num_subimages': len(summary['keys']), 'crop': crop, 'step': step,
+            'images': list(names)}
+
+
+def _load_tool(name: str):
+    """``tools/<name>.py`` of this checkout as a module (``tools`` is not a package)."""
+    import importlib.util
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_deconas_tools_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -> dict:
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    tmp = tempfile.mkdtemp(prefix='deconas_bench_data_', dir=workdir)
+    try:
+        t0 = time.perf_counter()
+        sets = make_subimage_sets(tmp, cfg['data_images'])
+        prep_s = time.perf_counter() - t0
+        dirs = sets['dirs']
+        common = {'name': 'bench', 'type': 'PairedImageDataset', 'phase': 'train', 'scale': 2, 'gt_size': 96,
+                  'use_hflip': True, 'use_rot': True, 'filename_tmpl': '{}'}
+        datasets = {
+            'lmdb': PairedImageDataset({**common, 'dataroot_gt': dirs['hr_lmdb'], 'dataroot_lq': dirs['lr2_lmdb'],
+                                        'io_backend': {'type': 'lmdb'}}),
+            'disk': PairedImageDataset({**common, 'dataroot_gt': dirs['hr_sub'], 'dataroot_lq': dirs['lr2_sub'],
+                                        'io_backend': {'type': 'disk'}}),
+        }
+        assert len(datasets['lmdb']) == len(datasets['disk']) == sets['num_subimages']
+        n, chunk = cfg['data_samples'], cfg['data_chunk']
+        rng = random.Random(cfg['seed'])
+        order = [rng.randrange(sets['num_subimages']) for _ in range(n)]
+        chunks = [order[i:i + chunk] for i in range(0, n, chunk)]
+        # check both give the same images (same crop positions under the same numpy/random seed)
+        random.seed(1)
+        a = datasets['lmdb'][0]
+        random.seed(1)
+        b = datasets['disk'][0]
+        same = bool(torch.equal(a['gt'], b['gt']) and torch.equal(a['lq'], b['lq']))
+        fns = {}
+        for key, ds in datasets.items():
+            ds[0]  # opens the LMDB environment / file client
+            fns[key] = ds
+        times = {k: [] for k in fns}
+        for i, idx in enumerate(chunks):  # interleaved chunks, ABBA
+            for key in (('lmdb', 'disk') if i % 2 == 0 else ('disk', 'lmdb')):
+                ds = fns[key]
+                times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
+        rate = {k: 1 / statistics.median(v) for k, v in times.items()}
+        _log(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
+             f'{rate["lmdb"]:.0f} samples/s, disk {rate["disk"]:.0f} samples/s')
+        return {'lmdb_samples_per_s': rate['lmdb'], 'disk_samples_per_s': rate['disk'],
+                'ratio_lmdb_over_disk': rate['lmdb'] / rate['disk'], 'num_subimages': sets['num_subimages'],
+                'samples': n, 'gt_size': 96, 'subimage_crop': sets['crop'], 'subimage_step': sets['step'],
+                'images': sets['images'], 'same_samples': same, 'prepare_s': prep_s, 'num_workers': 0}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- 6. options
+def _variants(device: torch.device):
+    """(name, channels_last, autocast dtype) of the child-step options measured on ``device``."""
+    out = [('default', False, None), ('channels_last', True, None), ('autocast bf16', False, torch.bfloat16)]
+    if device.type == 'cuda':
+        out += [('autocast fp16 (+GradScaler)', False, torch.float16), ('channels_last + bf16', True, torch.bfloat16)]
+    else:
+        out += [('channels_last + bf16', True, torch.bfloat16)]
+    return out
+
+
+def _loss_tolerance(amp_dtype) -> float:
+    return 1e-4 if amp_dtype is None else 2e-2
+
+
+def bench_options(cfg: dict, device: torch.device) -> dict:
+    base = _supernet(cfg, device)
+    state = copy.deepcopy(base.state_dict())
+    genotypes = _genotypes(cfg, cfg['options_genotypes'], seed_offset=2)
+    variants = _variants(device)
+    steps, models = {}, {}
+    for name, cl, amp in variants:
+        model = copy.deepcopy(base)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        x, y = _batch(cfg, device, cfg['seed'] + 2, channels_last=cl)
+        steps[name] = TrainStep(model, x, y, genotypes[0], amp_dtype=amp)
+        models[name] = model
+
+    # Loss sanity: from identical weights and batches, the first loss_steps losses of each variant.
+    losses = {}
+    for name, _, _ in variants:
+        model = steps[name].model
+        model.load_state_dict(state)
+        losses[name] = [float(steps[name]()) for _ in range(cfg['loss_steps'])]
+    ref = losses['default']
+    rows = {name: {'name': name, 'channels_last': cl, 'amp_dtype': str(amp).replace('torch.', '') if amp else None,
+                   'losses': losses[name],
+                   'loss_rel_diff': max(abs(a - b) / abs(b) for a, b in zip(losses[name], ref))}
+            for name, cl, amp in variants}
+    for name, _, amp in variants:
+        rows[name]['loss_ok'] = rows[name]['loss_rel_diff'] <= _loss_tolerance(amp)
+
+    per_g = {name: [] for name in steps}
+    for i, g in enumerate(genotypes):
+        for st in steps.values():
+            st.genotype = g
+        t = interleaved(steps, cfg['options_reps'], cfg['warmup'], device)
+        for name in steps:
+            per_g[name].append(median_ms(t[name]))
+        _log(f'  [{i + 1}/{len(genotypes)}] {g}: ' + ', '.join(f'{n} {per_g[n][-1]:.1f} ms' for n in steps))
+    for name in steps:
+        speedups = [d / v for d, v in zip(per_g['default'], per_g[name])]
+        rows[name].update(ms=statistics.median(per_g[name]), per_genotype_ms=per_g[name],
+                          speedup=sum(speedups) / len(speedups))
+    out = {'variants': list(rows.values()), 'loss_steps': cfg['loss_steps'],
+           'setup': {k: cfg[k] for k in ('num_feat', 'patch', 'batch', 'options_reps', 'warmup')}}
+    del steps, models
+    if cfg['compile']:
+        try:
+            out['compile'] = _bench_compile(cfg, device, base, state, genotypes)
+        except Exception as e:  # noqa: BLE001  (no compiler, unsupported backend: report, go on)
+            out['compile'] = {'error': f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ""}'[:300]}
+            _log(f'  torch.compile failed: {out["compile"]["error"]}')
+    out['recommended'] = _recommend(out, device)
+    return out
+
+
+def _bench_compile(cfg: dict, device: torch.device, base: nn.Module, state: dict, genotypes) -> dict:
+    import torch._dynamo
+    torch._dynamo.reset()
+    eager = copy.deepcopy(base)
+    eager.load_state_dict(state)
+    comp_model = copy.deepcopy(base)
+    comp_model.load_state_dict(state)
+    compiled = torch.compile(comp_model)
+    x, y = _batch(cfg, device, cfg['seed'] + 3)
+    g0 = genotypes[0]
+    fresh = _genotypes(cfg, cfg['compile_fresh'], seed_offset=3)
+    eager_step = TrainStep(eager, x, y, g0)
+    comp_step = TrainStep(compiled, x, y, g0, params=comp_model.parameters())
+    first = timed(comp_step, device)  # compile (forward + backward graphs) + one step
+    t = interleaved({'eager': eager_step, 'compiled': comp_step}, cfg['options_reps'], 1, device)
+    steady, eager_ms = median_ms(t['compiled']), median_ms(t['eager'])
+    # loss check on identical weights: one more step of each from the same state
+    eager.load_state_dict(state)
+    comp_model.load_state_dict(state)
+    eager_loss, comp_loss = float(eager_step()), float(comp_step())
+    fresh_s = []
+    for g in fresh:
+        comp_step.genotype = g
+        fresh_s.append(timed(comp_step, device))
+        _log(f'  torch.compile: fresh genotype {g}: first step {fresh_s[-1]:.1f} s')
+    comp_step.genotype = g0
+    repeated_ms = 1000 * timed(comp_step, device)  # back to the first genotype: cached graph?
+    try:
+        limit = torch._dynamo.config.recompile_limit
+    except AttributeError:
+        limit = torch._dynamo.config.cache_size_limit
+    res = {'first_compile_s': first - steady / 1000, 'first_step_s': first,
+           'fresh_compile_s': [f - steady / 1000 for f in fresh_s],
+           'repeated_first_step_ms': repeated_ms, 'steady_ms': steady, 'eager_ms': eager_ms,
+           'steady_speedup': eager_ms / steady, 'loss_rel_diff': abs(comp_loss - eager_loss) / abs(eager_loss),
+           'recompile_limit': limit,
+           'break_even_steps_per_genotype': (
+               (first - steady / 1000) / ((eager_ms - steady) / 1000) if eager_ms > steady else None)}
+    _log(f'  torch.compile: first compile {res["first_compile_s"]:.1f} s, steady {steady:.1f} ms vs eager '
+         f'{eager_ms:.1f} ms ({res["steady_speedup"]:.2f}x), repeated genotype first step {repeated_ms:.1f} ms')
+    torch._dynamo.reset()
+    return res
+
+
+def _recommend(out: dict, device: torch.device) -> dict:
+    """Defaults from the measurements: an option is worth it if >= 5 % faster with matching losses."""
+    rec = {}
+    for row in out['variants']:
+        if row['name'] != 'default':
+            rec[row['name']] = bool(row['speedup'] >= 1.05 and row['loss_ok'])
+    comp = out.get('compile', {})
+    rec['torch.compile (search)'] = False  # one recompile per fresh genotype; see compile results
+    rec['torch.compile (retrain, fixed genotype)'] = bool(comp.get('steady_speedup', 0) >= 1.05)
+    return rec
+
+
+# -------------------------------------------------------------------------------------------- driver
+RUNNERS = {'supernet': bench_supernet, 'zeromask': bench_zeromask, 'controller': bench_controller,
+           'inference': bench_inference, 'data': bench_data, 'options': bench_options}
+
+
+def parse_only(only: Optional[str]) -> List[str]:
+    if not only:
+        return list(SECTIONS)
+    out = []
+    for item in only.split(','):
+        item = item.strip()
+        if not item:
+            continue
+        if item.isdigit() and 1 <= int(item) <= len(SECTIONS):
+            item = SECTIONS[int(item) - 1]
+        if item not in SECTIONS:
+            raise ValueError(f'unknown section {item!r}; choose from {", ".join(SECTIONS)} (or 1-{len(SECTIONS)})')
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], cfg: dict,
+                  argv: Optional[Sequence[str]] = None) -> dict:
+    """Run ``sections``; after each, write ``benchmark.json`` and ``benchmark.md`` under ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True  # as BasicSR's train_pipeline
+    result = {'machine': machine_info(device), 'config': dict(cfg), 'command': list(argv or []),
+              'sections': {}, 'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+    t0 = time.perf_counter()
+    for name in sections:
+        _log(f'== {TITLES[name]}')
+        ts = time.perf_counter()
+        try:
+            res = RUNNERS[name](cfg, device)
+        except Exception as e:  # noqa: BLE001  (record and go on with the other sections)
+            traceback.print_exc()
+            res = {'error': f'{type(e).__name__}: {e}'[:500]}
+        res['wall_s'] = time.perf_counter() - ts
+        result['sections'][name] = res
+        result['wall_s'] = time.perf_counter() - t0
+        result['machine']['load_avg_end'] = _loadavg()
+        write_results(result, out_dir)
+    return result
+
+
+def write_results(result: dict, out_dir: str):
+    from .utils.complexity_table import atomic_write_text
+    atomic_write_text(osp.join(out_dir, 'benchmark.json'), json.dumps(result, indent=2, default=str) + '\n')
+    atomic_write_text(osp.join(out_dir, 'benchmark.md'), render_markdown(result))
+
+
+# ------------------------------------------------------------------------------------------ markdown
+def _f(v, nd=2):
+    if v is None:
+        return '-'
+    if isinstance(v, bool):
+        return 'yes' if v else 'no'
+    if isinstance(v, int):
+        return f'{v:,}'
+    return f'{v:.{nd}f}'
+
+
+def render_markdown(result: dict) -> str:
+    m, cfg = result['machine'], result['config']
+    lines = [
+        f'# DeCoNAS benchmark: {m["device_name"]}',
+        '',
+        f'- CPU: {m["cpu"]}, {m["cores"]} cores ({m["usable_cores"]} usable, torch threads {m["torch_threads"]})',
+        f'- torch {m["torch"]}, Python {m["python"]}, device `{m["device"]}`'
+        + (f' (CUDA {m.get("cuda")}, cuDNN {m.get("cudnn")})' if m['device'].startswith('cuda') else ''),
+        f'- load average at start {m.get("load_avg_start")}, at end {m.get("load_avg_end")}; started '
+        f'{result["started"]}, wall {result.get("wall_s", 0):.0f} s' + (' (--quick)' if cfg.get('quick') else ''),
+        f'- command: `{" ".join(result.get("command") or [])}`',
+        '',
+        'Ratios are measured side by side in one process (A/B interleaved ABBA, each after a warm-up, '
+        'medians); absolute times on a shared machine are noisy, the ratios much less.',
+        '',
+    ]
+    for name, sec in result['sections'].items():
+        lines += [f'## {TITLES[name]}', '']
+        if 'error' in sec and name != 'zeromask':
+            lines += [f'**failed**: `{sec["error"]}`', '']
+            continue
+        lines += globals()[f'_md_{name}'](sec, cfg, result)
+        lines += ['', f'_section wall time {sec.get("wall_s", 0):.0f} s_', '']
+    return '\n'.join(lines).rstrip() + '\n'
+
+
+def _md_supernet(s, cfg, result):
+    st = s['setup']
+    out = [f'Random genotypes: {len(s["per_genotype"])}, density {st["density"]}, M={st["num_nodes"]}, '
+           f'N={st["num_blocks"]}, C={st["num_feat"]}, LR patch {st["patch"]}, batch {st["batch"]}; Adam; '
+           f'{st["warmup"]} warm-up + {st["reps"]} timed steps each. Extracted net output = supernet output '
+           f'(max abs diff {s["max_abs_diff"]:.1e}).', '',
+           '| metric | value | goal |', '|---|---:|---|',
+           f'| mean ratio supernet / fixed | **{s["mean_ratio"]:.3f}** | <= {s["goal_ratio_max"]:.2f} '
+           f'({"met" if s["meets_goal"] else "NOT met"}) |',
+           f'| median / min / max ratio | {s["median_ratio"]:.3f} / {s["min_ratio"]:.3f} / {s["max_ratio"]:.3f} | |',
+           '', '| genotype | params (fixed) | supernet ms | fixed ms | ratio |', '|---|---:|---:|---:|---:|']
+    for r in s['per_genotype']:
+        out.append(f'| `{r["genotype"]}` | {r["params_fixed"]:,} | {r["supernet_ms"]:.1f} | {r["fixed_ms"]:.1f} | '
+                   f'{r["ratio"]:.3f} |')
+    return out
+
+
+def _md_zeromask(s, cfg, result):
+    out = [f'Zero-mask supernet (every op of node i reads all i inputs with its full weight, unchosen inputs '
+           f'x 0; LFF/GFF masked too; ops with no chosen input skipped in both) vs the sliced supernet, on '
+           f'feature-fusion (FF1) genotypes so that the LFF/GFF masks matter. Same output before timing: '
+           f'max abs diff **{s["max_abs_diff"]:.1e}** ({"equivalent" if s["equivalent"] else "NOT equivalent"}, '
+           f'bound 1e-5).', '']
+    if 'error' in s:
+        return out + [f'**failed**: `{s["error"]}`']
+    out += ['| metric | value | goal |', '|---|---:|---|',
+            f'| mean speedup of sliced (zero-mask ms / sliced ms) | **{s["mean_speedup"]:.2f}x** | >= '
+            f'{s["goal_speedup_min"]:.1f}x ({"met" if s["meets_goal"] else "NOT met"}) |',
+            f'| min / max speedup | {s["min_speedup"]:.2f} / {s["max_speedup"]:.2f} | |',
+            f'| mean genotype density | {s["mean_density"]:.2f} | 0.5 |',
+            '', '| genotype | density | sliced ms | zero-mask ms | speedup |', '|---|---:|---:|---:|---:|']
+    for r in s['per_genotype']:
+        out.append(f'| `{r["genotype"]}` | {r["density"]:.2f} | {r["sliced_ms"]:.1f} | {r["zeromask_ms"]:.1f} | '
+                   f'{r["speedup"]:.2f} |')
+    return out
+
+
+def _md_controller(s, cfg, result):
+    out = ['ms per genotype. single = `sample()` then `log_prob(g)` (two unrolls); sample only = `sample()` '
+           '(returns the log-prob too: what the search model uses); batched = `sample_many(B)` + one '
+           f'`run(bits=...)` of the batch (B = {cfg["controller_batch"]}), per genotype. Prototype = '
+           '`FastControllerPrototype` (same parameters): LSTMCell stack under no_grad for sampling, one '
+           'teacher-forced nn.LSTM call over the whole sequence + batched per-step heads for the log-prob.', '',
+           '| device | FF | decisions | single | sample only | batched | proto single | proto batched | '
+           'proto max diff |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in s['configs']:
+        out.append(f'| {r["device"]} | {int(r["ff"])} | {r["num_decisions"]} | {r["single_ms"]:.2f} | '
+                   f'{r["single_sample_only_ms"]:.2f} | {r["batched_ms"]:.3f} | {r["proto_single_ms"]:.2f} | '
+                   f'{r["proto_batched_ms"]:.3f} | {r["proto_max_abs_diff"]:.1e} |')
+    paths = s['paths_meeting_goal_on_cpu']
+    ok = [k for k, v in paths.items() if v]
+    out += ['', f'Goal <= {s["goal_ms"]:.0f} ms per genotype on CPU: met by '
+            f'{", ".join(ok) if ok else "no path"}; not met by {", ".join(k for k, v in paths.items() if not v) or "-"}.',
+            '', 'Breakdown (CPU, FF0; ms per call):', '', '| part | ms |', '|---|---:|']
+    first = next(r for r in s['configs'] if r['device'] == 'cpu' and not r['ff'])
+    for k, v in first['breakdown_ms'].items():
+        out.append(f'| {k} | {v:.3f} |')
+    out += ['', 'Profile of one single-path call (CPU, FF0), top ops by self CPU time:', '',
+            '| op | calls | self CPU ms |', '|---|---:|---:|']
+    for p in first['profile_top']:
+        out.append(f'| `{p["op"]}` | {p["calls"]} | {p["self_cpu_ms"]:.2f} |')
+    return out
+
+
+def _md_inference(s, cfg, result):
+    out = ['One LR image, `torch.no_grad()`, eval mode; median of '
+           f'{s["reps"]} runs after a warm-up, models run round robin. MACs by `complexity_table.model_complexity` '
+           'at the same input size.', '',
+           '| model | LR input | ms | params | GMACs | GMAC/s |', '|---|---|---:|---:|---:|---:|']
+    for r in s['rows']:
+        h, w = r['lr_hw']
+        out.append(f'| {r["model"]} | {w}x{h} | {r["ms"]:.1f} | {r["params"]:,} | '
+                   f'{(r["macs"] or 0) / 1e9:.2f} | {_f(r["gmac_per_s"], 1)} |')
+    sizes = {tuple(r['lr_hw']) for r in s['rows']}
+    if len(sizes) > 1:
+        out += ['', 'RDN runs at a smaller input (see LR input) to keep the run short on a CPU; compare GMAC/s.']
+    return out
+
+
+def _md_data(s, cfg, result):
+    return [f'{s["num_subimages"]} sub-images ({s["subimage_crop"]} px HR, step {s["subimage_step"]}) of the embedded '
+            f'train split ({", ".join(s["images"])}), x2, made with `tools/prepare_train.py`; random crop '
+            f'gt_size {s["gt_size"]}, flips + rotations, num_workers 0, {s["samples"]} samples per backend '
+            f'(interleaved chunks, median). Same sample from both backends: {_f(s["same_samples"])}.', '',
+            '| backend | samples/s |', '|---|---:|',
+            f'| LMDB | {s["lmdb_samples_per_s"]:.0f} |', f'| disk folders | {s["disk_samples_per_s"]:.0f} |',
+            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |']
+
+
+def _md_options(s, cfg, result):
+    st = s['setup']
+    out = [f'Supernet child step, C={st["num_feat"]}, batch {st["batch"]}, LR patch {st["patch"]}; speedup = '
+           f'default ms / variant ms (mean over genotypes); losses of the first {s["loss_steps"]} steps from '
+           'identical weights and batches compared with the default (max relative difference).', '',
+           '| variant | ms | speedup | loss rel. diff | loss matches |', '|---|---:|---:|---:|---|']
+    for r in s['variants']:
+        out.append(f'| {r["name"]} | {r["ms"]:.1f} | {r["speedup"]:.2f}x | {r["loss_rel_diff"]:.1e} | '
+                   f'{_f(r["loss_ok"])} |')
+    c = s.get('compile')
+    if c:
+        out += ['']
+        if 'error' in c:
+            out.append(f'torch.compile: failed (`{c["error"]}`).')
+        else:
+            fresh = ', '.join(f'{v:.1f}' for v in c['fresh_compile_s'])
+            be = c['break_even_steps_per_genotype']
+            out += ['| torch.compile | value |', '|---|---:|',
+                    f'| compile, first genotype (s) | {c["first_compile_s"]:.1f} |',
+                    f'| recompile, fresh genotype (s) | {fresh} |',
+                    f'| first step on a repeated (cached) genotype (ms) | {c["repeated_first_step_ms"]:.1f} |',
+                    f'| steady step compiled / eager (ms) | {c["steady_ms"]:.1f} / {c["eager_ms"]:.1f} |',
+                    f'| steady speedup | {c["steady_speedup"]:.2f}x |',
+                    f'| loss rel. diff vs eager | {c["loss_rel_diff"]:.1e} |',
+                    f'| steps per genotype to repay a compile | {_f(be, 0) if be else "never"} |',
+                    f'| dynamo recompile limit | {c["recompile_limit"]} |']
+    out += ['', '**Conclusion.** ' + _options_conclusion(s, result)]
+    return out
+
+
+def _options_conclusion(s, result) -> str:
+    parts = []
+    for r in s['variants']:
+        if r['name'] == 'default':
+            continue
+        verdict = ('helps' if r['speedup'] >= 1.05 else 'does not help' if r['speedup'] > 0.95 else 'slows down')
+        loss = 'losses match' if r['loss_ok'] else 'losses DIFFER beyond tolerance'
+        parts.append(f'{r["name"]} {verdict} ({r["speedup"]:.2f}x, {loss})')
+    text = '; '.join(parts) + '.'
+    c = s.get('compile', {})
+    if c and 'error' not in c:
+        text += (f' torch.compile recompiles for every new genotype ({", ".join(f"{v:.0f}" for v in c["fresh_compile_s"])} s '
+                 f'each here, vs a {c["eager_ms"]:.0f} ms eager step) and falls back to eager after '
+                 f'{c["recompile_limit"]} graphs; the search draws a fresh genotype nearly every step, so compile is '
+                 f'off for the search; for retraining one fixed genotype its steady speedup is '
+                 f'{c["steady_speedup"]:.2f}x.')
+    rec = [k for k, v in s['recommended'].items() if v]
+    text += (' Defaults from these numbers: ' + (', '.join(rec) if rec else 'plain fp32, contiguous, eager')
+             + ' on ' + result['machine']['device'] + '.')
+    return text

@@ -1,0 +1,224 @@
+"""Pre-flight check of an option file: one clear error before anything is written.
+
+BasicSR creates the experiment folder, then fails deep inside a loader or a network with a
+traceback. ``preflight()`` (called by ``train.py``/``test.py``) checks first what a user most often
+gets wrong, and on a mistake prints one ``error: ...`` line naming the key, file or value and how
+to fix it, and exits with status 2, leaving nothing behind.
+"""
+import inspect
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional
+
+import yaml
+from PIL import Image
+
+SCALES = (2, 3, 4)
+VERIFY_MAX_FILES = 3000  # full PNG verification of folders up to this size (a loader error names larger ones)
+
+
+class OptionError(ValueError):
+    """A mistake in an option file or in the data it points to."""
+
+
+def _accepted_args(cls) -> Optional[List[str]]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name != 'self']
+
+
+def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
+    """Build ``opt[key]`` (or ``net_opt``); unknown type/keys, bad values and unfit checkpoints raise."""
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    net_opt = dict(opt[key] if net_opt is None else net_opt)
+    arch = net_opt.pop('type', None)
+    if arch is None:
+        raise OptionError(f'{key}: missing "type" (e.g. type: DeCoNASNet)')
+    try:
+        cls = ARCH_REGISTRY.get(arch)
+    except KeyError:
+        raise OptionError(f'{key}.type: unknown network {arch!r}; registered: {", ".join(sorted(ARCH_REGISTRY._obj_map))}'
+                          ) from None
+    accepted = _accepted_args(cls)
+    if accepted is not None:
+        unknown = sorted(set(net_opt) - set(accepted))
+        if unknown:
+            raise OptionError(f'{key}: unknown option(s) {unknown} for {arch}; accepted: {accepted}')
+        params = inspect.signature(cls.__init__).parameters
+        missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in net_opt]
+        if missing:
+            raise OptionError(f'{key}: {arch} needs {missing}')
+    if 'upscale' in net_opt and 'scale' in opt and net_opt['upscale'] != opt['scale']:
+        raise OptionError(f"{key}.upscale = {net_opt['upscale']} differs from scale = {opt['scale']}")
+    try:
+        net = cls(**net_opt)
+    except (ValueError, TypeError) as e:
+        raise OptionError(f'{key} ({arch}): {e}') from None
+    path = (opt.get('path') or {}).get(f'pretrain_{key}')
+    if path:
+        if not osp.isfile(path):
+            raise OptionError(f'path.pretrain_{key}: no such checkpoint file: {path}')
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise OptionError(f'path.pretrain_{key}: cannot read {path} ({e}); truncated or not a checkpoint') from None
+        param_key = (opt.get('path') or {}).get(f'param_key_{key[len("network_"):]}', 'params')
+        state = state.get(param_key, state) if isinstance(state, dict) else state
+        own = net.state_dict()
+        for name, tensor in own.items():
+            theirs = state.get(name, state.get(f'module.{name}'))
+            if theirs is None:
+                if (opt.get('path') or {}).get(f'strict_load_{key[len("network_"):]}', True):
+                    raise OptionError(f'path.pretrain_{key}: {path} has no weight {name!r}: it was saved for another '
+                                      f'network (different genotype, num_blocks N, num_nodes M or num_feat C?)')
+            elif tuple(theirs.shape) != tuple(tensor.shape):
+                raise OptionError(
+                    f'path.pretrain_{key}: {path} does not fit {key}: {name} is {tuple(theirs.shape)} in the checkpoint '
+                    f'but {tuple(tensor.shape)} in the network (different genotype, N, M or C?)')
+    return net
+
+
+def _image_files(folder: str) -> List[str]:
+    from basicsr.utils import scandir
+    return sorted(scandir(folder, full_path=True))
+
+
+def _read_meta(lmdb_path: str) -> Dict[str, tuple]:
+    meta = osp.join(lmdb_path, 'meta_info.txt')
+    if not osp.isfile(osp.join(lmdb_path, 'data.mdb')):
+        raise OptionError(f'{lmdb_path} is not an LMDB (no data.mdb): make it with tools/prepare_train.py')
+    if not osp.isfile(meta):
+        raise OptionError(f'{meta} is missing: BasicSR reads the LMDB keys from it (tools/prepare_train.py writes it)')
+    out = {}
+    with open(meta) as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                h, w, c = (int(v) for v in parts[1].strip('()').split(','))
+            except (IndexError, ValueError):
+                raise OptionError(f'{meta}: malformed line {line.strip()!r} (expected "<key>.png (h,w,c) <level>")'
+                                  ) from None
+            out[osp.splitext(parts[0])[0]] = (h, w)
+    if not out:
+        raise OptionError(f'{meta} lists no image: the LMDB is empty; rebuild it with tools/prepare_train.py')
+    return out
+
+
+def _folder_sizes(folder: str, verify: bool) -> Dict[str, tuple]:
+    out = {}
+    for path in _image_files(folder):
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+                if verify:
+                    img.verify()  # checks the whole file (PNG chunk CRCs): truncated or corrupt -> error
+        except Exception as e:  # noqa: BLE001
+            raise OptionError(f'{path}: corrupt or truncated image ({e}); replace or remove it') from None
+        out[osp.splitext(osp.basename(path))[0]] = (h, w)
+    if not out:
+        raise OptionError(f'{folder} has no image')
+    return out
+
+
+def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[int] = None):
+    """A PairedImageDataset's folders or LMDBs exist, pair up, have the scale's sizes, and fit the patch."""
+    if dataset_opt.get('type') != 'PairedImageDataset':
+        return
+    backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
+    sizes = {}
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        path = dataset_opt.get(key)
+        if not path:
+            raise OptionError(f'{where}.{key} is missing')
+        if not osp.exists(path):
+            raise OptionError(f'{where}.{key}: no such folder {path!r} (relative paths start at {os.getcwd()}); '
+                              f'prepare it with tools/prepare_benchmark.py or tools/prepare_train.py')
+        if backend == 'lmdb':
+            sizes[key] = _read_meta(path)
+        else:
+            verify = len(os.listdir(path)) <= VERIFY_MAX_FILES
+            sizes[key] = _folder_sizes(path, verify)
+    gt, lq = sizes['dataroot_gt'], sizes['dataroot_lq']
+    tmpl = dataset_opt.get('filename_tmpl', '{}')
+    for name, (h, w) in lq.items():
+        gt_name = tmpl.format(name)
+        if gt_name not in gt:
+            raise OptionError(f"{where}: LR image {name!r} has no HR partner {gt_name!r} in {dataset_opt['dataroot_gt']}")
+        if gt[gt_name] != (h * scale, w * scale):
+            gh, gw = gt[gt_name]
+            raise OptionError(f'{where}: {name}: HR is {gw}x{gh} but LR is {w}x{h}; at scale {scale} HR must be '
+                              f'{w * scale}x{h * scale} (modcrop the HR and remake the LR with tools/prepare_benchmark.py)')
+        if gt_size and min(gt[gt_name]) < gt_size:
+            gh, gw = gt[gt_name]
+            raise OptionError(f'{where}: {gt_name} ({gw}x{gh}) is smaller than the training patch gt_size = {gt_size}; '
+                              f'lower gt_size or remove the image')
+
+
+def check_options(opt: dict):
+    """Raise OptionError for the first mistake found in ``opt`` (a parsed BasicSR option file)."""
+    scale = opt.get('scale')
+    if scale not in SCALES:
+        raise OptionError(f'scale must be 2, 3 or 4, got {scale!r}')
+    for key in [k for k in opt if k.startswith('network_')]:
+        if key == 'network_c':
+            continue
+        check_network(opt, key)
+    if opt.get('model_type') == 'DeCoNASSearchModel':
+        from ..models.deconas_search_model import SEARCH_DEFAULTS, controller_options
+        try:
+            check_network(opt, 'network_c', controller_options(opt))
+        except ValueError as e:
+            if isinstance(e, OptionError):
+                raise
+            raise OptionError(str(e)) from None
+        search = opt.get('search') or {}
+        unknown = sorted(set(search) - set(SEARCH_DEFAULTS))
+        if unknown:
+            raise OptionError(f'search: unknown option(s) {unknown}; known: {sorted(SEARCH_DEFAULTS)}')
+        if not search.get('reward_dataset'):
+            raise OptionError('search.reward_dataset is required (BasicSR dataset options of the reward-validation '
+                              'images, with gt_size)')
+        reward = search['reward_dataset']
+        check_dataset('search.reward_dataset', reward, scale, reward.get('gt_size'))
+    lmdbs = {}
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        check_dataset(f'datasets.{phase}', dataset_opt, scale, dataset_opt.get('gt_size') if phase == 'train' else None)
+        if (dataset_opt.get('io_backend') or {}).get('type') == 'lmdb':
+            for key in ('dataroot_gt', 'dataroot_lq'):
+                path = osp.abspath(dataset_opt[key])
+                if path in lmdbs:
+                    raise OptionError(f'datasets.{phase}.{key} and {lmdbs[path]} are the same LMDB {path}: lmdb >= 2 '
+                                      f'cannot open one environment twice in a process; validate on a folder copy')
+                lmdbs[path] = f'datasets.{phase}.{key}'
+
+
+def preflight():
+    """Check the option file of the command line (``-opt``); on a mistake print it and exit 2."""
+    import argparse
+
+    from basicsr.utils.options import ordered_yaml
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    args, _ = parser.parse_known_args()
+    if not args.opt:
+        return  # BasicSR's own parser reports the missing -opt
+    try:
+        if not osp.isfile(args.opt):
+            raise OptionError(f'-opt: no such option file {args.opt!r}')
+        try:
+            with open(args.opt) as f:
+                opt = yaml.load(f, Loader=ordered_yaml()[0])
+        except yaml.YAMLError as e:
+            raise OptionError(f'{args.opt} is not valid YAML: {e}') from None
+        if not isinstance(opt, dict):
+            raise OptionError(f'{args.opt} is not a mapping of options')
+        check_options(opt)
+    except OptionError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)

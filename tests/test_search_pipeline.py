@@ -1,0 +1,248 @@
+"""End-to-end tests of the DeCoNAS search workflow: search -> derive -> retrain, through the entry points.
+
+Every run is a subprocess of ``deconas_plugin/train.py`` or ``tools/derive.py`` on the embedded
+scikit-image data (96 px crops), on the CPU, with a tiny supernet (C = 4, N = 2, M = 2). The paper's
+search option files are only built (supernet + controller), never run.
+"""
+import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
+
+import csv
+import glob
+import json
+import os.path as osp
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+from basicsr.utils.options import ordered_yaml
+
+from deconas_plugin.complexity import count_params
+from deconas_plugin.genotype import Genotype
+from deconas_plugin.models.deconas_search_model import SEARCH_DEFAULTS, controller_options
+from deconas_plugin.utils.embedded_data import prepare_embedded
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
+DERIVE = osp.join(ROOT, 'tools', 'derive.py')
+TINY = dict(num_feat=4, num_blocks=2, num_nodes=2)
+HISTORY_FIELDS = {'iter', 'controller_step', 'genotype', 'psnr', 'params', 'reward', 'baseline', 'advantage',
+                  'entropy', 'log_prob'}
+# The paper's settings (DESIGN.md "The search"): name -> (N, M, alpha, feature-fusion search).
+PAPER_SEARCHES = {
+    'search_CB0_FF0': (16, 8, 0.0, False),
+    'search_CB0_FF1': (16, 8, 0.0, True),
+    'search_CB1_FF0': (16, 8, 2.0, False),
+    'search_CB1_FF1': (16, 8, 2.0, True),
+    'search_N4_M4': (4, 4, 2.0, False),
+}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """The embedded dataset (x2, 96 px crops): {'train': folder, 'reward': folder, 'test': folder}."""
+    return prepare_embedded(str(tmp_path_factory.mktemp('data') / 'embedded'), (2, ), max_side=96)
+
+
+@pytest.fixture
+def unique_name(request):
+    """``unique_name(prefix)``: an experiment name; its experiments/ and tb_logger/ folders go at teardown."""
+    names = []
+
+    def make(prefix):
+        names.append(f'{prefix}_{uuid.uuid4().hex[:8]}')
+        return names[-1]
+
+    def cleanup():
+        for name in names:
+            for parent in ('experiments', 'tb_logger'):
+                for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
+                    shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(cleanup)
+    return make
+
+
+def paired(folder, **extra):
+    return dict(type='PairedImageDataset', dataroot_gt=osp.join(folder, 'GTmod2'),
+                dataroot_lq=osp.join(folder, 'LRbicx2'), io_backend={'type': 'disk'}, **extra)
+
+
+def search_options(data, name, total_iter=8, fusion=False):
+    return {
+        'name': name, 'model_type': 'DeCoNASSearchModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': paired(data['train'], name='embedded_train', gt_size=32, use_hflip=True, use_rot=True,
+                            num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=2, prefetch_mode=None),
+            'val': paired(data['test'], name='embedded_test'),
+        },
+        'network_g': dict(type='DeCoNetSupernet', upscale=2, feature_fusion_search=fusion, **TINY),
+        'network_c': {'type': 'DeCoNASController', 'hidden_size': 16, 'num_layers': 2},
+        'search': {'child_steps': 4, 'controller_steps': 3, 'controller_start_iter': 4, 'alpha': 2.0,
+                   'reward_patches': 2, 'reward_dataset': paired(data['reward'], name='embedded_reward', gt_size=32)},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'optim_c': {'type': 'Adam', 'lr': 3e-4},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+            'total_iter': total_iter, 'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+            'reinforce_opt': {'type': 'REINFORCELoss', 'baseline_decay': 0.99, 'entropy_weight': 1e-4},
+        },
+        'val': {'val_freq': 8, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
+        'logger': {'print_freq': 4, 'save_checkpoint_freq': 4, 'use_tb_logger': True,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+
+
+def write_options(path, opt):
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
+
+
+def run(script, *args, timeout=120):
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n' \
+                                 f'--- stderr\n{proc.stderr[-3000:]}'
+
+
+def experiment(name):
+    return osp.join(ROOT, 'experiments', name)
+
+
+def read_history(name):
+    with open(osp.join(experiment(name), SEARCH_DEFAULTS['history_file'])) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_logs(name):
+    return ''.join(open(p).read() for p in sorted(glob.glob(osp.join(experiment(name), f'train_{name}_*.log'))))
+
+
+def check_history_rows(rows, fusion):
+    for row in rows:
+        assert set(row) == HISTORY_FIELDS, row
+        # With M and N: a decimal genotype whose codes are all 0/1 ("0 1 1") also reads as bits (M = 1).
+        g = Genotype.parse(row['genotype'], num_nodes=TINY['num_nodes'], num_blocks=TINY['num_blocks'])
+        assert g.num_nodes == TINY['num_nodes'] and g.has_fusion_bits == fusion, row['genotype']
+        assert ('|' in row['genotype']) == fusion
+        assert row['params'] == count_params(g, num_blocks=TINY['num_blocks'], num_feat=TINY['num_feat'], upscale=2)
+        assert all(isinstance(row[k], float) for k in ('psnr', 'reward', 'baseline', 'advantage', 'entropy',
+                                                       'log_prob'))
+        assert row['log_prob'] <= 0 and row['entropy'] >= 0
+
+
+# -------------------------------------------------------------------------------- paper option files
+@pytest.mark.parametrize('name', sorted(PAPER_SEARCHES))
+def test_paper_search_options_build(name):
+    """The paper's search option files parse with BasicSR's loader and build the supernet and controller."""
+    blocks, nodes, alpha, fusion = PAPER_SEARCHES[name]
+    with open(osp.join(ROOT, 'options', 'search', f'{name}.yml')) as f:
+        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    assert opt['name'] == name and opt['model_type'] == 'DeCoNASSearchModel' and opt['scale'] == 2
+    assert opt['num_gpu'] == 'auto' and dict(opt['dist_params']) == {'backend': 'nccl', 'port': 29500}
+    assert set(opt['search']) <= set(SEARCH_DEFAULTS)
+    search = opt['search']
+    assert (search['child_steps'], search['controller_steps'], search['controller_start_iter']) == (1000, 100, 5000)
+    assert search['alpha'] == alpha and search['reward_patches'] == 10 and search['reward_dataset']['gt_size'] == 96
+    train = opt['train']
+    assert train['total_iter'] == 200000 and train['optim_g']['lr'] == 1e-4 and train['optim_c']['lr'] == 3e-4
+    assert list(train['scheduler']['milestones']) == [50000, 100000, 150000] and train['scheduler']['gamma'] == 0.5
+    assert train['reinforce_opt']['baseline_decay'] == 0.99 and train['reinforce_opt']['entropy_weight'] == 1e-4
+    t = opt['datasets']['train']
+    assert (t['gt_size'], t['batch_size_per_gpu'], t['use_hflip'], t['use_rot']) == (128, 16, True, True)
+    assert opt['val']['val_freq'] == 5000 and opt['logger']['save_checkpoint_freq'] == 5000
+
+    supernet = build_network(dict(opt['network_g']))
+    assert (supernet.num_blocks, supernet.num_nodes, supernet.sfe1.out_channels) == (blocks, nodes, 64)
+    assert supernet.feature_fusion_search == fusion
+    controller = build_network(controller_options(opt))
+    assert controller.num_decisions == 3 * nodes * (nodes + 1) // 2 + (nodes + blocks if fusion else 0)
+    with torch.no_grad():
+        genotype, _, _ = controller.sample()
+    assert supernet.parse_genotype(genotype).has_fusion_bits == fusion
+
+
+# ------------------------------------------------------------------------------------- tiny searches
+def test_search_history_checkpoints_and_resume(data, tmp_path, unique_name):
+    name = unique_name('test_search')
+    check_ok(run(TRAIN, '-opt', write_options(tmp_path / 'search.yml', search_options(data, name, total_iter=8))))
+    root = experiment(name)
+    # Controller phases at iterations 4 and 8, 3 REINFORCE steps each.
+    rows = read_history(name)
+    assert len(rows) == (8 // 4) * 3
+    assert [r['controller_step'] for r in rows] == list(range(1, 7))
+    assert [r['iter'] for r in rows] == [4] * 3 + [8] * 3
+    check_history_rows(rows, fusion=False)
+    for path in ('models/net_g_8.pth', 'models/net_c_8.pth', 'training_states/8.state'):
+        assert osp.isfile(osp.join(root, path)), path
+
+    # Resume to 12 iterations: one more controller phase, no duplicated controller step.
+    opt_path = write_options(tmp_path / 'search_resume.yml', search_options(data, name, total_iter=12))
+    check_ok(run(TRAIN, '-opt', opt_path, '--auto_resume'))
+    assert re.search(r'Resuming training from epoch: \d+, iter: 8\b', read_logs(name))
+    rows = read_history(name)
+    steps = [r['controller_step'] for r in rows]
+    assert len(rows) == 9 and len(set(steps)) == 9 and steps == list(range(1, 10))
+    assert [r['iter'] for r in rows][-3:] == [12] * 3
+    check_history_rows(rows, fusion=False)
+    assert osp.isfile(osp.join(root, 'models', 'net_c_12.pth'))
+    assert osp.isfile(osp.join(root, 'training_states', '12.state'))
+
+
+def test_fusion_search_derive_and_retrain(data, tmp_path, unique_name):
+    name = unique_name('test_search_ff')
+    search_yml = write_options(tmp_path / 'search_ff.yml', search_options(data, name, total_iter=8, fusion=True))
+    check_ok(run(TRAIN, '-opt', search_yml))
+    rows = read_history(name)
+    assert len(rows) == 6
+    check_history_rows(rows, fusion=True)
+
+    retrain_name = unique_name('test_retrain')
+    proc = run(DERIVE, '-opt', search_yml, '--num-samples', '5', '--data-from-search', '--inherit-weights',
+               '--set', 'train.total_iter=4', '--set', 'num_gpu=0', '--set', 'logger.save_checkpoint_freq=4',
+               '--set', 'val.val_freq=4', '--set', 'datasets.train.batch_size_per_gpu=2',
+               '--set', f'name={retrain_name}')
+    check_ok(proc)
+    out = osp.join(experiment(name), 'derive')
+    for file in ('ranking.csv', 'ranking.md', 'chosen.json', 'train_DeCoNASNet.yml', 'DeCoNASNet_inherited.pth'):
+        assert osp.isfile(osp.join(out, file)), file
+    with open(osp.join(out, 'ranking.csv')) as f:
+        ranking = list(csv.DictReader(f))
+    assert 1 <= len(ranking) <= 5
+    with open(osp.join(out, 'chosen.json')) as f:
+        chosen = json.load(f)
+    assert chosen['genotype'] == ranking[0]['genotype'] and '|' in chosen['genotype']
+    with open(osp.join(out, 'train_DeCoNASNet.yml')) as f:
+        retrain = yaml.load(f, Loader=ordered_yaml()[0])
+    assert retrain['name'] == retrain_name and retrain['num_gpu'] == 0
+    assert retrain['network_g']['type'] == 'DeCoNASNet'
+    assert Genotype.parse(retrain['network_g']['genotype']) == Genotype.parse(chosen['genotype'])
+    assert retrain['path']['pretrain_network_g'] == osp.join(out, 'DeCoNASNet_inherited.pth')
+    assert retrain['datasets']['train']['dataroot_gt'] == osp.join(data['train'], 'GTmod2')
+
+    check_ok(run(TRAIN, '-opt', osp.join(out, 'train_DeCoNASNet.yml')))
+    assert osp.isfile(osp.join(experiment(retrain_name), 'models', 'net_g_4.pth'))
+
+
+def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, unique_name):
+    """A search that was never run: a one-line ``error:`` message and a non-zero exit, no traceback."""
+    opt_path = write_options(tmp_path / 'search.yml', search_options(data, unique_name('test_never_run')))
+    proc = run(DERIVE, '-opt', opt_path, timeout=60)
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('error:') and 'checkpoint' in lines[0], proc.stderr

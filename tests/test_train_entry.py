@@ -1,0 +1,98 @@
+"""A short real training of a tiny DeCoNASNet through ``deconas_plugin/train.py`` on the CPU, and its resume."""
+import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
+
+import glob
+import os.path as osp
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+import yaml
+
+from deconas_plugin.utils.embedded_data import prepare_embedded
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
+
+
+@pytest.fixture
+def name(request):
+    """A unique experiment name; its experiments/ and tb_logger/ folders are removed at teardown."""
+    name = f'test_train_entry_{uuid.uuid4().hex[:8]}'
+
+    def cleanup():
+        for parent in ('experiments', 'tb_logger'):
+            for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
+                shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(cleanup)
+    return name
+
+
+def train_options(data, name, total_iter):
+    def paired(folder, **extra):
+        return dict(type='PairedImageDataset', dataroot_gt=osp.join(folder, 'GTmod2'),
+                    dataroot_lq=osp.join(folder, 'LRbicx2'), io_backend={'type': 'disk'}, **extra)
+
+    return {
+        'name': name, 'model_type': 'DeCoNASSRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': paired(data['train'], name='embedded_train', gt_size=32, use_hflip=True, use_rot=True,
+                            num_worker_per_gpu=0, batch_size_per_gpu=4, dataset_enlarge_ratio=10,
+                            prefetch_mode=None),
+            'val': paired(data['test'], name='embedded_test'),
+        },
+        'network_g': {'type': 'DeCoNASNet', 'genotype': '7 5 3', 'num_blocks': 2, 'num_nodes': 2, 'num_feat': 8,
+                      'upscale': 2},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.999]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+            'total_iter': total_iter, 'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {'val_freq': 1000, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
+        'logger': {'print_freq': 5, 'save_checkpoint_freq': 15, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+
+
+def train(opt_path, *args):
+    proc = subprocess.run([sys.executable, TRAIN, '-opt', str(opt_path), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+
+
+def read_logs(root, name):
+    return ''.join(open(p).read() for p in sorted(glob.glob(osp.join(root, f'train_{name}_*.log'))))
+
+
+def test_train_loss_decreases_and_resumes_on_cpu(tmp_path, name):
+    data = prepare_embedded(str(tmp_path / 'embedded'), (2, ), max_side=96)
+    opt_path = tmp_path / 'train.yml'
+    opt_path.write_text(yaml.safe_dump(train_options(data, name, total_iter=30), sort_keys=False))
+    train(opt_path)
+    root = osp.join(ROOT, 'experiments', name)
+    log = read_logs(root, name)
+    losses = [float(v) for v in re.findall(r'l_pix: ([0-9.e+-]+)', log)]
+    assert len(losses) == 30 // 5, log[-2000:]
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < 0.8 * first, losses
+    for it in (15, 30):
+        assert osp.isfile(osp.join(root, 'models', f'net_g_{it}.pth'))
+        assert osp.isfile(osp.join(root, 'training_states', f'{it}.state'))
+
+    # Resume on the CPU (BasicSR's own resume maps tensors to CUDA): continues from 30, not from 0.
+    opt_path.write_text(yaml.safe_dump(train_options(data, name, total_iter=45), sort_keys=False))
+    train(opt_path, '--auto_resume')
+    log = read_logs(root, name)
+    assert re.search(r'Resuming training from epoch: \d+, iter: 30\b', log), log[-2000:]
+    iters = [int(v) for v in re.findall(r'iter:\s+(\d+), lr:', log)]
+    assert iters == [5, 10, 15, 20, 25, 30, 35, 40, 45], iters
+    assert osp.isfile(osp.join(root, 'models', 'net_g_45.pth'))
+    assert osp.isfile(osp.join(root, 'training_states', '45.state'))
