@@ -97,7 +97,7 @@ def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
         cfg.update(num_feat=8, patch=16, batch=2, genotypes=2, reps=1, warmup=1, zeromask_genotypes=2,
                    controller_reps=3, controller_batch=20, inference_size=64, rdn_size=32, inference_reps=1,
                    data_samples=20, data_images=1, data_chunk=10, options_genotypes=1, options_reps=1,
-                   loss_steps=2, compile_fresh=1)
+                   loss_steps=2, compile=False)  # torch.compile takes minutes even for a tiny net
     for key, value in overrides.items():
         if value is not None:
             if key not in cfg:
@@ -105,6 +105,55 @@ def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
             cfg[key] = value
     cfg['quick'] = quick
     return cfg
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_threads(spec: str, device: torch.device):
+    """(torch intra-op threads, reason) for ``--threads`` = a number, ``'all'`` or ``'auto'``.
+
+    ``auto``: on a CPU whose 1-minute load average already fills the usable cores, 1 thread: on an
+    oversubscribed machine every multi-threaded op waits at an OpenMP barrier for a descheduled
+    thread (measured here: a child step 0.75 s with 1 thread, 4-15 s with 2). Otherwise torch's default.
+    """
+    default = torch.get_num_threads()
+    if spec == 'all':
+        return default, 'requested: torch default'
+    if spec != 'auto':
+        return int(spec), 'requested'
+    if device.type == 'cuda':
+        return default, 'auto: CUDA run, torch default'
+    load, cores = (_loadavg() or [0.0])[0], _usable_cores()
+    if cores > 1 and load >= cores - 0.5:
+        return 1, f'auto: load average {load:.1f} on {cores} usable cores, a busy machine'
+    return default, f'auto: load average {load:.1f} on {cores} usable cores, torch default'
+
+
+def threads_probe(device: torch.device, reps: int = 5) -> Optional[dict]:
+    """ms of a small conv forward+backward with 1 thread vs all usable cores (CPU only; interleaved)."""
+    cores = _usable_cores()
+    if device.type != 'cpu' or cores < 2:
+        return None
+    keep = torch.get_num_threads()
+    conv = nn.Conv2d(32, 32, 3, padding=1)
+    x = torch.rand(4, 32, 48, 48)
+
+    def run(n):
+        def f():
+            torch.set_num_threads(n)
+            conv(x).sum().backward()
+        return f
+    try:
+        t = interleaved({'1': run(1), str(cores): run(cores)}, reps, 1, device)
+    finally:
+        torch.set_num_threads(keep)
+    return {'threads_1_ms': median_ms(t['1']), f'threads_{cores}_ms': median_ms(t[str(cores)]),
+            'max_ms': {k: 1000 * max(v) for k, v in t.items()}}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -118,16 +167,13 @@ def machine_info(device: torch.device) -> dict:
     except OSError:
         pass
     cpu = cpu or platform.processor() or platform.machine()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    usable = _usable_cores()
     info = {
         'cpu': cpu, 'cores': os.cpu_count(), 'usable_cores': usable, 'torch_threads': torch.get_num_threads(),
         'torch': torch.__version__, 'python': platform.python_version(), 'platform': platform.platform(),
         'device': str(device),
         'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({cpu})',
-        'load_avg_start': _loadavg(),
+        'load_avg_start': _loadavg(), 'threads_probe': threads_probe(device),
     }
     if device.type == 'cuda':
         info['cuda'] = torch.version.cuda
@@ -463,7 +509,7 @@ def _bench_controller_on(ctrl, device: torch.device, cfg: dict) -> dict:
     bits = ctrl.run(8)[0]
     ref_lp, ref_ent = ctrl.run(bits=bits)[1:]
     lp, ent = proto.score(bits)
-    proto_diff = float(max((ref_lp - lp).abs().max(), (ref_ent - ent).abs().max()))
+    proto_diff = float(max((ref_lp - lp).abs().max(), (ref_ent - ent).abs().max()).detach())
 
     one = interleaved({'single': single, 'single_sample_only': single_sample_only, 'proto_single': proto_single},
                       reps, 2, device)
@@ -591,7 +637,8 @@ def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -
     tmp = tempfile.mkdtemp(prefix='deconas_bench_data_', dir=workdir)
     try:
         t0 = time.perf_counter()
-        sets = make_subimage_sets(tmp, cfg['data_images'])
+        with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+            sets = make_subimage_sets(tmp, cfg['data_images'])  # quiet: tqdm bars and LMDB logs
         prep_s = time.perf_counter() - t0
         dirs = sets['dirs']
         common = {'name': 'bench', 'type': 'PairedImageDataset', 'phase': 'train', 'scale': 2, 'gt_size': 96,
@@ -603,24 +650,24 @@ def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -
                                         'io_backend': {'type': 'disk'}}),
         }
         assert len(datasets['lmdb']) == len(datasets['disk']) == sets['num_subimages']
+        # The same sub-images from both (the folder listing is in directory order, the LMDB's in key order).
+        disk_index = {osp.basename(p['gt_path']): i for i, p in enumerate(datasets['disk'].paths)}
+        lmdb_keys = [p['gt_path'] for p in datasets['lmdb'].paths]
         n, chunk = cfg['data_samples'], cfg['data_chunk']
         rng = random.Random(cfg['seed'])
-        order = [rng.randrange(sets['num_subimages']) for _ in range(n)]
-        chunks = [order[i:i + chunk] for i in range(0, n, chunk)]
-        # check both give the same images (same crop positions under the same numpy/random seed)
+        picks = [rng.randrange(sets['num_subimages']) for _ in range(n)]
+        order = {'lmdb': picks, 'disk': [disk_index[f'{lmdb_keys[i]}.png'] for i in picks]}
+        state = random.getstate()
         random.seed(1)
-        a = datasets['lmdb'][0]
+        a = datasets['lmdb'][picks[0]]
         random.seed(1)
-        b = datasets['disk'][0]
+        b = datasets['disk'][order['disk'][0]]
+        random.setstate(state)
         same = bool(torch.equal(a['gt'], b['gt']) and torch.equal(a['lq'], b['lq']))
-        fns = {}
-        for key, ds in datasets.items():
-            ds[0]  # opens the LMDB environment / file client
-            fns[key] = ds
-        times = {k: [] for k in fns}
-        for i, idx in enumerate(chunks):  # interleaved chunks, ABBA
+        times = {k: [] for k in datasets}
+        for i, start in enumerate(range(0, n, chunk)):  # interleaved chunks, ABBA
             for key in (('lmdb', 'disk') if i % 2 == 0 else ('disk', 'lmdb')):
-                ds = fns[key]
+                ds, idx = datasets[key], order[key][start:start + chunk]
                 times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
         rate = {k: 1 / statistics.median(v) for k, v in times.items()}
         _log(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
@@ -737,8 +784,11 @@ def _bench_compile(cfg: dict, device: torch.device, base: nn.Module, state: dict
            'repeated_first_step_ms': repeated_ms, 'steady_ms': steady, 'eager_ms': eager_ms,
            'steady_speedup': eager_ms / steady, 'loss_rel_diff': abs(comp_loss - eager_loss) / abs(eager_loss),
            'recompile_limit': limit,
+           'break_even_steps_first': (
+               (first - steady / 1000) / ((eager_ms - steady) / 1000) if eager_ms > steady else None),
            'break_even_steps_per_genotype': (
-               (first - steady / 1000) / ((eager_ms - steady) / 1000) if eager_ms > steady else None)}
+               statistics.median(f - steady / 1000 for f in fresh_s) / ((eager_ms - steady) / 1000)
+               if eager_ms > steady and fresh_s else None)}
     _log(f'  torch.compile: first compile {res["first_compile_s"]:.1f} s, steady {steady:.1f} ms vs eager '
          f'{eager_ms:.1f} ms ({res["steady_speedup"]:.2f}x), repeated genotype first step {repeated_ms:.1f} ms')
     torch._dynamo.reset()
@@ -753,7 +803,9 @@ def _recommend(out: dict, device: torch.device) -> dict:
             rec[row['name']] = bool(row['speedup'] >= 1.05 and row['loss_ok'])
     comp = out.get('compile', {})
     rec['torch.compile (search)'] = False  # one recompile per fresh genotype; see compile results
-    rec['torch.compile (retrain, fixed genotype)'] = bool(comp.get('steady_speedup', 0) >= 1.05)
+    # worth it for a retrain (1M iterations in the paper) if it is faster and repaid well within that
+    rec['torch.compile (retrain, fixed genotype)'] = bool(comp.get('steady_speedup', 0) >= 1.05
+                                                          and (comp.get('break_even_steps_first') or 1e18) < 1e5)
     return rec
 
 
@@ -776,7 +828,7 @@ def parse_only(only: Optional[str]) -> List[str]:
             raise ValueError(f'unknown section {item!r}; choose from {", ".join(SECTIONS)} (or 1-{len(SECTIONS)})')
         if item not in out:
             out.append(item)
-    return out
+    return sorted(out, key=SECTIONS.index)
 
 
 def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], cfg: dict,
@@ -826,12 +878,14 @@ def render_markdown(result: dict) -> str:
     lines = [
         f'# DeCoNAS benchmark: {m["device_name"]}',
         '',
-        f'- CPU: {m["cpu"]}, {m["cores"]} cores ({m["usable_cores"]} usable, torch threads {m["torch_threads"]})',
+        f'- CPU: {m["cpu"]}, {m["cores"]} cores ({m["usable_cores"]} usable), torch threads {m["torch_threads"]} '
+        f'({cfg.get("threads_reason", "")})',
         f'- torch {m["torch"]}, Python {m["python"]}, device `{m["device"]}`'
         + (f' (CUDA {m.get("cuda")}, cuDNN {m.get("cudnn")})' if m['device'].startswith('cuda') else ''),
         f'- load average at start {m.get("load_avg_start")}, at end {m.get("load_avg_end")}; started '
         f'{result["started"]}, wall {result.get("wall_s", 0):.0f} s' + (' (--quick)' if cfg.get('quick') else ''),
         f'- command: `{" ".join(result.get("command") or [])}`',
+    ] + _md_probe(m) + [
         '',
         'Ratios are measured side by side in one process (A/B interleaved ABBA, each after a warm-up, '
         'medians); absolute times on a shared machine are noisy, the ratios much less.',
@@ -845,6 +899,16 @@ def render_markdown(result: dict) -> str:
         lines += globals()[f'_md_{name}'](sec, cfg, result)
         lines += ['', f'_section wall time {sec.get("wall_s", 0):.0f} s_', '']
     return '\n'.join(lines).rstrip() + '\n'
+
+
+def _md_probe(m) -> List[str]:
+    p = m.get('threads_probe')
+    if not p:
+        return []
+    parts = ', '.join(f'{k.split("_")[1]} thread(s) {v:.1f} ms' for k, v in p.items() if k.startswith('threads_'))
+    worst = ', '.join(f'{k}: {v:.0f} ms' for k, v in p['max_ms'].items())
+    return [f'- intra-op threads probe (conv3x3 32->32 on 4x48x48, forward + backward, median): {parts} '
+            f'(worst: {worst})']
 
 
 def _md_supernet(s, cfg, result):
@@ -952,7 +1016,7 @@ def _md_options(s, cfg, result):
             out.append(f'torch.compile: failed (`{c["error"]}`).')
         else:
             fresh = ', '.join(f'{v:.1f}' for v in c['fresh_compile_s'])
-            be = c['break_even_steps_per_genotype']
+            be, be0 = c['break_even_steps_per_genotype'], c['break_even_steps_first']
             out += ['| torch.compile | value |', '|---|---:|',
                     f'| compile, first genotype (s) | {c["first_compile_s"]:.1f} |',
                     f'| recompile, fresh genotype (s) | {fresh} |',
@@ -960,7 +1024,9 @@ def _md_options(s, cfg, result):
                     f'| steady step compiled / eager (ms) | {c["steady_ms"]:.1f} / {c["eager_ms"]:.1f} |',
                     f'| steady speedup | {c["steady_speedup"]:.2f}x |',
                     f'| loss rel. diff vs eager | {c["loss_rel_diff"]:.1e} |',
-                    f'| steps per genotype to repay a compile | {_f(be, 0) if be else "never"} |',
+                    f'| steps to repay the first compile (one fixed genotype, e.g. retraining) | '
+                    f'{_f(be0, 0) if be0 else "never"} |',
+                    f'| steps per fresh genotype to repay its recompile (search) | {_f(be, 0) if be else "never"} |',
                     f'| dynamo recompile limit | {c["recompile_limit"]} |']
     out += ['', '**Conclusion.** ' + _options_conclusion(s, result)]
     return out
@@ -980,8 +1046,10 @@ def _options_conclusion(s, result) -> str:
         text += (f' torch.compile recompiles for every new genotype ({", ".join(f"{v:.0f}" for v in c["fresh_compile_s"])} s '
                  f'each here, vs a {c["eager_ms"]:.0f} ms eager step) and falls back to eager after '
                  f'{c["recompile_limit"]} graphs; the search draws a fresh genotype nearly every step, so compile is '
-                 f'off for the search; for retraining one fixed genotype its steady speedup is '
-                 f'{c["steady_speedup"]:.2f}x.')
+                 f'off for the search. With one genotype (as in retraining a fixed DeCoNASNet) the steady step is '
+                 f'{c["steady_speedup"]:.2f}x faster (measured on the supernet at a repeated genotype) and the first '
+                 f'compile is repaid after {_f(c["break_even_steps_first"], 0) if c["break_even_steps_first"] else "never"} '
+                 'steps.')
     rec = [k for k, v in s['recommended'].items() if v]
     text += (' Defaults from these numbers: ' + (', '.join(rec) if rec else 'plain fp32, contiguous, eager')
              + ' on ' + result['machine']['device'] + '.')

@@ -96,8 +96,7 @@ def validation_batches(opt: dict, which: str = 'val', device='cpu') -> List:
 def score(supernet, genotypes: Sequence[Genotype], batches, crop_border: int, alpha: float,
           progress: bool = True) -> List[Dict]:
     """PSNR-Y with the shared weights, exact params and reward of each distinct genotype."""
-    size = dict(num_blocks=supernet.num_blocks, num_feat=supernet.sfe1.out_channels, upscale=supernet.upscale,
-                num_in_ch=supernet.sfe1.in_channels, num_out_ch=supernet.conv_last.out_channels)
+    size = supernet.size()
     pmax = max_params(num_nodes=supernet.num_nodes, **size)
     rows = []
     for g in tqdm(list(dict.fromkeys(genotypes)), desc='scoring genotypes', unit='genotype', disable=not progress):

@@ -305,7 +305,10 @@ def _ints(value, what) -> list:
             # decimal codes are single digits (0..2^K-1 <= 7), so this cannot be misread.
             tokens += list(t) if len(t) > 1 and set(t) <= {'0', '1'} else [t] if t else []
     else:
-        tokens = list(value)
+        try:
+            tokens = list(value)
+        except TypeError:  # e.g. a mapping {codes: 7}: not a list
+            raise GenotypeError(f'{what}: expected a string or a list of ints, got {value!r}') from None
     out = []
     for t in tokens:
         try:

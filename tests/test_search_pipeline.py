@@ -31,7 +31,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
 DERIVE = osp.join(ROOT, 'tools', 'derive.py')
 TINY = dict(num_feat=4, num_blocks=2, num_nodes=2)
-HISTORY_FIELDS = {'iter', 'controller_step', 'genotype', 'psnr', 'params', 'reward', 'baseline', 'advantage',
+HISTORY_FIELDS = {'iter', 'controller_step', 'genotype', 'bits', 'psnr', 'params', 'reward', 'baseline', 'advantage',
                   'entropy', 'log_prob'}
 # The paper's settings (DESIGN.md "The search"): name -> (N, M, alpha, feature-fusion search).
 PAPER_SEARCHES = {

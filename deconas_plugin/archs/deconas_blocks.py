@@ -225,6 +225,7 @@ class DeCoNASBody(nn.Module):
             raise ValueError(f'rgb_mean {list(rgb_mean)} must have num_in_ch = {num_in_ch} values '
                              f'(and be zero when num_out_ch = {num_out_ch} differs)')
         self.genotype = genotype
+        self.num_in_ch, self.num_out_ch, self.num_feat = num_in_ch, num_out_ch, num_feat
         self.num_blocks = num_blocks
         self.num_nodes = num_nodes
         self.upscale = upscale
@@ -241,6 +242,11 @@ class DeCoNASBody(nn.Module):
         self.global_conv = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    def size(self) -> dict:
+        """The sizes ``complexity.count_params`` needs besides the genotype."""
+        return dict(num_blocks=self.num_blocks, num_feat=self.num_feat, upscale=self.upscale, num_in_ch=self.num_in_ch,
+                    num_out_ch=self.num_out_ch)
 
     def subset_inputs(self, genotype: Genotype) -> Iterator[Tuple[str, Tuple[int, ...]]]:
         """(layer name, chosen input ids) of every SubsetInput layer that ``genotype`` runs."""

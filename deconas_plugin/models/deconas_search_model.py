@@ -94,9 +94,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.cri_pix = build_loss(train_opt.get('pixel_opt', {'type': 'L1Loss'})).to(self.device)
         self.cri_reinforce = build_loss(train_opt.get('reinforce_opt', {'type': 'REINFORCELoss'})).to(self.device)
         supernet = self.get_bare_model(self.net_g)
-        self.arch_size = dict(num_blocks=supernet.num_blocks, num_feat=supernet.sfe1.out_channels,
-                              upscale=supernet.upscale, num_in_ch=supernet.sfe1.in_channels,
-                              num_out_ch=supernet.conv_last.out_channels)
+        self.arch_size = supernet.size()
         self.params_max = max_params(num_nodes=supernet.num_nodes, **self.arch_size)
         self.reward_fn = build_loss({'type': 'ComplexityPenalizedReward', 'alpha': self.search_opt['alpha'],
                                      'params_max': self.params_max})

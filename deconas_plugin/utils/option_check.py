@@ -52,6 +52,8 @@ def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
         missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in net_opt]
         if missing:
             raise OptionError(f'{key}: {arch} needs {missing}')
+    if 'upscale' in net_opt and net_opt['upscale'] not in SCALES:
+        raise OptionError(f"{key}.upscale must be 2, 3 or 4, got {net_opt['upscale']!r}")
     if 'upscale' in net_opt and 'scale' in opt and net_opt['upscale'] != opt['scale']:
         raise OptionError(f"{key}.upscale = {net_opt['upscale']} differs from scale = {opt['scale']}")
     try:
@@ -69,16 +71,21 @@ def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
         param_key = (opt.get('path') or {}).get(f'param_key_{key[len("network_"):]}', 'params')
         state = state.get(param_key, state) if isinstance(state, dict) else state
         own = net.state_dict()
+        strict = (opt.get('path') or {}).get(f'strict_load_{key[len("network_"):]}', True)
         for name, tensor in own.items():
             theirs = state.get(name, state.get(f'module.{name}'))
             if theirs is None:
-                if (opt.get('path') or {}).get(f'strict_load_{key[len("network_"):]}', True):
+                if strict:
                     raise OptionError(f'path.pretrain_{key}: {path} has no weight {name!r}: it was saved for another '
                                       f'network (different genotype, num_blocks N, num_nodes M or num_feat C?)')
             elif tuple(theirs.shape) != tuple(tensor.shape):
                 raise OptionError(
                     f'path.pretrain_{key}: {path} does not fit {key}: {name} is {tuple(theirs.shape)} in the checkpoint '
                     f'but {tuple(tensor.shape)} in the network (different genotype, N, M or C?)')
+        extra = sorted(k for k in state if (k[len('module.'):] if k.startswith('module.') else k) not in own)
+        if strict and extra:  # BasicSR's strict load_state_dict rejects unexpected keys too
+            raise OptionError(f'path.pretrain_{key}: {path} has weight(s) {extra[:3]} that {key} lacks: it was saved '
+                              f'for another network (different genotype, num_blocks N, num_nodes M or num_feat C?)')
     return net
 
 

@@ -1,0 +1,530 @@
+"""The one-command DeCoNAS demo (``tools/demo.py``): data -> search -> derive -> retrain -> CARN -> test -> report.
+
+Runs the whole pipeline on a machine with no dataset, on the scikit-image photos bundled with
+scikit-image (``deconas_plugin.utils.embedded_data``: train / reward / test splits), in about ten
+minutes on 2 CPU cores, every training through the same entry points a user runs:
+
+1. ``prepare``: the embedded photos as BasicSR folders (HR, GTmod{s}, MATLAB-bicubic LRbicx{s});
+   the training split cut into sub-images with their LR and packed into LMDBs, and the reward
+   split cut into reward-patch-sized sub-images (``tools/prepare_train.py``'s functions).
+2. ``search``: ``python deconas_plugin/train.py -opt <out>/options/search.yml --auto_resume``,
+   the option file written from ``options/demo/demo_search.yml``.
+3. ``derive``: ``python tools/derive.py`` (100 genotypes from the controller, scored with the
+   shared weights on the whole reward images; the best reward is kept) with the retrain template
+   ``options/demo/demo_train.yml`` and the search's data.
+4. ``retrain``: the found DeCoNASNet from scratch (``train.py`` on the derived option file).
+5. ``carn``: CARN (single-scale, ``multi_scale: false``; ``num_feat`` = the found network's C
+   unless ``--carn-feat``) with a copy of the retrain option file: same iterations, batch, patch,
+   optimiser and schedule.
+6. ``test``: ``python deconas_plugin/test.py`` for Bicubic, CARN and the found network on the
+   test sets (PSNR/SSIM on Y, border = scale; images saved for the visual comparison).
+7. ``report``: ``deconas_plugin.report.build_report`` into ``<out>/report``.
+
+Reuse: a training whose experiment has ``models/net_g_latest.pth`` and whose stored option file
+equals the one the demo would run is skipped; an interrupted one is resumed (``--auto_resume``);
+one made with other options is archived (``<name>_archived_<time>``, as BasicSR does) and rerun.
+Derivation, tests and report are skipped when their outputs are newer than their inputs. Each step
+prints a one-line banner with its status and elapsed time; ``<out>/demo_summary.json`` keeps them.
+
+Experiments and test results live where BasicSR puts them (``experiments/<prefix>_*``,
+``results/<prefix>_*``); ``--prefix`` (default ``demo``, ``demo_fast`` with ``--fast``) keeps
+runs apart. Everything else is under ``--out``: ``data/``, ``options/``, ``logs/`` (the output of
+every subprocess), ``report/``, ``demo_summary.json``.
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import yaml
+
+from . import derive as derive_lib
+from .utils.checkpoint import atomic_save  # noqa: F401  (re-exported for tools)
+
+ROOT = derive_lib.PROJECT_ROOT
+DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
+STEPS = ('prepare', 'search', 'derive', 'retrain', 'carn', 'test', 'report')
+
+# Budgets. The default one is sized for ~8-10 minutes on 2 CPU cores; --fast is for the tests.
+FAST_OVERRIDES = {
+    'search': {
+        'network_g.num_feat': 8, 'network_g.num_blocks': 2, 'network_g.num_nodes': 3,
+        'datasets.train.batch_size_per_gpu': 4, 'datasets.train.gt_size_lr': 24,
+        'search.child_steps': 10, 'search.controller_steps': 5, 'search.controller_start_iter': 10,
+        'search.reward_patches': 4, 'train.total_iter': 30, 'train.scheduler.milestones': [1000],
+        'logger.print_freq': 10, 'logger.save_checkpoint_freq': 10},
+    'train': {'train.total_iter': 20, 'train.scheduler.milestones': [1000], 'logger.print_freq': 10,
+              'logger.save_checkpoint_freq': 10},
+}
+DEFAULT_SAMPLES, FAST_SAMPLES = 100, 8
+LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patches
+TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
+MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
+
+
+class DemoError(RuntimeError):
+    """A step failed; the message says which, and where its log is."""
+
+
+# ------------------------------------------------------------------------------------- helpers
+def load_tool(name: str):
+    """A module of ``tools/`` (not a package) by file path."""
+    import importlib.util
+    path = osp.join(ROOT, 'tools', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'deconas_tool_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_yaml(path: str) -> dict:
+    return derive_lib.read_options(path)
+
+
+def plain(value):
+    """OrderedDicts -> dicts, recursively (for comparing option files)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def write_if_changed(path: str, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds it (keeps mtimes meaningful)."""
+    if osp.isfile(path):
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    derive_lib.atomic_write_text(path, text)
+    return True
+
+
+def write_options(path: str, opt: dict, header: str = '') -> bool:
+    return write_if_changed(path, header + derive_lib.dump_options(opt))
+
+
+def mtime(path: str) -> float:
+    return os.stat(path).st_mtime if osp.exists(path) else -1.0
+
+
+def archive(path: str) -> str:
+    """Rename ``path`` to ``<path>_archived_<time>`` (BasicSR's convention); returns the new name."""
+    new = f"{path}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+    os.replace(path, new)
+    return new
+
+
+def default_threads() -> Optional[int]:
+    """1 when the machine is already busy (1-min load average above half the cores), else None
+    (PyTorch's default: one thread per core). Several processes whose OpenMP threads fight over
+    the same few cores make PyTorch up to ten times slower than one thread each."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    return 1 if load > 0.5 * (os.cpu_count() or 1) else None
+
+
+def set_dotted(opt: dict, dotted: str, value):
+    derive_lib.set_option(opt, dotted, value)
+
+
+def fmt_s(seconds: float) -> str:
+    return f'{seconds:6.1f} s' if seconds < 120 else f'{seconds:6.1f} s ({seconds / 60:.1f} min)'
+
+
+# ---------------------------------------------------------------------------------------- demo
+class Demo:
+    """The pipeline; ``run()`` executes the steps and returns the summary dict."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.scale = args.scale
+        self.out = osp.abspath(args.out)
+        self.prefix = args.prefix or ('demo_fast' if args.fast else 'demo')
+        self.fast = args.fast
+        self.python = sys.executable
+        self.data = osp.join(self.out, 'data_fast' if args.fast else 'data')
+        self.options = osp.join(self.out, 'options')
+        self.logs = osp.join(self.out, 'logs')
+        self.threads = args.threads if args.threads is not None else default_threads()
+        if args.num_gpu is not None:
+            self.num_gpu = args.num_gpu
+        else:
+            self.num_gpu = {'cpu': 0, 'cuda': 1, 'auto': 'auto'}[args.device]
+        import torch
+        use_cuda = torch.cuda.is_available() and (self.num_gpu == 'auto' or self.num_gpu > 0)
+        self.torch_device = 'cuda' if use_cuda else 'cpu'
+        self.results: List[dict] = []
+        self.ran_any = False
+        self.t0 = None
+        self.paths: Dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------- reporting
+    def say(self, text: str):
+        print(text, flush=True)
+
+    def banner(self, index: int, step: str, text: str):
+        total = time.time() - self.t0
+        self.say(f'[demo {index}/{len(STEPS)}] {step:<8} {text}   (demo total {total:.1f} s)')
+
+    # ------------------------------------------------------------------------------- processes
+    def env(self) -> dict:
+        env = dict(os.environ)
+        if self.threads:
+            for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+                env[key] = str(self.threads)
+        env['PYTHONUNBUFFERED'] = '1'
+        return env
+
+    def run_cmd(self, cmd: List[str], log_name: str):
+        """Run ``cmd`` from the project root; its output goes to the console (unless --quiet) and
+        to ``<out>/logs/<log_name>.log``."""
+        os.makedirs(self.logs, exist_ok=True)
+        log_path = osp.join(self.logs, f'{log_name}.log')
+        shown = ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
+        self.say(f'    $ {shown}')
+        with open(log_path, 'ab') as log:
+            log.write(f'\n$ {" ".join(cmd)}\n'.encode())
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                while True:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    log.write(chunk)
+                    if not self.args.quiet:
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.flush()
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        if rc != 0:
+            with open(log_path, 'rb') as f:
+                tail = f.read()[-3000:].decode(errors='replace')
+            raise DemoError(f'{shown} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n{tail}')
+
+    def train(self, opt_path: str, log_name: str, user_given: bool = False) -> str:
+        """Run (or reuse, or resume) a BasicSR training; returns 'ran' / 'skipped'."""
+        opt = read_yaml(opt_path)
+        exp = osp.join(ROOT, 'experiments', opt['name'])
+        latest = osp.join(exp, 'models', 'net_g_latest.pth')
+        stored = osp.join(exp, osp.basename(opt_path))
+        same = osp.isfile(stored) and plain(read_yaml(stored)) == plain(opt)
+        if osp.isfile(latest) and (same or user_given):
+            if not same:
+                self.say(f'    note: {exp} was made with another option file than {opt_path}; reused as is')
+            return 'skipped'
+        if osp.isdir(exp) and not same and not user_given:
+            self.say(f'    {exp} holds a run with other options: moved to {osp.basename(archive(exp))}')
+        self.run_cmd([self.python, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_path, '--auto_resume'],
+                     log_name)
+        return 'ran'
+
+    # ------------------------------------------------------------------------------------ steps
+    def step_prepare(self) -> str:
+        need_train = self.args.search_opt is None
+        need_test = not self.args.test_sets
+        if not (need_train or need_test):
+            return 'skipped'
+        s, max_side = self.scale, (FAST_MAX_SIDE if self.fast else MAX_SIDE)
+        marker = osp.join(self.data, 'prepared.json')
+        want = {'scale': s, 'max_side': max_side, 'train': need_train, 'crop': TRAIN_CROP, 'step': TRAIN_STEP,
+                'reward_crop': REWARD_LR_PATCH * s}
+        if osp.isfile(marker):
+            with open(marker) as f:
+                done = json.load(f)
+            if all(done.get(k) == v for k, v in want.items()):
+                return 'skipped'
+        from .utils.embedded_data import prepare_embedded
+        t = time.time()
+        split_dirs = prepare_embedded(osp.join(self.data, 'embedded'), scales=(s, ), max_side=max_side)
+        self.say(f'    embedded photos (train/reward/test, MATLAB-bicubic x{s}): {time.time() - t:.1f} s')
+        if need_train:
+            prepare_train = load_tool('prepare_train')
+            t = time.time()
+            summary = prepare_train.prepare_train(
+                osp.join(split_dirs['train'], 'HR'), osp.join(self.data, 'train_sub'), [s], name='embedded',
+                crop=TRAIN_CROP, step=TRAIN_STEP, n_thread=1, lmdb=True)
+            self.say(f"    training sub-images + LMDB: {len(summary['keys'])} sub-images of {TRAIN_CROP} px "
+                     f'({time.time() - t:.1f} s)')
+            crop = REWARD_LR_PATCH * s
+            summary = prepare_train.prepare_train(
+                osp.join(split_dirs['reward'], 'HR'), osp.join(self.data, 'reward_sub'), [s], name='reward',
+                crop=crop, step=crop, n_thread=1, lmdb=False)
+            self.say(f"    reward patches: {len(summary['keys'])} sub-images of {crop} px")
+        derive_lib.atomic_write_text(marker, json.dumps(want, indent=2) + '\n')
+        return 'ran'
+
+    def search_options(self) -> dict:
+        s = self.scale
+        if self.args.search_opt:
+            opt = read_yaml(self.args.search_opt)
+            if self.args.num_gpu is not None or self.args.device != 'auto':
+                opt['num_gpu'] = self.num_gpu
+            return opt
+        opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_search.yml'))
+        opt['name'] = f'{self.prefix}_search_x{s}'
+        opt['scale'] = s
+        opt['num_gpu'] = self.num_gpu
+        opt['network_g']['upscale'] = s
+        emb, train_sub, reward_sub = (osp.join(self.data, 'embedded'), osp.join(self.data, 'train_sub'),
+                                      osp.join(self.data, 'reward_sub'))
+        train = opt['datasets']['train']
+        train['dataroot_gt'] = osp.join(train_sub, 'embedded_train_HR_sub.lmdb')
+        train['dataroot_lq'] = osp.join(train_sub, f'embedded_train_LR_bicubic_X{s}_sub.lmdb')
+        train['gt_size'] = LR_PATCH * s
+        val = opt['datasets']['val']
+        val['dataroot_gt'] = osp.join(emb, 'reward', f'GTmod{s}')
+        val['dataroot_lq'] = osp.join(emb, 'reward', f'LRbicx{s}')
+        reward = opt['search']['reward_dataset']
+        reward['dataroot_gt'] = osp.join(reward_sub, 'reward_train_HR_sub')
+        reward['dataroot_lq'] = osp.join(reward_sub, 'reward_train_LR_bicubic', f'X{s}_sub')
+        reward['gt_size'] = REWARD_LR_PATCH * s
+        opt['val']['metrics']['psnr']['crop_border'] = s
+        if self.fast:
+            for key, value in FAST_OVERRIDES['search'].items():
+                if key == 'datasets.train.gt_size_lr':
+                    train['gt_size'] = value * s
+                else:
+                    set_dotted(opt, key, value)
+        return opt
+
+    def step_search(self) -> str:
+        opt = self.search_options()
+        path = osp.join(self.options, 'search.yml')
+        src = self.args.search_opt or osp.join(DEMO_OPTIONS, 'demo_search.yml')
+        write_options(path, opt, f'# Written by tools/demo.py from {osp.relpath(src, ROOT)}\n')
+        self.paths['search_opt'] = path
+        self.paths['search_exp'] = osp.join(ROOT, 'experiments', opt['name'])
+        return self.train(path, 'search', user_given=bool(self.args.search_opt))
+
+    def retrain_template(self) -> str:
+        if self.args.train_opt:
+            return osp.abspath(self.args.train_opt)
+        opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_train.yml'))
+        opt['scale'] = self.scale
+        opt['val']['metrics']['psnr']['crop_border'] = self.scale
+        if self.fast:
+            for key, value in FAST_OVERRIDES['train'].items():
+                set_dotted(opt, key, value)
+        path = osp.join(self.options, 'train_template.yml')
+        write_options(path, opt, '# Written by tools/demo.py from options/demo/demo_train.yml\n')
+        return path
+
+    def step_derive(self) -> str:
+        exp = self.paths['search_exp']
+        out_dir = osp.join(exp, 'derive')
+        template = self.retrain_template()
+        chosen, option = osp.join(out_dir, 'chosen.json'), osp.join(out_dir, 'train_DeCoNASNet.yml')
+        self.paths['derive_dir'], self.paths['found_train_opt'] = out_dir, option
+        newest_input = max(mtime(osp.join(exp, 'models', 'net_c_latest.pth')), mtime(template))
+        if min(mtime(chosen), mtime(option)) > newest_input:
+            return 'skipped'
+        cmd = [self.python, osp.join(ROOT, 'tools', 'derive.py'), '-opt', self.paths['search_opt'],
+               '--num-samples', str(self.args.num_samples or (FAST_SAMPLES if self.fast else DEFAULT_SAMPLES)),
+               '--seed', '0', '--scored-on', 'val', '--template', template, '--device', self.torch_device,
+               '--set', f'name={self.prefix}_found_x{self.scale}', '--set', f'num_gpu={self.num_gpu}']
+        if not self.args.train_opt:
+            cmd.append('--data-from-search')
+        self.run_cmd(cmd, 'derive')
+        return 'ran'
+
+    def step_retrain(self) -> str:
+        return self.train(self.paths['found_train_opt'], 'retrain')
+
+    def carn_options(self) -> dict:
+        opt = read_yaml(self.paths['found_train_opt'])
+        found = opt['network_g']
+        feat = self.args.carn_feat or found.get('num_feat', 64)
+        opt['name'] = f'{self.prefix}_CARN_x{self.scale}'
+        opt['network_g'] = {'type': 'CARN', 'num_in_ch': found.get('num_in_ch', 3),
+                            'num_out_ch': found.get('num_out_ch', 3), 'num_feat': feat, 'upscale': self.scale,
+                            'multi_scale': False}
+        opt['path']['pretrain_network_g'] = None
+        return opt
+
+    def step_carn(self) -> str:
+        path = osp.join(self.options, 'train_CARN.yml')
+        opt = self.carn_options()
+        write_options(path, opt, '# Written by tools/demo.py: CARN (single-scale, multi_scale: false) with the '
+                      'budget of the found network\'s retrain (same iterations, batch, patch, schedule)\n')
+        self.paths['carn_train_opt'] = path
+        return self.train(path, 'carn')
+
+    def test_sets(self) -> List[dict]:
+        s = self.scale
+        folders = self.args.test_sets or [osp.join(self.data, 'embedded', 'test')]
+        sets = []
+        for folder in folders:
+            folder = osp.abspath(folder)
+            gt, lq = osp.join(folder, f'GTmod{s}'), osp.join(folder, f'LRbicx{s}')
+            if not (osp.isdir(gt) and osp.isdir(lq)):
+                raise DemoError(f'test set {folder} has no GTmod{s}/LRbicx{s} folders: prepare it with '
+                                f'python tools/prepare_benchmark.py --input <HR folder> --output {folder} --scales {s}')
+            name = 'embedded_test' if not self.args.test_sets else osp.basename(osp.normpath(folder))
+            sets.append({'name': name, 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
+                         'io_backend': {'type': 'disk'}})
+        return sets
+
+    def test_methods(self) -> List[dict]:
+        """(key, label, network_g, checkpoint) of the tested methods, Bicubic first."""
+        found = read_yaml(self.paths['found_train_opt'])
+        carn = read_yaml(self.paths['carn_train_opt'])
+
+        def ckpt(opt):
+            return osp.join(ROOT, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+
+        carn_net = carn['network_g']
+        return [
+            {'key': 'bicubic', 'label': 'Bicubic', 'network_g': {'type': 'Bicubic', 'upscale': self.scale},
+             'checkpoint': None},
+            {'key': 'carn', 'label': f"CARN (single-scale, C={carn_net['num_feat']})",
+             'network_g': plain(carn_net), 'checkpoint': ckpt(carn)},
+            {'key': 'found', 'label': 'DeCoNASNet (found)', 'network_g': plain(found['network_g']),
+             'checkpoint': ckpt(found)},
+        ]
+
+    def step_test(self) -> str:
+        template = read_yaml(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
+        sets = self.test_sets()
+        statuses = []
+        self.paths['test_opts'] = []
+        for method in self.test_methods():
+            opt = copy.deepcopy(template)
+            opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
+            opt['scale'] = self.scale
+            opt['num_gpu'] = self.num_gpu
+            opt['datasets'] = {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)}
+            opt['network_g'] = method['network_g']
+            opt['path']['pretrain_network_g'] = method['checkpoint']
+            for metric in opt['val']['metrics'].values():
+                metric['crop_border'] = self.scale
+            path = osp.join(self.options, f"test_{method['key']}.yml")
+            write_options(path, opt, f"# Written by tools/demo.py: test {method['label']}\n")
+            self.paths['test_opts'].append((method['label'], path))
+            from .report import find_test_log, parse_test_log
+            log = find_test_log(osp.join(ROOT, 'results', opt['name']))
+            inputs = max(mtime(path), mtime(method['checkpoint']) if method['checkpoint'] else -1)
+            if log and mtime(log) > inputs and set(parse_test_log(log)) >= {d['name'] for d in sets}:
+                statuses.append('skipped')
+                continue
+            self.say(f"    testing {method['label']}")
+            self.run_cmd([self.python, osp.join(ROOT, 'deconas_plugin', 'test.py'), '-opt', path],
+                         f"test_{method['key']}")
+            statuses.append('ran')
+        return 'ran' if 'ran' in statuses else 'skipped'
+
+    def step_report(self) -> str:
+        report_dir = osp.join(self.out, 'report')
+        if not self.ran_any and osp.isfile(osp.join(report_dir, 'report.json')):
+            return 'skipped'
+        from .report import build_report
+        timings = {r['step']: r['seconds'] for r in self.results if r['status'] == 'ran'}
+        carn = read_yaml(self.paths['carn_train_opt'])
+        found = read_yaml(self.paths['found_train_opt'])
+        notes = [
+            f"CARN is the single-scale model (multi_scale: false) with num_feat {carn['network_g']['num_feat']}, "
+            'trained with the same option file as the found network (same iterations, batch, patch, optimiser and '
+            f"schedule: {found['train']['total_iter']} iterations).",
+        ]
+        if not self.args.search_opt:
+            notes.append('Demo budget: a short search and retrain on the embedded scikit-image photos; the numbers '
+                         'show that the pipeline works, not the paper\'s results (see DESIGN.md for those).')
+        self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
+                                   search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
+                                   timings=timings or None, notes=notes,
+                                   complexity_cache=osp.join(self.out, 'complexity_cache.json'))
+        return 'ran'
+
+    # -------------------------------------------------------------------------------------- run
+    def run(self) -> dict:
+        self.t0 = time.time()
+        os.makedirs(self.options, exist_ok=True)
+        threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
+        self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '
+                 f'experiments {self.prefix}_*, device {self.torch_device} (num_gpu {self.num_gpu}), {threads}')
+        for index, step in enumerate(STEPS, 1):
+            self.banner(index, step, 'started')
+            t = time.time()
+            try:
+                status = getattr(self, f'step_{step}')()
+            except DemoError:
+                self.banner(index, step, f'FAILED after {time.time() - t:.1f} s')
+                self._write_summary(failed=step)
+                raise
+            seconds = time.time() - t
+            self.ran_any |= status == 'ran'
+            self.results.append({'step': step, 'status': status, 'seconds': round(seconds, 2)})
+            self.banner(index, step, f'{status} in {seconds:.1f} s')
+        summary = self._write_summary()
+        self.say('\nstep      status   time')
+        for r in self.results:
+            self.say(f"{r['step']:<9} {r['status']:<8} {fmt_s(r['seconds'])}")
+        self.say(f"{'total':<9} {'':<8} {fmt_s(summary['total_seconds'])}")
+        report_md = osp.join(self.out, 'report', 'report.md')
+        table = osp.join(self.out, 'report', 'results_table.md')
+        if osp.isfile(table):
+            with open(table) as f:
+                self.say('\n' + f.read())
+        self.say(f'report: {report_md}')
+        return summary
+
+    def _write_summary(self, failed: Optional[str] = None) -> dict:
+        summary = {'steps': self.results, 'total_seconds': round(time.time() - self.t0, 2), 'failed': failed,
+                   'fast': self.fast, 'scale': self.scale, 'prefix': self.prefix, 'threads': self.threads,
+                   'device': self.torch_device, 'num_gpu': self.num_gpu,
+                   'experiments': sorted({osp.basename(p) for p in self._experiment_dirs()}),
+                   'report': osp.join(self.out, 'report', 'report.md')}
+        derive_lib.atomic_write_text(osp.join(self.out, 'demo_summary.json'), json.dumps(summary, indent=2) + '\n')
+        return summary
+
+    def _experiment_dirs(self):
+        for key in ('search_opt', 'found_train_opt', 'carn_train_opt'):
+            if key in self.paths and osp.isfile(self.paths[key]):
+                yield osp.join(ROOT, 'experiments', read_yaml(self.paths[key])['name'])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='One-command DeCoNAS demo: embedded data -> search -> derive -> retrain -> CARN -> test -> '
+        'report (about 10 minutes on 2 CPU cores).')
+    p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')
+    p.add_argument('--scale', type=int, default=2, choices=(2, 3, 4))
+    p.add_argument('--fast', action='store_true', help='a much smaller budget (about a minute; used by the tests)')
+    p.add_argument('--prefix', help='experiment/result name prefix (default: demo, or demo_fast with --fast)')
+    p.add_argument('--search-opt', help='search option file to run instead of the demo search (real data, e.g. '
+                   'options/search/search_N4_M4.yml); used as is (its name, data and budget)')
+    p.add_argument('--train-opt', help='retrain template for tools/derive.py (e.g. options/train/train_DeCoNASNet_x2.yml: '
+                   'its data and budget); CARN trains with the same settings. Default: options/demo/demo_train.yml '
+                   "with the search's data")
+    p.add_argument('--test-sets', nargs='+', metavar='FOLDER',
+                   help='prepared test sets (GTmod<s>/LRbicx<s>, tools/prepare_benchmark.py), e.g. datasets/Set5 '
+                   'datasets/Set14; default: the embedded test split')
+    p.add_argument('--num-samples', type=int, help=f'genotypes sampled by the derivation (default {DEFAULT_SAMPLES}; '
+                   f'{FAST_SAMPLES} with --fast)')
+    p.add_argument('--carn-feat', type=int, help="CARN's num_feat (default: the found network's C)")
+    p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
+                   help='auto: num_gpu auto (every visible GPU, else the CPU); cpu: num_gpu 0; cuda: num_gpu 1')
+    p.add_argument('--num-gpu', type=int, help='num_gpu written into the option files (overrides --device)')
+    p.add_argument('--threads', type=int, help='OMP/MKL threads per process (default: 1 if the machine is already '
+                   "busy, else PyTorch's default)")
+    p.add_argument('--quiet', action='store_true', help='subprocess output only into <out>/logs/, not the console')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    try:
+        return Demo(args).run()
+    except (DemoError, derive_lib.DeriveError) as e:
+        sys.exit(f'demo: error: {e}')
