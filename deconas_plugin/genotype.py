@@ -152,7 +152,23 @@ class Genotype:
         return tuple(out)
 
     def to_string(self, form: str = 'decimal') -> str:
-        """``'decimal'``: ``"7 6 4 ... | l.. | g.."``; ``'bits'``: groups of K bits separated by spaces."""
+        """``'decimal'``: ``"7 6 4 ... | l.. | g.."``; ``'bits'``: groups of K bits separated by spaces.
+
+        The decimal form of a genotype whose codes are all 0/1 can read back as another genotype
+        (``"0 0 0"`` is also the bit form of one node); such a genotype is written in grouped bits
+        (``"000 000 000"``), so that ``Genotype.parse(g.to_string()) == g`` always holds.
+        """
+        text = self._text(form)
+        if form == 'decimal' and not self.has_fusion_bits:
+            try:
+                same = Genotype.parse(text) == self
+            except GenotypeError:
+                same = False
+            if not same:
+                return self._text('bits')
+        return text
+
+    def _text(self, form: str) -> str:
         if form == 'decimal':
             parts = [' '.join(map(str, self.codes))]
         elif form == 'bits':
@@ -167,7 +183,11 @@ class Genotype:
         return self.to_string()
 
     def to_list(self) -> list:
-        """Decimal codes, then the fusion bits if any (a flat list of ints)."""
+        """Decimal codes, then the fusion bits if any (a flat list of ints).
+
+        A flat list is not always unambiguous (with fusion bits, 0/1 codes and N = M^2 it has the
+        length of the bit form): store ``to_dict()`` or ``to_string()``.
+        """
         return list(self.codes) + (list(self.local_bits) + list(self.global_bits) if self.has_fusion_bits else [])
 
     def to_dict(self) -> dict:
@@ -237,12 +257,13 @@ class Genotype:
                                                       tuple(vals[head_len + m:]))))
                 except GenotypeError as e:  # right length, wrong values: report that, not the length
                     errors.append(e)
-        # A list of 0/1 values only is read as the bit form when it can be (the reference code's form),
-        # and, without M and N, as FF-free when it can be: a decimal genotype with fusion bits whose codes
-        # are all 0/1 must be written "codes | local | global".
-        readings = [g for b, g in readings if b] or [g for b, g in readings]
+        # Without M and N a list is read as FF-free when it can be (a trailing 0/1 run could often be
+        # fusion bits); then a list of 0/1 values only is read as the bit form (the reference code's
+        # form) when it can be. A decimal genotype with fusion bits and only 0/1 codes must be written
+        # "codes | local | global"; ``to_string`` writes what reads back.
         if num_nodes is None and num_blocks is None:
-            readings = [g for g in readings if not g.has_fusion_bits] or readings
+            readings = [r for r in readings if not r[1].has_fusion_bits] or readings
+        readings = [g for b, g in readings if b] or [g for b, g in readings]
         readings = list(dict.fromkeys(readings))
         if len(readings) == 1:
             return readings[0].check(num_nodes, num_blocks)
@@ -257,7 +278,7 @@ class Genotype:
                 f'cannot read {raw!r} ({len(vals)} values) as a genotype for {m_txt}: expected {expected}, '
                 f'optionally followed by M + N fusion bits (write "codes | local | global" to be explicit)')
         raise GenotypeError(
-            f'{raw!r} is ambiguous ({len(readings)} readings: {"; ".join(g.to_string() for g in readings)}); '
+            f'{raw!r} is ambiguous ({len(readings)} readings: {"; ".join(g._text("decimal") for g in readings)}); '
             f'write it as "codes | local bits | global bits" or pass num_nodes/num_blocks')
 
     @classmethod
