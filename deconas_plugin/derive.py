@@ -66,7 +66,7 @@ def load_search(opt: dict, experiment: Optional[str] = None, iteration: str = 'l
             net.load_state_dict(state.get('params', state))
         except RuntimeError as e:
             raise DeriveError(f'{path} does not fit network_{label[4:]} of the option file (different N, M, C, '
-                              f'scale or controller settings?): {str(e).splitlines()[0]} ...') from None
+                              f'scale or controller settings?): {" ".join(str(e).split())[:300]}') from None
     return supernet.to(device).eval(), controller.to(device).eval()
 
 
