@@ -11,7 +11,6 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-import torch
 import yaml
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
@@ -22,7 +21,7 @@ from .complexity import count_params, max_params
 from .genotype import Genotype
 from .models.deconas_search_model import SEARCH_DEFAULTS, controller_options
 from .reward import psnr_y
-from .utils.checkpoint import load_state
+from .utils.checkpoint import atomic_write_text, load_state  # noqa: F401 (atomic_write_text: used by tools)
 
 PROJECT_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 
@@ -119,14 +118,6 @@ def choose(rows: List[Dict], max_params: Optional[int] = None) -> Dict:
         raise DeriveError(f'no sampled genotype has at most {max_params:,} params '
                           f'(smallest: {min(r["params"] for r in rows):,}); raise --max-params or sample more')
     return max(within, key=lambda r: r['psnr'])
-
-
-def atomic_write_text(path: str, text: str):
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def ranking_tables(rows: List[Dict]) -> Dict[str, str]:

@@ -26,7 +26,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 NUM_OPS = 3  # K
 OP_NAMES = ('conv3x3', 'sep_conv3x3', 'dil_conv3x3')

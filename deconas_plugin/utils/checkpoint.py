@@ -1,19 +1,28 @@
-"""Atomic checkpoint writing and resume-state discovery."""
+"""Atomic file writes (checkpoints, tables, images) and resume-state discovery.
+
+Every file the project writes goes through ``atomic_open``: a temporary file beside the target,
+renamed into place when complete, so a killed run never leaves a half-written file under the
+final name.
+"""
+import contextlib
 import os
 import os.path as osp
 import tempfile
 
 import torch
 
+TMP_PREFIX = '.tmp_'
 
-def atomic_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
+
+@contextlib.contextmanager
+def atomic_open(path, mode='wb', suffix='.part'):
+    """Open a temporary file beside ``path``; it replaces ``path`` on success and is removed on error."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -21,6 +30,17 @@ def atomic_save(obj, path):
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj, path):
+    """``torch.save`` through ``atomic_open``."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+
+
+def atomic_write_text(path, text):
+    with atomic_open(path, 'w') as f:
+        f.write(text)
 
 
 def load_state(path):

@@ -36,16 +36,16 @@ import copy
 import json
 import logging
 import math
-import os
 import os.path as osp
 import re
-import tempfile
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
 from torch import nn
+
+from .checkpoint import atomic_write_text
 
 PAPER_HR_SIZE = (1280, 720)  # (W, H) of the HR output
 FIT_SIZES = ((16, 16), (24, 24))  # (h, w) of the a*h*w + d fit
@@ -295,19 +295,6 @@ def format_table(rows: Sequence[dict], hr_size=PAPER_HR_SIZE) -> str:
     return '\n'.join(lines)
 
 
-def atomic_write_text(path: str, text: str):
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix=osp.splitext(path)[1], dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_json(rows: Sequence[dict], path: str, hr_size=PAPER_HR_SIZE):

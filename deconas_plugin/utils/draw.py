@@ -21,10 +21,8 @@ there what a checkpoint can and cannot tell).
 """
 import glob
 import math
-import os
 import os.path as osp
 import re
-import tempfile
 from typing import Optional, Tuple
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -32,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Circle
 
 from ..genotype import NUM_OPS, OP_NAMES, Genotype, GenotypeError
+from .checkpoint import atomic_open
 
 OP_COLORS = ('#1f77b4', '#2ca02c', '#d62728')  # conv3x3, sep_conv3x3, dil_conv3x3
 OP_SHORT = ('conv', 'sep', 'dil')
@@ -226,17 +225,8 @@ def draw_genotype(genotype, path: str, title: Optional[str] = None, dpi: int = D
         ax_cell = fig.add_axes([0.02, 0.02, 0.96, 1 - head - 0.02])
     _fit(ax_cell, *_draw_cell(ax_cell, g), width, height)
 
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.png', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            fig.savefig(f, format='png', dpi=dpi, facecolor='white')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, suffix='.png') as f:
+        fig.savefig(f, format='png', dpi=dpi, facecolor='white')
     return path
 
 

@@ -7,7 +7,6 @@ Never OpenCV's ``INTER_CUBIC``. Single-channel files stay single-channel.
 """
 import os
 import os.path as osp
-import tempfile
 
 import cv2
 import numpy as np
@@ -15,10 +14,10 @@ from PIL import Image
 
 from basicsr.data.transforms import mod_crop
 from basicsr.utils.matlab_functions import imresize
+from deconas_plugin.utils.checkpoint import TMP_PREFIX, atomic_open
 from deconas_plugin.utils.y_protocol import SINGLE_CHANNEL_MODES
 
 IMG_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.ppm', '.webp')
-TMP_PREFIX = '.tmp_'
 
 
 class DataToolError(Exception):
@@ -94,20 +93,11 @@ def has_image(path, width, height, n_channels=None):
 
 def write_png_atomic(img, path, compression=3):
     """Write a PNG to a hidden temporary file in the same folder, then rename it into place."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
         raise DataToolError(f'cannot encode PNG for {path}')
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix='.part', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(buf.tobytes())
 
 
 def remove_stale_tmp(folder):
