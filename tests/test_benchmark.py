@@ -1,0 +1,116 @@
+"""Smoke tests of tools/benchmark.py (no speed goal is asserted: timings are not tested)."""
+import deconas_plugin  # noqa: F401  (torchvision shim and arch registration, before basicsr)
+
+import json
+import os.path as osp
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deconas_plugin.archs.deconas_controller_arch import DeCoNASController
+from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
+from deconas_plugin.benchmark import FastControllerPrototype, ZeroMaskSupernet, parse_only
+from deconas_plugin.genotype import Genotype
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+NON_POSITIVE_OK = ('max_abs_diff', 'loss_rel_diff', 'proto_max_abs_diff', 'seed', 'num_workers')
+
+
+def _positive_numbers(obj, path='', skip=NON_POSITIVE_OK):
+    """Every int/float in ``obj`` (recursively) except error-like keys is > 0."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k not in skip and not k.startswith('load_avg') and k not in ('losses', ):
+                yield from _positive_numbers(v, f'{path}.{k}', skip)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _positive_numbers(v, f'{path}[{i}]', skip)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def test_quick_benchmark_cli(tmp_path):
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
+                           '--threads', '1', '--only', 'supernet,zeromask,controller,data', '--out', str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'benchmark.json').read_text())
+    md = (out / 'benchmark.md').read_text()
+    assert md.startswith('# DeCoNAS benchmark: ')
+    assert 'torch ' + torch.__version__ in md and 'CPU:' in md
+    for key in ('cpu', 'cores', 'torch', 'device', 'device_name'):
+        assert key in result['machine']
+    assert result['machine']['torch'] == torch.__version__
+    secs = result['sections']
+    assert list(secs) == ['supernet', 'zeromask', 'controller', 'data']
+    assert all('error' not in s for s in secs.values()), {k: s.get('error') for k, s in secs.items()}
+
+    sup = secs['supernet']
+    for key in ('mean_ratio', 'goal_ratio_max', 'meets_goal', 'per_genotype', 'max_abs_diff'):
+        assert key in sup
+    assert len(sup['per_genotype']) == result['config']['genotypes']
+    assert {'genotype', 'params_fixed', 'supernet_ms', 'fixed_ms', 'ratio'} <= set(sup['per_genotype'][0])
+    assert sup['max_abs_diff'] < 1e-5
+
+    zm = secs['zeromask']
+    for key in ('max_abs_diff', 'equivalent', 'mean_speedup', 'goal_speedup_min', 'meets_goal', 'per_genotype'):
+        assert key in zm
+    assert zm['equivalent'] is True and zm['max_abs_diff'] < 1e-5
+
+    ctrl = secs['controller']
+    assert {'configs', 'goal_ms', 'meets_goal', 'paths_meeting_goal_on_cpu'} <= set(ctrl)
+    assert [c['ff'] for c in ctrl['configs']] == [False, True]
+    for c in ctrl['configs']:
+        for key in ('single_ms', 'single_sample_only_ms', 'batched_ms', 'proto_single_ms', 'proto_batched_ms'):
+            assert c[key] > 0
+        assert c['proto_max_abs_diff'] < 1e-4
+
+    data = secs['data']
+    for key in ('lmdb_samples_per_s', 'disk_samples_per_s', 'ratio_lmdb_over_disk', 'num_subimages'):
+        assert data[key] > 0
+    assert data['same_samples'] is True
+
+    bad = [(p, v) for p, v in _positive_numbers(secs) if not v > 0]
+    assert not bad, bad
+    for title in ('1. Supernet vs fixed', '2. Sliced vs zero-mask', '3. Controller', '5. Data loading'):
+        assert title in md
+
+
+@pytest.mark.parametrize('fusion', [False, True])
+def test_zero_mask_supernet_equals_sliced(fusion):
+    torch.manual_seed(0)
+    net = DeCoNetSupernet(num_feat=8, num_blocks=2, num_nodes=3, feature_fusion_search=fusion).eval()
+    masked = ZeroMaskSupernet(net)
+    x = torch.rand(1, 3, 12, 12)
+    rng = random.Random(0)
+    genotypes = [Genotype.random(3, num_blocks=2, fusion=fusion, rng=rng, density=d) for d in (0.2, 0.5, 0.9)]
+    with torch.no_grad():
+        for g in genotypes:
+            assert (net(x, g) - masked(x, g)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('ff,shared', [(False, False), (True, False), (True, True)])
+def test_fast_controller_prototype_scores_like_run(ff, shared):
+    torch.manual_seed(0)
+    ctrl = DeCoNASController(num_nodes=4, num_blocks=3, feature_fusion_search=ff, shared_heads=shared)
+    proto = FastControllerPrototype(ctrl)
+    bits = proto.sample_bits(5)
+    assert bits.shape == (5, ctrl.num_decisions) and set(bits.unique().tolist()) <= {0.0, 1.0}
+    lp, ent = proto.score(bits)
+    ref_lp, ref_ent = ctrl.run(bits=bits)[1:]
+    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(ent, ref_ent, atol=1e-5)
+    lp.sum().backward()  # differentiable w.r.t. the controller's own parameters
+    assert ctrl.lstm.weight_hh_l0.grad is not None
+
+
+def test_parse_only():
+    assert parse_only(None) == ['supernet', 'zeromask', 'controller', 'inference', 'data', 'options']
+    assert parse_only('controller,1,zeromask') == ['supernet', 'zeromask', 'controller']
+    with pytest.raises(ValueError, match='unknown section'):
+        parse_only('bogus')
