@@ -71,51 +71,75 @@ class DeCoNASController(nn.Module):
             logits = self.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _decide(self, out, head, given, mode):
-        """Bits from one step's heads: sampled, greedy, or given; with their log-prob and entropy."""
-        logits = self._squash(head(out[-1]))  # (B, heads)
-        if given is not None:
-            bits = given
-        elif mode == 'greedy':
-            bits = (logits > 0).float()
-        else:
-            bits = torch.bernoulli(torch.sigmoid(logits))
-        log_prob = -F.binary_cross_entropy_with_logits(logits, bits, reduction='none').sum(1)
-        p = torch.sigmoid(logits)
-        entropy = F.binary_cross_entropy_with_logits(logits, p, reduction='none').sum(1)
-        return bits, log_prob, entropy
-
-    def run(self, batch_size: int = 1, bits: Optional[torch.Tensor] = None, mode: str = 'sample'):
-        """Unroll the policy. ``bits`` (B, num_decisions) scores given decisions (teacher forcing).
-
-        Returns (bits (B, num_decisions), log_prob (B,), entropy (B,)).
-        """
-        device = self.start.device
-        if bits is not None:
-            bits = bits.to(device=device, dtype=torch.float32)
-            batch_size = bits.shape[0]
-        inp = self.start.expand(1, batch_size, -1)
-        state = None
-        chosen, log_prob, entropy = [], 0., 0.
-        pos = 0
+    def _steps(self):
+        """(head, width) of every step: one per (node, input) group, then the two fusion steps."""
         n = num_groups(self.num_nodes)
         steps = [(self.op_heads[t % len(self.op_heads)], self.num_ops) for t in range(n)]
         if self.feature_fusion_search:
             steps += [(self.local_heads, self.num_nodes), (self.global_heads, self.num_blocks)]
-        for t, (head, width) in enumerate(steps):
-            out, state = self.lstm(inp, state)
-            given = None if bits is None else bits[:, pos:pos + width]
-            b, lp, ent = self._decide(out, head, given, mode)
-            pos += width
-            chosen.append(b)
-            log_prob, entropy = log_prob + lp, entropy + ent
-            if t == len(steps) - 1:
-                break
-            if t < n:
-                inp = self.code_embedding((b.long() * self._bit_weights).sum(1))[None]
-            else:  # the local fusion step; its successor is the global one
-                inp = self.local_embedding(b)[None]
-        return torch.cat(chosen, 1), log_prob, entropy
+        return steps
+
+    def _next_input(self, t: int, bits: torch.Tensor) -> torch.Tensor:
+        """Input of step t + 1 given the bits (B, width) decided at step t: (B, hidden)."""
+        if t < num_groups(self.num_nodes):
+            return self.code_embedding((bits.long() * self._bit_weights).sum(1))
+        return self.local_embedding(bits)  # the local fusion step; its successor is the global one
+
+    @torch.no_grad()
+    def decide(self, batch_size: int, mode: str) -> torch.Tensor:
+        """Decisions (B, num_decisions) drawn step by step (``mode`` 'sample' or 'greedy').
+
+        Runs the LSTM's own weights through ``torch.lstm_cell`` one step at a time: a per-step
+        ``nn.LSTM`` call costs several times more (benchmark section 3).
+        """
+        layers = [[getattr(self.lstm, f'{w}_l{k}') for w in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
+                  for k in range(self.lstm.num_layers)]
+        inp = self.start[0].expand(batch_size, -1)
+        state = [(inp.new_zeros(inp.shape), inp.new_zeros(inp.shape)) for _ in layers]
+        steps, chosen = self._steps(), []
+        for t, (head, _) in enumerate(steps):
+            h = inp
+            for k, weights in enumerate(layers):
+                state[k] = torch.lstm_cell(h, state[k], *weights)
+                h = state[k][0]
+            logits = self._squash(head(h))
+            bits = (logits > 0).float() if mode == 'greedy' else torch.bernoulli(torch.sigmoid(logits))
+            chosen.append(bits)
+            if t < len(steps) - 1:
+                inp = self._next_input(t, bits)
+        return torch.cat(chosen, 1)
+
+    def score(self, bits: torch.Tensor):
+        """(log_prob (B,), entropy (B,)) of given decisions (B, num_decisions); differentiable.
+
+        Every step's input follows from the bits, so one ``nn.LSTM`` call runs the whole sequence.
+        """
+        steps = self._steps()
+        widths = [w for _, w in steps]
+        parts = torch.split(bits, widths, dim=1)
+        inputs = [self.start.expand(1, bits.shape[0], -1)]
+        inputs += [self._next_input(t, parts[t])[None] for t in range(len(steps) - 1)]
+        out, _ = self.lstm(torch.cat(inputs, 0))  # (steps, B, hidden)
+        log_prob, entropy = 0., 0.
+        for t, (head, _) in enumerate(steps):
+            logits = self._squash(head(out[t]))
+            log_prob = log_prob - F.binary_cross_entropy_with_logits(logits, parts[t], reduction='none').sum(1)
+            entropy = entropy + F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits),
+                                                                   reduction='none').sum(1)
+        return log_prob, entropy
+
+    def run(self, batch_size: int = 1, bits: Optional[torch.Tensor] = None, mode: str = 'sample'):
+        """Decide (``mode`` 'sample' or 'greedy') or take the given ``bits`` (B, num_decisions), then score.
+
+        Returns (bits (B, num_decisions), log_prob (B,), entropy (B,)); log_prob and entropy are
+        differentiable.
+        """
+        if bits is None:
+            bits = self.decide(batch_size, mode)
+        else:
+            bits = bits.to(device=self.start.device, dtype=torch.float32)
+        log_prob, entropy = self.score(bits)
+        return bits, log_prob, entropy
 
     def bits_to_genotype(self, bits: torch.Tensor) -> Genotype:
         return Genotype.parse([int(v) for v in bits.tolist()], num_nodes=self.num_nodes,
@@ -143,9 +167,7 @@ class DeCoNASController(nn.Module):
 
     def greedy(self) -> Genotype:
         """The most likely decision at every step (each bit set iff its probability exceeds 1/2)."""
-        with torch.no_grad():
-            bits, _, _ = self.run(1, mode='greedy')
-        return self.bits_to_genotype(bits[0])
+        return self.bits_to_genotype(self.decide(1, 'greedy')[0])
 
     def forward(self, batch_size: int = 1):
         return self.run(batch_size)

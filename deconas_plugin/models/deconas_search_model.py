@@ -156,19 +156,15 @@ class DeCoNASSearchModel(DeCoNASSRModel):
     def _sample(self, with_grad: bool):
         """(genotype, log_prob, entropy) drawn by the controller, the same on every rank.
 
-        In a distributed search rank 0 draws the bits and every rank scores them with the same
-        controller weights, so every rank also computes the same log-probability and gradient.
+        Rank 0's decisions are broadcast (a no-op in one process); every rank scores them with the
+        same controller weights, so every rank also computes the same log-probability and gradient.
+        Child steps need only the genotype (``with_grad=False``: log_prob and entropy are None).
         """
-        ctrl = self.net_c
-        with torch.set_grad_enabled(with_grad):
-            if not dist_util.is_distributed():
-                bits, log_prob, entropy = ctrl.run(1)
-            else:
-                with torch.no_grad():
-                    bits = ctrl.run(1)[0]
-                bits = dist_util.broadcast_(bits.contiguous())
-                _, log_prob, entropy = ctrl.run(bits=bits)
-        return ctrl.bits_to_genotype(bits[0]), log_prob[0], entropy[0]
+        bits = dist_util.broadcast_(self.net_c.decide(1, 'sample').contiguous())
+        log_prob = entropy = None
+        if with_grad:
+            log_prob, entropy = (v[0] for v in self.net_c.score(bits))
+        return self.net_c.bits_to_genotype(bits[0]), log_prob, entropy
 
     def optimize_parameters(self, current_iter):
         genotype, _, _ = self._sample(with_grad=False)
