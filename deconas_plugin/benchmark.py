@@ -915,7 +915,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
 
 
 def write_results(result: dict, out_dir: str):
-    from .utils.complexity_table import atomic_write_text
+    from .utils.checkpoint import atomic_write_text
     atomic_write_text(osp.join(out_dir, 'benchmark.json'), json.dumps(result, indent=2, default=str) + '\n')
     atomic_write_text(osp.join(out_dir, 'benchmark.md'), render_markdown(result))
 
