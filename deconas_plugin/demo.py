@@ -9,9 +9,9 @@ minutes on 2 CPU cores, every training through the same entry points a user runs
    split cut into reward-patch-sized sub-images (``tools/prepare_train.py``'s functions).
 2. ``search``: ``python deconas_plugin/train.py -opt <out>/options/search.yml --auto_resume``,
    the option file written from ``options/demo/demo_search.yml``.
-3. ``derive``: ``python tools/derive.py`` (100 genotypes from the controller, scored with the
-   shared weights on the whole reward images; the best reward is kept) with the retrain template
-   ``options/demo/demo_train.yml`` and the search's data.
+3. ``derive``: ``python tools/derive.py``: 100 genotypes from the controller, scored with the
+   shared weights on the reward patches (``--scored-on reward``), the best reward kept; the
+   retrain option file from ``options/demo/demo_train.yml`` with the search's data.
 4. ``retrain``: the found DeCoNASNet from scratch (``train.py`` on the derived option file).
 5. ``carn``: CARN (single-scale, ``multi_scale: false``; ``num_feat`` = the found network's C
    unless ``--carn-feat``) with a copy of the retrain option file: same iterations, batch, patch,
@@ -36,16 +36,14 @@ import copy
 import json
 import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
 
-import yaml
 
 from . import derive as derive_lib
-from .utils.checkpoint import atomic_save  # noqa: F401  (re-exported for tools)
+from .report import atomic_write_text
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -66,6 +64,7 @@ DEFAULT_SAMPLES, FAST_SAMPLES = 100, 8
 LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patches
 TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
 MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
+MIN_REWARD_STD = 10.0  # reward patches flatter than this (grey levels) are left out
 
 
 class DemoError(RuntimeError):
@@ -102,7 +101,7 @@ def write_if_changed(path: str, text: str) -> bool:
         with open(path) as f:
             if f.read() == text:
                 return False
-    derive_lib.atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return True
 
 
@@ -122,14 +121,41 @@ def archive(path: str) -> str:
 
 
 def default_threads() -> Optional[int]:
-    """1 when the machine is already busy (1-min load average above half the cores), else None
-    (PyTorch's default: one thread per core). Several processes whose OpenMP threads fight over
-    the same few cores make PyTorch up to ten times slower than one thread each."""
+    """1 on a machine with at most 2 cores or an already busy one (1-min load average above half
+    the cores), else None (PyTorch's default: one thread per core).
+
+    PyTorch's OpenMP threads spin at every barrier: when another process takes one of the two
+    cores, a 2-thread training step waits for it and becomes 5-10 times slower (measured on 2
+    shared cores: 1.0-1.25 s per search step with 2 threads, 0.19 s with 1), while one thread on
+    an idle 2-core machine costs at most a factor of ~1.7.
+    """
+    cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except OSError:
-        return None
-    return 1 if load > 0.5 * (os.cpu_count() or 1) else None
+        load = 0.0
+    return 1 if cores <= 2 or load > 0.5 * cores else None
+
+
+def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std: float = None) -> int:
+    """List the sub-images of ``hr_folder`` whose pixel std is at least ``min_std`` (BasicSR's
+    ``meta_info_file`` of a PairedImageDataset); returns how many were kept.
+
+    The reward images of the embedded split (a synthetic colour wheel and a mostly flat cell
+    micrograph) give many near-constant patches, whose PSNR is very high and whose batch-to-batch
+    spread (several dB) would drown the differences between genotypes.
+    """
+    import cv2
+    min_std = MIN_REWARD_STD if min_std is None else min_std
+    kept = []
+    for key in keys:
+        img = cv2.imread(osp.join(hr_folder, f'{key}.png'), cv2.IMREAD_UNCHANGED)
+        if img is not None and float(img.std()) >= min_std:
+            kept.append(f'{key}.png ({img.shape[0]},{img.shape[1]},{1 if img.ndim == 2 else img.shape[2]})\n')
+    if not kept:
+        raise DemoError(f'no textured reward patch in {hr_folder}')
+    atomic_write_text(path, ''.join(kept))
+    return len(kept)
 
 
 def set_dotted(opt: dict, dotted: str, value):
@@ -166,10 +192,11 @@ class Demo:
         self.ran_any = False
         self.t0 = None
         self.paths: Dict[str, str] = {}
+        self.console = sys.stdout  # banners go here even while --quiet redirects the prepare step
 
     # ------------------------------------------------------------------------------- reporting
     def say(self, text: str):
-        print(text, flush=True)
+        print(text, file=self.console, flush=True)
 
     def banner(self, index: int, step: str, text: str):
         total = time.time() - self.t0
@@ -232,6 +259,15 @@ class Demo:
 
     # ------------------------------------------------------------------------------------ steps
     def step_prepare(self) -> str:
+        if not self.args.quiet:
+            return self._prepare()
+        import contextlib
+        os.makedirs(self.logs, exist_ok=True)
+        with open(osp.join(self.logs, 'prepare.log'), 'a') as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            return self._prepare()
+
+    def _prepare(self) -> str:
         need_train = self.args.search_opt is None
         need_test = not self.args.test_sets
         if not (need_train or need_test):
@@ -239,7 +275,7 @@ class Demo:
         s, max_side = self.scale, (FAST_MAX_SIDE if self.fast else MAX_SIDE)
         marker = osp.join(self.data, 'prepared.json')
         want = {'scale': s, 'max_side': max_side, 'train': need_train, 'crop': TRAIN_CROP, 'step': TRAIN_STEP,
-                'reward_crop': REWARD_LR_PATCH * s}
+                'reward_crop': REWARD_LR_PATCH * s, 'min_reward_std': MIN_REWARD_STD}
         if osp.isfile(marker):
             with open(marker) as f:
                 done = json.load(f)
@@ -261,8 +297,11 @@ class Demo:
             summary = prepare_train.prepare_train(
                 osp.join(split_dirs['reward'], 'HR'), osp.join(self.data, 'reward_sub'), [s], name='reward',
                 crop=crop, step=crop, n_thread=1, lmdb=False)
-            self.say(f"    reward patches: {len(summary['keys'])} sub-images of {crop} px")
-        derive_lib.atomic_write_text(marker, json.dumps(want, indent=2) + '\n')
+            kept = write_textured_meta_info(osp.join(self.data, 'reward_sub', 'reward_train_HR_sub'),
+                                            summary['keys'], osp.join(self.data, 'reward_sub', 'meta_info.txt'))
+            self.say(f"    reward patches: {kept} of {len(summary['keys'])} sub-images of {crop} px kept "
+                     f'(HR std >= {MIN_REWARD_STD} grey levels)')
+        atomic_write_text(marker, json.dumps(want, indent=2) + '\n')
         return 'ran'
 
     def search_options(self) -> dict:
@@ -290,6 +329,7 @@ class Demo:
         reward['dataroot_gt'] = osp.join(reward_sub, 'reward_train_HR_sub')
         reward['dataroot_lq'] = osp.join(reward_sub, 'reward_train_LR_bicubic', f'X{s}_sub')
         reward['gt_size'] = REWARD_LR_PATCH * s
+        reward['meta_info_file'] = osp.join(reward_sub, 'meta_info.txt')
         opt['val']['metrics']['psnr']['crop_border'] = s
         if self.fast:
             for key, value in FAST_OVERRIDES['search'].items():
@@ -301,7 +341,8 @@ class Demo:
 
     def step_search(self) -> str:
         opt = self.search_options()
-        path = osp.join(self.options, 'search.yml')
+        # a given option file keeps its base name: BasicSR stores it under that name in the experiment
+        path = osp.join(self.options, osp.basename(self.args.search_opt) if self.args.search_opt else 'search.yml')
         src = self.args.search_opt or osp.join(DEMO_OPTIONS, 'demo_search.yml')
         write_options(path, opt, f'# Written by tools/demo.py from {osp.relpath(src, ROOT)}\n')
         self.paths['search_opt'] = path
@@ -327,12 +368,17 @@ class Demo:
         template = self.retrain_template()
         chosen, option = osp.join(out_dir, 'chosen.json'), osp.join(out_dir, 'train_DeCoNASNet.yml')
         self.paths['derive_dir'], self.paths['found_train_opt'] = out_dir, option
-        newest_input = max(mtime(osp.join(exp, 'models', 'net_c_latest.pth')), mtime(template))
+        samples = self.args.num_samples or (FAST_SAMPLES if self.fast else DEFAULT_SAMPLES)
+        newest_input = max(mtime(osp.join(exp, 'models', 'net_c_latest.pth')), mtime(template),
+                           mtime(self.paths['search_opt']))
         if min(mtime(chosen), mtime(option)) > newest_input:
-            return 'skipped'
+            with open(chosen) as f:
+                done = json.load(f)
+            if done.get('samples') == samples and done.get('scored_on') == 'reward':
+                return 'skipped'
         cmd = [self.python, osp.join(ROOT, 'tools', 'derive.py'), '-opt', self.paths['search_opt'],
-               '--num-samples', str(self.args.num_samples or (FAST_SAMPLES if self.fast else DEFAULT_SAMPLES)),
-               '--seed', '0', '--scored-on', 'val', '--template', template, '--device', self.torch_device,
+               '--num-samples', str(samples), '--seed', '0', '--scored-on', 'reward', '--template', template,
+               '--device', self.torch_device,
                '--set', f'name={self.prefix}_found_x{self.scale}', '--set', f'num_gpu={self.num_gpu}']
         if not self.args.train_opt:
             cmd.append('--data-from-search')
@@ -429,7 +475,7 @@ class Demo:
         if not self.ran_any and osp.isfile(osp.join(report_dir, 'report.json')):
             return 'skipped'
         from .report import build_report
-        timings = {r['step']: r['seconds'] for r in self.results if r['status'] == 'ran'}
+        timings = {r['step']: r['made_in_seconds'] for r in self.results if r.get('made_in_seconds') is not None}
         carn = read_yaml(self.paths['carn_train_opt'])
         found = read_yaml(self.paths['found_train_opt'])
         notes = [
@@ -443,7 +489,8 @@ class Demo:
         self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
                                    search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
                                    timings=timings or None, notes=notes,
-                                   complexity_cache=osp.join(self.out, 'complexity_cache.json'))
+                                   complexity_cache=self.args.complexity_cache
+                                   or osp.join(self.out, 'complexity_cache.json'))
         return 'ran'
 
     # -------------------------------------------------------------------------------------- run
@@ -453,6 +500,7 @@ class Demo:
         threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
         self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '
                  f'experiments {self.prefix}_*, device {self.torch_device} (num_gpu {self.num_gpu}), {threads}')
+        previous = self._previous_timings()
         for index, step in enumerate(STEPS, 1):
             self.banner(index, step, 'started')
             t = time.time()
@@ -462,9 +510,10 @@ class Demo:
                 self.banner(index, step, f'FAILED after {time.time() - t:.1f} s')
                 self._write_summary(failed=step)
                 raise
-            seconds = time.time() - t
+            seconds = round(time.time() - t, 2)
             self.ran_any |= status == 'ran'
-            self.results.append({'step': step, 'status': status, 'seconds': round(seconds, 2)})
+            made_in = seconds if status == 'ran' else previous.get(step)
+            self.results.append({'step': step, 'status': status, 'seconds': seconds, 'made_in_seconds': made_in})
             self.banner(index, step, f'{status} in {seconds:.1f} s')
         summary = self._write_summary()
         self.say('\nstep      status   time')
@@ -479,13 +528,23 @@ class Demo:
         self.say(f'report: {report_md}')
         return summary
 
+    def _previous_timings(self) -> Dict[str, float]:
+        """Seconds each step took in the run that made its outputs (from the last demo_summary.json)."""
+        path = osp.join(self.out, 'demo_summary.json')
+        try:
+            with open(path) as f:
+                steps = json.load(f)['steps']
+            return {r['step']: r['made_in_seconds'] for r in steps if r.get('made_in_seconds') is not None}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
     def _write_summary(self, failed: Optional[str] = None) -> dict:
         summary = {'steps': self.results, 'total_seconds': round(time.time() - self.t0, 2), 'failed': failed,
                    'fast': self.fast, 'scale': self.scale, 'prefix': self.prefix, 'threads': self.threads,
                    'device': self.torch_device, 'num_gpu': self.num_gpu,
                    'experiments': sorted({osp.basename(p) for p in self._experiment_dirs()}),
                    'report': osp.join(self.out, 'report', 'report.md')}
-        derive_lib.atomic_write_text(osp.join(self.out, 'demo_summary.json'), json.dumps(summary, indent=2) + '\n')
+        atomic_write_text(osp.join(self.out, 'demo_summary.json'), json.dumps(summary, indent=2) + '\n')
         return summary
 
     def _experiment_dirs(self):
@@ -504,9 +563,9 @@ def parse_args(argv=None):
     p.add_argument('--prefix', help='experiment/result name prefix (default: demo, or demo_fast with --fast)')
     p.add_argument('--search-opt', help='search option file to run instead of the demo search (real data, e.g. '
                    'options/search/search_N4_M4.yml); used as is (its name, data and budget)')
-    p.add_argument('--train-opt', help='retrain template for tools/derive.py (e.g. options/train/train_DeCoNASNet_x2.yml: '
-                   'its data and budget); CARN trains with the same settings. Default: options/demo/demo_train.yml '
-                   "with the search's data")
+    p.add_argument('--train-opt', help='retrain template for tools/derive.py (e.g. '
+                   'options/train/train_DeCoNASNet_x2.yml: its data and budget); CARN trains with the same '
+                   "settings. Default: options/demo/demo_train.yml with the search's data")
     p.add_argument('--test-sets', nargs='+', metavar='FOLDER',
                    help='prepared test sets (GTmod<s>/LRbicx<s>, tools/prepare_benchmark.py), e.g. datasets/Set5 '
                    'datasets/Set14; default: the embedded test split')
@@ -516,8 +575,10 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
                    help='auto: num_gpu auto (every visible GPU, else the CPU); cpu: num_gpu 0; cuda: num_gpu 1')
     p.add_argument('--num-gpu', type=int, help='num_gpu written into the option files (overrides --device)')
-    p.add_argument('--threads', type=int, help='OMP/MKL threads per process (default: 1 if the machine is already '
-                   "busy, else PyTorch's default)")
+    p.add_argument('--threads', type=int, help='OMP/MKL threads per process (default: 1 on a machine with at most 2 '
+                   "cores or a busy one, else PyTorch's default; 0: PyTorch's default)")
+    p.add_argument('--complexity-cache', help='JSON cache of params/MACs of the report (default: '
+                   '<out>/complexity_cache.json; counting RDN alone takes ~20 s on 2 cores)')
     p.add_argument('--quiet', action='store_true', help='subprocess output only into <out>/logs/, not the console')
     return p.parse_args(argv)
 

@@ -55,7 +55,7 @@ JSON fields of ``report.json`` (a test checks that each one is present):
 - ``crops.test_set`` (str or null): its test set.
 - ``crops.box`` (list or null): [x, y, w, h] of the box in HR pixels.
 - ``crops.psnr`` (dict): whole-image PSNR-Y (dB) per panel label (HR excluded).
-- ``timings`` (dict or null): seconds per demo step (filled by ``tools/demo.py``).
+- ``timings`` (dict or null): seconds per demo step, in the run that made its outputs (from ``tools/demo.py``).
 - ``notes`` (list of str): remarks shown at the end of ``report.md``.
 
 PNG sizes (pixels, fixed so that a test can check them): ``FIGURE_SIZES``; the cell drawing is
@@ -67,13 +67,13 @@ import json
 import os
 import os.path as osp
 import re
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import derive as derive_lib
 from .genotype import Genotype
+from .utils.checkpoint import atomic_open
 
 ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
@@ -96,31 +96,39 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ file output
+def _file_mode() -> int:
+    """The mode of a normally created file (0666 minus the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str, text: str):
-    derive_lib.atomic_write_text(path, text)
+    """``text`` to ``path`` through the project's ``atomic_open`` (temporary file, then rename),
+    with normal file permissions (``tempfile.mkstemp`` would leave it 0600)."""
+    with atomic_open(path, 'w') as f:
+        f.write(text)
+        os.fchmod(f.fileno(), _file_mode())
 
 
 def save_figure(fig, path: str):
     """Save a matplotlib Figure (Agg canvas) as PNG atomically, at its own size (no tight bbox)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.png', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            fig.savefig(f, format='png', dpi=DPI, facecolor='white')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'wb', suffix='.png') as f:
+        fig.savefig(f, format='png', dpi=DPI, facecolor='white')
+        os.fchmod(f.fileno(), _file_mode())
     return path
 
 
-def new_figure(kind: str):
+def new_figure_of_size(inches: Tuple[float, float]):
+    """A matplotlib Figure (no pyplot state) of ``inches`` at ``DPI``."""
     from matplotlib.figure import Figure
-    return Figure(figsize=FIGURE_INCHES[kind], dpi=DPI, facecolor='white')
+    return Figure(figsize=inches, dpi=DPI, facecolor='white')
+
+
+def new_figure(kind: str):
+    return new_figure_of_size(FIGURE_INCHES[kind])
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -194,9 +202,13 @@ class ComplexityCache:
             except (OSError, json.JSONDecodeError):
                 self.data = {}
 
+    @staticmethod
+    def key(net_opt: dict, scale: int) -> str:
+        return json.dumps({'net': net_opt, 'scale': scale, 'hr': [1280, 720]}, sort_keys=True)
+
     def row(self, label: str, net_opt: dict, scale: int) -> dict:
         from .utils import complexity_table as ct
-        key = json.dumps({'net': net_opt, 'scale': scale, 'hr': list(ct.PAPER_HR_SIZE)}, sort_keys=True)
+        key = self.key(net_opt, scale)
         if key not in self.data:
             r = ct.network_row(label, net_opt, scale)
             self.data[key] = {k: r.get(k) for k in ('arch', 'scale', 'params', 'macs', 'lr_w', 'lr_h', 'macs_method')}
@@ -209,6 +221,17 @@ def count_network_params(net_opt: dict) -> Optional[int]:
     from .utils import complexity_table as ct
     n = ct.count_params(ct.build_network(dict(net_opt)))
     return n or None
+
+
+def reference_networks(scale: int) -> List[Tuple[str, dict]]:
+    """(label, network option) of the fixed-size networks of the complexity table."""
+    return [
+        ('DeCoNASNet (paper genotype, C=64)', {'type': 'DeCoNASNet', 'upscale': scale}),
+        ('CARN (paper: multi-scale, C=64)', {'type': 'CARN', 'upscale': scale, 'multi_scale': True}),
+        ('RDN', {'type': 'RDN', 'upscale': scale}),
+        ('EDSR (baseline: C=64, 16 blocks)', {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64,
+                                              'num_block': 16, 'upscale': scale}),
+    ]
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -280,6 +303,7 @@ def draw_curves(history: List[dict], path: str, title: str):
     ax1.set_ylabel('reward (dB)')
     ax1.set_title(title, fontsize=10)
     ax2.set_ylabel('entropy (nats)')
+    ax2.ticklabel_format(axis='y', useOffset=False)
     ax2.set_xlabel('controller step')
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -502,13 +526,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     for m in methods:
         if m['arch'] == 'CARN':
             nets.append((m['label'], m['network_g']))
-    nets += [
-        ('DeCoNASNet (paper genotype, C=64)', {'type': 'DeCoNASNet', 'upscale': scale}),
-        ('CARN (paper: multi-scale, C=64)', {'type': 'CARN', 'upscale': scale, 'multi_scale': True}),
-        ('RDN', {'type': 'RDN', 'upscale': scale}),
-        ('EDSR (baseline: C=64, 16 blocks)', {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64,
-                                              'num_block': 16, 'upscale': scale}),
-    ]
+    nets += reference_networks(scale)
     complexity_rows = [cache.row(label, net, scale) for label, net in nets]
 
     # results
@@ -526,7 +544,8 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
 
     # figures
     figures = {}
-    label = f"{osp.basename(search_exp)}: N={space['num_blocks']}, M={space['num_nodes']}, C={space['num_feat']}, x{scale}"
+    label = (f"{osp.basename(search_exp)}: N={space['num_blocks']}, M={space['num_nodes']}, C={space['num_feat']}, "
+             f'x{scale}')
     figures['scatter'] = osp.basename(draw_scatter(history, genotype, found_params,
                                                    osp.join(out, FIGURE_FILES['scatter']),
                                                    f'Sampled genotypes during the search ({label})'))
@@ -534,6 +553,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
                                                  f'Controller training ({label})'))
     from .utils.draw import draw_genotype
     figures['cell'] = osp.basename(draw_genotype(genotype, osp.join(out, FIGURE_FILES['cell'])))
+    os.chmod(osp.join(out, FIGURE_FILES['cell']), _file_mode())  # draw_genotype leaves it 0600 (mkstemp)
     all_sets = []
     for m in methods:
         for ts in m['test_sets']:
@@ -621,7 +641,8 @@ def render_markdown(r: dict, table: str) -> str:
         out += ['## Visual comparison', '', f"`{c['image']}` of {c['test_set']}, box {c['box']} (x, y, w, h; HR "
                 'pixels); captions: PSNR-Y of the whole image.', '', f"![crops]({r['figures']['crops']})", '']
     if r['timings']:
-        out += ['## Timing', '', '| step | seconds |', '|---|---:|']
+        out += ['## Timing', '', 'Wall time of each demo step, in the run that made its outputs.', '',
+                '| step | seconds |', '|---|---:|']
         out += [f'| {k} | {v:.1f} |' for k, v in r['timings'].items()]
         out.append('')
     if r['notes']:

@@ -1,0 +1,284 @@
+"""Tests of the one-command demo (tools/demo.py), the report (tools/report.py) and tools/compare_settings.py.
+
+The demo runs end to end in its ``--fast`` mode (tiny search space and budgets, 192-px embedded
+photos) into a temporary folder, with experiment names under a unique prefix; a second run must
+reuse everything. The complexity cache of the report is seeded with the params/MACs that
+``deconas_plugin.utils.complexity_table`` gives for the fixed-size reference networks (RDN, EDSR,
+paper CARN and DeCoNASNet: counting them takes about a minute on 2 busy cores, and
+``test_tools_report.py`` covers the counter); the found network and CARN are counted live.
+Every experiment/result/tb_logger folder of the prefix is removed afterwards.
+"""
+import deconas_plugin  # noqa: F401  (torchvision shim and registries, before basicsr)
+
+import glob
+import json
+import os
+import os.path as osp
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deconas_plugin import report as report_lib
+from deconas_plugin.complexity import count_params
+from deconas_plugin.genotype import Genotype
+from deconas_plugin.utils.draw import figure_pixels
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PREFIX = f'tdemo_{uuid.uuid4().hex[:8]}'
+STEPS = ['prepare', 'search', 'derive', 'retrain', 'carn', 'test', 'report']
+# complexity_table's counts at a 1280x720 HR output, x2 (network, params, MACs)
+REFERENCE_X2 = {
+    'DeCoNASNet': (1_693_251, 382_899_027_968),
+    'CARN': (1_591_939, 222_820_761_600),
+    'RDN': (22_123_395, 5_096_182_579_200),
+    'EDSR': (1_369_859, 316_248_883_200),
+}
+
+
+def _cleanup(prefix):
+    for base in ('experiments', 'results', 'tb_logger'):
+        for path in glob.glob(osp.join(ROOT, base, f'{prefix}*')):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _run(args, timeout=300):
+    t = time.time()
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return proc, time.time() - t
+
+
+def _check(proc):
+    assert proc.returncode == 0, f'exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n' \
+                                 f'--- stderr ---\n{proc.stderr[-4000:]}'
+
+
+def _seed_cache(path):
+    data = {}
+    for _, net in report_lib.reference_networks(2):
+        params, macs = REFERENCE_X2[net['type']]
+        data[report_lib.ComplexityCache.key(net, 2)] = {
+            'arch': net['type'], 'scale': 2, 'params': params, 'macs': macs, 'lr_w': 640, 'lr_h': 360,
+            'macs_method': 'scaled (a*h*w + d, verified at 32x40)'}
+    with open(path, 'w') as f:
+        json.dump(data, f)
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    base = tmp_path_factory.mktemp('demo')
+    out, cache = base / 'out', base / 'complexity_cache.json'
+    _seed_cache(cache)
+    args = [osp.join(ROOT, 'tools', 'demo.py'), '--fast', '--out', str(out), '--prefix', PREFIX, '--quiet',
+            '--complexity-cache', str(cache)]
+    try:
+        first, first_s = _run(args)
+        yield {'out': str(out), 'args': args, 'first': first, 'first_s': first_s, 'cache': str(cache),
+               'base': base}
+    finally:
+        _cleanup(PREFIX)
+
+
+def _summary(out):
+    with open(osp.join(out, 'demo_summary.json')) as f:
+        return json.load(f)
+
+
+def _report(out):
+    with open(osp.join(out, 'report', 'report.json')) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------------------------------ demo
+def test_demo_fast_end_to_end(demo):
+    _check(demo['first'])
+    summary = _summary(demo['out'])
+    assert [s['step'] for s in summary['steps']] == STEPS
+    assert all(s['status'] == 'ran' for s in summary['steps']), summary['steps']
+    for step in STEPS:  # one banner per step, with its time
+        assert re.search(rf'\[demo \d/7\] {step}\s+ran in [\d.]+ s', demo['first'].stdout), step
+    for name in ('search_x2', 'found_x2', 'CARN_x2'):
+        assert osp.isfile(osp.join(ROOT, 'experiments', f'{PREFIX}_{name}', 'models', 'net_g_latest.pth'))
+    for method in ('bicubic', 'carn', 'found'):
+        assert report_lib.find_test_log(osp.join(ROOT, 'results', f'{PREFIX}_test_{method}_x2'))
+        assert osp.isfile(osp.join(demo['out'], 'options', f'test_{method}.yml'))
+    # CARN: single-scale, same budget as the found network's retrain
+    carn = report_lib.derive_lib.read_options(osp.join(demo['out'], 'options', 'train_CARN.yml'))
+    found = report_lib.derive_lib.read_options(
+        osp.join(ROOT, 'experiments', f'{PREFIX}_search_x2', 'derive', 'train_DeCoNASNet.yml'))
+    assert carn['network_g']['type'] == 'CARN' and carn['network_g']['multi_scale'] is False
+    assert carn['train'] == found['train']
+    for key in ('batch_size_per_gpu', 'gt_size'):
+        assert carn['datasets']['train'][key] == found['datasets']['train'][key]
+    assert 'DeCoNASNet (found)' in demo['first'].stdout  # the results table is printed at the end
+
+
+def test_demo_second_run_reuses_everything(demo):
+    _check(demo['first'])
+    second, second_s = _run(demo['args'])
+    _check(second)
+    summary = _summary(demo['out'])
+    assert [s['status'] for s in summary['steps']] == ['skipped'] * len(STEPS), summary['steps']
+    assert all(s['made_in_seconds'] > 0 for s in summary['steps'][1:])  # the first run's times are kept
+    assert second.stdout.count('skipped in') == len(STEPS)
+    assert second_s < 0.5 * demo['first_s'], (second_s, demo['first_s'])
+
+
+# ---------------------------------------------------------------------------------------- report
+def _documented_fields():
+    doc = report_lib.__doc__
+    section = doc[doc.index('JSON fields of ``report.json``'):]
+    return re.findall(r'^- ``([\w.]+)``', section, flags=re.M)
+
+
+def _lookup(obj, dotted):
+    for key in dotted.split('.'):
+        assert isinstance(obj, dict) and key in obj, f'{dotted}: missing {key!r}'
+        obj = obj[key]
+    return obj
+
+
+def test_report_json_has_documented_fields(demo):
+    _check(demo['first'])
+    rep = _report(demo['out'])
+    fields = _documented_fields()
+    assert len(fields) >= 25 and 'genotype.decimal' in fields and 'results.rows' in fields
+    for field in fields:
+        _lookup(rep, field)
+    # ... and nothing undocumented at the top two levels
+    documented = set(fields) | {f.split('.')[0] for f in fields}
+    for key, value in rep.items():
+        assert key in documented, key
+        if isinstance(value, dict) and key not in fields:
+            for sub in value:
+                assert f'{key}.{sub}' in documented, f'{key}.{sub}'
+
+
+def test_report_json_values_are_sane(demo):
+    _check(demo['first'])
+    rep = _report(demo['out'])
+    assert rep['version'] == 1 and rep['scale'] == 2
+    space = rep['search']['space']
+    assert space == {'num_blocks': 2, 'num_nodes': 3, 'num_feat': 8, 'feature_fusion_search': False}
+    assert rep['search']['history_rows'] == 15  # controller phases at iterations 10, 20, 30; 5 steps each
+    assert 1 <= rep['search']['distinct_genotypes'] <= 15 and rep['search']['last_iter'] == 30
+    g = rep['genotype']
+    genotype = Genotype.parse(g['decimal'])
+    assert list(genotype.codes) == g['codes'] and len(g['codes']) == 6
+    assert Genotype.parse(g['bits']) == genotype and g['fusion'] is None
+    assert g['params'] == count_params(genotype, num_blocks=2, num_feat=8, upscale=2)
+    assert g['derive']['samples'] == 8 and g['derive']['scored_on'] == 'reward'
+    assert rep['complexity']['hr_size'] == [1280, 720]
+    rows = {r['label']: r for r in rep['complexity']['rows']}
+    assert rows['DeCoNASNet (found)']['params'] == g['params']
+    assert rows['RDN']['params'] == 22_123_395
+    assert any(label.startswith('EDSR') for label in rows) and any(label.startswith('CARN') for label in rows)
+    for r in rows.values():
+        assert r['params'] > 0 and r['macs'] > 0 and (r['lr_w'], r['lr_h']) == (640, 360)
+    assert rep['results']['test_sets'] == ['embedded_test']
+    results = {r['arch']: r for r in rep['results']['rows']}
+    assert list(results) == ['Bicubic', 'CARN', 'DeCoNASNet']
+    assert results['Bicubic']['params'] is None and results['DeCoNASNet']['params'] == g['params']
+    for r in results.values():
+        m = r['metrics']['embedded_test']
+        assert 5 < m['psnr'] < 60 and 0 < m['ssim'] <= 1
+    assert results['Bicubic']['metrics']['embedded_test']['psnr'] > 25  # smooth 192-px photos
+    crops = rep['crops']
+    assert crops['test_set'] == 'embedded_test' and crops['image'] == 'chelsea'  # first colour image
+    assert set(crops['psnr']) == {r['label'] for r in rep['results']['rows']}
+    # the crop captions use the same metric as the test log (4 decimals there)
+    for r in rep['results']['rows']:
+        assert crops['psnr'][r['label']] > 0
+    with open(osp.join(demo['out'], 'report', 'report.md')) as f:
+        md = f.read()
+    with open(osp.join(demo['out'], 'report', 'results_table.md')) as f:
+        table = f.read()
+    assert table in md and '| Method | Scale | Params | embedded_test |' in table
+    assert re.search(r'\| Bicubic \| x2 \| - \| \d+\.\d\d/0\.\d{4} \|', table)
+
+
+def _png(path):
+    with Image.open(path) as img:
+        assert img.format == 'PNG'
+        return img.size, np.asarray(img.convert('RGB'), dtype=np.float64)
+
+
+def test_report_pngs_are_real_and_not_blank(demo):
+    _check(demo['first'])
+    rep = _report(demo['out'])
+    folder = osp.join(demo['out'], 'report')
+    expected = dict(report_lib.FIGURE_SIZES, cell=figure_pixels(Genotype.parse(rep['genotype']['decimal'])))
+    assert set(rep['figures']) == set(expected)
+    for kind, name in rep['figures'].items():
+        size, pixels = _png(osp.join(folder, name))
+        assert size == expected[kind], (kind, size)
+        assert pixels.std() > 10, (kind, pixels.std())
+    assert not glob.glob(osp.join(folder, '.tmp_*'))  # atomic writes leave no temporary file
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in os.listdir(folder):  # normal permissions, not mkstemp's 0600
+        assert stat.S_IMODE(os.stat(osp.join(folder, name)).st_mode) == 0o666 & ~mask, name
+
+
+def test_report_cli_standalone(demo, tmp_path):
+    _check(demo['first'])
+    opts = osp.join(demo['out'], 'options')
+    out = tmp_path / 'report'
+    proc, _ = _run([osp.join(ROOT, 'tools', 'report.py'), '--search-exp',
+                    osp.join(ROOT, 'experiments', f'{PREFIX}_search_x2'), '--out', str(out),
+                    '--test-opt', f'Bicubic={opts}/test_bicubic.yml', '--test-opt', f'{opts}/test_found.yml',
+                    '--complexity-cache', demo['cache']])
+    _check(proc)
+    rep = json.loads((out / 'report.json').read_text())
+    assert [r['label'] for r in rep['results']['rows']] == ['Bicubic', 'DeCoNASNet']  # label defaults to the arch
+    assert rep['timings'] is None and rep['genotype']['decimal'] == _report(demo['out'])['genotype']['decimal']
+    for name in rep['figures'].values():
+        assert (out / name).is_file()
+
+
+def test_parse_test_log(tmp_path):
+    log = tmp_path / 'test_x.log'
+    log.write_text('2026-01-01 00:00:00,000 INFO: Testing Set5...\n'
+                   '2026-01-01 00:00:01,000 INFO: Validation Set5\n\t # psnr: 33.6600\tBest: 33.6600 @ x iter\n'
+                   '\t # ssim: 0.9299\tBest: 0.9299 @ x iter\n\n'
+                   '2026-01-01 00:00:02,000 INFO: Validation Set 14\n\t # psnr: 30.2400\n')
+    assert report_lib.parse_test_log(str(log)) == {'Set5': {'psnr': 33.66, 'ssim': 0.9299},
+                                                   'Set 14': {'psnr': 30.24}}
+
+
+# ------------------------------------------------------------------------------------ compare
+def test_compare_settings_two_tiny_searches(demo, tmp_path):
+    _check(demo['first'])
+    opt_a = osp.join(demo['out'], 'options', 'search.yml')
+    opt = report_lib.derive_lib.read_options(opt_a)
+    opt['name'] = f'{PREFIX}_search_b'
+    opt['search']['alpha'] = 2.0
+    opt['train']['total_iter'] = 20
+    opt_b = str(tmp_path / 'search_b.yml')
+    report_lib.derive_lib.atomic_write_text(opt_b, report_lib.derive_lib.dump_options(opt))
+    proc, _ = _run([osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_b])
+    _check(proc)
+    out = tmp_path / 'compare'
+    proc, _ = _run([osp.join(ROOT, 'tools', 'compare_settings.py'), '-opt', opt_a, opt_b, '--labels', 'CB1', 'CB2',
+                    '--num-samples', '6', '--out', str(out), '--quiet'])
+    _check(proc)
+    table = (out / 'table.md').read_text()
+    assert table.startswith('| Setting | alpha | FF search | best PSNR (dB) | params (best) | mean PSNR (dB) |')
+    assert '| CB1 | 1 | no |' in table and '| CB2 | 2 | no |' in table
+    data = json.loads((out / 'table.json').read_text())
+    assert data['num_samples'] == 6 and [s['label'] for s in data['settings']] == ['CB1', 'CB2']
+    for s in data['settings']:
+        assert s['samples'] == 6 and 1 <= s['distinct'] <= 6 and len(s['sampled']) == 6
+        psnrs = [r['psnr'] for r in s['sampled']]
+        assert s['best']['psnr'] == pytest.approx(max(psnrs))
+        assert s['mean_psnr'] == pytest.approx(float(np.mean(psnrs)))
+        assert s['mean_params'] > 0 and s['best']['params'] > 0
+    size, pixels = _png(out / 'scatter.png')
+    assert size == (800, 550) and pixels.std() > 10
