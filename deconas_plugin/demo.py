@@ -141,9 +141,8 @@ def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std
     """List the sub-images of ``hr_folder`` whose pixel std is at least ``min_std`` (BasicSR's
     ``meta_info_file`` of a PairedImageDataset); returns how many were kept.
 
-    The reward images of the embedded split (a synthetic colour wheel and a mostly flat cell
-    micrograph) give many near-constant patches, whose PSNR is very high and whose batch-to-batch
-    spread (several dB) would drown the differences between genotypes.
+    Near-constant patches (sky, background) have a very high PSNR whose batch-to-batch spread
+    (several dB) would drown the differences between genotypes.
     """
     import cv2
     min_std = MIN_REWARD_STD if min_std is None else min_std

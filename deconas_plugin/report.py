@@ -73,7 +73,7 @@ import numpy as np
 
 from . import derive as derive_lib
 from .genotype import Genotype
-from .utils.checkpoint import atomic_open
+from .utils.checkpoint import atomic_open, atomic_write_text  # noqa: F401 (atomic_write_text: used by demo, tools)
 
 ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
@@ -96,28 +96,12 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ file output
-def _file_mode() -> int:
-    """The mode of a normally created file (0666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: str, text: str):
-    """``text`` to ``path`` through the project's ``atomic_open`` (temporary file, then rename),
-    with normal file permissions (``tempfile.mkstemp`` would leave it 0600)."""
-    with atomic_open(path, 'w') as f:
-        f.write(text)
-        os.fchmod(f.fileno(), _file_mode())
-
-
 def save_figure(fig, path: str):
     """Save a matplotlib Figure (Agg canvas) as PNG atomically, at its own size (no tight bbox)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
     with atomic_open(path, 'wb', suffix='.png') as f:
         fig.savefig(f, format='png', dpi=DPI, facecolor='white')
-        os.fchmod(f.fileno(), _file_mode())
     return path
 
 
@@ -553,7 +537,6 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
                                                  f'Controller training ({label})'))
     from .utils.draw import draw_genotype
     figures['cell'] = osp.basename(draw_genotype(genotype, osp.join(out, FIGURE_FILES['cell'])))
-    os.chmod(osp.join(out, FIGURE_FILES['cell']), _file_mode())  # draw_genotype leaves it 0600 (mkstemp)
     all_sets = []
     for m in methods:
         for ts in m['test_sets']:

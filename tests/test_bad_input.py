@@ -249,20 +249,20 @@ def test_missing_dataset_folder_entry_point(data, tmp_path, entry):
 
 # --------------------------------------------------------------------------- 6. LR/HR size mismatch
 def test_lr_hr_size_mismatch(data):
-    lr = osp.join(data['train'], 'LRbicx2', 'coffee.png')
+    lr = osp.join(data['train'], 'LRbicx2', 'rocket.png')
     assert cv2.imwrite(lr, np.zeros((40, 40, 3), np.uint8))
-    expect_error(train_options(data), 'datasets.train', 'coffee', 'HR is 96x96 but LR is 40x40',
+    expect_error(train_options(data), 'datasets.train', 'rocket', 'HR is 96x96 but LR is 40x40',
                  'at scale 2 HR must be 80x80')
 
 
 def test_lr_without_hr_partner(data):
-    os.remove(osp.join(data['train'], 'GTmod2', 'coffee.png'))
-    expect_error(train_options(data), 'datasets.train', "LR image 'coffee' has no HR partner")
+    os.remove(osp.join(data['train'], 'GTmod2', 'rocket.png'))
+    expect_error(train_options(data), 'datasets.train', "LR image 'rocket' has no HR partner")
 
 
 # -------------------------------------------------------------------------------- 7. corrupt PNG
 def test_truncated_png(data):
-    path = osp.join(data['train'], 'GTmod2', 'coffee.png')
+    path = osp.join(data['train'], 'GTmod2', 'rocket.png')
     raw = open(path, 'rb').read()
     with open(path, 'wb') as f:
         f.write(raw[:len(raw) // 2])
@@ -275,7 +275,7 @@ def test_garbage_png_named_by_the_dataset(data):
 
     from deconas_plugin.utils.compat import patch_basicsr
     patch_basicsr()
-    bad = osp.join(data['train'], 'LRbicx2', 'coffee.png')
+    bad = osp.join(data['train'], 'LRbicx2', 'rocket.png')
     with open(bad, 'wb') as f:
         f.write(b'\x89PNG garbage, not an image' * 4)
     expect_error(train_options(data), bad, 'corrupt or truncated image')  # the pre-flight names it too
@@ -293,7 +293,7 @@ def lmdbs(data, tmp_path):
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     out = []
     for sub in ('GTmod2', 'LRbicx2'):
-        names = ['astronaut.png', 'coffee.png']
+        names = ['astronaut.png', 'rocket.png']
         path = str(tmp_path / f'{sub}.lmdb')
         make_lmdb_from_imgs(osp.join(data['train'], sub), path, names, [osp.splitext(n)[0] for n in names])
         out.append(path)

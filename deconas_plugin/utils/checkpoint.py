@@ -14,6 +14,12 @@ import torch
 TMP_PREFIX = '.tmp_'
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode='wb', suffix='.part'):
     """Open a temporary file beside ``path``; it replaces ``path`` on success and is removed on error."""
@@ -24,6 +30,7 @@ def atomic_open(path, mode='wb', suffix='.part'):
         with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a written file is not private
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
