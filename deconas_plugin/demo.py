@@ -43,6 +43,7 @@ from typing import Dict, List, Optional
 
 
 from . import derive as derive_lib
+from .derive import plain
 from .report import atomic_write_text
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -84,15 +85,6 @@ def load_tool(name: str):
 
 def read_yaml(path: str) -> dict:
     return derive_lib.read_options(path)
-
-
-def plain(value):
-    """OrderedDicts -> dicts, recursively (for comparing option files)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def write_if_changed(path: str, text: str) -> bool:

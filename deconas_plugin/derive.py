@@ -169,14 +169,15 @@ def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_f
 
 
 def dump_options(opt: dict) -> str:
-    return yaml.dump(_plain(opt), Dumper=ordered_yaml()[1], sort_keys=False, default_flow_style=False)
+    return yaml.dump(plain(opt), Dumper=ordered_yaml()[1], sort_keys=False, default_flow_style=False)
 
 
-def _plain(value):
+def plain(value):
+    """OrderedDicts -> dicts, recursively (for dumping and comparing option files)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

@@ -10,7 +10,7 @@ Single-channel files stay single-channel. Files already there with the right siz
 each file is written to a temporary name and renamed.
 
 Examples:
-    python tools/prepare_benchmark.py --input /work/shared/datasets/Set5/HR --output datasets/Set5 --scales 2 3 4
+    python tools/prepare_benchmark.py --input ../shared/datasets/Set5/HR --output datasets/Set5 --scales 2 3 4
     python tools/prepare_benchmark.py --all --shared ../shared/datasets --output datasets
 """
 import argparse
@@ -53,7 +53,7 @@ def check_scales(scales):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--input', help='folder of HR images (e.g. /work/shared/datasets/Set5/HR)')
+    parser.add_argument('--input', help='folder of HR images (e.g. ../shared/datasets/Set5/HR)')
     parser.add_argument('--output', help='output folder of one set (e.g. datasets/Set5); '
                         'with --all, the root that receives one folder per set (default: datasets)')
     parser.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
