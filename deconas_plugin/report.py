@@ -452,7 +452,7 @@ def _test_option(label: Optional[str], path: str) -> dict:
         for key in ('dataroot_gt', 'dataroot_lq'):
             if d.get(key) and not osp.isabs(d[key]):
                 d[key] = osp.join(ROOT, d[key])
-    return {'label': label or net['type'], 'arch': net['type'], 'network_g': derive_lib._plain(net),
+    return {'label': label or net['type'], 'arch': net['type'], 'network_g': derive_lib.plain(net),
             'name': opt['name'], 'results_dir': _results_dir(opt['name']), 'scale': opt.get('scale'),
             'test_sets': sets, 'option_file': path}
 
