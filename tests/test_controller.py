@@ -72,7 +72,7 @@ def test_reinforce_loss_baseline_and_nonfinite_reward():
     loss, adv = loss_fn(lp, ent, 30.0)  # baseline starts at the first reward
     assert float(loss_fn.baseline) == 30.0 and adv == 0.0
     loss, adv = loss_fn(lp, ent, 32.0)
-    assert float(loss_fn.baseline) == 31.0 and adv == 1.0 and float(loss) == pytest.approx(2.0)
+    assert float(loss_fn.baseline) == 31.0 and adv == 1.0 and float(loss.detach()) == pytest.approx(2.0)
     with pytest.raises(FloatingPointError):
         loss_fn(lp, ent, float('nan'))
     assert float(loss_fn.baseline) == 31.0  # untouched
