@@ -291,7 +291,7 @@ def format_table(rows: Sequence[dict], hr_size=PAPER_HR_SIZE) -> str:
                      f'{r["lr_w"]}x{r["lr_h"]} | {macs_g} | {_fmt_int(r["macs"])} | {how} |')
     w, h = hr_size
     lines.append('')
-    lines.append(f'MACs: mmengine get_model_complexity_info, one forward pass producing a {w}x{h} HR image '
+    lines.append(f'MACs: mmengine.analysis (FlopAnalyzer, the flops of get_model_complexity_info), one forward pass producing a {w}x{h} HR image '
                  '(LR size rounded to the nearest integer); params: all parameters, including unused ones.')
     return '\n'.join(lines)
 
