@@ -25,16 +25,9 @@ from basicsr.utils.options import ordered_yaml
 from deconas_plugin.utils.sr_data import bicubic_downscale
 from deconas_plugin.utils.y_protocol import gray_visuals, is_single_channel, rgb_to_luma
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED = osp.normpath(osp.join(ROOT, '..', 'shared', 'datasets'))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+from shared_data import ROOT, SHARED, need_shared as _need  # noqa: E402  (also puts tools/ on sys.path)
 import prepare_benchmark  # noqa: E402
 
-
-def _need(path):
-    if not osp.isdir(path):
-        pytest.skip(f'shared datasets not available: {path}')
-    return path
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@ import deconas_plugin  # noqa: F401  (torchvision shim and registries, before ba
 
 import os
 import os.path as osp
-import sys
 
 import cv2
 import lmdb
@@ -15,17 +14,10 @@ from basicsr.data.transforms import mod_crop
 
 from deconas_plugin.utils.sr_data import bicubic_downscale
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED = osp.normpath(osp.join(ROOT, '..', 'shared', 'datasets'))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+from shared_data import SHARED, need_shared as _need  # noqa: E402  (also puts tools/ on sys.path)
 import prepare_benchmark  # noqa: E402
 import prepare_train  # noqa: E402
 
-
-def _need(path):
-    if not osp.isdir(path):
-        pytest.skip(f'shared datasets not available: {path}')
-    return path
 
 
 def _size(path):
