@@ -3,11 +3,14 @@ import json
 import os
 import os.path as osp
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
 
 import pytest
+import torch
+import torch.distributed
 import yaml
 
 import deconas_plugin  # noqa: F401
@@ -67,10 +70,7 @@ def _torchrun(opt_path, port):
     return proc
 
 
-def test_distributed_search_keeps_ranks_identical(workdir):
-    tmp_path, names = workdir
-    name, opt_path = _option_file(tmp_path, names, search=True)
-    _torchrun(opt_path, 29611)
+def _assert_ranks_identical(name):
     exp = osp.join(ROOT, 'experiments', name)
     traces = []
     for rank in (0, 1):
@@ -85,8 +85,83 @@ def test_distributed_search_keeps_ranks_identical(workdir):
     assert osp.isfile(osp.join(exp, 'models', 'net_c_8.pth'))
 
 
+def test_distributed_search_keeps_ranks_identical(workdir):
+    tmp_path, names = workdir
+    name, opt_path = _option_file(tmp_path, names, search=True)
+    _torchrun(opt_path, 29611)
+    _assert_ranks_identical(name)
+
+
 def test_distributed_retrain_on_cpu(workdir):
     tmp_path, names = workdir
     name, opt_path = _option_file(tmp_path, names, search=False)
     _torchrun(opt_path, 29612)
     assert osp.isfile(osp.join(ROOT, 'experiments', name, 'models', 'net_g_8.pth'))
+
+
+def _free_port(taken=(29611, 29612)):
+    while True:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
+
+
+def test_slurm_launcher_on_cpu(workdir):
+    """``--launcher slurm`` with 2 CPU processes (gloo), with a fake ``scontrol`` instead of slurm."""
+    tmp_path, names = workdir
+    name, opt_path = _option_file(tmp_path, names, search=True)
+    port = _free_port()
+    with open(opt_path) as f:
+        opt = yaml.safe_load(f)
+    opt['dist_params'] = {'backend': 'gloo', 'port': port}  # BasicSR passes these as init_dist kwargs
+    with open(opt_path, 'w') as f:
+        yaml.safe_dump(opt, f)
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    scontrol = bin_dir / 'scontrol'
+    scontrol.write_text('#!/bin/sh\necho 127.0.0.1\n')
+    scontrol.chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith('SLURM_') and k not in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR')}
+    env.update(PATH=f'{bin_dir}{os.pathsep}{os.environ.get("PATH", "")}', SLURM_NTASKS='2',
+               SLURM_NODELIST='node[1]', MASTER_PORT=str(port), OMP_NUM_THREADS='1')
+    cmd = [sys.executable, 'deconas_plugin/train.py', '-opt', opt_path, '--launcher', 'slurm']
+    procs, logs = [], []
+    try:
+        for rank in (0, 1):
+            log = open(tmp_path / f'slurm_rank{rank}.log', 'w+')
+            logs.append(log)
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                          env=dict(env, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))))
+        codes = [proc.wait(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+            log.close()
+    assert codes == [0, 0], '\n'.join(f'--- rank {r} ---\n{out[-3000:]}' for r, out in enumerate(outputs))
+    _assert_ranks_identical(name)
+
+
+def test_slurm_launcher_names_missing_variable(monkeypatch):
+    from deconas_plugin.utils import compat
+
+    for var in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST', 'SLURM_LOCALID'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('SLURM_NTASKS', '2')
+    monkeypatch.setenv('SLURM_NODELIST', 'node[1]')
+
+    def no_init(*args, **kwargs):
+        raise AssertionError('init_process_group must not be reached')
+
+    monkeypatch.setattr(torch.distributed, 'init_process_group', no_init)
+    with pytest.raises(RuntimeError, match='SLURM_PROCID') as info:
+        compat.init_dist('slurm', backend='gloo')
+    assert 'SLURM_NTASKS' not in str(info.value) and 'SLURM_NODELIST' not in str(info.value)
