@@ -10,15 +10,14 @@ import sys
 import pytest
 import torch
 
-from deconas_plugin.archs.deconas_controller_arch import DeCoNASController
 from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
-from deconas_plugin.benchmark import FastControllerPrototype, ZeroMaskSupernet, parse_only
+from deconas_plugin.benchmark import ZeroMaskSupernet, parse_only
 from deconas_plugin.genotype import Genotype
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-NON_POSITIVE_OK = ('max_abs_diff', 'loss_rel_diff', 'proto_max_abs_diff', 'seed', 'num_workers')
+NON_POSITIVE_OK = ('max_abs_diff', 'loss_rel_diff', 'seed', 'num_workers')
 
 
 def _positive_numbers(obj, path='', skip=NON_POSITIVE_OK):
@@ -67,9 +66,8 @@ def test_quick_benchmark_cli(tmp_path):
     assert {'configs', 'goal_ms', 'meets_goal', 'paths_meeting_goal_on_cpu'} <= set(ctrl)
     assert [c['ff'] for c in ctrl['configs']] == [False, True]
     for c in ctrl['configs']:
-        for key in ('single_ms', 'single_sample_only_ms', 'batched_ms', 'proto_single_ms', 'proto_batched_ms'):
+        for key in ('single_ms', 'batched_ms', 'child_draw_single_ms', 'child_draw_batched_ms'):
             assert c[key] > 0
-        assert c['proto_max_abs_diff'] < 1e-4
 
     data = secs['data']
     for key in ('lmdb_samples_per_s', 'disk_samples_per_s', 'ratio_lmdb_over_disk', 'num_subimages'):
@@ -80,6 +78,17 @@ def test_quick_benchmark_cli(tmp_path):
     assert not bad, bad
     for title in ('1. Supernet vs fixed', '2. Sliced vs zero-mask', '3. Controller', '5. Data loading'):
         assert title in md
+
+    # --merge re-measures one section and keeps the others, each stamped with when it was measured
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
+                           '--threads', '1', '--only', 'controller', '--merge', '--out', str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    merged = json.loads((out / 'benchmark.json').read_text())['sections']
+    assert list(merged) == ['supernet', 'zeromask', 'controller', 'data']
+    assert merged['supernet']['per_genotype'] == secs['supernet']['per_genotype']
+    assert '--merge' in merged['controller']['command'] and '--merge' not in merged['supernet']['command']
+    assert '1. Supernet vs fixed' in (out / 'benchmark.md').read_text()
 
 
 @pytest.mark.parametrize('fusion', [False, True])
@@ -93,20 +102,6 @@ def test_zero_mask_supernet_equals_sliced(fusion):
     with torch.no_grad():
         for g in genotypes:
             assert (net(x, g) - masked(x, g)).abs().max() < 1e-5
-
-
-@pytest.mark.parametrize('ff,shared', [(False, False), (True, False), (True, True)])
-def test_fast_controller_prototype_scores_like_run(ff, shared):
-    torch.manual_seed(0)
-    ctrl = DeCoNASController(num_nodes=4, num_blocks=3, feature_fusion_search=ff, shared_heads=shared)
-    proto = FastControllerPrototype(ctrl)
-    bits = proto.sample_bits(5)
-    assert bits.shape == (5, ctrl.num_decisions) and set(bits.unique().tolist()) <= {0.0, 1.0}
-    lp, ent = proto.score(bits)
-    ref_lp, ref_ent = ctrl.run(bits=bits)[1:]
-    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(ent, ref_ent, atol=1e-5)
-    lp.sum().backward()  # differentiable w.r.t. the controller's own parameters
-    assert ctrl.lstm.weight_hh_l0.grad is not None
 
 
 def test_parse_only():

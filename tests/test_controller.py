@@ -76,3 +76,56 @@ def test_reinforce_loss_baseline_and_nonfinite_reward():
     with pytest.raises(FloatingPointError):
         loss_fn(lp, ent, float('nan'))
     assert float(loss_fn.baseline) == 31.0  # untouched
+
+
+def _reference_score(ctrl, bits):
+    """log-prob and entropy of one genotype's bits (D,), one nn.LSTM step at a time (test oracle)."""
+    k = ctrl.num_ops
+    groups = ctrl.num_nodes * (ctrl.num_nodes + 1) // 2
+    widths = [k] * groups + ([ctrl.num_nodes, ctrl.num_blocks] if ctrl.feature_fusion_search else [])
+    heads = [ctrl.op_heads[t % len(ctrl.op_heads)] for t in range(groups)]
+    if ctrl.feature_fusion_search:
+        heads += [ctrl.local_heads, ctrl.global_heads]
+    inp, state, col, log_prob, entropy = ctrl.start, None, 0, 0., 0.
+    for t, (head, w) in enumerate(zip(heads, widths)):
+        out, state = ctrl.lstm(inp, state)
+        p = torch.sigmoid(ctrl.tanh_constant * torch.tanh(head(out[0, 0])))
+        b = bits[col:col + w]
+        log_prob = log_prob + (b * p.log() + (1 - b) * (1 - p).log()).sum()
+        entropy = entropy - (p * p.log() + (1 - p) * (1 - p).log()).sum()
+        if t < groups:
+            code = int(sum(int(v) << (k - 1 - i) for i, v in enumerate(b.tolist())))
+            inp = ctrl.code_embedding.weight[code].view(1, 1, -1)
+        elif t == groups:
+            inp = ctrl.local_embedding(b).view(1, 1, -1)
+        col += w
+    return log_prob, entropy
+
+
+@pytest.mark.parametrize('fusion,shared', [(False, False), (True, False), (True, True)])
+def test_score_matches_a_step_by_step_reference(fusion, shared):
+    torch.manual_seed(0)
+    ctrl = ARCH_REGISTRY.get('DeCoNASController')(num_nodes=4, num_blocks=3, feature_fusion_search=fusion,
+                                                  shared_heads=shared)
+    bits = ctrl.decide(6, 'sample')
+    log_prob, entropy = ctrl.score(bits)
+    for i in range(6):
+        ref_lp, ref_ent = _reference_score(ctrl, bits[i])
+        assert torch.allclose(log_prob[i], ref_lp, atol=1e-4) and torch.allclose(entropy[i], ref_ent, atol=1e-4)
+
+
+def test_decide_draws_genotypes_with_the_scored_probabilities():
+    """Empirical frequencies of decide()'s genotypes match exp(score) (M = 2: 512 genotypes)."""
+    torch.manual_seed(0)
+    ctrl = ARCH_REGISTRY.get('DeCoNASController')(num_nodes=2, num_blocks=2)
+    with torch.no_grad():
+        for p in ctrl.parameters():
+            p.mul_(8)  # a peaked policy, so that a few genotypes carry most of the mass
+        draws = ctrl.decide(20000, 'sample')
+        unique, counts = draws.unique(dim=0, return_counts=True)
+        prob = ctrl.score(unique)[0].exp()
+    assert 0.9 < float(prob.sum()) <= 1 + 1e-4  # distinct genotypes; those seen carry nearly all the mass
+    top = counts.argsort(descending=True)[:5]
+    for i in top:
+        freq, p = float(counts[i]) / 20000, float(prob[i])
+        assert abs(freq - p) < 4 * (p * (1 - p) / 20000)**0.5 + 1e-3, (freq, p)

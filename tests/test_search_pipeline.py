@@ -24,7 +24,7 @@ from basicsr.utils.options import ordered_yaml
 
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
-from deconas_plugin.models.deconas_search_model import SEARCH_DEFAULTS, controller_options
+from deconas_plugin.models.deconas_search_model import SEARCH_DEFAULTS, DeCoNASSearchModel, controller_options
 from deconas_plugin.utils.embedded_data import prepare_embedded
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -174,6 +174,25 @@ def test_paper_search_options_build(name):
     with torch.no_grad():
         genotype, _, _ = controller.sample()
     assert supernet.parse_genotype(genotype).has_fusion_bits == fusion
+
+
+def test_child_genotypes_are_drawn_per_controller_phase():
+    """Child steps draw the genotypes up to the next controller phase in one batched unroll."""
+    model = DeCoNASSearchModel.__new__(DeCoNASSearchModel)  # only the drawing state, no networks to train
+    model.search_opt = dict(SEARCH_DEFAULTS, child_steps=4, controller_start_iter=8)
+    model.opt = {'train': {'total_iter': 14}}
+    model.net_c = build_network({'type': 'DeCoNASController', 'num_nodes': 2, 'num_blocks': 2})
+    model.pending_child_bits = torch.zeros(0, model.net_c.num_decisions)
+    assert [model._next_phase_iter(i) for i in (1, 7, 8, 9, 12, 13)] == [8, 8, 8, 12, 12, 16]
+    draws = []
+    for it in range(1, 15):
+        if len(model.pending_child_bits) == 0:
+            draws.append(it)
+        genotype = model._child_genotype(it)
+        assert genotype.num_nodes == 2
+        if it % 4 == 0 and it >= 8:
+            assert len(model.pending_child_bits) == 0  # nothing left over from the old policy at a phase
+    assert draws == [1, 9, 13]  # 8 genotypes (iterations 1-8), 4 (9-12), 2 (13-14: total_iter)
 
 
 # ------------------------------------------------------------------------------------- tiny searches

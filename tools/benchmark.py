@@ -4,8 +4,8 @@ Sections (select with --only, by name or number; all by default):
   1 supernet    child train step of DeCoNetSupernet(x, g) vs supernet.extract(g)   (goal: ratio <= 1.10)
   2 zeromask    sliced supernet vs the reference's zero-mask way, equal outputs checked first
                                                                                   (goal: sliced >= 1.5x faster)
-  3 controller  sample + log-prob per genotype at M=8, N=16, FF off/on, single vs batched path, and a
-                faster prototype                                                  (goal: <= 2 ms on CPU)
+  3 controller  sample + log-prob per genotype at M=8, N=16, FF off/on, single vs batched; child-step
+                draws one by one vs batched per controller phase                  (goal: <= 2 ms on CPU)
   4 inference   DeCoNASNet (paper), CARN, RDN, EDSR-baseline at x2: ms, params, MACs, GMAC/s
   5 data        PairedImageDataset samples/s from LMDB vs disk folders of the same sub-images
   6 options     child step with channels_last, autocast, torch.compile: speedups, loss sanity, defaults
@@ -45,6 +45,8 @@ def parse_args(argv=None):
                         help='LR side for RDN in section 4 (default: 64 on CPU, 256 on CUDA)')
     parser.add_argument('--render-only', action='store_true',
                         help='only rewrite <out>/benchmark.md from <out>/benchmark.json (no measurement)')
+    parser.add_argument('--merge', action='store_true',
+                        help='keep the sections of an existing <out>/benchmark.json that this run does not measure')
     parser.add_argument('--no-compile', action='store_true', help='skip torch.compile in section 6')
     parser.add_argument('--threads', default='auto',
                         help="torch intra-op threads on CPU: a number, 'all' (torch's default) or 'auto' (default): "
@@ -88,8 +90,11 @@ def main(argv=None):
                       compile=False if args.no_compile else None)
     cfg['threads_reason'] = reason
     t0 = time.perf_counter()
-    result = run_benchmark(args.out, device, sections, cfg, argv=['tools/benchmark.py'] + list(
-        sys.argv[1:] if argv is None else argv))
+    try:
+        result = run_benchmark(args.out, device, sections, cfg, argv=['tools/benchmark.py'] + list(
+            sys.argv[1:] if argv is None else argv), merge=args.merge)
+    except ValueError as e:
+        parser.error(str(e))
     failed = [name for name, sec in result['sections'].items() if 'error' in sec]
     print(f'wrote {osp.join(args.out, "benchmark.json")} and benchmark.md in {time.perf_counter() - t0:.0f} s'
           + (f'; FAILED sections: {", ".join(failed)}' if failed else ''))

@@ -71,61 +71,82 @@ class DeCoNASController(nn.Module):
             logits = self.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _steps(self):
-        """(head, width) of every step: one per (node, input) group, then the two fusion steps."""
+    def _op_heads(self):
+        """The op heads of all M(M+1)/2 steps stacked: weights (n, K, hidden), biases (n, K)."""
         n = num_groups(self.num_nodes)
-        steps = [(self.op_heads[t % len(self.op_heads)], self.num_ops) for t in range(n)]
-        if self.feature_fusion_search:
-            steps += [(self.local_heads, self.num_nodes), (self.global_heads, self.num_blocks)]
-        return steps
+        weight = torch.stack([h.weight for h in self.op_heads])
+        bias = torch.stack([h.bias for h in self.op_heads])
+        if len(self.op_heads) == 1:  # shared heads
+            weight, bias = weight.expand(n, -1, -1), bias.expand(n, -1)
+        return weight, bias
 
-    def _next_input(self, t: int, bits: torch.Tensor) -> torch.Tensor:
-        """Input of step t + 1 given the bits (B, width) decided at step t: (B, hidden)."""
-        if t < num_groups(self.num_nodes):
-            return self.code_embedding((bits.long() * self._bit_weights).sum(1))
-        return self.local_embedding(bits)  # the local fusion step; its successor is the global one
+    def _codes(self, op_bits: torch.Tensor) -> torch.Tensor:
+        """Integer codes (...) of K-bit groups (..., K), op 0 the most significant bit."""
+        return (op_bits.long() * self._bit_weights).sum(-1)
 
     @torch.no_grad()
     def decide(self, batch_size: int, mode: str) -> torch.Tensor:
         """Decisions (B, num_decisions) drawn step by step (``mode`` 'sample' or 'greedy').
 
-        Runs the LSTM's own weights through ``torch.lstm_cell`` one step at a time: a per-step
-        ``nn.LSTM`` call costs several times more (benchmark section 3).
+        The step loop is the only sequential part of the controller, so it is kept to a few
+        tensor ops per step (a CPU spends its time dispatching them, not computing): the LSTM's
+        own weights run through ``torch.lstm_cell``, the heads are stacked once, and a bit is
+        drawn by comparing its logit with the logit of a uniform number drawn up front for all
+        steps (``u < sigmoid(l)``, i.e. Bernoulli, in one random call per genotype batch).
         """
+        if mode not in ('sample', 'greedy'):
+            raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")
         layers = [[getattr(self.lstm, f'{w}_l{k}') for w in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
                   for k in range(self.lstm.num_layers)]
+        n = num_groups(self.num_nodes)
+        if mode == 'greedy':
+            threshold = self.start.new_zeros(batch_size, self.num_decisions)
+        else:
+            threshold = torch.logit(torch.rand(batch_size, self.num_decisions, device=self.start.device))
         inp = self.start[0].expand(batch_size, -1)
         state = [(inp.new_zeros(inp.shape), inp.new_zeros(inp.shape)) for _ in layers]
-        steps, chosen = self._steps(), []
-        for t, (head, _) in enumerate(steps):
+        weight, bias = self._op_heads()
+        steps = [(weight[t], bias[t]) for t in range(n)]
+        if self.feature_fusion_search:
+            steps += [(self.local_heads.weight, self.local_heads.bias),
+                      (self.global_heads.weight, self.global_heads.bias)]
+        chosen, col = [], 0
+        for t, (w, b) in enumerate(steps):
             h = inp
-            for k, weights in enumerate(layers):
-                state[k] = torch.lstm_cell(h, state[k], *weights)
-                h = state[k][0]
-            logits = self._squash(head(h))
-            bits = (logits > 0).float() if mode == 'greedy' else torch.bernoulli(torch.sigmoid(logits))
+            for layer, weights in enumerate(layers):
+                state[layer] = torch.lstm_cell(h, state[layer], *weights)
+                h = state[layer][0]
+            bits = self._squash(F.linear(h, w, b)) > threshold[:, col:col + w.shape[0]]
+            col += w.shape[0]
             chosen.append(bits)
-            if t < len(steps) - 1:
-                inp = self._next_input(t, bits)
-        return torch.cat(chosen, 1)
+            if t < n:  # the next step reads this step's code (its successor the local fusion bits)
+                inp = self.code_embedding.weight[self._codes(bits)]
+            elif t == n:
+                inp = self.local_embedding(bits.float())
+        return torch.cat(chosen, 1).float()
 
     def score(self, bits: torch.Tensor):
         """(log_prob (B,), entropy (B,)) of given decisions (B, num_decisions); differentiable.
 
-        Every step's input follows from the bits, so one ``nn.LSTM`` call runs the whole sequence.
+        No sequential loop: every step's input follows from the bits, so one ``nn.LSTM`` call
+        runs the whole sequence and the per-step heads run as one batched matmul.
         """
-        steps = self._steps()
-        widths = [w for _, w in steps]
-        parts = torch.split(bits, widths, dim=1)
-        inputs = [self.start.expand(1, bits.shape[0], -1)]
-        inputs += [self._next_input(t, parts[t])[None] for t in range(len(steps) - 1)]
+        n, k = num_groups(self.num_nodes), self.num_ops
+        batch, hidden = bits.shape[0], self.start.shape[-1]
+        op_bits = bits[:, :n * k].reshape(batch, n, k).transpose(0, 1)  # (n, B, K)
+        inputs = [self.start.expand(1, batch, hidden), self.code_embedding(self._codes(op_bits[:n - 1]))]
+        if self.feature_fusion_search:
+            local = bits[:, n * k:n * k + self.num_nodes]
+            inputs += [self.code_embedding(self._codes(op_bits[n - 1:])), self.local_embedding(local)[None]]
         out, _ = self.lstm(torch.cat(inputs, 0))  # (steps, B, hidden)
-        log_prob, entropy = 0., 0.
-        for t, (head, _) in enumerate(steps):
-            logits = self._squash(head(out[t]))
-            log_prob = log_prob - F.binary_cross_entropy_with_logits(logits, parts[t], reduction='none').sum(1)
-            entropy = entropy + F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits),
-                                                                   reduction='none').sum(1)
+        weight, bias = self._op_heads()
+        logits = [self._squash(torch.baddbmm(bias[:, None], out[:n], weight.transpose(1, 2))).transpose(0, 1)
+                  .reshape(batch, n * k)]
+        if self.feature_fusion_search:
+            logits += [self._squash(self.local_heads(out[n])), self._squash(self.global_heads(out[n + 1]))]
+        logits = torch.cat(logits, 1)  # (B, num_decisions), in the order of the bits
+        log_prob = -F.binary_cross_entropy_with_logits(logits, bits, reduction='none').sum(1)
+        entropy = F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction='none').sum(1)
         return log_prob, entropy
 
     def run(self, batch_size: int = 1, bits: Optional[torch.Tensor] = None, mode: str = 'sample'):

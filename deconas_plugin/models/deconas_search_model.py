@@ -28,6 +28,7 @@ SEARCH_DEFAULTS = {
     'history_file': 'search_history.jsonl',  # in the experiment folder
     'rank_trace': False,  # debugging: every rank appends its genotypes to rank<r>_trace.jsonl
 }
+CHILD_DRAWS_MAX = 1000  # child genotypes drawn in one batched controller unroll
 
 
 def controller_options(opt):
@@ -105,6 +106,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.setup_schedulers()
         self.controller_step = 0  # REINFORCE steps taken so far (history rows carry it)
         self.skipped = {'child_nonfinite': 0, 'reward_nonfinite': 0}
+        self.pending_child_bits = torch.zeros(0, self.net_c.num_decisions, device=self.device)
         self.history_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['history_file'])
         self.log_dict = OrderedDict()
 
@@ -153,21 +155,39 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             self.optimizers = optimizers
 
     # ---------------------------------------------------------------------------------- training
-    def _sample(self, with_grad: bool):
-        """(genotype, log_prob, entropy) drawn by the controller, the same on every rank.
+    def _sample(self):
+        """(genotype, log_prob, entropy) of one controller step, the same on every rank.
 
         Rank 0's decisions are broadcast (a no-op in one process); every rank scores them with the
         same controller weights, so every rank also computes the same log-probability and gradient.
-        Child steps need only the genotype (``with_grad=False``: log_prob and entropy are None).
         """
         bits = dist_util.broadcast_(self.net_c.decide(1, 'sample').contiguous())
-        log_prob = entropy = None
-        if with_grad:
-            log_prob, entropy = (v[0] for v in self.net_c.score(bits))
+        log_prob, entropy = (v[0] for v in self.net_c.score(bits))
         return self.net_c.bits_to_genotype(bits[0]), log_prob, entropy
 
+    def _next_phase_iter(self, current_iter: int) -> int:
+        """The first iteration >= ``current_iter`` that ends with a controller phase."""
+        opt = self.search_opt
+        first = max(current_iter, opt['controller_start_iter'])
+        return -(-first // opt['child_steps']) * opt['child_steps']
+
+    def _child_genotype(self, current_iter: int):
+        """The genotype of this iteration's child step.
+
+        The policy only changes in controller phases, so the genotypes of every child step up to
+        the next phase (at most ``CHILD_DRAWS_MAX``) are drawn in one batched unroll and broadcast
+        once, instead of one sequential unroll per step (benchmark section 3: "child draws").
+        The draws not used yet are part of the training state, so a resume uses the same ones.
+        """
+        if len(self.pending_child_bits) == 0:
+            count = min(CHILD_DRAWS_MAX, self._next_phase_iter(current_iter) - current_iter + 1,
+                        max(1, self.opt['train'].get('total_iter', current_iter) - current_iter + 1))
+            self.pending_child_bits = dist_util.broadcast_(self.net_c.decide(count, 'sample').contiguous())
+        bits, self.pending_child_bits = self.pending_child_bits[0], self.pending_child_bits[1:]
+        return self.net_c.bits_to_genotype(bits)
+
     def optimize_parameters(self, current_iter):
-        genotype, _, _ = self._sample(with_grad=False)
+        genotype = self._child_genotype(current_iter)
         self.optimizer_g.zero_grad(set_to_none=True)
         self.output = self.net_g(self.lq, genotype)
         l_pix = self.cri_pix(self.output, self.gt)
@@ -194,10 +214,11 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         averaged over ranks, so every rank takes the same controller step.
         """
         self.net_g.eval()
+        self.pending_child_bits = self.pending_child_bits[:0]  # drawn from the policy before this phase
         rows = []
         for _ in range(self.search_opt['controller_steps']):
             lq, gt = self.reward_batch()
-            genotype, log_prob, entropy = self._sample(with_grad=True)
+            genotype, log_prob, entropy = self._sample()
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
             params = count_params(genotype, **self.arch_size)
@@ -273,12 +294,16 @@ class DeCoNASSearchModel(DeCoNASSRModel):
 
     def extra_training_state(self):
         return {'reinforce': self.cri_reinforce.state_dict(),
-                'search': {'controller_step': self.controller_step, 'skipped': dict(self.skipped)}}
+                'search': {'controller_step': self.controller_step, 'skipped': dict(self.skipped),
+                           'pending_child_bits': self.pending_child_bits.to('cpu', torch.uint8)}}
 
     def load_extra_training_state(self, state):
         self.cri_reinforce.load_state_dict(state['reinforce'])
         self.controller_step = state['search']['controller_step']
         self.skipped = dict(state['search']['skipped'])
+        pending = state['search'].get('pending_child_bits')
+        if pending is not None:
+            self.pending_child_bits = pending.to(self.device, torch.float32)
         self._truncate_history(state['iter'])
 
     def _truncate_history(self, resume_iter):
