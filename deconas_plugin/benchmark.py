@@ -867,7 +867,9 @@ def render_markdown(result: dict) -> str:
         + (f' (CUDA {m.get("cuda")}, cuDNN {m.get("cudnn")})' if m['device'].startswith('cuda') else ''),
         f'- load average at start {m.get("load_avg_start")}, at end {m.get("load_avg_end")}; started '
         f'{result["started"]}, wall {result.get("wall_s", 0):.0f} s' + (' (--quick)' if cfg.get('quick') else ''),
-        f'- command: `{" ".join(result.get("command") or [])}`',
+        f'- command: `{" ".join(result.get("command") or [])}`' + (
+            ' (other sections kept from earlier runs: see each section)' if '--merge' in (result.get('command') or [])
+            else ''),
     ] + _md_probe(m) + [
         '',
         'Ratios are measured side by side in one process (A/B interleaved ABBA, each after a warm-up, '
@@ -880,7 +882,9 @@ def render_markdown(result: dict) -> str:
             lines += [f'**failed**: `{sec["error"]}`', '']
             continue
         lines += globals()[f'_md_{name}'](sec, cfg, result)
-        lines += ['', f'_section wall time {sec.get("wall_s", 0):.0f} s_', '']
+        stamp = (f'measured {sec["measured"]} by `{" ".join(sec.get("command") or [])}`; '
+                 if sec.get('measured') else '')
+        lines += ['', f'_{stamp}section wall time {sec.get("wall_s", 0):.0f} s_', '']
     return '\n'.join(lines).rstrip() + '\n'
 
 
