@@ -22,6 +22,7 @@ from .genotype import Genotype
 from .models.deconas_search_model import SEARCH_DEFAULTS, controller_options
 from .reward import psnr_y
 from .utils.checkpoint import atomic_write_text, load_state  # noqa: F401 (atomic_write_text: used by tools)
+from .utils.option_file import read_option_file
 
 PROJECT_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 
@@ -31,10 +32,7 @@ class DeriveError(Exception):
 
 
 def read_options(path: str) -> dict:
-    if not osp.isfile(path):
-        raise DeriveError(f'option file not found: {path}')
-    with open(path) as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
+    return read_option_file(path, DeriveError)
 
 
 def _checkpoint(models_dir: str, label: str, iteration: str) -> str:

@@ -130,6 +130,24 @@ def test_tool_user_error_is_one_line(tool, args, words):
     assert not osp.exists(osp.join(ROOT, args[-1]))
 
 
+@pytest.mark.parametrize('content, words', [
+    (None, 'option file not found'),
+    ('name: [unclosed\n', 'not valid YAML'),
+    ('- just\n- a list\n', 'is not a YAML mapping'),
+])
+def test_tools_name_a_bad_option_file(tmp_path, content, words):
+    """Every tool that reads an option file says the same thing about a bad one, in one line."""
+    path = tmp_path / 'bad.yml'
+    if content is not None:
+        path.write_text(content)
+    for tool, args in (('complexity', [str(path)]), ('draw_genotype', ['--opt', str(path), '-o', 'never.png']),
+                       ('export_onnx', ['-opt', str(path), '-o', 'never.onnx']), ('derive', ['-opt', str(path)])):
+        res = run_tool(tool, *args)
+        assert res.returncode == 2, (tool, res.stdout[-2000:], res.stderr[-2000:])
+        assert words in res.stderr and str(path) in res.stderr and 'Traceback' not in res.stderr, (tool, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, (tool, res.stderr)
+
+
 # ------------------------------------------------------------------------------------------- draw
 def _check_png(path, genotype):
     with Image.open(path) as im:

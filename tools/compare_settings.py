@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.report import atomic_write_text, new_figure_of_size, save_figure  # noqa: E402
+from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf')
 SCATTER_INCHES = (8.0, 5.5)
@@ -140,7 +141,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (derive.DeriveError, ValueError) as e:
-        sys.exit(f'compare_settings: error: {e}')
+    run_tool(main, derive.DeriveError, ValueError)

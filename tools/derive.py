@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.genotype import Genotype  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_save  # noqa: E402
+from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -93,7 +94,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (derive.DeriveError, ValueError) as e:
-        sys.exit(f'error: {e}')
+    run_tool(main, derive.DeriveError, ValueError)

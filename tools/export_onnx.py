@@ -83,13 +83,12 @@ def build_model(args):
     from deconas_plugin.genotype import Genotype, GenotypeError
     from deconas_plugin.utils.draw import (GenotypeSourceError, checkpoint_state_dict, genotype_from_checkpoint,
                                            genotype_from_option, load_checkpoint)
+    from deconas_plugin.utils.option_file import read_option_file
 
     try:
         if args.opt:
             _, net = genotype_from_option(args.opt)
-            import yaml
-            with open(args.opt, 'r', encoding='utf-8') as f:
-                opt = yaml.safe_load(f)
+            opt = read_option_file(args.opt, GenotypeSourceError)
             kwargs = {k: v for k, v in net.items() if k != 'type'}
             path_opt = opt.get('path') or {}
             weights = args.weights or path_opt.get('pretrain_network_g')

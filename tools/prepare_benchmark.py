@@ -90,7 +90,7 @@ def main(argv=None):
             print(f'{output_dir}: {counts["written"]} pairs written, {counts["skipped"]} already there '
                   f'(scales {" ".join(map(str, scales))})')
     except DataToolError as e:
-        raise SystemExit(f'prepare_benchmark: error: {e}')
+        raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

@@ -259,7 +259,7 @@ def main(argv=None):
                                 lmdb=not args.no_lmdb, val_count=args.val_count, limit=args.limit,
                                 compression=args.compression)
     except DataToolError as e:
-        raise SystemExit(f'prepare_train: error: {e}')
+        raise SystemExit(f'error: {e}') from None
     print(f'{args.output}: {len(summary["train_images"])} training images -> {len(summary["keys"])} sub-images '
           f'({summary["written"]} files written); {len(summary["val_images"])} validation images; '
           f'LMDBs built: {len(summary["lmdb_built"])}')

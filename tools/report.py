@@ -16,9 +16,7 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
 from deconas_plugin.report import ReportError, main  # noqa: E402
+from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 if __name__ == '__main__':
-    try:
-        main()
-    except ReportError as e:
-        sys.exit(f'report: error: {e}')
+    run_tool(main, ReportError)

@@ -45,6 +45,8 @@ import torch
 import yaml
 from torch import nn
 
+from .option_file import read_option_file
+
 from .checkpoint import atomic_write_text
 
 PAPER_HR_SIZE = (1280, 720)  # (W, H) of the HR output
@@ -234,15 +236,7 @@ def parse_arch_spec(spec: str) -> dict:
 
 def read_option_networks(path: str) -> Tuple[List[Tuple[str, dict]], Optional[int], str]:
     """The ``network_*`` entries of a BasicSR option file: ([(key, net_opt)], scale, name)."""
-    if not osp.isfile(path):
-        raise ComplexityError(f'option file not found: {path}')
-    try:
-        with open(path, 'r', encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ComplexityError(f'cannot read option file {path}: {" ".join(str(e).split())}') from None
-    if not isinstance(opt, dict):
-        raise ComplexityError(f'option file {path} is not a YAML mapping')
+    opt = read_option_file(path, ComplexityError)
     nets = [(k, v) for k, v in opt.items() if k.startswith('network_') and isinstance(v, dict)]
     if not nets:
         raise ComplexityError(f'option file {path} has no network_* entry (network_g, ...)')

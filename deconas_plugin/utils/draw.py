@@ -237,15 +237,8 @@ class GenotypeSourceError(ValueError):
 
 def genotype_from_option(path: str) -> Tuple[Genotype, dict]:
     """(genotype, network_g) of a BasicSR option file whose ``network_g`` is a DeCoNASNet."""
-    import yaml
-    if not osp.isfile(path):
-        raise GenotypeSourceError(f'option file not found: {path}')
-    try:
-        with open(path, 'r', encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise GenotypeSourceError(f'cannot read option file {path}: {" ".join(str(e).split())}') from None
-    net = opt.get('network_g') if isinstance(opt, dict) else None
+    from .option_file import read_option_file
+    net = read_option_file(path, GenotypeSourceError).get('network_g')
     if not isinstance(net, dict):
         raise GenotypeSourceError(f'option file {path} has no network_g mapping')
     if net.get('type') != 'DeCoNASNet' or 'genotype' not in net:
