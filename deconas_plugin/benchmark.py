@@ -1,10 +1,11 @@
-"""Side-by-side speed measurements of the DeCoNAS implementation (``tools/benchmark.py`` is the CLI).
+"""Side-by-side speed measurements of the DeCoNAS implementation (``tools/benchmark.py`` is the CLI),
+and the effect of the training precision on a retrained network's PSNR (section 7).
 
 Every number is a ratio or a rate measured in one process, A and B interleaved (ABBA order), each
 after a warm-up, as the median of several repetitions: on a busy machine absolute times move, the
 ratios much less. ``torch.cuda.synchronize`` brackets every timed call on CUDA.
 
-Sections (``--only`` takes these names, or their numbers 1-6):
+Sections (``--only`` takes these names, or their numbers 1-7):
 
 1. ``supernet`` -- one child train step (zero_grad, forward, L1, backward, Adam step) of
    ``DeCoNetSupernet(x, g)`` vs ``supernet.extract(g)`` (same weights, batch, patch) for random
@@ -24,6 +25,11 @@ Sections (``--only`` takes these names, or their numbers 1-6):
 6. ``options`` -- the supernet child step with channels_last, autocast (bf16; fp16 on CUDA) and
    ``torch.compile`` (compile time for the first, a fresh and a repeated genotype; steady state),
    speed ratios vs the default and whether the losses match.
+7. ``precision`` -- a small DeCoNASNet (paper genotype, N = 4, M = 4, C = 16) retrained from the same
+   initial weights on the same batches (embedded train split, batch 8, LR patch 32, Adam 1e-3 halved
+   at 1/2 and 3/4; 1500 iterations on CPU, 3000 on CUDA) in fp32 with two batch seeds (the run-to-run
+   noise), with bf16 autocast (and fp16 autocast + GradScaler on CUDA); ms per iteration, final loss,
+   and fp32 PSNR-Y / SSIM-Y on the embedded test images, differences vs fp32.
 
 JSON (``benchmark.json``) keys: ``machine`` (cpu, cores, torch, device, device_name, ...),
 ``config``, ``sections`` (one dict per section run, keyed by the names above; a failed section
@@ -41,7 +47,14 @@ holds ``error``), ``wall_s``. Per section:
   ``num_subimages``.
 * ``options``: ``variants`` (``name``, ``ms``, ``speedup``, ``loss_rel_diff``, ``loss_ok``),
   ``compile`` (``first_compile_s``, ``fresh_compile_s``, ``repeated_first_step_ms``,
-  ``steady_ms``, ``eager_ms``, ``steady_speedup`` or ``error``), ``recommended``.
+  ``steady_ms``, ``eager_ms``, ``steady_speedup`` or ``error``), ``recommended`` (``channels_last``,
+  ``autocast`` (always None: fp32 is the default), ``autocast_fastest``, ``autocast_psnr`` (section 7's
+  verdict), ``torch_compile_search``, ``torch_compile_retrain``).
+* ``precision``: ``variants`` (``name``, ``autocast`` (None, ``bfloat16``, ``float16``), ``batch_seed``
+  (A, B), ``ms_per_iter``, ``speedup`` (vs fp32 seed A), ``first_loss``, ``final_loss``,
+  ``nonfinite_losses``, ``psnr_y``, ``ssim_y``, ``per_image``, ``psnr_diff``, ``ssim_diff`` (vs fp32 seed
+  A), ``within_seed_noise``), ``seed_noise_psnr_db``, ``seed_noise_ssim``, ``batch_seeds``,
+  ``train_images``, ``test_images``, ``setup``.
 """
 import contextlib
 import copy
@@ -62,9 +75,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
-from .genotype import NUM_OPS, PAPER_GENOTYPE, Genotype, num_groups
+from .genotype import NUM_OPS, PAPER_GENOTYPE, Genotype
 
-SECTIONS = ('supernet', 'zeromask', 'controller', 'inference', 'data', 'options')
+SECTIONS = ('supernet', 'zeromask', 'controller', 'inference', 'data', 'options', 'precision')
 TITLES = {
     'supernet': '1. Supernet vs fixed network, child train step',
     'zeromask': '2. Sliced vs zero-mask supernet, child train step',
@@ -72,6 +85,7 @@ TITLES = {
     'inference': '4. Inference at x2',
     'data': '5. Data loading (PairedImageDataset, train mode)',
     'options': '6. Child-step options (supernet)',
+    'precision': '7. Training precision: retrain PSNR with autocast vs fp32',
 }
 GOAL_SUPERNET_RATIO = 1.10
 GOAL_ZEROMASK_SPEEDUP = 1.5
@@ -92,12 +106,16 @@ def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
         data_samples=200, data_images=None, data_chunk=25,
         options_genotypes=4 if cuda else 3, options_reps=5 if cuda else 3, loss_steps=3,
         compile=True, compile_fresh=2 if cuda else 1,
+        precision_iters=3000 if cuda else 1500, precision_feat=16, precision_blocks=4, precision_batch=8,
+        precision_patch=32, precision_lr=1e-3, precision_side=512,
     )
     if quick:
         cfg.update(num_feat=8, patch=16, batch=2, genotypes=2, reps=1, warmup=1, zeromask_genotypes=2,
                    controller_reps=3, controller_batch=20, inference_size=64, rdn_size=32, inference_reps=1,
                    data_samples=20, data_images=1, data_chunk=10, options_genotypes=1, options_reps=1,
-                   loss_steps=2, compile=False)  # torch.compile takes minutes even for a tiny net
+                   loss_steps=2, compile=False,  # torch.compile takes minutes even for a tiny net
+                   precision_iters=10, precision_feat=8, precision_blocks=2, precision_batch=2, precision_patch=16,
+                   precision_side=96)
     for key, value in overrides.items():
         if value is not None:
             if key not in cfg:
@@ -738,11 +756,14 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
     return res
 
 
-def _recommend(out: dict, device=None) -> dict:
+def _recommend(out: dict, precision: Optional[dict] = None) -> dict:
     """Defaults from the measurements: an option is on if it is >= 5 % faster with matching losses.
 
-    ``channels_last`` and ``autocast`` (the fastest dtype) are judged alone; the combination only if it
-    beats both. ``torch_compile_search`` is off (a recompile per fresh genotype);
+    ``channels_last`` is judged alone. ``autocast`` stays off (fp32) whatever its speed: it changes
+    the trained network's numbers; ``autocast_fastest`` is the fastest dtype with matching losses,
+    offered as ``train.autocast``, and ``autocast_psnr`` what section 7 (``precision``) measured of its
+    effect on the retrained network's PSNR (``within seed noise``, ``beyond seed noise`` or ``not
+    measured``). ``torch_compile_search`` is off (a recompile per fresh genotype);
     ``torch_compile_retrain`` is on if the steady step is >= 5 % faster and the first compile is
     repaid within 100k steps (the paper retrains for 1M).
     """
@@ -750,12 +771,9 @@ def _recommend(out: dict, device=None) -> dict:
     good = {n: bool(r['speedup'] >= 1.05 and r['loss_ok']) for n, r in rows.items() if n != 'default'}
     amp = [r for n, r in rows.items() if r.get('amp_dtype') and not r.get('channels_last') and good[n]]
     best_amp = max(amp, key=lambda r: r['speedup']) if amp else None
-    rec = {'channels_last': good.get('channels_last', False),
-           'autocast': best_amp['amp_dtype'] if best_amp else None}
-    for n, r in rows.items():  # a channels_last + autocast combination that beats both
-        if r.get('channels_last') and r.get('amp_dtype') and good[n]:
-            if r['speedup'] > max(rows['channels_last']['speedup'], best_amp['speedup'] if best_amp else 0):
-                rec.update(channels_last=True, autocast=r['amp_dtype'])
+    rec = {'channels_last': good.get('channels_last', False), 'autocast': None,
+           'autocast_fastest': best_amp['amp_dtype'] if best_amp else None,
+           'autocast_psnr': _precision_verdict(precision, best_amp['amp_dtype']) if best_amp else None}
     comp = out.get('compile', {})
     rec['torch_compile_search'] = False
     rec['torch_compile_retrain'] = bool(comp.get('steady_speedup', 0) >= 1.05
@@ -763,9 +781,188 @@ def _recommend(out: dict, device=None) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------------------------- 7. precision
+PRECISION_SEEDS = ('A', 'B')
+
+
+def _precision_variants(device: torch.device):
+    """(name, autocast dtype, batch seed) of the retrainings of section 7."""
+    out = [('fp32', None, 'A'), ('fp32, batch seed B', None, 'B'), ('bf16 autocast', torch.bfloat16, 'A')]
+    if device.type == 'cuda':
+        out.append(('fp16 autocast + GradScaler', torch.float16, 'A'))
+    return out
+
+
+def _read_tensor(path: str) -> torch.Tensor:
+    """An image file as BasicSR's loaders read it: float32 RGB (3, H, W) in [0, 1], gray replicated."""
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f'cannot read {path}')
+    return torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).copy()).float() / 255.
+
+
+def _split_pairs(folder: str, scale: int) -> List[tuple]:
+    """(name, LR tensor, HR tensor, HR file is single-channel) of a prepared split (``GTmod{s}``/``LRbicx{s}``)."""
+    from .utils.y_protocol import is_single_channel
+    out = []
+    for file in sorted(os.listdir(osp.join(folder, f'GTmod{scale}'))):
+        hr = osp.join(folder, f'GTmod{scale}', file)
+        out.append((osp.splitext(file)[0], _read_tensor(osp.join(folder, f'LRbicx{scale}', file)), _read_tensor(hr),
+                    is_single_channel(hr)))
+    return out
+
+
+class PatchSampler:
+    """Training batches cut from whole images: random LR patch + its HR patch, flips and a transpose
+    (BasicSR's paired crop and augment). The same seed gives the same sequence of batches."""
+
+    def __init__(self, pairs: Sequence[tuple], scale: int, patch: int, batch: int, seed: int):
+        import numpy as np
+        self.pairs, self.scale, self.patch, self.batch = pairs, scale, patch, batch
+        self.rng = np.random.RandomState(seed)
+
+    def __call__(self):
+        s, p, lqs, gts = self.scale, self.patch, [], []
+        for _ in range(self.batch):
+            _, lq, gt, _ = self.pairs[self.rng.randint(len(self.pairs))]
+            h, w = lq.shape[1:]
+            y, x = self.rng.randint(h - p + 1), self.rng.randint(w - p + 1)
+            a, b = lq[:, y:y + p, x:x + p], gt[:, s * y:s * (y + p), s * x:s * (x + p)]
+            hflip, vflip, rot = self.rng.rand(3) < 0.5
+            if hflip:
+                a, b = a.flip(2), b.flip(2)
+            if vflip:
+                a, b = a.flip(1), b.flip(1)
+            if rot:
+                a, b = a.transpose(1, 2), b.transpose(1, 2)
+            lqs.append(a)
+            gts.append(b)
+        return torch.stack(lqs).contiguous(), torch.stack(gts).contiguous()
+
+
+def evaluate_sr(net: nn.Module, pairs: Sequence[tuple], scale: int, device: torch.device) -> dict:
+    """fp32 PSNR-Y / SSIM-Y of ``net`` on whole images, as the test pipeline scores them.
+
+    BasicSR's ``calculate_psnr`` / ``calculate_ssim`` (``test_y_channel``, ``crop_border`` = scale) on
+    ``tensor2img`` of output and HR; a single-channel HR file follows the project's gray-image rule.
+    """
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.utils import tensor2img
+
+    from .utils.y_protocol import gray_visuals
+    was_training = net.training
+    net.eval()
+    rows = []
+    with torch.no_grad():
+        for name, lq, gt, gray in pairs:
+            visuals = {'result': net(lq[None].to(device)).float().cpu(), 'gt': gt[None]}
+            if gray:
+                visuals = gray_visuals(visuals)
+            sr, hr = tensor2img([visuals['result']]), tensor2img([visuals['gt']])
+            rows.append({'image': name, 'psnr_y': float(calculate_psnr(sr, hr, scale, test_y_channel=True)),
+                         'ssim_y': float(calculate_ssim(sr, hr, scale, test_y_channel=True))})
+    net.train(was_training)
+    return {'psnr_y': statistics.mean(r['psnr_y'] for r in rows), 'ssim_y': statistics.mean(r['ssim_y'] for r in rows),
+            'per_image': rows}
+
+
+def bench_precision(cfg: dict, device: torch.device) -> dict:
+    """Retrain one small DeCoNASNet per variant (fp32 at two batch seeds, bf16 [, fp16 on CUDA]) from the
+    same initial weights on the same batches; report speed, final loss and fp32 test PSNR-Y / SSIM-Y.
+
+    The variants are stepped round robin (order reversed every iteration), so a change of machine load
+    affects all of them alike; ms per iteration is the median over all iterations.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from .utils.embedded_data import SPLITS, prepare_embedded
+    scale, iters = 2, cfg['precision_iters']
+    tmp = tempfile.mkdtemp(prefix='deconas_bench_precision_')
+    try:
+        with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+            dirs = prepare_embedded(osp.join(tmp, 'embedded'), (scale, ), max_side=cfg['precision_side'],
+                                    splits={k: SPLITS[k] for k in ('train', 'test')})
+        train_pairs, test_pairs = _split_pairs(dirs['train'], scale), _split_pairs(dirs['test'], scale)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    torch.manual_seed(cfg['seed'])
+    base = ARCH_REGISTRY.get('DeCoNASNet')(PAPER_GENOTYPE, num_feat=cfg['precision_feat'],
+                                           num_blocks=cfg['precision_blocks'], num_nodes=4, upscale=scale).to(device)
+    state = copy.deepcopy(base.state_dict())
+    seeds = {k: cfg['seed'] * 1000 + 100 + i for i, k in enumerate(PRECISION_SEEDS)}
+    samplers = {k: PatchSampler(train_pairs, scale, cfg['precision_patch'], cfg['precision_batch'], seed)
+                for k, seed in seeds.items()}
+    milestones = [iters // 2, iters * 3 // 4]
+    runs = []
+    for name, dtype, seed_key in _precision_variants(device):
+        net = copy.deepcopy(base)
+        net.load_state_dict(state)
+        empty = torch.empty(0, device=device)  # the batches are set every iteration
+        step = TrainStep(net, empty, empty, amp_dtype=dtype, lr=cfg['precision_lr'])
+        if dtype == torch.float16 and device.type == 'cuda':
+            step.scaler = torch.amp.GradScaler('cuda')  # as train.autocast: fp16 (default init scale)
+        sched = torch.optim.lr_scheduler.MultiStepLR(step.optimizer, milestones, gamma=0.5)
+        runs.append({'name': name, 'dtype': dtype, 'seed': seed_key, 'step': step, 'sched': sched, 'times': [],
+                     'losses': []})
+    t0 = time.perf_counter()
+    for it in range(iters):
+        batches = {k: tuple(t.to(device) for t in sampler()) for k, sampler in samplers.items()}
+        for run in (runs if it % 2 == 0 else runs[::-1]):
+            step = run['step']
+            step.x, step.y = batches[run['seed']]
+            loss = []
+            run['times'].append(timed(lambda: loss.append(float(step())), device))
+            run['losses'].append(loss[0])
+            run['sched'].step()
+        if (it + 1) % max(1, iters // 10) == 0 or it + 1 == iters:
+            _log(f'  iter {it + 1}/{iters} ({time.perf_counter() - t0:.0f} s): ' + ', '.join(
+                f'{r["name"]} loss {statistics.mean(r["losses"][-max(1, iters // 10):]):.4f}' for r in runs))
+    tail = max(1, iters // 10)
+    rows = []
+    for run in runs:
+        ev = evaluate_sr(run['step'].model, test_pairs, scale, device)
+        nonfinite = sum(1 for v in run['losses'] if v != v or v in (float('inf'), -float('inf')))
+        rows.append({'name': run['name'], 'autocast': str(run['dtype']).replace('torch.', '') if run['dtype'] else None,
+                     'batch_seed': run['seed'], 'ms_per_iter': median_ms(run['times']),
+                     'final_loss': statistics.mean(run['losses'][-tail:]), 'first_loss': run['losses'][0],
+                     'nonfinite_losses': nonfinite, **ev})
+        _log(f'  {run["name"]}: {rows[-1]["ms_per_iter"]:.1f} ms/iter, final loss {rows[-1]["final_loss"]:.4f}, '
+             f'PSNR-Y {ev["psnr_y"]:.3f} dB, SSIM-Y {ev["ssim_y"]:.4f}')
+    ref = rows[0]
+    for r in rows:
+        r['speedup'] = ref['ms_per_iter'] / r['ms_per_iter']
+        r['psnr_diff'] = r['psnr_y'] - ref['psnr_y']
+        r['ssim_diff'] = r['ssim_y'] - ref['ssim_y']
+    noise = abs(rows[1]['psnr_y'] - ref['psnr_y'])
+    for r in rows:
+        r['within_seed_noise'] = bool(abs(r['psnr_diff']) <= noise) if r['autocast'] else None
+    return {'variants': rows, 'seed_noise_psnr_db': noise,
+            'seed_noise_ssim': abs(rows[1]['ssim_y'] - ref['ssim_y']),
+            'test_images': [p[0] for p in test_pairs], 'train_images': [p[0] for p in train_pairs],
+            'batch_seeds': seeds,
+            'setup': {'genotype': PAPER_GENOTYPE.to_string(), 'num_feat': cfg['precision_feat'],
+                      'num_blocks': cfg['precision_blocks'], 'num_nodes': 4, 'scale': scale, 'iters': iters,
+                      'batch': cfg['precision_batch'], 'patch': cfg['precision_patch'], 'lr': cfg['precision_lr'],
+                      'milestones': milestones, 'image_side': cfg['precision_side'],
+                      'params': sum(p.numel() for p in base.parameters()), 'loss_tail': tail}}
+
+
+def _precision_verdict(precision: Optional[dict], dtype: Optional[str]) -> Optional[str]:
+    """'within seed noise' / 'beyond seed noise' for ``dtype``'s PSNR in section 7, or 'not measured'."""
+    if not dtype:
+        return None
+    if not precision or 'error' in precision:
+        return 'not measured'
+    row = next((r for r in precision['variants'] if r['autocast'] == dtype), None)
+    if row is None:
+        return 'not measured'
+    return 'within seed noise' if row['within_seed_noise'] else 'beyond seed noise'
+
+
 # -------------------------------------------------------------------------------------------- driver
 RUNNERS = {'supernet': bench_supernet, 'zeromask': bench_zeromask, 'controller': bench_controller,
-           'inference': bench_inference, 'data': bench_data, 'options': bench_options}
+           'inference': bench_inference, 'data': bench_data, 'options': bench_options, 'precision': bench_precision}
 
 
 def parse_only(only: Optional[str]) -> List[str]:
@@ -828,6 +1025,9 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
 
 def write_results(result: dict, out_dir: str):
     from .utils.checkpoint import atomic_write_text
+    opts = result.get('sections', {}).get('options')
+    if opts and 'error' not in opts:  # its autocast entry depends on section 7
+        opts['recommended'] = _recommend(opts, result['sections'].get('precision'))
     atomic_write_text(osp.join(out_dir, 'benchmark.json'), json.dumps(result, indent=2, default=str) + '\n')
     atomic_write_text(osp.join(out_dir, 'benchmark.md'), render_markdown(result))
 
@@ -836,10 +1036,7 @@ def rerender(out_dir: str) -> str:
     """Rewrite ``benchmark.md`` (and the derived ``recommended`` entry) from ``benchmark.json``."""
     with open(osp.join(out_dir, 'benchmark.json'), encoding='utf-8') as f:
         result = json.load(f)
-    opts = result.get('sections', {}).get('options')
-    if opts and 'error' not in opts:
-        opts['recommended'] = _recommend(opts)
-    write_results(result, out_dir)
+    write_results(result, out_dir)  # also refreshes the derived ``recommended`` entry
     return osp.join(out_dir, 'benchmark.md')
 
 
@@ -931,7 +1128,14 @@ def _md_summary(result) -> List[str]:
                    f'({s["lmdb_samples_per_s"]:.0f} vs {s["disk_samples_per_s"]:.0f}) | - | |')
     s = secs.get('options')
     if s:
-        out.append(f'| 6. child-step defaults | {_defaults_text(s)} | - | |')
+        out.append(f'| 6. child-step defaults | {_defaults_text(s, secs.get("precision"))} | - | |')
+    s = secs.get('precision')
+    if s:
+        for r in (r for r in s['variants'] if r['autocast']):
+            out.append(f'| 7. retrain PSNR-Y, {r["name"]} - fp32 ({s["setup"]["iters"]} iterations; fp32 seed noise) | '
+                       f'{r["psnr_diff"]:+.3f} dB (seed noise {s["seed_noise_psnr_db"]:.3f} dB): '
+                       f'{"within" if r["within_seed_noise"] else "beyond"} seed noise; {_faster(r["speedup"])} | '
+                       f'- | |')
     return out + ['']
 
 
@@ -1067,6 +1271,55 @@ def _md_options(s, cfg, result):
     return out
 
 
+def _faster(speedup: float) -> str:
+    return f'{speedup:.2f}x faster' if speedup >= 1 else f'{1 / speedup:.2f}x slower'
+
+
+def _md_precision(s, cfg, result):
+    st = s['setup']
+    out = [f'DeCoNASNet `{st["genotype"]}` (paper genotype; N={st["num_blocks"]}, M={st["num_nodes"]}, '
+           f'C={st["num_feat"]}, {st["params"]:,} params), x{st["scale"]}, trained {st["iters"]} iterations per '
+           f'variant from the same initial weights: batch {st["batch"]}, LR patch {st["patch"]} cut with flips and '
+           'transposes '
+           f'from the embedded train split ({", ".join(s["train_images"])}; centre {st["image_side"]} px, '
+           f'MATLAB-bicubic LR), the same batches for the same batch seed; L1, Adam {st["lr"]:g} halved at '
+           f'{st["milestones"][0]} and {st["milestones"][1]} (the demo retrain). The variants are stepped round '
+           f'robin; ms/iter is the median step time, final loss the mean of the last {st["loss_tail"]}. '
+           'PSNR-Y / SSIM-Y '
+           f'(BasicSR, crop border {st["scale"]}) in fp32 on the whole embedded test images '
+           f'({", ".join(s["test_images"])}), mean over images. Two fp32 runs that differ only in the batch seed '
+           'measure the run-to-run noise the autocast differences are compared with.', '',
+           '| variant | batch seed | ms/iter | speedup | final loss | PSNR-Y (dB) | SSIM-Y | PSNR - fp32 (dB) | '
+           'SSIM - fp32 |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    for r in s['variants']:
+        out.append(f'| {r["name"]} | {r["batch_seed"]} | {r["ms_per_iter"]:.1f} | {r["speedup"]:.2f}x | '
+                   f'{r["final_loss"]:.4f} | {r["psnr_y"]:.3f} | {r["ssim_y"]:.4f} | {r["psnr_diff"]:+.3f} | '
+                   f'{r["ssim_diff"]:+.4f} |')
+    images = [row['image'] for row in s['variants'][0]['per_image']]
+    out += ['', '| variant | ' + ' | '.join(f'{i} PSNR-Y' for i in images) + ' |',
+            '|---|' + '---:|' * len(images)]
+    for r in s['variants']:
+        out.append(f'| {r["name"]} | ' + ' | '.join(f'{row["psnr_y"]:.3f}' for row in r['per_image']) + ' |')
+    ref, other = s['variants'][0]['per_image'], s['variants'][1]['per_image']
+    parts = []
+    for r in (r for r in s['variants'] if r['autocast']):
+        diffs = [(a['psnr_y'] - b['psnr_y'], a['image'], abs(c['psnr_y'] - b['psnr_y']))
+                 for a, b, c in zip(r['per_image'], ref, other)]
+        worst = max(diffs, key=lambda d: abs(d[0]))
+        parts.append(f'{r["name"]} is {_faster(r["speedup"])} per iteration and changes the test PSNR-Y by '
+                     f'{r["psnr_diff"]:+.3f} dB (SSIM-Y {r["ssim_diff"]:+.4f}), '
+                     f'{"within" if r["within_seed_noise"] else "beyond"} the {s["seed_noise_psnr_db"]:.3f} dB between '
+                     f'two fp32 runs with different batch seeds (largest change: {worst[1]} {worst[0]:+.3f} dB, seed '
+                     f'noise there {worst[2]:.3f} dB)'
+                     + (f'; {r["nonfinite_losses"]} non-finite losses' if r.get('nonfinite_losses') else ''))
+    within = all(r['within_seed_noise'] for r in s['variants'] if r['autocast'])
+    out += ['', '**Conclusion.** ' + '; '.join(parts) + '. Two seeds give a coarse noise estimate. The default stays '
+            'fp32 (`train.autocast: ~`) ' + (
+                'and autocast is an opt-in: its PSNR change is within that noise.' if within else
+                'and autocast is an opt-in for speed at that cost, not a default.')]
+    return out
+
+
 def _options_conclusion(s, result) -> str:
     parts = []
     for r in s['variants']:
@@ -1087,16 +1340,31 @@ def _options_conclusion(s, result) -> str:
                  f'{c["steady_speedup"]:.2f}x faster (measured on the supernet at a repeated genotype) and the first '
                  f'compile is repaid after {repaid} '
                  'steps.')
-    text += ' **Defaults from these numbers** (' + result['machine']['device'] + '): ' + _defaults_text(s) + '.'
+    text += (' **Defaults from these numbers** (' + result['machine']['device'] + '): '
+             + _defaults_text(s, result['sections'].get('precision')) + '.')
     return text
 
 
-def _defaults_text(s) -> str:
-    rec = _recommend(s)
+def _defaults_text(s, precision: Optional[dict] = None) -> str:
+    rec = _recommend(s, precision)
     rows = {r['name']: r for r in s['variants']}
-    amp = rec['autocast']
+    amp = rec['autocast_fastest']
     amp_row = next((r for r in s['variants'] if r.get('amp_dtype') == amp and not r.get('channels_last')), None)
-    parts = [f'autocast {amp} on ({amp_row["speedup"]:.2f}x)' if amp and amp_row else 'fp32 (no autocast)',
+    if amp and amp_row:
+        short = {'bfloat16': 'bf16', 'float16': 'fp16'}.get(amp, amp)
+        verdict = rec['autocast_psnr']
+        if verdict == 'within seed noise':
+            autocast = (f'fp32 by default; `train.autocast: {short}` is {amp_row["speedup"]:.2f}x faster and its '
+                        'retrain PSNR is within seed noise (section 7): an opt-in')
+        elif verdict == 'beyond seed noise':
+            autocast = (f'fp32 (autocast {short} is {amp_row["speedup"]:.2f}x faster but moves the retrain PSNR beyond '
+                        'seed noise, section 7)')
+        else:
+            autocast = (f'fp32 (autocast {short} is {amp_row["speedup"]:.2f}x faster; its effect on the retrain PSNR '
+                        'is not measured: section 7)')
+    else:
+        autocast = 'fp32 (no autocast)'
+    parts = [autocast,
              f'channels_last {"on" if rec["channels_last"] else "off"} ({rows["channels_last"]["speedup"]:.2f}x)',
              'torch.compile off for the search']
     c = s.get('compile', {})

@@ -398,7 +398,37 @@ def test_same_lmdb_in_two_datasets(data, lmdbs):
     expect_error(opt, 'datasets.val.dataroot_gt and datasets.train.dataroot_gt are the same LMDB', gt)
 
 
-# ------------------------------------------------------------------------- 12. NaN / inf handling
+# ----------------------------------------------------------------------------- 12. train.autocast
+@pytest.mark.parametrize('value', ['bf17', 'float16', True, 1, 'BF16'])
+def test_bad_autocast_value(data, value):
+    for opt in (train_options(data), search_options(data)):
+        opt['train']['autocast'] = value
+        expect_error(opt, 'train.autocast must be ~ (or false: fp32, the default), bf16 or fp16', repr(value))
+
+
+def test_autocast_values_accepted(data):
+    for value in (None, False, 'bf16'):
+        opt = train_options(data)
+        opt['train']['autocast'] = value
+        check_options(opt)
+
+
+@pytest.mark.parametrize('num_gpu', [0, 'auto'])
+def test_fp16_autocast_without_cuda(data, monkeypatch, num_gpu):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for opt in (train_options(data), search_options(data)):
+        opt['num_gpu'] = num_gpu
+        opt['train']['autocast'] = 'fp16'
+        expect_error(opt, 'train.autocast: fp16 needs CUDA', f'num_gpu: {num_gpu}', 'use autocast: bf16 on a CPU')
+
+
+def test_fp16_autocast_entry_point(data, entry):
+    opt = train_options(data)
+    opt['train']['autocast'] = 'fp16'  # num_gpu: 0
+    entry(opt, TRAIN, 'train.autocast: fp16 needs CUDA', 'use autocast: bf16 on a CPU')
+
+
+# ------------------------------------------------------------------------- 13. NaN / inf handling
 @pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
 def test_reinforce_loss_rejects_nonfinite_reward(bad):
     from basicsr.utils.registry import LOSS_REGISTRY
@@ -487,7 +517,7 @@ def test_search_skips_nonfinite_child_loss_and_reward(data, tmp_path, monkeypatc
     assert model.extra_training_state()['search']['skipped'] == model.skipped  # saved with the training state
 
 
-# ---------------------------------------------------------------------- 13. derive on a bad fit
+# ---------------------------------------------------------------------- 14. derive on a bad fit
 def _search_checkpoints(opt, experiment, **supernet_change):
     """A search experiment folder whose supernet was built with other sizes than ``opt`` says."""
     models = osp.join(experiment, 'models')

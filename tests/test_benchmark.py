@@ -2,6 +2,7 @@
 import deconas_plugin  # noqa: F401  (torchvision shim and arch registration, before basicsr)
 
 import json
+import math
 import os.path as osp
 import random
 import subprocess
@@ -91,6 +92,35 @@ def test_quick_benchmark_cli(tmp_path):
     assert '1. Supernet vs fixed' in (out / 'benchmark.md').read_text()
 
 
+def test_quick_precision_section(tmp_path):
+    """Section 7 in --quick: every variant trained from the same weights and scored in fp32."""
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
+                           '--threads', '1', '--only', 'precision', '--out', str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'benchmark.json').read_text())
+    sec = result['sections']['precision']
+    assert 'error' not in sec, sec.get('error')
+    rows = sec['variants']
+    assert [(r['name'], r['autocast'], r['batch_seed']) for r in rows] == [
+        ('fp32', None, 'A'), ('fp32, batch seed B', None, 'B'), ('bf16 autocast', 'bfloat16', 'A')]
+    assert sec['setup']['iters'] == 10 and sec['test_images'] == ['camera', 'chelsea', 'clock']
+    for r in rows:
+        assert r['ms_per_iter'] > 0 and r['speedup'] > 0 and r['nonfinite_losses'] == 0
+        assert math.isfinite(r['final_loss']) and r['final_loss'] > 0
+        assert 5 < r['psnr_y'] < 60 and 0 < r['ssim_y'] <= 1 and len(r['per_image']) == 3
+        assert r['psnr_diff'] == pytest.approx(r['psnr_y'] - rows[0]['psnr_y'])
+    assert rows[0]['psnr_diff'] == 0 and rows[0]['speedup'] == 1
+    # Same weights and batches: bf16 follows fp32 closely; another batch seed gives another network.
+    assert abs(rows[2]['first_loss'] - rows[0]['first_loss']) / rows[0]['first_loss'] < 5e-2
+    assert rows[1]['first_loss'] != rows[0]['first_loss']
+    assert sec['seed_noise_psnr_db'] == pytest.approx(abs(rows[1]['psnr_diff']))
+    assert rows[2]['within_seed_noise'] == (abs(rows[2]['psnr_diff']) <= sec['seed_noise_psnr_db'])
+    md = (out / 'benchmark.md').read_text()
+    assert '## 7. Training precision' in md and '| 7. retrain PSNR-Y, bf16 autocast - fp32' in md
+
+
 @pytest.mark.parametrize('fusion', [False, True])
 def test_zero_mask_supernet_equals_sliced(fusion):
     torch.manual_seed(0)
@@ -105,7 +135,8 @@ def test_zero_mask_supernet_equals_sliced(fusion):
 
 
 def test_parse_only():
-    assert parse_only(None) == ['supernet', 'zeromask', 'controller', 'inference', 'data', 'options']
+    assert parse_only(None) == ['supernet', 'zeromask', 'controller', 'inference', 'data', 'options', 'precision']
+    assert parse_only('7') == ['precision']
     assert parse_only('controller,1,zeromask') == ['supernet', 'zeromask', 'controller']
     with pytest.raises(ValueError, match='unknown section'):
         parse_only('bogus')

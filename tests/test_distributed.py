@@ -2,63 +2,35 @@
 import json
 import os
 import os.path as osp
-import shutil
 import socket
 import subprocess
 import sys
-import uuid
 
 import pytest
 import torch
 import torch.distributed
-import yaml
 
 import deconas_plugin  # noqa: F401
-from deconas_plugin.utils.embedded_data import prepare_embedded
+from shared_data import ROOT
+from tiny_options import TINY_NET, search_options, train_options, write_options
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 TORCHRUN = osp.join(osp.dirname(sys.executable), 'torchrun')
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    names = []
-    yield tmp_path, names
-    for name in names:
-        for folder in ('experiments', 'tb_logger', 'results'):
-            shutil.rmtree(osp.join(ROOT, folder, name), ignore_errors=True)
-
-
-def _option_file(tmp_path, names, search: bool):
-    data = prepare_embedded(str(tmp_path / 'embedded'), (2, ), max_side=96)
-    name = f'dist_{"search" if search else "retrain"}_{uuid.uuid4().hex[:8]}'
-    names.append(name)
-    with open(osp.join(ROOT, 'options', 'search', 'search_tiny_cpu.yml')) as f:
-        opt = yaml.safe_load(f)
-    opt['name'] = name
-    opt['num_gpu'] = 0
-    opt['dist_params'] = {'backend': 'gloo'}
-    for phase, split in (('train', 'train'), ('val', 'test')):
-        opt['datasets'][phase].update(dataroot_gt=f"{data[split]}/GTmod2", dataroot_lq=f"{data[split]}/LRbicx2")
-    opt['datasets']['train'].update(gt_size=32, batch_size_per_gpu=2)
-    opt['search'].update(child_steps=4, controller_steps=3, controller_start_iter=4, rank_trace=True)
-    opt['search']['reward_dataset'].update(dataroot_gt=f"{data['reward']}/GTmod2",
-                                           dataroot_lq=f"{data['reward']}/LRbicx2", gt_size=32)
-    opt['network_g'].update(num_feat=4, num_blocks=2, num_nodes=2)
-    opt['train']['total_iter'] = 8
-    opt['logger'].update(save_checkpoint_freq=8, print_freq=4, use_tb_logger=False)
-    opt['val']['val_freq'] = 8
-    if not search:
-        for key in ('search', 'network_c'):
-            opt.pop(key)
-        opt['train'].pop('optim_c')
-        opt['train'].pop('reinforce_opt')
-        opt['model_type'] = 'DeCoNASSRModel'
-        opt['network_g'] = {'type': 'DeCoNASNet', 'genotype': '7 5 3', 'num_blocks': 2, 'num_nodes': 2,
-                            'num_feat': 4, 'upscale': 2}
-    path = tmp_path / f'{name}.yml'
-    path.write_text(yaml.safe_dump(opt))
-    return name, str(path)
+def _option_file(data, tmp_path, name, search: bool, port=None):
+    """The tiny search (8 iterations, 2 controller phases, every rank tracing its genotypes) or a
+    tiny retrain of 8 iterations, on gloo."""
+    if search:
+        opt = search_options(data, name, total_iter=8)
+        opt['search']['rank_trace'] = True
+    else:
+        opt = train_options(data, name, total_iter=8)
+        opt['network_g'] = dict(TINY_NET, num_feat=4)
+        # BasicSR's epoch count ignores the last batch drop_last drops: with 5 images a rank it would stop early
+        opt['datasets']['train']['dataset_enlarge_ratio'] = 10
+        opt['logger'].update(save_checkpoint_freq=8, print_freq=4)
+    opt['dist_params'] = {'backend': 'gloo', **({'port': port} if port else {})}
+    return write_options(tmp_path / f'{name}.yml', opt)
 
 
 def _torchrun(opt_path, port):
@@ -85,17 +57,15 @@ def _assert_ranks_identical(name):
     assert osp.isfile(osp.join(exp, 'models', 'net_c_8.pth'))
 
 
-def test_distributed_search_keeps_ranks_identical(workdir):
-    tmp_path, names = workdir
-    name, opt_path = _option_file(tmp_path, names, search=True)
-    _torchrun(opt_path, 29611)
+def test_distributed_search_keeps_ranks_identical(embedded_data, tmp_path, experiment_name):
+    name = experiment_name('dist_search')
+    _torchrun(_option_file(embedded_data, tmp_path, name, search=True), 29611)
     _assert_ranks_identical(name)
 
 
-def test_distributed_retrain_on_cpu(workdir):
-    tmp_path, names = workdir
-    name, opt_path = _option_file(tmp_path, names, search=False)
-    _torchrun(opt_path, 29612)
+def test_distributed_retrain_on_cpu(embedded_data, tmp_path, experiment_name):
+    name = experiment_name('dist_retrain')
+    _torchrun(_option_file(embedded_data, tmp_path, name, search=False), 29612)
     assert osp.isfile(osp.join(ROOT, 'experiments', name, 'models', 'net_g_8.pth'))
 
 
@@ -108,16 +78,11 @@ def _free_port(taken=(29611, 29612)):
             return port
 
 
-def test_slurm_launcher_on_cpu(workdir):
+def test_slurm_launcher_on_cpu(embedded_data, tmp_path, experiment_name):
     """``--launcher slurm`` with 2 CPU processes (gloo), with a fake ``scontrol`` instead of slurm."""
-    tmp_path, names = workdir
-    name, opt_path = _option_file(tmp_path, names, search=True)
-    port = _free_port()
-    with open(opt_path) as f:
-        opt = yaml.safe_load(f)
-    opt['dist_params'] = {'backend': 'gloo', 'port': port}  # BasicSR passes these as init_dist kwargs
-    with open(opt_path, 'w') as f:
-        yaml.safe_dump(opt, f)
+    name = experiment_name('dist_slurm')
+    port = _free_port()  # in dist_params: BasicSR passes them to init_dist under slurm
+    opt_path = _option_file(embedded_data, tmp_path, name, search=True, port=port)
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     scontrol = bin_dir / 'scontrol'

@@ -2,55 +2,30 @@
 import json
 import os
 import os.path as osp
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 
-import pytest
 import torch
 import yaml
 
 import deconas_plugin  # noqa: F401
 from deconas_plugin.utils.checkpoint import latest_valid_state
-from deconas_plugin.utils.embedded_data import prepare_embedded
+from shared_data import ROOT
+from tiny_options import search_options, write_options
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 TRAIN = [sys.executable, 'deconas_plugin/train.py']
 
 
-@pytest.fixture
-def names():
-    made = []
-    yield made
-    for name in made:
-        for folder in ('experiments', 'tb_logger', 'results'):
-            shutil.rmtree(osp.join(ROOT, folder, name), ignore_errors=True)
-
-
-def search_options(tmp_path, names, total_iter=40, freq=8):
-    data = prepare_embedded(str(tmp_path / 'embedded'), (2, ), max_side=96)
-    name = f'resume_{uuid.uuid4().hex[:8]}'
-    names.append(name)
-    with open(osp.join(ROOT, 'options', 'search', 'search_tiny_cpu.yml')) as f:
-        opt = yaml.safe_load(f)
-    opt.update(name=name, num_gpu=0)
-    for phase, split in (('train', 'train'), ('val', 'test')):
-        opt['datasets'][phase].update(dataroot_gt=f"{data[split]}/GTmod2", dataroot_lq=f"{data[split]}/LRbicx2")
-    # 10 images x enlarge 2 / batch 2 = 10 iterations per epoch: checkpoints fall inside epochs
-    opt['datasets']['train'].update(gt_size=32, batch_size_per_gpu=2, dataset_enlarge_ratio=2)
-    opt['search'].update(child_steps=4, controller_steps=2, controller_start_iter=4)
-    opt['search']['reward_dataset'].update(dataroot_gt=f"{data['reward']}/GTmod2",
-                                           dataroot_lq=f"{data['reward']}/LRbicx2", gt_size=32)
-    opt['network_g'].update(num_feat=4, num_blocks=2, num_nodes=2)
-    opt['train']['total_iter'] = total_iter
-    opt['logger'].update(save_checkpoint_freq=freq, print_freq=100, use_tb_logger=False)
+def resume_options(data, name, tmp_path, total_iter=40, freq=8):
+    """A tiny search whose checkpoints fall inside epochs (10 images x enlarge 2 / batch 2 = 10
+    iterations per epoch), with 2 REINFORCE steps per phase."""
+    opt = search_options(data, name, total_iter)
+    opt['search']['controller_steps'] = 2
+    opt['logger'].update(save_checkpoint_freq=freq, print_freq=100)
     opt['val']['val_freq'] = 1000
-    path = tmp_path / f'{name}.yml'
-    path.write_text(yaml.safe_dump(opt))
-    return name, str(path)
+    return write_options(tmp_path / f'{name}.yml', opt)
 
 
 def weights(name, label):
@@ -62,11 +37,13 @@ def history(name):
         return [json.loads(line) for line in f]
 
 
-def test_search_killed_and_resumed_matches_uninterrupted_run(tmp_path, names):
-    ref, ref_opt = search_options(tmp_path, names)
-    subprocess.run(TRAIN + ['-opt', ref_opt], cwd=ROOT, check=True, capture_output=True)
+def test_search_killed_and_resumed_matches_uninterrupted_run(embedded_data, tmp_path, experiment_name):
+    ref = experiment_name('resume')
+    subprocess.run(TRAIN + ['-opt', resume_options(embedded_data, ref, tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True)
 
-    run, run_opt = search_options(tmp_path, names)
+    run = experiment_name('resume')
+    run_opt = resume_options(embedded_data, run, tmp_path)
     proc = subprocess.Popen(TRAIN + ['-opt', run_opt], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     states = osp.join(ROOT, 'experiments', run, 'training_states')
@@ -89,8 +66,9 @@ def test_search_killed_and_resumed_matches_uninterrupted_run(tmp_path, names):
     assert [(r['genotype'], r['reward']) for r in rows_ref] == [(r['genotype'], r['reward']) for r in rows_run]
 
 
-def test_truncated_checkpoint_is_never_resumed(tmp_path, names):
-    name, opt_path = search_options(tmp_path, names, total_iter=16, freq=8)
+def test_truncated_checkpoint_is_never_resumed(embedded_data, tmp_path, experiment_name):
+    name = experiment_name('resume')
+    opt_path = resume_options(embedded_data, name, tmp_path, total_iter=16, freq=8)
     subprocess.run(TRAIN + ['-opt', opt_path], cwd=ROOT, check=True, capture_output=True)
     states = osp.join(ROOT, 'experiments', name, 'training_states')
     newest = osp.join(states, '16.state')

@@ -265,3 +265,71 @@ def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, unique_name)
     assert 'Traceback' not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith('error:') and 'checkpoint' in lines[0], proc.stderr
+
+
+# ------------------------------------------------------------------------------------ train.autocast
+def _model_options(data, root, **train):
+    """search_options as BasicSR's parse_options hands them to build_model (training, CPU, one process)."""
+    opt = search_options(data, 'autocast_unit')
+    opt['network_g'].update(num_feat=16)
+    opt['search'].update(controller_start_iter=10**9)  # child steps only
+    opt['train'].update(train)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False, root_path=ROOT)
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(phase=phase, scale=opt['scale'])
+    opt['path'].update(experiments_root=root, models=osp.join(root, 'models'),
+                       training_states=osp.join(root, 'training_states'), log=root,
+                       visualization=osp.join(root, 'visualization'))
+    return opt
+
+
+def test_child_step_bf16_autocast_matches_fp32(data, tmp_path):
+    """Under ``train.autocast: bf16`` the child step's loss is close to fp32's, and gradients stay fp32."""
+    import torch.nn.functional as F
+    from basicsr.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(_model_options(data, str(tmp_path / 'experiment'), autocast='bf16'))
+    assert model.amp_dtype == torch.bfloat16 and model.grad_scaler is None
+    assert 'grad_scaler' not in model.extra_training_state() and 'search' in model.extra_training_state()
+    gt = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model.feed_data({'lq': F.avg_pool2d(gt, 2), 'gt': gt})
+    bits = model.net_c.decide(1, 'sample')
+    weights = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    loss, grads = {}, {}
+    for dtype in (None, torch.bfloat16):  # the same weights, batch and genotype
+        model.net_g.load_state_dict(weights)
+        model.amp_dtype = dtype
+        model.pending_child_bits = bits.clone()
+        model.optimize_parameters(1)
+        assert model.output.dtype == torch.float32
+        loss[dtype] = model.log_dict['l_pix']
+        grads[dtype] = {n: p.grad.clone() for n, p in model.net_g.named_parameters() if p.grad is not None}
+    assert model.skipped['child_nonfinite'] == 0
+    assert abs(loss[torch.bfloat16] - loss[None]) / loss[None] < 5e-2, loss
+    assert loss[torch.bfloat16] != loss[None]  # autocast did run in bf16
+    assert grads[None] and set(grads[torch.bfloat16]) == set(grads[None])  # the same sub-network trained
+    assert all(g.dtype == torch.float32 for g in grads[torch.bfloat16].values())
+    flat = {k: torch.cat([g.flatten() for g in v.values()]) for k, v in grads.items()}
+    assert F.cosine_similarity(flat[None], flat[torch.bfloat16], dim=0) > 0.9
+    assert all(p.dtype == torch.float32 for p in model.net_g.parameters())
+
+    # The fp16 path's GradScaler (fp16 itself needs CUDA; a CPU GradScaler runs the same code): a scaled
+    # child step gives the same update as an unscaled one (power-of-2 scaling is exact), and its state
+    # goes into the training state next to the search's.
+    model.amp_dtype = None
+    after = {}
+    for scaler in (None, torch.amp.GradScaler('cpu', init_scale=2.**7)):
+        model.net_g.load_state_dict(weights)
+        model.optimizer_g.state.clear()
+        model.grad_scaler = scaler
+        model.pending_child_bits = bits.clone()
+        model.optimize_parameters(1)
+        after[scaler is None] = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    assert all(torch.equal(after[True][k], after[False][k]) for k in weights)
+    assert not all(torch.equal(after[True][k], weights[k]) for k in weights)
+    state = model.extra_training_state()
+    assert {'grad_scaler', 'reinforce', 'search'} <= set(state) and state['grad_scaler']['scale'] == 2.**7
+    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=1.)
+    model.load_extra_training_state({**state, 'iter': 1})
+    assert model.grad_scaler.get_scale() == 2.**7 and model.controller_step == state['search']['controller_step']

@@ -96,3 +96,27 @@ def test_train_loss_decreases_and_resumes_on_cpu(tmp_path, name):
     assert iters == [5, 10, 15, 20, 25, 30, 35, 40, 45], iters
     assert osp.isfile(osp.join(root, 'models', 'net_g_45.pth'))
     assert osp.isfile(osp.join(root, 'training_states', '45.state'))
+
+
+def test_train_bf16_autocast_on_cpu(tmp_path, name):
+    """``train.autocast: bf16`` trains through the entry point on the CPU: finite losses, fp32 checkpoints."""
+    import math
+
+    import torch
+    data = prepare_embedded(str(tmp_path / 'embedded'), (2, ), max_side=96)
+    opt = train_options(data, name, total_iter=10)
+    opt['train']['autocast'] = 'bf16'
+    opt['logger'].update(print_freq=2, save_checkpoint_freq=10)
+    opt_path = tmp_path / 'train.yml'
+    opt_path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    train(opt_path)
+    root = osp.join(ROOT, 'experiments', name)
+    log = read_logs(root, name)
+    assert "torch.autocast('cpu', bfloat16)" in log, log[-2000:]
+    losses = [float(v) for v in re.findall(r'l_pix: ([0-9.e+-]+|nan|inf)', log)]
+    assert len(losses) == 5 and all(math.isfinite(v) and v > 0 for v in losses), losses
+    net = torch.load(osp.join(root, 'models', 'net_g_10.pth'), map_location='cpu', weights_only=False)
+    assert net['genotype'] == '7 5 3'
+    assert all(v.dtype == torch.float32 for v in net['params'].values())  # weights stay fp32
+    state = torch.load(osp.join(root, 'training_states', '10.state'), map_location='cpu', weights_only=False)
+    assert state['iter'] == 10 and 'grad_scaler' not in state  # a GradScaler only with fp16

@@ -1,4 +1,5 @@
-"""Speed benchmark of the DeCoNAS implementation: ratios measured side by side in one process.
+"""Speed benchmark of the DeCoNAS implementation: ratios measured side by side in one process; and the
+effect of training precision (autocast) on a retrained network's PSNR.
 
 Sections (select with --only, by name or number; all by default):
   1 supernet    child train step of DeCoNetSupernet(x, g) vs supernet.extract(g)   (goal: ratio <= 1.10)
@@ -9,6 +10,9 @@ Sections (select with --only, by name or number; all by default):
   4 inference   DeCoNASNet (paper), CARN, RDN, EDSR-baseline at x2: ms, params, MACs, GMAC/s
   5 data        PairedImageDataset samples/s from LMDB vs disk folders of the same sub-images
   6 options     child step with channels_last, autocast, torch.compile: speedups, loss sanity, defaults
+  7 precision   a small DeCoNASNet retrained in fp32 (two batch seeds: the noise), bf16 autocast (and fp16
+                + GradScaler on CUDA) from the same weights and batches: ms/iter, final loss, fp32 test
+                PSNR-Y / SSIM-Y and their differences (1500 iterations on CPU, 3000 on CUDA, ~10 min on CPU)
 
 Writes <out>/benchmark.json and <out>/benchmark.md (rewritten after every section); the Markdown starts
 with the machine (CPU model, cores, torch version, device name). Sizes: CPU C=32, LR patch 48, batch 4;
@@ -35,7 +39,8 @@ def parse_args(argv=None):
                         help='output folder, e.g. benchmarks/<machine-tag> (benchmark.json, benchmark.md)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
     parser.add_argument('--only', default=None,
-                        help='comma-separated sections: supernet,zeromask,controller,inference,data,options (or 1-6)')
+                        help='comma-separated sections: supernet,zeromask,controller,inference,data,options,precision '
+                        '(or 1-7)')
     parser.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run, not a measurement')
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--genotypes', type=int, default=None, help='random genotypes of section 1 (default 20)')

@@ -64,7 +64,8 @@ class DeCoNASSearchModel(DeCoNASSRModel):
     validation patches minus the complexity penalty. BasicSR's validation hook evaluates the
     controller's greedy genotype. Options: the ``search`` section (see ``SEARCH_DEFAULTS``),
     ``network_c`` (its M, N and fusion flag default to those of ``network_g``), ``train.optim_c``
-    and ``train.reinforce_opt``.
+    and ``train.reinforce_opt``. ``train.autocast`` (see ``DeCoNASSRModel``) applies to the child
+    step only: rewards, validation and derivation are computed in fp32.
     """
 
     def __init__(self, opt):
@@ -104,6 +105,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.reward_dataset = self._build_reward_dataset()
         self.setup_optimizers()
         self.setup_schedulers()
+        self.setup_autocast()  # train.autocast: the child step's forward pass and loss (rewards stay fp32)
         self.controller_step = 0  # REINFORCE steps taken so far (history rows carry it)
         self.skipped = {'child_nonfinite': 0, 'reward_nonfinite': 0}
         self.pending_child_bits = torch.zeros(0, self.net_c.num_decisions, device=self.device)
@@ -189,13 +191,16 @@ class DeCoNASSearchModel(DeCoNASSRModel):
     def optimize_parameters(self, current_iter):
         genotype = self._child_genotype(current_iter)
         self.optimizer_g.zero_grad(set_to_none=True)
-        self.output = self.net_g(self.lq, genotype)
-        l_pix = self.cri_pix(self.output, self.gt)
+        with self.autocast():  # train.autocast (a no-op in fp32); weights and gradients stay fp32
+            self.output = self.net_g(self.lq, genotype)
+            if self.amp_dtype is not None:
+                self.output = self.output.float()
+            l_pix = self.cri_pix(self.output, self.gt)
         # Decide on every rank together, so that no rank waits in an all-reduce the others skip.
         if dist_util.mean_over_ranks(torch.isfinite(l_pix).item(), self.device) == 1:
-            l_pix.backward()
-            dist_util.average_gradients_(self.net_g)
-            self.optimizer_g.step()
+            self.backward(l_pix)  # scaled by the GradScaler in fp16
+            dist_util.average_gradients_(self.net_g)  # (scaled) gradients, identical on every rank
+            self.optimizer_step(self.optimizer_g)  # fp16: unscales, skips a step with inf gradients
         else:  # never let a NaN/inf reach the shared weights
             self.skipped['child_nonfinite'] += 1
             get_root_logger().warning(f'iter {current_iter}: non-finite child loss for {genotype}; step skipped '
@@ -293,11 +298,12 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.save_training_state(epoch, current_iter)
 
     def extra_training_state(self):
-        return {'reinforce': self.cri_reinforce.state_dict(),
+        return {**super().extra_training_state(), 'reinforce': self.cri_reinforce.state_dict(),
                 'search': {'controller_step': self.controller_step, 'skipped': dict(self.skipped),
                            'pending_child_bits': self.pending_child_bits.to('cpu', torch.uint8)}}
 
     def load_extra_training_state(self, state):
+        super().load_extra_training_state(state)
         self.cri_reinforce.load_state_dict(state['reinforce'])
         self.controller_step = state['search']['controller_step']
         self.skipped = dict(state['search']['skipped'])

@@ -11,7 +11,6 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
-import yaml
 from PIL import Image
 
 SCALES = (2, 3, 4)
@@ -167,11 +166,31 @@ def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[i
                               f'lower gt_size or remove the image')
 
 
+def check_autocast(opt: dict):
+    """``train.autocast`` is ~/false, bf16 or fp16, and fp16 only where CUDA is used."""
+    from ..models.deconas_sr_model import AUTOCAST_VALUES, autocast_dtype
+    train = opt.get('train') or {}
+    if not isinstance(train, dict) or 'autocast' not in train:
+        return
+    try:
+        dtype = autocast_dtype(train['autocast'])
+    except ValueError:
+        raise OptionError(f"train.autocast must be {AUTOCAST_VALUES}, got {train['autocast']!r}") from None
+    import torch
+    if dtype == torch.float16:
+        num_gpu = opt.get('num_gpu', 'auto')
+        if num_gpu == 0 or not torch.cuda.is_available():
+            where = 'num_gpu: 0' if num_gpu == 0 else f'num_gpu: {num_gpu} but no CUDA GPU is available'
+            raise OptionError(f'train.autocast: fp16 needs CUDA (with a GradScaler), and this run is on the CPU '
+                              f'({where}); use autocast: bf16 on a CPU (or ~ for fp32)')
+
+
 def check_options(opt: dict):
     """Raise OptionError for the first mistake found in ``opt`` (a parsed BasicSR option file)."""
     scale = opt.get('scale')
     if scale not in SCALES:
         raise OptionError(f'scale must be 2, 3 or 4, got {scale!r}')
+    check_autocast(opt)
     for key in [k for k in opt if k.startswith('network_')]:
         if key == 'network_c':
             continue
@@ -209,23 +228,14 @@ def preflight():
     """Check the option file of the command line (``-opt``); on a mistake print it and exit 2."""
     import argparse
 
-    from basicsr.utils.options import ordered_yaml
+    from .option_file import read_option_file
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     args, _ = parser.parse_known_args()
     if not args.opt:
         return  # BasicSR's own parser reports the missing -opt
     try:
-        if not osp.isfile(args.opt):
-            raise OptionError(f'-opt: no such option file {args.opt!r}')
-        try:
-            with open(args.opt) as f:
-                opt = yaml.load(f, Loader=ordered_yaml()[0])
-        except yaml.YAMLError as e:
-            raise OptionError(f'{args.opt} is not valid YAML: {e}') from None
-        if not isinstance(opt, dict):
-            raise OptionError(f'{args.opt} is not a mapping of options')
-        check_options(opt)
+        check_options(read_option_file(args.opt, OptionError))
     except OptionError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
