@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 
 import cv2
 import numpy as np
@@ -28,70 +27,21 @@ from basicsr.archs import build_network
 
 from deconas_plugin.archs.deconas_blocks import build_op
 from deconas_plugin.models.deconas_search_model import controller_options
-from deconas_plugin.utils.embedded_data import prepare_embedded
 from deconas_plugin.utils.option_check import OptionError, check_options
+from shared_data import ROOT
+from tiny_options import TINY_NET, paired, parsed_options, search_options, train_options
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
 TEST = osp.join(ROOT, 'deconas_plugin', 'test.py')
 DERIVE = osp.join(ROOT, 'tools', 'derive.py')
-TINY_NET = {'type': 'DeCoNASNet', 'genotype': '7 5 3', 'num_blocks': 2, 'num_nodes': 2, 'num_feat': 8, 'upscale': 2}
 
 
 # ------------------------------------------------------------------------------------------ helpers
-@pytest.fixture(scope='module')
-def pristine(tmp_path_factory):
-    """The embedded dataset (x2, 96 px): {'train': folder, 'reward': folder, 'test': folder}; never modified."""
-    return prepare_embedded(str(tmp_path_factory.mktemp('data') / 'embedded'), (2, ), max_side=96)
-
-
 @pytest.fixture
-def data(pristine, tmp_path):
+def data(embedded_data, tmp_path):
     """A private copy of the embedded dataset, free to damage."""
-    root = osp.dirname(pristine['train'])
-    shutil.copytree(root, tmp_path / 'embedded')
-    return {split: str(tmp_path / 'embedded' / split) for split in pristine}
-
-
-def paired(folder, **extra):
-    return dict(type='PairedImageDataset', dataroot_gt=osp.join(folder, 'GTmod2'),
-                dataroot_lq=osp.join(folder, 'LRbicx2'), io_backend={'type': 'disk'}, **extra)
-
-
-def train_options(data, name='bad_input'):
-    """A valid DeCoNASNet training option file (what parse_options reads from the YAML)."""
-    return {
-        'name': name, 'model_type': 'DeCoNASSRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {
-            'train': paired(data['train'], name='embedded_train', gt_size=32, use_hflip=True, use_rot=True,
-                            num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1,
-                            prefetch_mode=None),
-            'val': paired(data['test'], name='embedded_test'),
-        },
-        'network_g': dict(TINY_NET),
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'total_iter': 2, 'warmup_iter': -1,
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'val': {'val_freq': 1000, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 1000, 'use_tb_logger': False,
-                   'wandb': {'project': None, 'resume_id': None}},
-        'dist_params': {'backend': 'gloo', 'port': 29500},
-    }
-
-
-def search_options(data, name='bad_input_search'):
-    """``options/search/search_tiny_cpu.yml`` on the private data, with a tinier supernet."""
-    with open(osp.join(ROOT, 'options', 'search', 'search_tiny_cpu.yml')) as f:
-        opt = yaml.safe_load(f)
-    opt['name'] = name
-    opt['num_gpu'] = 0
-    opt['datasets']['train'].update(paired(data['train']))
-    opt['datasets']['val'].update(paired(data['test']))
-    opt['search']['reward_dataset'].update(paired(data['reward']), gt_size=16)
-    opt['network_g'].update(num_feat=4, num_blocks=2, num_nodes=2)
-    return opt
+    shutil.copytree(osp.dirname(embedded_data['train']), tmp_path / 'embedded')
+    return {split: str(tmp_path / 'embedded' / split) for split in embedded_data}
 
 
 def expect_error(opt, *fragments):
@@ -106,13 +56,10 @@ def expect_error(opt, *fragments):
 
 
 @pytest.fixture
-def entry(request, tmp_path):
+def entry(experiment_name, tmp_path):
     """``entry(opt, script, *fragments)``: run an entry point on a bad option file and check that it fails cleanly."""
-    names = []
-
     def run(opt, script=TRAIN, *fragments):
-        opt = dict(opt, name=f'bad_input_{uuid.uuid4().hex[:8]}')
-        names.append(opt['name'])
+        opt = dict(opt, name=experiment_name('bad_input'))
         path = tmp_path / f"{opt['name']}.yml"
         path.write_text(yaml.safe_dump(opt, sort_keys=False))
         proc = subprocess.run([sys.executable, script, '-opt', str(path)], cwd=ROOT, capture_output=True, text=True,
@@ -128,13 +75,6 @@ def entry(request, tmp_path):
             assert not glob.glob(osp.join(ROOT, parent, glob.escape(opt['name']) + '*')), f'{parent}/{opt["name"]}'
         return errors[0]
 
-    def cleanup():
-        for name in names:
-            for parent in ('experiments', 'tb_logger', 'results'):
-                for p in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
-                    shutil.rmtree(p, ignore_errors=True)
-
-    request.addfinalizer(cleanup)
     return run
 
 
@@ -447,17 +387,10 @@ def test_reinforce_loss_rejects_nonfinite_reward(bad):
 
 
 def _model_options(data, root):
-    """search_options as BasicSR's parse_options hands them to build_model (training, CPU, one process)."""
+    """The tiny search with a controller phase after every child step, as build_model receives it."""
     opt = search_options(data)
     opt['search'].update(child_steps=1, controller_steps=3, controller_start_iter=1, reward_patches=2)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False, root_path=ROOT)
-    for phase, dataset in opt['datasets'].items():
-        dataset.update(phase=phase, scale=opt['scale'])
-    opt['path'].update(experiments_root=root, models=osp.join(root, 'models'),
-                       training_states=osp.join(root, 'training_states'), log=root,
-                       visualization=osp.join(root, 'visualization'))
-    os.makedirs(root, exist_ok=True)
-    return opt
+    return parsed_options(opt, root)
 
 
 def _snapshot(net):

@@ -34,12 +34,17 @@ def _positive_numbers(obj, path='', skip=NON_POSITIVE_OK):
         yield path, obj
 
 
+def quick_benchmark(out, *args):
+    """``tools/benchmark.py --quick`` on the CPU with one thread, writing to ``out``."""
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
+                           '--threads', '1', *args, '--out', str(out)], capture_output=True, text=True, timeout=180,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def test_quick_benchmark_cli(tmp_path):
     out = tmp_path / 'bench'
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
-                           '--threads', '1', '--only', 'supernet,zeromask,controller,data', '--out', str(out)],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    quick_benchmark(out, '--only', 'supernet,zeromask,controller,data')
     result = json.loads((out / 'benchmark.json').read_text())
     md = (out / 'benchmark.md').read_text()
     assert md.startswith('# DeCoNAS benchmark: ')
@@ -81,10 +86,7 @@ def test_quick_benchmark_cli(tmp_path):
         assert title in md
 
     # --merge re-measures one section and keeps the others, each stamped with when it was measured
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
-                           '--threads', '1', '--only', 'controller', '--merge', '--out', str(out)],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    quick_benchmark(out, '--only', 'controller', '--merge')
     merged = json.loads((out / 'benchmark.json').read_text())['sections']
     assert list(merged) == ['supernet', 'zeromask', 'controller', 'data']
     assert merged['supernet']['per_genotype'] == secs['supernet']['per_genotype']
@@ -95,10 +97,7 @@ def test_quick_benchmark_cli(tmp_path):
 def test_quick_precision_section(tmp_path):
     """Section 7 in --quick: every variant trained from the same weights and scored in fp32."""
     out = tmp_path / 'bench'
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
-                           '--threads', '1', '--only', 'precision', '--out', str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    quick_benchmark(out, '--only', 'precision')
     result = json.loads((out / 'benchmark.json').read_text())
     sec = result['sections']['precision']
     assert 'error' not in sec, sec.get('error')

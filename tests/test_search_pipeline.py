@@ -11,10 +11,8 @@ import glob
 import json
 import os.path as osp
 import re
-import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 import torch
@@ -25,12 +23,13 @@ from basicsr.utils.options import ordered_yaml
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.models.deconas_search_model import SEARCH_DEFAULTS, DeCoNASSearchModel, controller_options
-from deconas_plugin.utils.embedded_data import prepare_embedded
+import tiny_options
+from shared_data import ROOT
+from tiny_options import write_options
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
 DERIVE = osp.join(ROOT, 'tools', 'derive.py')
-TINY = dict(num_feat=4, num_blocks=2, num_nodes=2)
+TINY = tiny_options.TINY_SUPERNET
 HISTORY_FIELDS = {'iter', 'controller_step', 'genotype', 'bits', 'psnr', 'params', 'reward', 'baseline', 'advantage',
                   'entropy', 'log_prob'}
 # The paper's settings (DESIGN.md "The search"): name -> (N, M, alpha, feature-fusion search).
@@ -44,68 +43,20 @@ PAPER_SEARCHES = {
 
 
 # ------------------------------------------------------------------------------------------ helpers
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    """The embedded dataset (x2, 96 px crops): {'train': folder, 'reward': folder, 'test': folder}."""
-    return prepare_embedded(str(tmp_path_factory.mktemp('data') / 'embedded'), (2, ), max_side=96)
-
-
 @pytest.fixture
-def unique_name(request):
-    """``unique_name(prefix)``: an experiment name; its experiments/ and tb_logger/ folders go at teardown."""
-    names = []
-
-    def make(prefix):
-        names.append(f'{prefix}_{uuid.uuid4().hex[:8]}')
-        return names[-1]
-
-    def cleanup():
-        for name in names:
-            for parent in ('experiments', 'tb_logger'):
-                for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
-                    shutil.rmtree(path, ignore_errors=True)
-
-    request.addfinalizer(cleanup)
-    return make
-
-
-def paired(folder, **extra):
-    return dict(type='PairedImageDataset', dataroot_gt=osp.join(folder, 'GTmod2'),
-                dataroot_lq=osp.join(folder, 'LRbicx2'), io_backend={'type': 'disk'}, **extra)
+def data(embedded_data):
+    """The embedded dataset (x2, 96 px crops): {'train': folder, 'reward': folder, 'test': folder}."""
+    return embedded_data
 
 
 def search_options(data, name, total_iter=8, fusion=False):
-    return {
-        'name': name, 'model_type': 'DeCoNASSearchModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {
-            'train': paired(data['train'], name='embedded_train', gt_size=32, use_hflip=True, use_rot=True,
-                            num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=2, prefetch_mode=None),
-            'val': paired(data['test'], name='embedded_test'),
-        },
-        'network_g': dict(type='DeCoNetSupernet', upscale=2, feature_fusion_search=fusion, **TINY),
-        'network_c': {'type': 'DeCoNASController', 'hidden_size': 16, 'num_layers': 2},
-        'search': {'child_steps': 4, 'controller_steps': 3, 'controller_start_iter': 4, 'alpha': 2.0,
-                   'reward_patches': 2, 'reward_dataset': paired(data['reward'], name='embedded_reward', gt_size=32)},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {
-            'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'optim_c': {'type': 'Adam', 'lr': 3e-4},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
-            'total_iter': total_iter, 'warmup_iter': -1,
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-            'reinforce_opt': {'type': 'REINFORCELoss', 'baseline_decay': 0.99, 'entropy_weight': 1e-4},
-        },
-        'val': {'val_freq': 8, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
-        'logger': {'print_freq': 4, 'save_checkpoint_freq': 4, 'use_tb_logger': True,
-                   'wandb': {'project': None, 'resume_id': None}},
-        'dist_params': {'backend': 'gloo', 'port': 29500},
-    }
-
-
-def write_options(path, opt):
-    with open(path, 'w') as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
-    return str(path)
+    """The tiny search, alpha 2, a checkpoint every controller phase (every 4 iterations)."""
+    opt = tiny_options.search_options(data, name, total_iter)
+    opt['network_g']['feature_fusion_search'] = fusion
+    opt['network_c']['hidden_size'] = 16
+    opt['search']['alpha'] = 2.0
+    opt['logger'].update(save_checkpoint_freq=4, use_tb_logger=True)
+    return opt
 
 
 def run(script, *args, timeout=120):
@@ -196,8 +147,8 @@ def test_child_genotypes_are_drawn_per_controller_phase():
 
 
 # ------------------------------------------------------------------------------------- tiny searches
-def test_search_history_checkpoints_and_resume(data, tmp_path, unique_name):
-    name = unique_name('test_search')
+def test_search_history_checkpoints_and_resume(data, tmp_path, experiment_name):
+    name = experiment_name('test_search')
     check_ok(run(TRAIN, '-opt', write_options(tmp_path / 'search.yml', search_options(data, name, total_iter=8))))
     root = experiment(name)
     # Controller phases at iterations 4 and 8, 3 REINFORCE steps each.
@@ -222,15 +173,15 @@ def test_search_history_checkpoints_and_resume(data, tmp_path, unique_name):
     assert osp.isfile(osp.join(root, 'training_states', '12.state'))
 
 
-def test_fusion_search_derive_and_retrain(data, tmp_path, unique_name):
-    name = unique_name('test_search_ff')
+def test_fusion_search_derive_and_retrain(data, tmp_path, experiment_name):
+    name = experiment_name('test_search_ff')
     search_yml = write_options(tmp_path / 'search_ff.yml', search_options(data, name, total_iter=8, fusion=True))
     check_ok(run(TRAIN, '-opt', search_yml))
     rows = read_history(name)
     assert len(rows) == 6
     check_history_rows(rows, fusion=True)
 
-    retrain_name = unique_name('test_retrain')
+    retrain_name = experiment_name('test_retrain')
     proc = run(DERIVE, '-opt', search_yml, '--num-samples', '5', '--data-from-search', '--inherit-weights',
                '--set', 'train.total_iter=4', '--set', 'num_gpu=0', '--set', 'logger.save_checkpoint_freq=4',
                '--set', 'val.val_freq=4', '--set', 'datasets.train.batch_size_per_gpu=2',
@@ -257,9 +208,9 @@ def test_fusion_search_derive_and_retrain(data, tmp_path, unique_name):
     assert osp.isfile(osp.join(experiment(retrain_name), 'models', 'net_g_4.pth'))
 
 
-def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, unique_name):
+def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, experiment_name):
     """A search that was never run: a one-line ``error:`` message and a non-zero exit, no traceback."""
-    opt_path = write_options(tmp_path / 'search.yml', search_options(data, unique_name('test_never_run')))
+    opt_path = write_options(tmp_path / 'search.yml', search_options(data, experiment_name('test_never_run')))
     proc = run(DERIVE, '-opt', opt_path, timeout=60)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
@@ -269,18 +220,12 @@ def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, unique_name)
 
 # ------------------------------------------------------------------------------------ train.autocast
 def _model_options(data, root, **train):
-    """search_options as BasicSR's parse_options hands them to build_model (training, CPU, one process)."""
+    """The tiny search, C = 16, child steps only, as build_model receives it."""
     opt = search_options(data, 'autocast_unit')
     opt['network_g'].update(num_feat=16)
     opt['search'].update(controller_start_iter=10**9)  # child steps only
     opt['train'].update(train)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False, root_path=ROOT)
-    for phase, dataset in opt['datasets'].items():
-        dataset.update(phase=phase, scale=opt['scale'])
-    opt['path'].update(experiments_root=root, models=osp.join(root, 'models'),
-                       training_states=osp.join(root, 'training_states'), log=root,
-                       visualization=osp.join(root, 'visualization'))
-    return opt
+    return tiny_options.parsed_options(opt, root)
 
 
 def test_child_step_bf16_autocast_matches_fp32(data, tmp_path):

@@ -4,62 +4,29 @@ import deconas_plugin  # noqa: F401  (torchvision shim and registration, before 
 import glob
 import os.path as osp
 import re
-import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 import yaml
 
-from deconas_plugin.utils.embedded_data import prepare_embedded
+import tiny_options
+from shared_data import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
 
 
 @pytest.fixture
-def name(request):
-    """A unique experiment name; its experiments/ and tb_logger/ folders are removed at teardown."""
-    name = f'test_train_entry_{uuid.uuid4().hex[:8]}'
-
-    def cleanup():
-        for parent in ('experiments', 'tb_logger'):
-            for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
-                shutil.rmtree(path, ignore_errors=True)
-
-    request.addfinalizer(cleanup)
-    return name
+def name(experiment_name):
+    return experiment_name('test_train_entry')
 
 
 def train_options(data, name, total_iter):
-    def paired(folder, **extra):
-        return dict(type='PairedImageDataset', dataroot_gt=osp.join(folder, 'GTmod2'),
-                    dataroot_lq=osp.join(folder, 'LRbicx2'), io_backend={'type': 'disk'}, **extra)
-
-    return {
-        'name': name, 'model_type': 'DeCoNASSRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {
-            'train': paired(data['train'], name='embedded_train', gt_size=32, use_hflip=True, use_rot=True,
-                            num_worker_per_gpu=0, batch_size_per_gpu=4, dataset_enlarge_ratio=10,
-                            prefetch_mode=None),
-            'val': paired(data['test'], name='embedded_test'),
-        },
-        'network_g': {'type': 'DeCoNASNet', 'genotype': '7 5 3', 'num_blocks': 2, 'num_nodes': 2, 'num_feat': 8,
-                      'upscale': 2},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {
-            'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.999]},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
-            'total_iter': total_iter, 'warmup_iter': -1,
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-        },
-        'val': {'val_freq': 1000, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
-        'logger': {'print_freq': 5, 'save_checkpoint_freq': 15, 'use_tb_logger': False,
-                   'wandb': {'project': None, 'resume_id': None}},
-        'dist_params': {'backend': 'gloo', 'port': 29500},
-    }
+    """The tiny retrain with 5 iterations an epoch (batch 4), logs every 5 and checkpoints every 15 iterations."""
+    opt = tiny_options.train_options(data, name, total_iter)
+    opt['datasets']['train'].update(batch_size_per_gpu=4, dataset_enlarge_ratio=10)
+    opt['logger'].update(print_freq=5, save_checkpoint_freq=15)
+    return opt
 
 
 def train(opt_path, *args):
@@ -72,8 +39,8 @@ def read_logs(root, name):
     return ''.join(open(p).read() for p in sorted(glob.glob(osp.join(root, f'train_{name}_*.log'))))
 
 
-def test_train_loss_decreases_and_resumes_on_cpu(tmp_path, name):
-    data = prepare_embedded(str(tmp_path / 'embedded'), (2, ), max_side=96)
+def test_train_loss_decreases_and_resumes_on_cpu(embedded_data, tmp_path, name):
+    data = embedded_data
     opt_path = tmp_path / 'train.yml'
     opt_path.write_text(yaml.safe_dump(train_options(data, name, total_iter=30), sort_keys=False))
     train(opt_path)
@@ -98,13 +65,12 @@ def test_train_loss_decreases_and_resumes_on_cpu(tmp_path, name):
     assert osp.isfile(osp.join(root, 'training_states', '45.state'))
 
 
-def test_train_bf16_autocast_on_cpu(tmp_path, name):
+def test_train_bf16_autocast_on_cpu(embedded_data, tmp_path, name):
     """``train.autocast: bf16`` trains through the entry point on the CPU: finite losses, fp32 checkpoints."""
     import math
 
     import torch
-    data = prepare_embedded(str(tmp_path / 'embedded'), (2, ), max_side=96)
-    opt = train_options(data, name, total_iter=10)
+    opt = train_options(embedded_data, name, total_iter=10)
     opt['train']['autocast'] = 'bf16'
     opt['logger'].update(print_freq=2, save_checkpoint_freq=10)
     opt_path = tmp_path / 'train.yml'

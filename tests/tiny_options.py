@@ -4,6 +4,7 @@ They read the embedded scikit-image photos at x2 (the ``embedded_data`` fixture 
 96-px crops); each test changes only what it is about.
 """
 import copy
+import os
 import os.path as osp
 
 import yaml
@@ -20,7 +21,7 @@ def paired(folder, **extra):
                 dataroot_lq=osp.join(folder, 'LRbicx2'), io_backend={'type': 'disk'}, **extra)
 
 
-def train_options(data, name, total_iter=2):
+def train_options(data, name='tiny_train', total_iter=2):
     """A DeCoNASNet retrain (``DeCoNASSRModel``) of ``TINY_NET``: batch 2 of LR 16x16 patches."""
     return {
         'name': name, 'model_type': 'DeCoNASSRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
@@ -44,7 +45,7 @@ def train_options(data, name, total_iter=2):
     }
 
 
-def search_options(data, name, total_iter=8):
+def search_options(data, name='tiny_search', total_iter=8):
     """``options/search/search_tiny_cpu.yml`` with ``TINY_SUPERNET``, batch 2 of LR 16x16 patches,
     a controller phase of 3 REINFORCE steps every 4 child steps from step 4 on, checkpoints and
     validation at ``total_iter``."""
@@ -59,6 +60,19 @@ def search_options(data, name, total_iter=8):
     opt['train']['total_iter'] = total_iter
     opt['val']['val_freq'] = total_iter
     opt['logger'].update(print_freq=4, save_checkpoint_freq=total_iter, use_tb_logger=False)
+    return opt
+
+
+def parsed_options(opt, root):
+    """``opt`` as BasicSR's parse_options hands it to ``build_model`` (training, CPU, one process),
+    with the experiment folders under ``root``."""
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False, root_path=ROOT)
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(phase=phase, scale=opt['scale'])
+    opt['path'].update(experiments_root=root, models=osp.join(root, 'models'),
+                       training_states=osp.join(root, 'training_states'), log=root,
+                       visualization=osp.join(root, 'visualization'))
+    os.makedirs(root, exist_ok=True)
     return opt
 
 
