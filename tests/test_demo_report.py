@@ -30,6 +30,7 @@ from deconas_plugin import report as report_lib
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.utils.draw import figure_pixels
+from shared_data import SHARED, need_shared
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PREFIX = f'tdemo_{uuid.uuid4().hex[:8]}'
@@ -282,3 +283,31 @@ def test_compare_settings_two_tiny_searches(demo, tmp_path):
         assert s['mean_params'] > 0 and s['best']['params'] > 0
     size, pixels = _png(out / 'scatter.png')
     assert size == (800, 550) and pixels.std() > 10
+
+
+# ------------------------------------------------------------------------------ real test sets (last)
+def test_demo_on_prepared_set5(demo, tmp_path):
+    """``--test-sets``: the trained networks are reused, tested on Set5 (from ../shared) and reported;
+    the bicubic row is the published one. Last in this file: it rewrites the demo's report."""
+    _check(demo['first'])
+    hr = need_shared(osp.join(SHARED, 'Set5', 'HR'))
+    set5 = tmp_path / 'Set5'
+    proc, _ = _run([osp.join(ROOT, 'tools', 'prepare_benchmark.py'), '--input', hr, '--output', str(set5),
+                    '--scales', '2'])
+    _check(proc)
+    proc, _ = _run(demo['args'] + ['--test-sets', str(set5)])
+    _check(proc)
+    status = {s['step']: s['status'] for s in _summary(demo['out'])['steps']}
+    assert status == {'prepare': 'skipped', 'search': 'skipped', 'derive': 'skipped', 'retrain': 'skipped',
+                      'carn': 'skipped', 'test': 'ran', 'report': 'ran'}, status
+    rep = _report(demo['out'])
+    assert rep['results']['test_sets'] == ['Set5']
+    results = {r['arch']: r['metrics']['Set5'] for r in rep['results']['rows']}
+    assert list(results) == ['Bicubic', 'CARN', 'DeCoNASNet']
+    assert results['Bicubic']['psnr'] == pytest.approx(33.66, abs=0.03)  # published Set5 x2 bicubic
+    assert results['Bicubic']['ssim'] == pytest.approx(0.9299, abs=0.001)
+    for m in results.values():  # --fast trains for a few iterations only: scored, not good
+        assert 5 < m['psnr'] < 60 and 0 < m['ssim'] <= 1
+    assert rep['crops']['test_set'] == 'Set5'
+    table = (osp.join(demo['out'], 'report', 'results_table.md'))
+    assert '| Method | Scale | Params | Set5 |' in open(table).read()
