@@ -31,6 +31,7 @@ from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.utils.draw import figure_pixels
 from shared_data import SHARED, need_shared
+from tiny_options import search_options, train_options, write_options
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PREFIX = f'tdemo_{uuid.uuid4().hex[:8]}'
@@ -311,3 +312,28 @@ def test_demo_on_prepared_set5(demo, tmp_path):
     assert rep['crops']['test_set'] == 'Set5'
     table = (osp.join(demo['out'], 'report', 'results_table.md'))
     assert '| Method | Scale | Params | Set5 |' in open(table).read()
+
+
+def test_demo_with_user_option_files(embedded_data, tmp_path, experiment_name):
+    """``--search-opt`` / ``--train-opt`` / ``--test-sets``: the demo runs the user's own search and
+    retrain option files on their data (no embedded preparation) and reports on their test set."""
+    prefix, search_name = experiment_name('tdemo_user'), experiment_name('tdemo_user_search')
+    search_opt = write_options(tmp_path / 'my_search.yml', search_options(embedded_data, search_name, total_iter=8))
+    train_opt = write_options(tmp_path / 'my_train.yml', train_options(embedded_data, 'overwritten', total_iter=3))
+    out = tmp_path / 'out'
+    proc, _ = _run([osp.join(ROOT, 'tools', 'demo.py'), '--out', str(out), '--prefix', prefix, '--quiet',
+                    '--search-opt', search_opt, '--train-opt', train_opt, '--test-sets', embedded_data['test'],
+                    '--num-samples', '4', '--complexity-cache', str(tmp_path / 'complexity_cache.json')])
+    _check(proc)
+    status = {s['step']: s['status'] for s in _summary(str(out))['steps']}
+    assert status['prepare'] == 'skipped' and all(v == 'ran' for k, v in status.items() if k != 'prepare'), status
+    assert not osp.exists(out / 'data' / 'embedded')  # nothing prepared: the user's data are used
+    assert osp.isfile(osp.join(ROOT, 'experiments', search_name, 'search_history.jsonl'))
+    assert osp.isfile(out / 'options' / 'my_search.yml')  # stored under the user's file name
+    found = report_lib.derive_lib.read_options(
+        osp.join(ROOT, 'experiments', search_name, 'derive', 'train_DeCoNASNet.yml'))
+    assert found['name'] == f'{prefix}_found_x2' and found['train']['total_iter'] == 3  # the user's template
+    assert found['datasets']['train']['dataroot_gt'] == osp.join(embedded_data['train'], 'GTmod2')
+    rep = _report(str(out))
+    assert rep['results']['test_sets'] == ['test']  # named after the folder
+    assert [r['arch'] for r in rep['results']['rows']] == ['Bicubic', 'CARN', 'DeCoNASNet']
