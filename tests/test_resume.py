@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 
@@ -18,10 +19,11 @@ from tiny_options import search_options, write_options
 TRAIN = [sys.executable, 'deconas_plugin/train.py']
 
 
-def resume_options(data, name, tmp_path, total_iter=40, freq=8):
+def resume_options(data, name, tmp_path, total_iter=40, freq=8, workers=0):
     """A tiny search whose checkpoints fall inside epochs (10 images x enlarge 2 / batch 2 = 10
     iterations per epoch), with 2 REINFORCE steps per phase."""
     opt = search_options(data, name, total_iter)
+    opt['datasets']['train']['num_worker_per_gpu'] = workers
     opt['search']['controller_steps'] = 2
     opt['logger'].update(save_checkpoint_freq=freq, print_freq=100)
     opt['val']['val_freq'] = 1000
@@ -37,13 +39,15 @@ def history(name):
         return [json.loads(line) for line in f]
 
 
-def test_search_killed_and_resumed_matches_uninterrupted_run(embedded_data, tmp_path, experiment_name):
+@pytest.mark.parametrize('workers', [0, 2])
+def test_search_killed_and_resumed_matches_uninterrupted_run(embedded_data, tmp_path, experiment_name, workers):
+    """Also with loader workers: each sample's crop and flips are seeded by its place in training."""
     ref = experiment_name('resume')
-    subprocess.run(TRAIN + ['-opt', resume_options(embedded_data, ref, tmp_path)], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(TRAIN + ['-opt', resume_options(embedded_data, ref, tmp_path, workers=workers)], cwd=ROOT,
+                   check=True, capture_output=True)
 
     run = experiment_name('resume')
-    run_opt = resume_options(embedded_data, run, tmp_path)
+    run_opt = resume_options(embedded_data, run, tmp_path, workers=workers)
     proc = subprocess.Popen(TRAIN + ['-opt', run_opt], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     states = osp.join(ROOT, 'experiments', run, 'training_states')

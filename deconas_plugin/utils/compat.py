@@ -2,6 +2,7 @@
 
 Imported first by ``deconas_plugin/__init__.py``, before anything imports basicsr.
 """
+import random
 import sys
 import types
 
@@ -57,38 +58,102 @@ def load_resume_state(opt):
 _PENDING_RESUME = {}
 
 
+class SeededAugmentation(torch.utils.data.Dataset):
+    """A training dataset whose random augmentation is a function of the sample's place in training.
+
+    The sampler hands it ``(index, seed)``; Python's and NumPy's global RNGs (which BasicSR's crops
+    and flips draw from) are seeded with ``seed`` for that one item and restored afterwards. So the
+    crops and flips depend on (manual_seed, rank, epoch, position in the epoch) only: not on the
+    number of loader workers, nor on whether the run was resumed (BasicSR reseeds every worker
+    with the same seed at every epoch, so a resumed epoch would otherwise pair other crops with
+    its samples). A plain integer index is passed through unchanged.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getattr__(self, name):  # the wrapped dataset's attributes (opt, paths, ...)
+        if name == 'dataset':
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index):
+        if not isinstance(index, tuple):
+            return self.dataset[index]
+        index, seed = index
+        import numpy as np
+        py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 def _resumable_sampler_class():
     from basicsr.data.data_sampler import EnlargedSampler
 
     class ResumableSampler(EnlargedSampler):
-        """BasicSR's sampler that, right after a resume, skips what the interrupted epoch consumed.
+        """BasicSR's sampler that also hands out each sample's augmentation seed, and that, right
+        after a resume, skips what the interrupted epoch consumed.
 
         BasicSR restarts the resumed epoch from its first batch, so a resumed run would see the
         samples before the checkpoint twice and its numbers would differ from an uninterrupted run.
+        The skip waits for the first ``set_epoch``: BasicSR's prefetcher opens (and throws away)
+        one loader iterator before it, which a loader with workers starts filling at once.
+        The seeds (see ``SeededAugmentation``) come from (``seed``, rank, epoch, position); the
+        loader's own generator (the base seed of its workers) is reseeded from the epoch too.
         """
-        skip = 0
+        seed = 0
+        generator = None  # the DataLoader's generator
+        pending_skip = skip = 0
+
+        def set_epoch(self, epoch):
+            super().set_epoch(epoch)
+            self.skip, self.pending_skip = self.pending_skip, 0
+            if self.generator is not None:
+                self.generator.manual_seed(self._seed_sequence().generate_state(1)[0].item())
+
+        def _seed_sequence(self, *more):
+            import numpy as np
+            return np.random.SeedSequence([self.seed, self.rank, self.epoch, *more])
 
         def __iter__(self):
             indices = list(super().__iter__())
+            seeds = self._seed_sequence(1).generate_state(len(indices))
             skip, self.skip = self.skip, 0
-            return iter(indices[skip:])
+            return iter([(i, int(s)) for i, s in zip(indices, seeds)][skip:])
 
     return ResumableSampler
 
 
 def create_train_val_dataloader(opt, logger):
-    """BasicSR's loaders; after a resume the train sampler skips the batches already trained on."""
-    result = _ORIGINAL['create_train_val_dataloader'](opt, logger)
+    """BasicSR's loaders, with augmentation seeded per sample (``SeededAugmentation``); after a
+    resume the train sampler skips the batches already trained on."""
+    from basicsr.data import build_dataloader
+    result = list(_ORIGINAL['create_train_val_dataloader'](opt, logger))
     train_loader, train_sampler = result[0], result[1]
     if train_loader is not None:
+        train_sampler.seed = int(opt['manual_seed'])
+        # Rebuilt around the wrapped dataset (a DataLoader's dataset cannot be replaced); no worker
+        # of the first loader has started yet.
+        train_loader = result[0] = build_dataloader(
+            SeededAugmentation(train_loader.dataset), opt['datasets']['train'], num_gpu=opt['num_gpu'],
+            dist=opt['dist'], sampler=train_sampler, seed=opt['manual_seed'])
         # A DataLoader draws a base seed from the global torch RNG at the start of every epoch; a
-        # generator of its own keeps that draw from shifting the RNG that checkpoints restore.
-        train_loader.generator = torch.Generator().manual_seed(int(opt['manual_seed']) + opt['rank'])
+        # generator of its own, reseeded by the sampler every epoch, keeps that draw from shifting
+        # the RNG that checkpoints restore and makes it the same after a resume.
+        train_loader.generator = train_sampler.generator = torch.Generator()
     if _PENDING_RESUME and train_loader is not None:
         consumed = _PENDING_RESUME['iter'] - _PENDING_RESUME['epoch'] * len(train_loader)
-        train_sampler.skip = max(0, consumed) * opt['datasets']['train']['batch_size_per_gpu']
+        train_sampler.pending_skip = max(0, consumed) * opt['datasets']['train']['batch_size_per_gpu']
         _PENDING_RESUME.clear()
-    return result
+    return tuple(result)
 
 
 _ORIGINAL = {}
