@@ -1,0 +1,49 @@
+"""Helpers shared by the sections: the supernet, batches and random genotypes they time, the progress
+log, and the number formatting of the Markdown report."""
+import random
+from typing import List
+
+import torch
+
+from ..genotype import Genotype
+
+
+def _batch(cfg: dict, device: torch.device, seed: int, channels_last: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    p, b = cfg['patch'], cfg['batch']
+    x = torch.rand(b, 3, p, p, generator=gen).to(device)
+    y = torch.rand(b, 3, 2 * p, 2 * p, generator=gen).to(device)
+    if channels_last:
+        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _genotypes(cfg: dict, n: int, seed_offset: int = 0, fusion: bool = False) -> List[Genotype]:
+    rng = random.Random(cfg['seed'] * 1000 + seed_offset)
+    return [Genotype.random(cfg['num_nodes'], num_blocks=cfg['num_blocks'], fusion=fusion, rng=rng,
+                            density=cfg['density']) for _ in range(n)]
+
+
+def _supernet(cfg: dict, device: torch.device, fusion: bool = False):
+    from ..archs.deconet_supernet_arch import DeCoNetSupernet
+    torch.manual_seed(cfg['seed'])
+    return DeCoNetSupernet(num_feat=cfg['num_feat'], num_blocks=cfg['num_blocks'], num_nodes=cfg['num_nodes'],
+                           upscale=2, feature_fusion_search=fusion).to(device)
+
+
+def _log(msg: str):
+    print(msg, flush=True)
+
+
+def _f(v, nd=2):
+    if v is None:
+        return '-'
+    if isinstance(v, bool):
+        return 'yes' if v else 'no'
+    if isinstance(v, int):
+        return f'{v:,}'
+    return f'{v:.{nd}f}'
+
+
+def _faster(speedup: float) -> str:
+    return f'{speedup:.2f}x faster' if speedup >= 1 else f'{1 / speedup:.2f}x slower'

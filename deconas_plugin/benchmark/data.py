@@ -1,0 +1,97 @@
+"""Section 5, ``data``: ``PairedImageDataset`` samples/s from LMDB vs from folders of sub-images."""
+import contextlib
+import os
+import os.path as osp
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Optional
+
+import torch
+
+from .common import _f, _log
+from .timing import timed
+
+
+def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192, step: int = 96) -> dict:
+    """HR/LR x2 sub-image folders and LMDBs of the embedded train split, under ``root``."""
+    from ..utils.embedded_data import SPLITS, prepare_embedded
+    tool = _load_tool('prepare_train')
+    layout, prepare_train = tool.layout, tool.prepare_train
+    names = SPLITS['train'] if images is None else SPLITS['train'][:images]
+    prepare_embedded(osp.join(root, 'embedded'), scales=(), splits={'train': names})  # HR only
+    out = osp.join(root, 'sub')
+    summary = prepare_train(osp.join(root, 'embedded', 'train', 'HR'), out, [2], name='bench', crop=crop, step=step,
+                            n_thread=1, lmdb=True)
+    return {'dirs': layout(out, 'bench', [2]), 'num_subimages': len(summary['keys']), 'crop': crop, 'step': step,
+            'images': list(names)}
+
+
+def _load_tool(name: str):
+    """``tools/<name>.py`` of this checkout as a module (``tools`` is not a package)."""
+    import importlib.util
+    path = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_deconas_tools_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -> dict:
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    tmp = tempfile.mkdtemp(prefix='deconas_bench_data_', dir=workdir)
+    try:
+        t0 = time.perf_counter()
+        with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+            sets = make_subimage_sets(tmp, cfg['data_images'])  # quiet: tqdm bars and LMDB logs
+        prep_s = time.perf_counter() - t0
+        dirs = sets['dirs']
+        common = {'name': 'bench', 'type': 'PairedImageDataset', 'phase': 'train', 'scale': 2, 'gt_size': 96,
+                  'use_hflip': True, 'use_rot': True, 'filename_tmpl': '{}'}
+        datasets = {
+            'lmdb': PairedImageDataset({**common, 'dataroot_gt': dirs['hr_lmdb'], 'dataroot_lq': dirs['lr2_lmdb'],
+                                        'io_backend': {'type': 'lmdb'}}),
+            'disk': PairedImageDataset({**common, 'dataroot_gt': dirs['hr_sub'], 'dataroot_lq': dirs['lr2_sub'],
+                                        'io_backend': {'type': 'disk'}}),
+        }
+        assert len(datasets['lmdb']) == len(datasets['disk']) == sets['num_subimages']
+        # The same sub-images from both (the folder listing is in directory order, the LMDB's in key order).
+        disk_index = {osp.basename(p['gt_path']): i for i, p in enumerate(datasets['disk'].paths)}
+        lmdb_keys = [p['gt_path'] for p in datasets['lmdb'].paths]
+        n, chunk = cfg['data_samples'], cfg['data_chunk']
+        rng = random.Random(cfg['seed'])
+        picks = [rng.randrange(sets['num_subimages']) for _ in range(n)]
+        order = {'lmdb': picks, 'disk': [disk_index[f'{lmdb_keys[i]}.png'] for i in picks]}
+        state = random.getstate()
+        random.seed(1)
+        a = datasets['lmdb'][picks[0]]
+        random.seed(1)
+        b = datasets['disk'][order['disk'][0]]
+        random.setstate(state)
+        same = bool(torch.equal(a['gt'], b['gt']) and torch.equal(a['lq'], b['lq']))
+        times = {k: [] for k in datasets}
+        for i, start in enumerate(range(0, n, chunk)):  # interleaved chunks, ABBA
+            for key in (('lmdb', 'disk') if i % 2 == 0 else ('disk', 'lmdb')):
+                ds, idx = datasets[key], order[key][start:start + chunk]
+                times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
+        rate = {k: 1 / statistics.median(v) for k, v in times.items()}
+        _log(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
+             f'{rate["lmdb"]:.0f} samples/s, disk {rate["disk"]:.0f} samples/s')
+        return {'lmdb_samples_per_s': rate['lmdb'], 'disk_samples_per_s': rate['disk'],
+                'ratio_lmdb_over_disk': rate['lmdb'] / rate['disk'], 'num_subimages': sets['num_subimages'],
+                'samples': n, 'gt_size': 96, 'subimage_crop': sets['crop'], 'subimage_step': sets['step'],
+                'images': sets['images'], 'same_samples': same, 'prepare_s': prep_s, 'num_workers': 0}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _md_data(s, cfg, result):
+    return [f'{s["num_subimages"]} sub-images ({s["subimage_crop"]} px HR, step {s["subimage_step"]}) of the embedded '
+            f'train split ({", ".join(s["images"])}), x2, made with `tools/prepare_train.py`; random crop '
+            f'gt_size {s["gt_size"]}, flips + rotations, num_workers 0, {s["samples"]} samples per backend '
+            f'(interleaved chunks, median). Same sample from both backends: {_f(s["same_samples"])}.', '',
+            '| backend | samples/s |', '|---|---:|',
+            f'| LMDB | {s["lmdb_samples_per_s"]:.0f} |', f'| disk folders | {s["disk_samples_per_s"]:.0f} |',
+            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |']

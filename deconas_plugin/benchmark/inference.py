@@ -1,0 +1,63 @@
+"""Section 4, ``inference``: ms per image, params, MACs of DeCoNASNet and the baselines at x2."""
+import torch
+
+from ..genotype import PAPER_GENOTYPE
+from .common import _f, _log
+from .timing import interleaved, median_ms
+
+
+def _inference_models(cfg: dict):
+    import deconas_plugin  # noqa: F401  (registers the archs)
+    from basicsr.utils.registry import ARCH_REGISTRY
+    size, rdn = cfg['inference_size'], cfg['rdn_size']
+    return [
+        ('DeCoNASNet (paper, C=64 N=4 M=4)', size,
+         lambda: ARCH_REGISTRY.get('DeCoNASNet')(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4, upscale=2)),
+        ('CARN (multi_scale)', size, lambda: ARCH_REGISTRY.get('CARN')(upscale=2, multi_scale=True)),
+        ('CARN (single scale)', size, lambda: ARCH_REGISTRY.get('CARN')(upscale=2, multi_scale=False)),
+        ('RDN (D=16 C=8 G=64)', rdn,
+         lambda: ARCH_REGISTRY.get('RDN')(num_blocks=16, num_layers=8, growth_rate=64, upscale=2)),
+        ('EDSR-baseline (64 x 16)', size,
+         lambda: ARCH_REGISTRY.get('EDSR')(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=2)),
+    ]
+
+
+def bench_inference(cfg: dict, device: torch.device) -> dict:
+    from ..utils.complexity_table import model_complexity
+    torch.manual_seed(cfg['seed'])
+    models, fns, rows = {}, {}, []
+    for name, size, build in _inference_models(cfg):
+        model = build().eval()
+        info = model_complexity(model, (size, size))  # on the CPU, before moving
+        model = model.to(device)
+        x = torch.rand(1, 3, size, size, device=device)
+
+        def run(model=model, x=x):
+            with torch.no_grad():
+                return model(x)
+        models[name] = (model, info, size)
+        fns[name] = run
+    times = interleaved(fns, cfg['inference_reps'], 1, device)  # round robin over the models
+    for name, (model, info, size) in models.items():
+        ms = median_ms(times[name])
+        rows.append({'model': name, 'lr_hw': [size, size], 'ms': ms, 'params': info['params'], 'macs': info['macs'],
+                     'gmac_per_s': (info['macs'] / ms / 1e6) if info['macs'] else None,
+                     'macs_method': info['macs_method']})
+        _log(f'  {name} @ {size}x{size}: {ms:.1f} ms, {info["params"]:,} params, '
+             f'{(info["macs"] or 0) / 1e9:.2f} GMAC, {rows[-1]["gmac_per_s"] or 0:.1f} GMAC/s')
+    return {'rows': rows, 'reps': cfg['inference_reps'], 'scale': 2}
+
+
+def _md_inference(s, cfg, result):
+    out = ['One LR image, `torch.no_grad()`, eval mode; median of '
+           f'{s["reps"]} runs after a warm-up, models run round robin. MACs by `complexity_table.model_complexity` '
+           'at the same input size.', '',
+           '| model | LR input | ms | params | GMACs | GMAC/s |', '|---|---|---:|---:|---:|---:|']
+    for r in s['rows']:
+        h, w = r['lr_hw']
+        out.append(f'| {r["model"]} | {w}x{h} | {r["ms"]:.1f} | {r["params"]:,} | '
+                   f'{(r["macs"] or 0) / 1e9:.2f} | {_f(r["gmac_per_s"], 1)} |')
+    sizes = {tuple(r['lr_hw']) for r in s['rows']}
+    if len(sizes) > 1:
+        out += ['', 'RDN runs at a smaller input (see LR input) to keep the run short on a CPU; compare GMAC/s.']
+    return out

@@ -1,0 +1,103 @@
+"""The machine a run is measured on (``machine_info``), the intra-op threads probe, and the
+``--threads`` choice (``choose_threads``)."""
+import os
+import platform
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from .timing import interleaved, median_ms
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_threads(spec: str, device: torch.device):
+    """(torch intra-op threads, reason) for ``--threads`` = a number, ``'all'`` or ``'auto'``.
+
+    ``auto``: on a CPU whose 1-minute load average already fills the usable cores, 1 thread: on an
+    oversubscribed machine every multi-threaded op waits at an OpenMP barrier for a descheduled
+    thread (measured here: a child step 0.75 s with 1 thread, 4-15 s with 2). Otherwise torch's default.
+    """
+    default = torch.get_num_threads()
+    if spec == 'all':
+        return default, 'requested: torch default'
+    if spec != 'auto':
+        return int(spec), 'requested'
+    if device.type == 'cuda':
+        return default, 'auto: CUDA run, torch default'
+    load, cores = (_loadavg() or [0.0])[0], _usable_cores()
+    if cores > 1 and load >= cores - 0.5:
+        return 1, f'auto: load average {load:.1f} on {cores} usable cores, a busy machine'
+    return default, f'auto: load average {load:.1f} on {cores} usable cores, torch default'
+
+
+def threads_probe(device: torch.device, reps: int = 5) -> Optional[dict]:
+    """ms of a small conv forward+backward with 1 thread vs all usable cores (CPU only; interleaved)."""
+    cores = _usable_cores()
+    if device.type != 'cpu' or cores < 2:
+        return None
+    keep = torch.get_num_threads()
+    conv = nn.Conv2d(32, 32, 3, padding=1)
+    x = torch.rand(4, 32, 48, 48)
+
+    def run(n):
+        def f():
+            torch.set_num_threads(n)
+            conv(x).sum().backward()
+        return f
+    try:
+        t = interleaved({'1': run(1), str(cores): run(cores)}, reps, 1, device)
+    finally:
+        torch.set_num_threads(keep)
+    return {'threads_1_ms': median_ms(t['1']), f'threads_{cores}_ms': median_ms(t[str(cores)]),
+            'max_ms': {k: 1000 * max(v) for k, v in t.items()}}
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = None
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.lower().startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cpu = cpu or platform.processor() or platform.machine()
+    flags = []
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    have = set(line.split(':', 1)[1].split())
+                    flags = [x for x in ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_tile')
+                             if x in have]
+                    break
+    except OSError:
+        pass
+    usable = _usable_cores()
+    info = {
+        'cpu': cpu, 'cpu_flags': flags, 'cores': os.cpu_count(), 'usable_cores': usable,
+        'torch_threads': torch.get_num_threads(),
+        'torch': torch.__version__, 'python': platform.python_version(), 'platform': platform.platform(),
+        'device': str(device),
+        'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({cpu})',
+        'load_avg_start': _loadavg(), 'threads_probe': threads_probe(device),
+    }
+    if device.type == 'cuda':
+        info['cuda'] = torch.version.cuda
+        info['cudnn'] = torch.backends.cudnn.version()
+    return info
+
+
+def _loadavg() -> Optional[List[float]]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None

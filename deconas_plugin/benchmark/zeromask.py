@@ -1,0 +1,114 @@
+"""Section 2, ``zeromask``: the sliced supernet vs a zero-mask supernet (``ZeroMaskSupernet``)."""
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
+from ..genotype import NUM_OPS, Genotype
+from .common import _batch, _genotypes, _log, _supernet
+from .timing import TrainStep, interleaved, median_ms
+
+
+GOAL_ZEROMASK_SPEEDUP = 1.5
+
+
+def _masked_call(layer, feats: Sequence[torch.Tensor], ids: Sequence[int]) -> torch.Tensor:
+    """``layer`` on ALL of its inputs with its full weight, the unchosen ones multiplied by 0."""
+    chosen = set(ids)
+    return layer([f if j in chosen else f * 0. for j, f in enumerate(feats[:layer.num_inputs])], None)
+
+
+def _zero_mask_block(block: DenseNodeBlock, x: torch.Tensor, g: Genotype) -> torch.Tensor:
+    feats = [x]
+    for node in range(1, block.num_nodes + 1):
+        outs = []
+        for op in range(NUM_OPS):
+            ids = g.op_inputs(node, op)
+            if ids:  # an op with no chosen input is skipped, as in the sliced supernet
+                outs.append(_masked_call(block.ops[f'node{node}_op{op}'], feats, ids))
+        h = feats[node - 1] if not outs else outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+        feats.append(block.attention[node - 1](F.relu(h)))
+    return _masked_call(block.local_fusion, feats, g.local_inputs()) + x
+
+
+class ZeroMaskSupernet(nn.Module):
+    """The supernet computed the reference code's zero-mask way (for comparison only).
+
+    Same parameters as the wrapped ``DeCoNetSupernet``; ``forward(x, g)`` follows
+    ``DeCoNASBody.run``, but every op of node i convolves all i inputs (unchosen ones zeroed) with
+    its full weight, and the LFF/GFF 1x1 convs read all M + 1 / N + 1 features, masked.
+    """
+
+    def __init__(self, supernet: DeCoNASBody):
+        super().__init__()
+        self.net = supernet
+
+    def forward(self, x: torch.Tensor, g: Genotype) -> torch.Tensor:
+        net = self.net
+        x = (x - net.mean) * net.img_range
+        f_minus1 = net.sfe1(x)
+        feats = [net.sfe2(f_minus1)]
+        for d, block in enumerate(net.blocks):
+            inp = feats[0] if d == 0 else net.block_inputs[d - 1](torch.cat(feats, 1))
+            feats.append(_zero_mask_block(block, inp, g))
+        x = net.global_conv(_masked_call(net.global_fusion, feats, g.global_inputs(net.num_blocks))) + f_minus1
+        x = net.conv_last(net.upsample(x))
+        return x / net.img_range + net.mean
+
+
+def bench_zeromask(cfg: dict, device: torch.device) -> dict:
+    net = _supernet(cfg, device, fusion=True)
+    masked = ZeroMaskSupernet(copy.deepcopy(net))
+    x, y = _batch(cfg, device, cfg['seed'] + 1)
+    genotypes = _genotypes(cfg, cfg['zeromask_genotypes'], seed_offset=1, fusion=True)
+    diffs = []
+    with torch.no_grad():  # same weights, before any step
+        for g in genotypes:
+            diffs.append(float((net(x, g) - masked(x, g)).abs().max()))
+    max_diff = max(diffs)
+    out = {'max_abs_diff': max_diff, 'equivalent': max_diff < 1e-5, 'feature_fusion_search': True,
+           'goal_speedup_min': GOAL_ZEROMASK_SPEEDUP}
+    _log(f'  zero-mask vs sliced output: max abs diff {max_diff:.2e} over {len(genotypes)} genotypes')
+    if not out['equivalent']:
+        out['error'] = f'zero-mask supernet differs from the sliced one (max abs diff {max_diff:.3g})'
+        return out
+    sliced_step, masked_step = TrainStep(net, x, y), TrainStep(masked, x, y)
+    rows = []
+    for i, g in enumerate(genotypes):
+        sliced_step.genotype = masked_step.genotype = g
+        t = interleaved({'sliced': sliced_step, 'zeromask': masked_step}, cfg['reps'], cfg['warmup'], device)
+        row = {'genotype': g.to_string(), 'density': sum(g.bits()) / len(g.bits()),
+               'sliced_ms': median_ms(t['sliced']), 'zeromask_ms': median_ms(t['zeromask']), 'max_abs_diff': diffs[i]}
+        row['speedup'] = row['zeromask_ms'] / row['sliced_ms']
+        rows.append(row)
+        _log(f'  [{i + 1}/{len(genotypes)}] {g}: sliced {row["sliced_ms"]:.1f} ms, zero-mask '
+             f'{row["zeromask_ms"]:.1f} ms, sliced {row["speedup"]:.2f}x faster')
+    speedups = [r['speedup'] for r in rows]
+    mean = sum(speedups) / len(speedups)
+    out.update(mean_speedup=mean, min_speedup=min(speedups), max_speedup=max(speedups),
+               mean_density=sum(r['density'] for r in rows) / len(rows), meets_goal=mean >= GOAL_ZEROMASK_SPEEDUP,
+               per_genotype=rows)
+    return out
+
+
+def _md_zeromask(s, cfg, result):
+    out = [f'Zero-mask supernet (every op of node i reads all i inputs with its full weight, unchosen inputs '
+           f'x 0; LFF/GFF masked too; ops with no chosen input skipped in both) vs the sliced supernet, on '
+           f'feature-fusion (FF1) genotypes so that the LFF/GFF masks matter. Same output before timing: '
+           f'max abs diff **{s["max_abs_diff"]:.1e}** ({"equivalent" if s["equivalent"] else "NOT equivalent"}, '
+           f'bound 1e-5).', '']
+    if 'error' in s:
+        return out + [f'**failed**: `{s["error"]}`']
+    out += ['| metric | value | goal |', '|---|---:|---|',
+            f'| mean speedup of sliced (zero-mask ms / sliced ms) | **{s["mean_speedup"]:.2f}x** | >= '
+            f'{s["goal_speedup_min"]:.1f}x ({"met" if s["meets_goal"] else "NOT met"}) |',
+            f'| min / max speedup | {s["min_speedup"]:.2f} / {s["max_speedup"]:.2f} | |',
+            f'| mean genotype density | {s["mean_density"]:.2f} | 0.5 |',
+            '', '| genotype | density | sliced ms | zero-mask ms | speedup |', '|---|---:|---:|---:|---:|']
+    for r in s['per_genotype']:
+        out.append(f'| `{r["genotype"]}` | {r["density"]:.2f} | {r["sliced_ms"]:.1f} | {r["zeromask_ms"]:.1f} | '
+                   f'{r["speedup"]:.2f} |')
+    return out
