@@ -84,6 +84,14 @@ class DeCoNASController(nn.Module):
         """Integer codes (...) of K-bit groups (..., K), op 0 the most significant bit."""
         return (op_bits.long() * self._bit_weights).sum(-1)
 
+    def _unsquash(self, values: torch.Tensor) -> torch.Tensor:
+        """The raw logits l with ``_squash(l) == values`` (+-inf beyond the squashed range)."""
+        if self.tanh_constant is not None:
+            values = torch.atanh((values / self.tanh_constant).clamp(-1, 1))
+        if self.temperature is not None:
+            values = values * self.temperature
+        return values
+
     @torch.no_grad()
     def decide(self, batch_size: int, mode: str) -> torch.Tensor:
         """Decisions (B, num_decisions) drawn step by step (``mode`` 'sample' or 'greedy').
@@ -91,8 +99,9 @@ class DeCoNASController(nn.Module):
         The step loop is the only sequential part of the controller, so it is kept to a few
         tensor ops per step (a CPU spends its time dispatching them, not computing): the LSTM's
         own weights run through ``torch.lstm_cell``, the heads are stacked once, and a bit is
-        drawn by comparing its logit with the logit of a uniform number drawn up front for all
-        steps (``u < sigmoid(l)``, i.e. Bernoulli, in one random call per genotype batch).
+        drawn by comparing its raw logit with a threshold computed up front for all steps: the
+        logit of a uniform number (``u < sigmoid(squash(l))``, i.e. Bernoulli), mapped back
+        through the squashing (which is increasing), or 0 for greedy decisions.
         """
         if mode not in ('sample', 'greedy'):
             raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")
@@ -102,7 +111,8 @@ class DeCoNASController(nn.Module):
         if mode == 'greedy':
             threshold = self.start.new_zeros(batch_size, self.num_decisions)
         else:
-            threshold = torch.logit(torch.rand(batch_size, self.num_decisions, device=self.start.device))
+            threshold = self._unsquash(torch.logit(torch.rand(batch_size, self.num_decisions,
+                                                              device=self.start.device)))
         inp = self.start[0].expand(batch_size, -1)
         state = [(inp.new_zeros(inp.shape), inp.new_zeros(inp.shape)) for _ in layers]
         weight, bias = self._op_heads()
@@ -110,18 +120,20 @@ class DeCoNASController(nn.Module):
         if self.feature_fusion_search:
             steps += [(self.local_heads.weight, self.local_heads.bias),
                       (self.global_heads.weight, self.global_heads.bias)]
+        embedding, bit_weights = self.code_embedding.weight, self._bit_weights  # (no Module lookups in the loop)
         chosen, col = [], 0
         for t, (w, b) in enumerate(steps):
             h = inp
             for layer, weights in enumerate(layers):
                 state[layer] = torch.lstm_cell(h, state[layer], *weights)
                 h = state[layer][0]
-            bits = self._squash(F.linear(h, w, b)) > threshold[:, col:col + w.shape[0]]
-            col += w.shape[0]
+            width = w.shape[0]
+            bits = torch.addmm(b, h, w.t()) > threshold[:, col:col + width]
+            col += width
             chosen.append(bits)
-            if t < n:  # the next step reads this step's code (its successor the local fusion bits)
-                inp = self.code_embedding.weight[self._codes(bits)]
-            elif t == n:
+            if t < n:  # an op step's code is the next step's input...
+                inp = embedding[(bits * bit_weights).sum(1)]
+            elif t == n:  # ...and the local fusion bits the global step's
                 inp = self.local_embedding(bits.float())
         return torch.cat(chosen, 1).float()
 
