@@ -21,7 +21,8 @@ Sections (``--only`` takes these names, or their numbers 1-7):
 4. ``inference`` -- DeCoNASNet (paper genotype), CARN (multi-scale and single), RDN, EDSR-baseline
    at x2: ms per image, params, MACs (``complexity_table.model_complexity``), GMAC/s.
 5. ``data`` -- BasicSR ``PairedImageDataset`` (train mode: crop, flips, rotations) samples/s from
-   LMDB vs from folders of the same sub-images (made with ``tools/prepare_train.py``).
+   LMDB vs from folders of the same sub-images (made with ``tools/prepare_train.py``); and ms per
+   reward patch from whole DIV2K-sized images vs from their 480-px sub-images in an LMDB.
 6. ``options`` -- the supernet child step with channels_last, autocast (bf16; fp16 on CUDA) and
    ``torch.compile`` (compile time for the first, a fresh and a repeated genotype; steady state),
    speed ratios vs the default and whether the losses match.
@@ -44,7 +45,7 @@ holds ``error``), ``wall_s``. Per section:
   ``goal_ms``, ``paths_meeting_goal_on_cpu``, ``meets_goal``.
 * ``inference``: ``rows`` (``model``, ``lr_hw``, ``ms``, ``params``, ``macs``, ``gmac_per_s``).
 * ``data``: ``lmdb_samples_per_s``, ``disk_samples_per_s``, ``ratio_lmdb_over_disk``,
-  ``num_subimages``.
+  ``num_subimages``, ``reward`` (``whole_ms_per_patch``, ``sub_lmdb_ms_per_patch``, ``speedup``).
 * ``options``: ``variants`` (``name``, ``ms``, ``speedup``, ``loss_rel_diff``, ``loss_ok``),
   ``compile`` (``first_compile_s``, ``fresh_compile_s``, ``repeated_first_step_ms``,
   ``steady_ms``, ``eager_ms``, ``steady_speedup`` or ``error``), ``recommended`` (``channels_last``,

@@ -24,7 +24,7 @@ def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
         zeromask_genotypes=8,
         controller_reps=50, controller_batch=100,
         inference_size=256, rdn_size=256 if cuda else 64, inference_reps=5 if cuda else 3,
-        data_samples=200, data_images=None, data_chunk=25,
+        data_samples=200, data_images=None, data_chunk=25, reward_images=4, reward_patches=10, reward_reps=6,
         options_genotypes=4 if cuda else 3, options_reps=5 if cuda else 3, loss_steps=3,
         compile=True, compile_fresh=2 if cuda else 1,
         precision_iters=3000 if cuda else 1500, precision_feat=16, precision_blocks=4, precision_batch=8,
@@ -33,7 +33,8 @@ def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
     if quick:
         cfg.update(num_feat=8, patch=16, batch=2, genotypes=2, reps=1, warmup=1, zeromask_genotypes=2,
                    controller_reps=3, controller_batch=20, inference_size=64, rdn_size=32, inference_reps=1,
-                   data_samples=20, data_images=1, data_chunk=10, options_genotypes=1, options_reps=1,
+                   data_samples=20, data_images=1, data_chunk=10, reward_images=1, reward_patches=2, reward_reps=2,
+                   options_genotypes=1, options_reps=1,
                    loss_steps=2, compile=False,  # torch.compile takes minutes even for a tiny net
                    precision_iters=10, precision_feat=8, precision_blocks=2, precision_batch=2, precision_patch=16,
                    precision_side=96)

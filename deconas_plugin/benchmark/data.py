@@ -79,12 +79,62 @@ def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -
         rate = {k: 1 / statistics.median(v) for k, v in times.items()}
         _log(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
              f'{rate["lmdb"]:.0f} samples/s, disk {rate["disk"]:.0f} samples/s')
-        return {'lmdb_samples_per_s': rate['lmdb'], 'disk_samples_per_s': rate['disk'],
-                'ratio_lmdb_over_disk': rate['lmdb'] / rate['disk'], 'num_subimages': sets['num_subimages'],
-                'samples': n, 'gt_size': 96, 'subimage_crop': sets['crop'], 'subimage_step': sets['step'],
-                'images': sets['images'], 'same_samples': same, 'prepare_s': prep_s, 'num_workers': 0}
+        out = {'lmdb_samples_per_s': rate['lmdb'], 'disk_samples_per_s': rate['disk'],
+               'ratio_lmdb_over_disk': rate['lmdb'] / rate['disk'], 'num_subimages': sets['num_subimages'],
+               'samples': n, 'gt_size': 96, 'subimage_crop': sets['crop'], 'subimage_step': sets['step'],
+               'images': sets['images'], 'same_samples': same, 'prepare_s': prep_s, 'num_workers': 0}
+        out['reward'] = _bench_reward_patches(osp.join(tmp, 'reward'), cfg)
+        return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_reward_patches(root: str, cfg: dict) -> dict:
+    """ms per reward patch (96 px HR, a random crop, as the search loads them every controller step)
+    from whole DIV2K-sized images vs from their 480-px sub-images in an LMDB (``tools/prepare_train.py``).
+
+    The whole images are the embedded photos resized to DIV2K-valid's 2040x1356 (a stand-in: the
+    benchmark needs no download); a patch of a whole image decodes the whole PNG.
+    """
+    import cv2
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+
+    from ..utils.embedded_data import SPLITS, prepare_embedded
+    from ..utils.sr_data import write_png_atomic
+    images = SPLITS['train'][:cfg['reward_images']]
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        photos = prepare_embedded(osp.join(root, 'embedded'), scales=(), splits={'train': images})['train']
+        whole_hr = osp.join(root, 'whole', 'HR')
+        os.makedirs(whole_hr)
+        for name in images:
+            img = cv2.imread(osp.join(photos, 'HR', f'{name}.png'), cv2.IMREAD_COLOR)
+            write_png_atomic(cv2.resize(img, (2040, 1356), interpolation=cv2.INTER_CUBIC),
+                             osp.join(whole_hr, f'{name}.png'))
+        tool = _load_tool('prepare_train')
+        tool.prepare_train(whole_hr, osp.join(root, 'sub'), [2], name='reward', crop=480, step=240, n_thread=1,
+                           lmdb=True)
+        dirs = tool.layout(osp.join(root, 'sub'), 'reward', [2])
+    common = {'name': 'reward', 'type': 'PairedImageDataset', 'phase': 'train', 'scale': 2, 'gt_size': 96,
+              'use_hflip': False, 'use_rot': False, 'filename_tmpl': '{}'}
+    lr_whole = osp.join(root, 'sub', 'reward_train_LR_bicubic', 'X2')  # the whole-image LR prepare_train made
+    datasets = {
+        'whole': PairedImageDataset({**common, 'dataroot_gt': whole_hr, 'dataroot_lq': lr_whole,
+                                     'filename_tmpl': '{}x2', 'io_backend': {'type': 'disk'}}),
+        'sub_lmdb': PairedImageDataset({**common, 'dataroot_gt': dirs['hr_lmdb'], 'dataroot_lq': dirs['lr2_lmdb'],
+                                        'io_backend': {'type': 'lmdb'}}),
+    }
+    rng = random.Random(cfg['seed'])
+    times = {k: [] for k in datasets}
+    for i in range(cfg['reward_reps']):  # one controller step's patches from each, ABBA
+        for key in (('whole', 'sub_lmdb') if i % 2 == 0 else ('sub_lmdb', 'whole')):
+            ds = datasets[key]
+            idx = [rng.randrange(len(ds)) for _ in range(cfg['reward_patches'])]
+            times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
+    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    _log(f'  reward patches: whole {ms["whole"]:.1f} ms, 480-px sub-images (LMDB) {ms["sub_lmdb"]:.1f} ms per patch')
+    return {'whole_ms_per_patch': ms['whole'], 'sub_lmdb_ms_per_patch': ms['sub_lmdb'],
+            'speedup': ms['whole'] / ms['sub_lmdb'], 'image_size': [2040, 1356], 'images': len(images),
+            'num_subimages': len(datasets['sub_lmdb']), 'patches_per_step': cfg['reward_patches']}
 
 
 def _md_data(s, cfg, result):
@@ -94,4 +144,16 @@ def _md_data(s, cfg, result):
             f'(interleaved chunks, median). Same sample from both backends: {_f(s["same_samples"])}.', '',
             '| backend | samples/s |', '|---|---:|',
             f'| LMDB | {s["lmdb_samples_per_s"]:.0f} |', f'| disk folders | {s["disk_samples_per_s"]:.0f} |',
-            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |']
+            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |'] + _md_reward(s.get('reward'))
+
+
+def _md_reward(r):
+    if not r:
+        return []
+    return ['', f'Reward patches ({r["patches_per_step"]} per controller step, 96 px HR random crops, x2) from '
+            f'{r["images"]} DIV2K-sized ({r["image_size"][0]}x{r["image_size"][1]}) stand-in images: whole PNGs vs '
+            f'their {r["num_subimages"]} 480-px sub-images in an LMDB (`tools/prepare_train.py`).', '',
+            '| source | ms per patch |', '|---|---:|',
+            f'| whole images (disk) | {r["whole_ms_per_patch"]:.1f} |',
+            f'| 480-px sub-images (LMDB) | {r["sub_lmdb_ms_per_patch"]:.1f} |',
+            f'| speedup | {r["speedup"]:.1f}x |']

@@ -91,6 +91,10 @@ def _md_summary(result) -> List[str]:
     if s:
         out.append(f'| 5. PairedImageDataset samples/s, LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} '
                    f'({s["lmdb_samples_per_s"]:.0f} vs {s["disk_samples_per_s"]:.0f}) | - | |')
+        r = s.get('reward')
+        if r:
+            out.append(f'| 5. reward patch, whole 2040x1356 image / 480-px sub-image LMDB | {r["speedup"]:.1f}x '
+                       f'({r["whole_ms_per_patch"]:.1f} vs {r["sub_lmdb_ms_per_patch"]:.1f} ms) | - | |')
     s = secs.get('options')
     if s:
         out.append(f'| 6. child-step defaults | {_defaults_text(s, secs.get("precision"))} | - | |')
