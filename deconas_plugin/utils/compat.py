@@ -132,19 +132,20 @@ def _resumable_sampler_class():
     return ResumableSampler
 
 
+def build_dataloader(dataset, dataset_opt, *args, **kwargs):
+    """BasicSR's ``build_dataloader`` for ``basicsr.train``; a training set is wrapped in
+    ``SeededAugmentation`` (the train sampler hands it each sample's seed)."""
+    if dataset_opt['phase'] == 'train':
+        dataset = SeededAugmentation(dataset)
+    return _ORIGINAL['build_dataloader'](dataset, dataset_opt, *args, **kwargs)
+
+
 def create_train_val_dataloader(opt, logger):
-    """BasicSR's loaders, with augmentation seeded per sample (``SeededAugmentation``); after a
-    resume the train sampler skips the batches already trained on."""
-    from basicsr.data import build_dataloader
-    result = list(_ORIGINAL['create_train_val_dataloader'](opt, logger))
+    """BasicSR's loaders; after a resume the train sampler skips the batches already trained on."""
+    result = _ORIGINAL['create_train_val_dataloader'](opt, logger)
     train_loader, train_sampler = result[0], result[1]
     if train_loader is not None:
         train_sampler.seed = int(opt['manual_seed'])
-        # Rebuilt around the wrapped dataset (a DataLoader's dataset cannot be replaced); no worker
-        # of the first loader has started yet.
-        train_loader = result[0] = build_dataloader(
-            SeededAugmentation(train_loader.dataset), opt['datasets']['train'], num_gpu=opt['num_gpu'],
-            dist=opt['dist'], sampler=train_sampler, seed=opt['manual_seed'])
         # A DataLoader draws a base seed from the global torch RNG at the start of every epoch; a
         # generator of its own, reseeded by the sampler every epoch, keeps that draw from shifting
         # the RNG that checkpoints restore and makes it the same after a resume.
@@ -153,7 +154,7 @@ def create_train_val_dataloader(opt, logger):
         consumed = _PENDING_RESUME['iter'] - _PENDING_RESUME['epoch'] * len(train_loader)
         train_sampler.pending_skip = max(0, consumed) * opt['datasets']['train']['batch_size_per_gpu']
         _PENDING_RESUME.clear()
-    return tuple(result)
+    return result
 
 
 _ORIGINAL = {}
@@ -269,8 +270,10 @@ def patch_basicsr():
     import basicsr.utils.options
     if 'create_train_val_dataloader' not in _ORIGINAL:
         _ORIGINAL['create_train_val_dataloader'] = basicsr.train.create_train_val_dataloader
+        _ORIGINAL['build_dataloader'] = basicsr.train.build_dataloader
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr.train.build_dataloader = build_dataloader
     basicsr.train.EnlargedSampler = _resumable_sampler_class()
     basicsr.utils.options.init_dist = init_dist
     _name_unreadable_pairs()
