@@ -15,11 +15,11 @@ def _op_params(op: int, num_inputs: int, c: int) -> int:
 def count_params(genotype: Genotype, num_blocks: int, num_feat: int = 64, upscale: int = 2, num_in_ch: int = 3,
                  num_out_ch: int = 3) -> int:
     """Parameters of ``DeCoNASNet(genotype, num_blocks=..., num_feat=..., upscale=...)``, counted exactly."""
-    c, m = num_feat, genotype.num_nodes
+    c, live = num_feat, genotype.live_nodes()  # a node whose output nothing reads is not built
     block = sum(
-        _op_params(op, len(genotype.op_inputs(node, op)), c) for node in range(1, m + 1) for op in range(NUM_OPS)
+        _op_params(op, len(genotype.op_inputs(node, op)), c) for node in live for op in range(NUM_OPS)
         if genotype.op_inputs(node, op))
-    block += m * (_conv(c, c // 4, 1) + _conv(c // 4, c, 1))  # channel attention of every node
+    block += len(live) * (_conv(c, c // 4, 1) + _conv(c // 4, c, 1))  # channel attention of every built node
     block += _conv(len(genotype.local_inputs()) * c, c, 1)  # local feature fusion
     total = _conv(num_in_ch, c, 3) + _conv(c, c, 3)  # SFENet
     total += sum(_conv(d * c, c, 1) for d in range(2, num_blocks + 1))  # dense inter-block 1x1 convs

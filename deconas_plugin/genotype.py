@@ -121,6 +121,25 @@ class Genotype:
             return tuple(range(m + 1))
         return tuple(j for j in range(m) if self.local_bits[j]) + (m,)
 
+    def live_nodes(self) -> Tuple[int, ...]:
+        """The nodes 1..M whose output x_i something reads: the only nodes a network builds and counts.
+
+        x_i is read by the LFF concat (x_M always; x_i, i < M, unless a local fusion bit drops it),
+        by an op of a live later node that chooses it, and by node i + 1 when that node is live and
+        has no active op (it passes on its predecessor, CA(ReLU(x_i))). Without fusion bits every
+        node enters the LFF, so all are live; with them a node can be read by nothing (in
+        ``'7 7 0 7 0 7 | 1 0 0 | 1 1'`` node 1 is): its ops and channel attention would never get a
+        gradient, so the fixed network, the supernet's ``extract`` and ``count_params`` leave them
+        out, and the supernet skips them (DESIGN.md: a clean implementation has no dead layer).
+        """
+        live = set(self.local_inputs())
+        # Every reader of x_i is a later node or the LFF, so one pass from node M down settles it.
+        for node in range(self.num_nodes, 0, -1):
+            if node in live:
+                read = [j for op in range(self.num_ops) for j in self.op_inputs(node, op)]
+                live.update(read or [node - 1])
+        return tuple(sorted(j for j in live if j >= 1))
+
     def global_inputs(self, num_blocks: int) -> Tuple[int, ...]:
         """Indices d of F_0..F_N entering the GFF concat (F_N always does)."""
         if self.global_bits is None:

@@ -101,3 +101,51 @@ def test_supernet_checks_fusion_flag():
     sup = DeCoNetSupernet(num_feat=4, num_blocks=2, num_nodes=3)
     with pytest.raises(ValueError, match='without fusion bits'):
         sup.extract('4 2 0 1 4 0 | 0 1 1 | 1 0')
+
+
+def test_live_nodes_rule():
+    # Node 1 of this genotype is read by nothing: not node 2 or 3 (both read x_0 / x_2), not the LFF
+    # (local bits keep x_0 only; x_3 always enters). The issue-13 example: 2,708 of 15,255 parameters
+    # (C = 8, N = 2, x2) were node 1's ops and channel attention, and never got a gradient.
+    g = Genotype.parse('7 7 0 7 0 7 | 1 0 0 | 1 1')
+    assert g.live_nodes() == (2, 3)
+    net = DeCoNASNet(g, num_feat=8, num_blocks=2, num_nodes=3)
+    assert n_params(net) == count_params(g, 2, 8) == 15_255 - 2_708
+    assert not any(k.startswith('node1_') for k in net.blocks[0].ops)
+    # A live node without ops reads its predecessor, which makes that one live.
+    assert Genotype.parse('7 0 0 0 0 0 | 0 0 0 | 1').live_nodes() == (1, 2, 3)
+    assert Genotype.parse('7 0 0 4 0 0 | 0 0 0 | 1').live_nodes() == (3, )
+    assert Genotype.parse('7 0 0 4 0 0 | 0 1 0 | 1').live_nodes() == (1, 3)
+    # Without fusion bits every node enters the LFF.
+    assert Genotype.parse('0 0 0 4 0 0').live_nodes() == (1, 2, 3)
+
+
+def test_random_fusion_genotypes_build_only_what_the_forward_pass_uses():
+    """Fixed net, ``extract`` and ``count_params`` agree on random fusion genotypes, dead nodes included.
+
+    Every parameter of the fixed network gets a gradient (no dead layer), its output equals the
+    supernet's, and the supernet's step touches exactly the parameters the fixed network has
+    (same names): the supernet runs, and the fixed network builds, the same layers.
+    """
+    torch.manual_seed(0)
+    rng = random.Random(13)
+    m, n, c = 5, 2, 4
+    sup = DeCoNetSupernet(num_feat=c, num_blocks=n, num_nodes=m, feature_fusion_search=True)
+    x = torch.rand(1, 3, 6, 7)
+    with_dead = 0
+    for _ in range(24):
+        g = Genotype.random(m, n, fusion=True, rng=rng, density=rng.uniform(0.15, 0.7))
+        if rng.random() < 0.5:  # LFF reads x_M only: a node lives only if a live node reads it
+            g = Genotype(g.codes, local_bits=(0, ) * m, global_bits=g.global_bits)
+        with_dead += len(g.live_nodes()) < m
+        net = sup.extract(g)
+        assert n_params(net) == count_params(g, n, c) == n_params(DeCoNASNet(g, num_feat=c, num_blocks=n,
+                                                                              num_nodes=m)), str(g)
+        sup.zero_grad(set_to_none=True)
+        out = sup(x, g)
+        assert (net(x) - out).abs().max().item() <= 1e-5, str(g)
+        out.mean().backward()
+        net(x).mean().backward()
+        assert [k for k, p in net.named_parameters() if p.grad is None] == [], str(g)
+        assert {k for k, p in sup.named_parameters() if p.grad is not None} == dict(net.named_parameters()).keys()
+    assert with_dead >= 6  # the sample exercises dead nodes

@@ -147,7 +147,9 @@ class DenseNodeBlock(nn.Module):
     """A DNB: M mix nodes with channel attention, local feature fusion and a local residual.
 
     ``genotype=None`` builds the supernet block (every op of node i for all i inputs, LFF for all
-    M + 1 features); a genotype builds exactly the layers it uses.
+    M + 1 features); a genotype builds exactly the layers it uses: nothing for a node whose output
+    nothing reads (``Genotype.live_nodes``; its channel attention is a parameter-free placeholder so
+    that the others keep their index, hence their parameter names).
     Shapes: (B, C, H, W) -> (B, C, H, W).
     """
 
@@ -156,18 +158,21 @@ class DenseNodeBlock(nn.Module):
         self.num_nodes = num_nodes
         self.genotype = genotype
         self.ops = nn.ModuleDict()
-        for node in range(1, num_nodes + 1):
+        live = range(1, num_nodes + 1) if genotype is None else genotype.live_nodes()
+        for node in live:
             for op in range(NUM_OPS):
                 n_in = node if genotype is None else len(genotype.op_inputs(node, op))
                 if n_in:
                     self.ops[f'node{node}_op{op}'] = build_op(op, n_in, num_feat)
-        self.attention = nn.ModuleList(ChannelAttention(num_feat, CA_REDUCTION) for _ in range(num_nodes))
+        self.attention = nn.ModuleList(
+            ChannelAttention(num_feat, CA_REDUCTION) if node in live else nn.Identity()
+            for node in range(1, num_nodes + 1))
         n_local = num_nodes + 1 if genotype is None else len(genotype.local_inputs())
         self.local_fusion = ConvOp(n_local, num_feat, num_feat, 1, pre_relu=False)
 
     def subset_inputs(self, genotype: Genotype) -> Iterator[Tuple[str, Tuple[int, ...]]]:
         """(layer name, chosen input ids) of every SubsetInput layer that ``genotype`` runs."""
-        for node in range(1, self.num_nodes + 1):
+        for node in genotype.live_nodes():
             for op in range(NUM_OPS):
                 ids = genotype.op_inputs(node, op)
                 if ids:
@@ -178,7 +183,11 @@ class DenseNodeBlock(nn.Module):
         g = genotype or self.genotype
         fixed = self.genotype is not None  # a fixed block's layers hold exactly the chosen inputs
         feats = [x]
+        live = g.live_nodes()
         for node in range(1, self.num_nodes + 1):
+            if node not in live:  # nothing reads it: not built (fixed network), not run (supernet)
+                feats.append(None)
+                continue
             outs = []
             for op in range(NUM_OPS):
                 ids = g.op_inputs(node, op)

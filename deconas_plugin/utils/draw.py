@@ -6,7 +6,8 @@ Cell panel: the block input ``x_0`` and the mix nodes ``x_1..x_M`` in a row; one
 (op, input) pair the genotype selects, coloured and labelled by op (conv3x3 blue, sep_conv3x3
 green, dil_conv3x3 red), from ``x_j`` to ``x_i``; each node box says what it computes
 (mean of its active ops -> ReLU -> channel attention); a node without any active op passes
-``x_{i-1}`` on (grey dashed). Below, the LFF conv1x1 with its inputs (solid: used; dotted grey:
+``x_{i-1}`` on (grey dashed); a node whose output nothing reads (``Genotype.live_nodes``: possible
+with local fusion bits) is not built, so it is drawn as a grey box without arcs. Below, the LFF conv1x1 with its inputs (solid: used; dotted grey:
 dropped by a local fusion bit) and the local residual ``+ x_0``.
 
 GFF panel (genotypes with fusion bits only): SFENet (``F_-1``, ``F_0``), the N blocks and their
@@ -92,7 +93,8 @@ def _draw_cell(ax, g: Genotype):
     xs = [NODE_GAP * i for i in range(m + 1)]
     # Edges: one arc per (op, input); arcs of op k peak higher than those of op k-1.
     max_top = 1.0
-    for node in range(1, m + 1):
+    live = g.live_nodes()
+    for node in live:
         active = [op for op in range(NUM_OPS) if g.op_inputs(node, op)]
         if not active:
             _arrow(ax, (xs[node - 1] + BOX_W / 2, 0), (xs[node] - BOX_W / 2, 0), color='#888888', ls='--')
@@ -113,6 +115,10 @@ def _draw_cell(ax, g: Genotype):
     # Nodes.
     _box(ax, xs[0], 0, 'x$_0$', '#eeeeee', fontsize=8.5, sub='block input')
     for node in range(1, m + 1):
+        if node not in live:
+            _box(ax, xs[node], 0, f'x$_{{{node}}}$', '#f4f4f4', fontsize=8.5, edge='#aaaaaa',
+                 sub='read by nothing: not built')
+            continue
         idle = not any(g.op_inputs(node, op) for op in range(NUM_OPS))
         sub = f'ReLU, CA of x$_{{{node - 1}}}$' if idle else 'mean, ReLU, CA'
         _box(ax, xs[node], 0, f'x$_{{{node}}}$', '#fff4d6', fontsize=8.5, sub=sub)
@@ -314,7 +320,7 @@ def _structure(sd: dict) -> dict:
 
 def _matches(g: Genotype, st: dict) -> bool:
     return (g.num_nodes == st['M'] and (g.num_blocks in (None, st['N']))
-            and all(len(g.op_inputs(node, op)) == k for (node, op), k in st['n_in'].items())
+            and all(len(g.op_inputs(node, op)) * (node in g.live_nodes()) == k for (node, op), k in st['n_in'].items())
             and len(g.local_inputs()) == st['local'] and len(g.global_inputs(st['N'])) == st['global'])
 
 
