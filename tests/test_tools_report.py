@@ -148,6 +148,26 @@ def test_tools_name_a_bad_option_file(tmp_path, content, words):
         assert len(res.stderr.strip().splitlines()) == 1, (tool, res.stderr)
 
 
+def test_export_onnx_without_the_onnx_extra(tmp_path):
+    """Without onnx/onnxruntime (hidden by a sitecustomize), a bad option file is still named first,
+    and a good network gets the one-line 'not installed' error with the install hint."""
+    hide = tmp_path / 'hide'
+    hide.mkdir()
+    (hide / 'sitecustomize.py').write_text("import sys\nsys.modules['onnx'] = None\nsys.modules['onnxruntime'] = None\n")
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(hide), os.environ.get('PYTHONPATH', '')])}
+
+    def export(*args):
+        return subprocess.run([sys.executable, osp.join(TOOLS, 'export_onnx.py'), *args], capture_output=True,
+                              text=True, timeout=120, cwd=ROOT, env=env)
+
+    res = export('-opt', str(tmp_path / 'missing.yml'), '-o', str(tmp_path / 'never.onnx'))
+    assert res.returncode == 2 and 'option file not found' in res.stderr, res.stderr
+    res = export('--genotype', TINY_GENOTYPE, '--num-feat', '8', '--num-blocks', '2', '-o', str(tmp_path / 'n.onnx'))
+    assert res.returncode == 2 and 'onnx and onnxruntime not installed' in res.stderr, res.stderr
+    assert 'requirements-onnx.txt' in res.stderr and 'Traceback' not in res.stderr
+    assert not (tmp_path / 'n.onnx').exists()
+
+
 # ------------------------------------------------------------------------------------------- draw
 def _check_png(path, genotype):
     with Image.open(path) as im:

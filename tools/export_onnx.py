@@ -232,8 +232,8 @@ def check_inputs(img, in_ch=3):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        model, name, source = build_model(args)  # option file and weights first: they need no extra
         check_onnx_installed()
-        model, name, source = build_model(args)
         output = args.output or osp.join('results', 'onnx', f'{name}.onnx')
         img = load_test_image(args.image, model.upscale, args.max_size)
         try:
