@@ -199,7 +199,13 @@ class DeCoNASController(nn.Module):
         return self.run(bits=self.genotype_to_bits(genotype)[None])[1][0]
 
     def greedy(self) -> Genotype:
-        """The most likely decision at every step (each bit set iff its probability exceeds 1/2)."""
+        """The per-step argmax: each bit set iff its probability, given the greedy bits before it,
+        exceeds 1/2 (one unroll, deterministic).
+
+        Not necessarily the most likely genotype: an early greedy bit can lower the later steps'
+        probabilities by more than it gains (``tests/test_controller.py`` finds such controllers by
+        brute force over M = 2). The search uses it only to pick a genotype to validate.
+        """
         return self.bits_to_genotype(self.decide(1, 'greedy')[0])
 
     def forward(self, batch_size: int = 1):
