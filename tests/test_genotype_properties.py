@@ -59,12 +59,22 @@ def _flat_list_reads_as_bits(g, m, n):
     return g.has_fusion_bits and n == m * m and all(c <= 1 for c in g.codes)
 
 
-@pytest.mark.xfail(strict=True, reason='known issue: with M and N given, a flat decimal list with fusion bits whose '
-                   'codes are all 0/1 and N = M^2 is read as the FF-free bit form')
 @pytest.mark.parametrize('codes, local, glob', [((0, ), (0, ), (0, )), ((1, 0, 1), (1, 0), (1, 1, 0, 1))])
-def test_decimal_list_with_fusion_bits_round_trips(codes, local, glob):
+def test_flat_01_list_is_read_as_the_bit_form(codes, local, glob):
+    """The rule (README, The genotype): a flat list of 0/1 values is the bit form when it can be.
+
+    With fusion bits, codes all 0/1 and N = M^2, the decimal list ``to_list()`` has exactly the
+    length of the FF-free bit form, so even with M and N given it reads as that genotype (both
+    readings fit a network with N blocks); ``to_list`` says so, and ``to_dict()`` / ``to_string()``,
+    what the project stores, read back.
+    """
     g = Genotype(codes, local_bits=local, global_bits=glob)
-    assert Genotype.parse(g.to_list(), num_nodes=g.num_nodes, num_blocks=len(glob)) == g
+    m, n = g.num_nodes, len(glob)
+    flat = g.to_list()
+    as_bits = Genotype(tuple(int(''.join(map(str, flat[i:i + NUM_OPS])), 2) for i in range(0, len(flat), NUM_OPS)))
+    assert Genotype.parse(flat, num_nodes=m, num_blocks=n) == as_bits != g
+    assert Genotype.parse(g.to_dict()) == g
+    assert Genotype.parse(g.to_string(), num_nodes=m, num_blocks=n) == Genotype.parse(g.to_string()) == g
 
 
 @SETTINGS
@@ -134,10 +144,62 @@ def test_garbage_lists_parse_or_raise_genotype_error(values, m, n):
     _parse_or_genotype_error(values, num_nodes=m, num_blocks=n)
 
 
+def _expected_reading(values, m):
+    """The genotype a flat list of ints in 0..7 must read as by the documented rules, or None where
+    they allow an error (only fusion readings, and M not given: several M may fit).
+
+    With M given there is at most one decimal and one bit reading, and the bit reading wins; without M
+    an FF-free reading wins over fusion readings, and again bits over decimal.
+    """
+    def codes_of(bits):
+        return tuple(int(''.join(map(str, bits[i:i + NUM_OPS])), 2) for i in range(0, len(bits), NUM_OPS))
+
+    def reads(k, with_fusion):
+        g = num_groups(k)
+        out = []
+        for head, is_bits in ((g, False), (NUM_OPS * g, True)):
+            n = len(values) - head - k
+            head_ok = not is_bits or all(v <= 1 for v in values[:head])
+            if not head_ok or len(values) < head:
+                continue
+            codes = codes_of(values[:head]) if is_bits else tuple(values[:head])
+            if len(values) == head:
+                out.append((is_bits, Genotype(codes)))
+            elif with_fusion and n >= 1 and all(v <= 1 for v in values[head:]):
+                out.append((is_bits, Genotype(codes, local_bits=tuple(values[head:head + k]),
+                                              global_bits=tuple(values[head + k:]))))
+        return out
+
+    readings = reads(m, True) if m is not None else [r for k in range(1, 10) for r in reads(k, False)]
+    if not readings:
+        return None
+    bits = [g for is_bits, g in readings if is_bits]
+    return (bits or [g for _, g in readings])[0]
+
+
 @SETTINGS
 @given(st.lists(st.integers(0, 7), max_size=40), st.one_of(st.none(), st.integers(1, 8)))
-def test_plausible_lists_parse_or_raise_genotype_error(values, m):
-    _parse_or_genotype_error(values, num_nodes=m)
+def test_plausible_lists_parse_as_the_rules_say(values, m):
+    """Lists of codes in range: read exactly as the rules say, or (where they allow) a GenotypeError
+    (a parser that rejects everything, or reads the wrong form, fails this)."""
+    expected = _expected_reading(values, m)
+    if expected is None:
+        _parse_or_genotype_error(values, num_nodes=m)
+    else:
+        assert Genotype.parse(values, num_nodes=m) == expected
+
+
+@SETTINGS
+@given(genotypes(), st.sampled_from([' ', ',', ', ', '\t', ' ,  ']), st.booleans(), st.sampled_from(['decimal', 'bits']))
+def test_any_separator_and_brackets_read_back(case, sep, brackets, form):
+    """The accepted spellings (commas, tabs, brackets) of a valid genotype read back as it."""
+    g, m, n = case
+    text = g.to_string(form)
+    parts = [sep.join(p.split()) for p in text.split(' | ')]
+    text = ' | '.join(parts)
+    if brackets:
+        text = f'[{text}]'
+    assert Genotype.parse(text, num_nodes=m, num_blocks=n) == g
 
 
 @SETTINGS
