@@ -17,10 +17,11 @@ from basicsr.data import build_dataset
 from basicsr.utils.options import ordered_yaml
 from tqdm import tqdm
 
-from .complexity import count_params, max_params
+from .complexity import count_params
 from .genotype import Genotype
 from .models.deconas_search_model import SEARCH_DEFAULTS, controller_options
 from .reward import psnr_y
+from .search_cost import SearchCost, search_cost
 from .utils.checkpoint import atomic_write_text, load_state  # noqa: F401 (atomic_write_text: used by tools)
 from .utils.option_file import read_option_file
 
@@ -90,17 +91,39 @@ def validation_batches(opt: dict, which: str = 'val', device='cpu') -> List:
     return [(d['lq'][None].to(device), d['gt'][None].to(device)) for d in dataset]
 
 
+def reward_dataset(opt: dict):
+    """The search's reward-validation dataset (``search.reward_dataset``) as the search reads it:
+    train mode (random ``gt_size`` crops), flips and rotations off unless the option file sets them."""
+    reward = (opt.get('search') or {}).get('reward_dataset')
+    if not reward:
+        raise DeriveError('the search option file has no search.reward_dataset')
+    dataset_opt = dict(reward, phase='train', scale=opt['scale'])
+    dataset_opt.setdefault('use_hflip', False)
+    dataset_opt.setdefault('use_rot', False)
+    for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+        path = dataset_opt.get(key)
+        if path and not osp.isabs(path):
+            dataset_opt[key] = osp.join(PROJECT_ROOT, path)
+        if path and not osp.exists(dataset_opt[key]):
+            raise DeriveError(f'search.reward_dataset.{key} does not exist: {dataset_opt[key]}')
+    return build_dataset(dataset_opt)
+
+
 def score(supernet, genotypes: Sequence[Genotype], batches, crop_border: int, alpha: float,
-          progress: bool = True) -> List[Dict]:
-    """PSNR-Y with the shared weights, exact params and reward of each distinct genotype."""
+          progress: bool = True, cost: Optional[SearchCost] = None) -> List[Dict]:
+    """PSNR-Y with the shared weights, exact params, cost and reward of each distinct genotype.
+
+    ``cost``: the search's penalty (``search_cost.search_cost``); default the paper's, params.
+    Reward: ``PSNR-Y - alpha * cost / cost_max``, as the search computed it.
+    """
     size = supernet.size()
-    pmax = max_params(num_nodes=supernet.num_nodes, **size)
+    cost = cost or SearchCost('params', num_nodes=supernet.num_nodes, **size)
     rows = []
     for g in tqdm(list(dict.fromkeys(genotypes)), desc='scoring genotypes', unit='genotype', disable=not progress):
         psnr = sum(psnr_y(supernet, g, lq, gt, crop_border) for lq, gt in batches) / len(batches)
-        params = count_params(g, **size)
+        params, c = count_params(g, **size), cost(g)
         rows.append({'genotype': g.to_string(), 'bits': g.to_string('bits'), 'params': params, 'psnr': psnr,
-                     'reward': psnr - alpha * params / pmax})
+                     'cost': c, 'cost_unit': cost.unit, 'reward': psnr - alpha * c / cost.cost_max})
     rows.sort(key=lambda r: r['reward'], reverse=True)
     for rank, row in enumerate(rows, 1):
         row['rank'] = rank
@@ -119,15 +142,19 @@ def choose(rows: List[Dict], max_params: Optional[int] = None) -> Dict:
 
 
 def ranking_tables(rows: List[Dict]) -> Dict[str, str]:
-    """The ranking as CSV and Markdown text."""
-    fields = ['rank', 'genotype', 'bits', 'params', 'psnr', 'reward']
+    """The ranking as CSV and Markdown text; with a MACs or latency penalty a column shows that cost."""
+    unit = rows[0].get('cost_unit', 'params') if rows else 'params'
+    fields = ['rank', 'genotype', 'bits', 'params', 'psnr', 'reward'] + (['cost', 'cost_unit'] if unit != 'params'
+                                                                          else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows({k: r[k] for k in fields} for r in rows)
-    md = ['| rank | genotype | params | PSNR-Y (dB) | reward |', '|---:|---|---:|---:|---:|']
-    md += [f"| {r['rank']} | `{r['genotype']}` | {r['params']:,} | {r['psnr']:.3f} | {r['reward']:.3f} |"
-           for r in rows]
+    extra = {'MACs': ('GMACs', lambda v: f'{v / 1e9:.3f}'), 'ms': ('latency (ms)', lambda v: f'{v:.3f}')}.get(unit)
+    head = '| rank | genotype | params |' + (f' {extra[0]} |' if extra else '') + ' PSNR-Y (dB) | reward |'
+    md = [head, '|---:|---|---:|' + ('---:|' if extra else '') + '---:|---:|']
+    md += [f"| {r['rank']} | `{r['genotype']}` | {r['params']:,} |" + (f" {extra[1](r['cost'])} |" if extra else '')
+           + f" {r['psnr']:.3f} | {r['reward']:.3f} |" for r in rows]
     return {'csv': buf.getvalue(), 'md': '\n'.join(md) + '\n'}
 
 

@@ -138,7 +138,18 @@ class DeCoNASController(nn.Module):
         return torch.cat(chosen, 1).float()
 
     def score(self, bits: torch.Tensor):
-        """(log_prob (B,), entropy (B,)) of given decisions (B, num_decisions); differentiable.
+        """(log_prob (B,), entropy (B,)) of given decisions (B, num_decisions); differentiable."""
+        logits = self.logits(bits)
+        log_prob = -F.binary_cross_entropy_with_logits(logits, bits, reduction='none').sum(1)
+        entropy = F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction='none').sum(1)
+        return log_prob, entropy
+
+    def bit_probabilities(self, bits: torch.Tensor) -> torch.Tensor:
+        """(B, num_decisions): the probability of a 1 at each decision, given the decisions before it."""
+        return torch.sigmoid(self.logits(bits))
+
+    def logits(self, bits: torch.Tensor) -> torch.Tensor:
+        """Squashed logits (B, num_decisions) of every decision, given the decisions ``bits`` before it.
 
         No sequential loop: every step's input follows from the bits, so one ``nn.LSTM`` call
         runs the whole sequence and the per-step heads run as one batched matmul.
@@ -156,10 +167,7 @@ class DeCoNASController(nn.Module):
                   .reshape(batch, n * k)]
         if self.feature_fusion_search:
             logits += [self._squash(self.local_heads(out[n])), self._squash(self.global_heads(out[n + 1]))]
-        logits = torch.cat(logits, 1)  # (B, num_decisions), in the order of the bits
-        log_prob = -F.binary_cross_entropy_with_logits(logits, bits, reduction='none').sum(1)
-        entropy = F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction='none').sum(1)
-        return log_prob, entropy
+        return torch.cat(logits, 1)  # (B, num_decisions), in the order of the bits
 
     def run(self, batch_size: int = 1, bits: Optional[torch.Tensor] = None, mode: str = 'sample'):
         """Decide (``mode`` 'sample' or 'greedy') or take the given ``bits`` (B, num_decisions), then score.

@@ -11,15 +11,16 @@ class ComplexityPenalizedReward(nn.Module):
 
     Args:
         alpha: weight of the complexity penalty (0 for the paper's CB0 setting, 2 for CB1).
-        params_max: parameter count of the largest genotype of the search space (set by the model).
+        params_max: cost of the largest genotype of the search space (set by the model): its parameter
+            count, or its MACs or latency with ``search.penalty`` (then ``params`` is that cost too).
     """
 
-    def __init__(self, alpha: float = 0.0, params_max: int = 1):
+    def __init__(self, alpha: float = 0.0, params_max: float = 1):
         super().__init__()
         if alpha < 0:
             raise ValueError(f'reward alpha must be >= 0, got {alpha}')
         self.alpha = float(alpha)
-        self.params_max = int(params_max)
+        self.params_max = float(params_max)  # a latency in ms is not an integer
 
     def forward(self, psnr: float, params: int) -> float:
         return float(psnr) - self.alpha * params / self.params_max
@@ -54,6 +55,7 @@ class REINFORCELoss(nn.Module):
         started = baseline_init != 'first'
         self.register_buffer('baseline', torch.tensor(float(baseline_init) if started else 0.0, dtype=torch.float64))
         self.register_buffer('started', torch.tensor(started))
+        self.last_reward = math.nan  # the shaped reward of the last call (the search history records it)
 
     def forward(self, log_prob: torch.Tensor, entropy: torch.Tensor, reward: float):
         """Loss for one sampled genotype; updates the baseline. Returns (loss, advantage).
@@ -61,12 +63,21 @@ class REINFORCELoss(nn.Module):
         A non-finite reward raises ``FloatingPointError``: the caller skips that sample so that
         it never reaches the baseline or the weights.
         """
-        reward = float(reward) + self.entropy_weight * float(entropy.detach())
+        reward = self.shaped_reward(reward, entropy)
         if not math.isfinite(reward):
             raise FloatingPointError(f'non-finite reward {reward}')
         if not bool(self.started):
-            self.baseline.fill_(reward)
-            self.started.fill_(True)
+            self.reset_baseline(reward)
         self.baseline -= (1 - self.baseline_decay) * (self.baseline - reward)
         advantage = reward - float(self.baseline)
+        self.last_reward = reward
         return -self.loss_weight * log_prob * advantage, advantage
+
+    def shaped_reward(self, reward: float, entropy) -> float:
+        """The reward REINFORCE uses: ``R + entropy_weight * entropy`` (entropy detached)."""
+        return float(reward) + self.entropy_weight * float(entropy.detach() if torch.is_tensor(entropy) else entropy)
+
+    def reset_baseline(self, value: float):
+        """Start the baseline (again) at ``value``: the first reward, or a phase's fresh estimate."""
+        self.baseline.fill_(float(value))
+        self.started.fill_(True)

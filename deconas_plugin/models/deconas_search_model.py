@@ -12,8 +12,10 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from ..complexity import count_params, max_params
+from ..complexity import count_params
 from ..reward import psnr_y
+from ..search_cost import search_cost
+from ..search_signal import draw_batch, probe_genotypes, score_table, summarize
 from ..utils import dist as dist_util
 from .deconas_sr_model import DeCoNASSRModel
 
@@ -21,11 +23,19 @@ SEARCH_DEFAULTS = {
     'child_steps': 1000,  # child (shared-weight) iterations between two controller phases
     'controller_steps': 100,  # REINFORCE steps per controller phase
     'controller_start_iter': 5000,  # child-only warm-up before the first controller phase
-    'alpha': 0.0,  # complexity penalty weight: R = PSNR - alpha * params / params_max
+    'alpha': 0.0,  # complexity penalty weight: R = PSNR - alpha * cost / cost_max
+    'penalty': 'params',  # the cost: params (paper), macs, or latency (ms from latency_table); see search_cost.py
+    'macs_lr_size': None,  # [h, w] of the LR input MACs are counted on; None: the LR of a 1280x720 output
+    'latency_table': None,  # penalty latency: a table of this space from tools/latency_table.py
     'reward_patches': 10,  # validation patches per reward (a batch)
     'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
     'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
+    'reward_mode': 'fresh',  # 'fresh': new reward patches every controller step (paper); 'common': one draw per phase
+    'baseline_samples': 0,  # >0: at each phase start the baseline is reset to the mean reward of this many
+    #                         policy samples scored on the phase's common patches (reward_mode common only)
+    'signal_probe': 0,  # >0: at each phase, this many random genotypes (+ empty and full) on 2 fixed batches
     'history_file': 'search_history.jsonl',  # in the experiment folder
+    'signal_file': 'search_signal.jsonl',  # per-phase rows of the signal probe, in the experiment folder
     'rank_trace': False,  # debugging: every rank appends its genotypes to rank<r>_trace.jsonl
 }
 CHILD_DRAWS_MAX = 1000  # child genotypes drawn in one batched controller unroll
@@ -74,6 +84,11 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         if unknown:
             raise KeyError(f'unknown key(s) {unknown} in the search section; known: {sorted(SEARCH_DEFAULTS)}')
         self.search_opt = {**SEARCH_DEFAULTS, **search}
+        if self.search_opt['reward_mode'] not in ('fresh', 'common'):
+            raise ValueError(f"search.reward_mode must be 'fresh' or 'common', got {self.search_opt['reward_mode']!r}")
+        if self.search_opt['baseline_samples'] and self.search_opt['reward_mode'] != 'common':
+            raise ValueError('search.baseline_samples needs search.reward_mode: common (the samples are scored on '
+                             "the phase's common patches)")
         opt['network_c'] = controller_options(opt)
         super().__init__(opt)
 
@@ -97,9 +112,10 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.cri_reinforce = build_loss(train_opt.get('reinforce_opt', {'type': 'REINFORCELoss'})).to(self.device)
         supernet = self.get_bare_model(self.net_g)
         self.arch_size = supernet.size()
-        self.params_max = max_params(num_nodes=supernet.num_nodes, **self.arch_size)
+        self.cost_fn = search_cost(self.search_opt, supernet)  # search.penalty: params, MACs or latency
+        self.cost_max = self.cost_fn.cost_max
         self.reward_fn = build_loss({'type': 'ComplexityPenalizedReward', 'alpha': self.search_opt['alpha'],
-                                     'params_max': self.params_max})
+                                     'params_max': self.cost_max})
         crop = self.search_opt['reward_crop_border']
         self.reward_crop_border = supernet.upscale if crop is None else crop
         self.reward_dataset = self._build_reward_dataset()
@@ -110,6 +126,8 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.skipped = {'child_nonfinite': 0, 'reward_nonfinite': 0}
         self.pending_child_bits = torch.zeros(0, self.net_c.num_decisions, device=self.device)
         self.history_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['history_file'])
+        self.signal_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['signal_file'])
+        self.phase_batch = None  # reward_mode common: the patches every controller step of the phase scores
         self.log_dict = OrderedDict()
 
     def _build_reward_dataset(self):
@@ -138,6 +156,24 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         gt = torch.stack([item['gt'] for item in items]).to(self.device)
         return lq, gt
 
+    def _rank_seed(self, *keys) -> int:
+        """A seed that depends only on the option file's seed, ``keys`` and this rank."""
+        seed = self.opt.get('manual_seed') or 0
+        for key in keys:
+            seed = seed * 1_000_003 + key
+        return seed * 64 + self.opt.get('rank', 0)
+
+    def _rank_patches(self) -> int:
+        return -(-self.search_opt['reward_patches'] // self.opt.get('world_size', 1))
+
+    def phase_reward_batch(self, current_iter: int):
+        """reward_mode common: the patches of the controller phase at ``current_iter`` (this rank's share).
+
+        Images and crops are fixed by (seed, iteration, rank) and drawn without touching the global
+        random state, so a resumed search scores the same patches and draws the same child batches.
+        """
+        return draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(1, current_iter), self.device)
+
     def setup_optimizers(self):
         train_opt = self.opt['train']
         optim = dict(train_opt['optim_g'])
@@ -158,14 +194,14 @@ class DeCoNASSearchModel(DeCoNASSRModel):
 
     # ---------------------------------------------------------------------------------- training
     def _sample(self):
-        """(genotype, log_prob, entropy) of one controller step, the same on every rank.
+        """(bits, genotype, log_prob, entropy) of one controller step, the same on every rank.
 
         Rank 0's decisions are broadcast (a no-op in one process); every rank scores them with the
         same controller weights, so every rank also computes the same log-probability and gradient.
         """
         bits = dist_util.broadcast_(self.net_c.decide(1, 'sample').contiguous())
         log_prob, entropy = (v[0] for v in self.net_c.score(bits))
-        return self.net_c.bits_to_genotype(bits[0]), log_prob, entropy
+        return bits, self.net_c.bits_to_genotype(bits[0]), log_prob, entropy
 
     def _next_phase_iter(self, current_iter: int) -> int:
         """The first iteration >= ``current_iter`` that ends with a controller phase."""
@@ -215,19 +251,31 @@ class DeCoNASSearchModel(DeCoNASSRModel):
     def train_controller(self, current_iter):
         """``controller_steps`` REINFORCE steps; each appends one row to the search history.
 
-        Each rank scores the genotype on its own share of the reward patches; the PSNR is
-        averaged over ranks, so every rank takes the same controller step.
+        With ``reward_mode: fresh`` every step scores its genotype on its own reward patches (the
+        paper's way); with ``common`` every step of the phase scores on the same patches, so the
+        difficulty of a draw cancels out between the genotypes the controller compares, and
+        ``baseline_samples`` restarts the baseline on those patches so that a new draw (and the
+        supernet's progress since the last phase) does not read as a reward jump. Each rank scores
+        its own share of the patches; the PSNR is averaged over ranks, so every rank takes the
+        same controller step.
         """
         self.net_g.eval()
         self.pending_child_bits = self.pending_child_bits[:0]  # drawn from the policy before this phase
+        opt = self.search_opt
+        if opt['signal_probe']:
+            self.probe_signal(current_iter)
+        common = opt['reward_mode'] == 'common'
+        self.phase_batch = self.phase_reward_batch(current_iter) if common else None
+        if opt['baseline_samples']:
+            self.reset_baseline(opt['baseline_samples'])
         rows = []
-        for _ in range(self.search_opt['controller_steps']):
-            lq, gt = self.reward_batch()
-            genotype, log_prob, entropy = self._sample()
+        for _ in range(opt['controller_steps']):
+            lq, gt = self.phase_batch if common else self.reward_batch()
+            bits, genotype, log_prob, entropy = self._sample()
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
-            params = count_params(genotype, **self.arch_size)
-            reward = self.reward_fn(psnr, params)
+            params, cost = count_params(genotype, **self.arch_size), self.cost_fn(genotype)
+            reward = self.reward_fn(psnr, cost)
             self.controller_step += 1
             try:
                 loss, advantage = self.cri_reinforce(log_prob, entropy, reward)
@@ -239,11 +287,15 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             loss.backward()
             dist_util.average_gradients_(self.net_c)  # identical already; keeps the ranks bit-exact
             self.optimizer_c.step()
+            with torch.no_grad():
+                probs = self.net_c.bit_probabilities(bits)[0]
             rows.append({
                 'iter': current_iter, 'controller_step': self.controller_step, 'genotype': genotype.to_string(),
-                'bits': genotype.to_string('bits'),
-                'psnr': psnr, 'params': params, 'reward': reward, 'baseline': float(self.cri_reinforce.baseline),
-                'advantage': advantage, 'entropy': float(entropy.detach()), 'log_prob': float(log_prob.detach())})
+                'bits': genotype.to_string('bits'), 'psnr': psnr, 'params': params, 'cost': cost,
+                'cost_unit': self.cost_fn.unit,
+                'reward': self.cri_reinforce.last_reward, 'baseline': float(self.cri_reinforce.baseline),
+                'advantage': advantage, 'entropy': float(entropy.detach()), 'log_prob': float(log_prob.detach()),
+                'p': [round(float(v), 4) for v in probs]})
             self._trace({'iter': current_iter, 'controller': genotype.to_string(), 'psnr': psnr})
         self.net_g.train()
         self._append_history(rows)
@@ -252,6 +304,45 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                 self.log_dict[key] = sum(r[key] for r in rows) / len(rows)
             self.log_dict['params_M'] = sum(r['params'] for r in rows) / len(rows) / 1e6
 
+    def reset_baseline(self, samples: int):
+        """Restart the baseline at the mean reward of ``samples`` policy samples on the phase's patches."""
+        bits = dist_util.broadcast_(self.net_c.decide(samples, 'sample').contiguous())
+        with torch.no_grad():
+            _, entropy = self.net_c.score(bits)
+        lq, gt = self.phase_batch
+        rewards = []
+        for b, h in zip(bits, entropy):
+            genotype = self.net_c.bits_to_genotype(b)
+            psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
+                                             self.device)
+            rewards.append(self.cri_reinforce.shaped_reward(self.reward_fn(psnr, self.cost_fn(genotype)), h))
+        self.cri_reinforce.reset_baseline(sum(rewards) / len(rewards))
+
+    def probe_signal(self, current_iter: int):
+        """The architecture signal on the current shared weights (``search.signal_probe``).
+
+        The same ``signal_probe`` uniform random genotypes, plus the empty and the full one, on the
+        same 2 batches at every phase, so the rows of ``signal_file`` form a curve over the search:
+        genotype / batch / interaction std and the SNR of the search's reward mode (see
+        ``deconas_plugin.search_signal``). Logged to tensorboard as ``signal_*``.
+        """
+        sup = self.get_bare_model(self.net_g)
+        genotypes = probe_genotypes(sup.num_nodes, sup.num_blocks, sup.feature_fusion_search,
+                                    self.search_opt['signal_probe'], self._rank_seed(2) // 64)
+        batches = [draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(3, b), self.device)
+                   for b in range(2)]
+        table = torch.from_numpy(score_table(self.net_g, genotypes, batches, self.reward_crop_border))
+        dist_util.all_reduce_mean_([table])
+        stats = summarize(table.numpy(), genotypes, self.search_opt['reward_mode'], num_random=len(genotypes) - 2)
+        row = {'iter': current_iter, 'controller_step': self.controller_step,
+               **{k: stats[k] for k in ('genotype_std', 'batch_std', 'interaction_std', 'snr_fresh', 'snr_common',
+                                        'snr', 'reward_mode', 'genotypes')},
+               'empty_psnr': float(table[0].mean()), 'full_psnr': float(table[1].mean())}
+        for key in ('genotype_std', 'batch_std', 'interaction_std', 'snr'):
+            self.log_dict[f'signal_{key}'] = row[key]
+        self.log_dict['signal_full_minus_empty'] = row['full_psnr'] - row['empty_psnr']
+        self._append_rows(self.signal_path, [row])
+
     def _trace(self, row):
         if self.search_opt['rank_trace']:
             path = osp.join(self.opt['path']['experiments_root'], f"rank{self.opt['rank']}_trace.jsonl")
@@ -259,9 +350,12 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                 f.write(json.dumps(row) + '\n')
 
     def _append_history(self, rows):
+        self._append_rows(self.history_path, rows)
+
+    def _append_rows(self, path, rows):
         if self.opt['rank'] != 0 or not rows:
             return
-        with open(self.history_path, 'a') as f:
+        with open(path, 'a') as f:
             f.write(''.join(json.dumps(r) + '\n' for r in rows))
             f.flush()
             os.fsync(f.fileno())
@@ -313,10 +407,14 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self._truncate_history(state['iter'])
 
     def _truncate_history(self, resume_iter):
-        """Drop history rows written after the resumed checkpoint, so that none is duplicated."""
-        if self.opt['rank'] != 0 or not osp.exists(self.history_path):
+        """Drop history (and signal) rows written after the resumed checkpoint, so that none is duplicated."""
+        for path in (self.history_path, self.signal_path):
+            self._truncate_rows(path, resume_iter)
+
+    def _truncate_rows(self, path, resume_iter):
+        if self.opt['rank'] != 0 or not osp.exists(path):
             return
-        with open(self.history_path) as f:
+        with open(path) as f:
             lines = [line for line in f if line.strip()]
         keep = []
         for line in lines:
@@ -326,7 +424,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                 continue
             if row['iter'] <= resume_iter:
                 keep.append(line if line.endswith('\n') else line + '\n')
-        tmp = self.history_path + '.tmp'
+        tmp = path + '.tmp'
         with open(tmp, 'w') as f:
             f.writelines(keep)
-        os.replace(tmp, self.history_path)
+        os.replace(tmp, path)
