@@ -1,0 +1,648 @@
+"""Search vs random (``tools/search_vs_random.py``): is the found network better than chance?
+
+The standard check of a weight-sharing search (Yu et al., ICLR 2020, "Evaluating the search phase
+of neural architecture search"): retrain the genotype the search found and K random genotypes of
+about the same size with the same budget and several seeds, test them all on held-out images,
+and see where the found one ranks. Also: does the supernet's shared-weight PSNR order the
+genotypes as their retrained PSNR does (Kendall tau)?
+
+1. The search experiment: its option file (the copy BasicSR keeps in the experiment folder, or
+   ``-opt``) and the genotype ``tools/derive.py`` chose (``<exp>/derive/chosen.json``).
+2. K random genotypes, every bit 1 with probability 1/2 (``Genotype.random``, seeded by
+   ``draw_seed``), kept only when their exact parameter count (``complexity.count_params`` with the
+   search's N, C and scale) is within ``params_tolerance`` (10%) of the found one's; distinct, and
+   never the found genotype itself.
+3. Every genotype is scored with the search's supernet (shared weights, ``derive.score``) on the
+   data ``tools/derive.py`` scored on (``scored_on`` of chosen.json: the reward patches or
+   ``datasets.val``), so the found genotype's supernet PSNR is the one in chosen.json.
+4. Every (genotype, seed) pair is retrained from scratch: the retrain template (default: the
+   option file derive wrote, ``<exp>/derive/train_DeCoNASNet.yml``) with the genotype, the
+   network sizes of the search, ``manual_seed`` = the template's + seed index, no pretrained
+   weights, as its own BasicSR experiment ``<prefix>_<found|randomK>_seed<s>``, by
+   ``python deconas_plugin/train.py -opt ... --auto_resume``. A run whose ``net_g_latest.pth``
+   exists and whose stored option file equals the one it would run is skipped; an interrupted one
+   resumes; one made with other options is archived (``<name>_archived_<time>``) and rerun.
+5. Every retrained network is tested by ``python deconas_plugin/test.py`` (PSNR and SSIM on Y,
+   border = scale; BasicSR's metrics on 8-bit images) on the held-out test sets: the val sets of
+   the retrain template by default, or the datasets of ``--test-opt``, or ``--test-sets`` folders.
+   A test whose log is newer than its checkpoint and option file is skipped.
+6. ``<out>/search_vs_random.json`` (the fields are listed in ``result_fields``), ``.md`` and ``.png``.
+
+Subprocess output goes to ``<out>/logs/<run>.log`` (and to the console unless ``quiet``);
+option files to ``<out>/options/``.
+"""
+import copy
+import json
+import math
+import os
+import os.path as osp
+import random
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from . import derive as derive_lib
+from .complexity import count_params
+from .derive import plain
+from .genotype import Genotype, GenotypeError
+from .utils.checkpoint import atomic_write_text
+
+ROOT = derive_lib.PROJECT_ROOT
+RESULT_FILE = 'search_vs_random'
+DEFAULT_TOLERANCE = 0.10
+MAX_DRAWS = 200_000  # rejection sampling gives up after this many draws
+
+# What search_vs_random.json holds (checked by the tests, listed in the README).
+ROW_FIELDS = ('genotype', 'bits', 'params', 'kind', 'index', 'seed', 'manual_seed', 'experiment', 'psnr', 'ssim',
+              'supernet_psnr', 'test')
+GENOTYPE_FIELDS = ('genotype', 'bits', 'params', 'params_ratio', 'kind', 'index', 'supernet_psnr', 'psnr_mean',
+                   'psnr_std', 'ssim_mean', 'psnrs', 'rank')
+SUMMARY_FIELDS = ('found_genotype', 'found_params', 'found_mean', 'found_std', 'random_mean', 'random_std',
+                  'random_genotype_means_std', 'random_best_mean', 'found_minus_random', 'seed_std', 'found_rank',
+                  'num_genotypes', 'random_better_than_found', 'kendall_tau', 'settings')
+
+
+class ProtocolError(Exception):
+    """A user error of the protocol (missing experiment, no derived genotype, bad template...)."""
+
+
+# ------------------------------------------------------------------------------------- inputs
+def find_experiment(value: str) -> str:
+    """``value`` as a folder, or as the name of a folder under ``experiments/``."""
+    for path in (value, osp.join(ROOT, 'experiments', value)):
+        if osp.isdir(path):
+            return osp.abspath(path)
+    raise ProtocolError(f'search experiment not found: {value} (neither a folder nor experiments/{value})')
+
+
+def find_search_options(experiment: str, opt_path: Optional[str] = None):
+    """(path, options) of the search: ``opt_path``, or the option file BasicSR copied into the
+    experiment folder when the search started (the newest ``*.yml`` there of a DeCoNASSearchModel)."""
+    if opt_path:
+        opt = read_options(opt_path)
+        if opt.get('model_type') != 'DeCoNASSearchModel':
+            raise ProtocolError(f'-opt {opt_path} is not a search option file (model_type '
+                                f'{opt.get("model_type")!r}, expected DeCoNASSearchModel)')
+        return opt_path, opt
+    found = []
+    for name in os.listdir(experiment):
+        path = osp.join(experiment, name)
+        if name.endswith(('.yml', '.yaml')) and osp.isfile(path):
+            try:
+                opt = read_options(path)
+            except ProtocolError:
+                continue
+            if opt.get('model_type') == 'DeCoNASSearchModel':
+                found.append((os.stat(path).st_mtime, path, opt))
+    if not found:
+        raise ProtocolError(f'no search option file (model_type DeCoNASSearchModel) in {experiment} (BasicSR copies '
+                            f'it there when the search starts); pass the search option file with -opt')
+    _, path, opt = max(found, key=lambda t: t[0])
+    return path, opt
+
+
+def read_options(path: str) -> dict:
+    try:
+        return derive_lib.read_options(path)
+    except derive_lib.DeriveError as e:
+        raise ProtocolError(str(e)) from None
+
+
+def network_sizes(search_opt: dict) -> dict:
+    """N, M, C, scale... of the retrained networks: the search's (as ``derive.retrain_options`` writes them)."""
+    net = search_opt['network_g']
+    return {'num_blocks': net.get('num_blocks', 4), 'num_nodes': net.get('num_nodes', 4),
+            'num_feat': net.get('num_feat', 64), 'upscale': net.get('upscale', search_opt['scale']),
+            'num_in_ch': net.get('num_in_ch', 3), 'num_out_ch': net.get('num_out_ch', 3)}
+
+
+def genotype_params(genotype: Genotype, sizes: dict) -> int:
+    return count_params(genotype, **{k: v for k, v in sizes.items() if k != 'num_nodes'})
+
+
+def read_chosen(experiment: str, sizes: dict) -> dict:
+    """``<exp>/derive/chosen.json`` with its genotype parsed (key ``parsed``)."""
+    path = osp.join(experiment, 'derive', 'chosen.json')
+    if not osp.isfile(path):
+        raise ProtocolError(f'no derived genotype: {path} is missing; run python tools/derive.py -opt <search yml> '
+                            f'first (the demo does)')
+    try:
+        with open(path) as f:
+            chosen = json.load(f)
+        value = chosen.get('genotype_dict') or chosen['genotype']
+    except (ValueError, KeyError, AttributeError) as e:
+        raise ProtocolError(f'{path} is not a chosen.json written by tools/derive.py (no genotype: {e})') from None
+    try:
+        chosen['parsed'] = Genotype.parse(value, num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks'])
+    except GenotypeError as e:
+        raise ProtocolError(f'the genotype of {path} does not fit the search network: {e}') from None
+    return chosen
+
+
+# ---------------------------------------------------------------------------- random genotypes
+def draw_random_genotypes(found: Genotype, sizes: dict, count: int, tolerance: float = DEFAULT_TOLERANCE,
+                          seed: int = 0, max_draws: int = MAX_DRAWS) -> List[Genotype]:
+    """``count`` distinct uniform random genotypes (each bit 1 with probability 1/2, fusion bits
+    too when ``found`` has them) whose exact params are within ``tolerance`` of ``found``'s; never
+    ``found`` itself. The same arguments give the same genotypes (``random.Random(seed)``)."""
+    target = genotype_params(found, sizes)
+    rng = random.Random(seed)
+    fusion = found.has_fusion_bits
+    kept: List[Genotype] = []
+    for _ in range(max_draws):
+        if len(kept) == count:
+            break
+        g = Genotype.random(found.num_nodes, sizes['num_blocks'], fusion=fusion, rng=rng, num_ops=found.num_ops)
+        if g != found and g not in kept and abs(genotype_params(g, sizes) - target) <= tolerance * target:
+            kept.append(g)
+    if len(kept) < count:
+        raise ProtocolError(
+            f'only {len(kept)} of {count} random genotypes within {tolerance:.0%} of the found genotype\'s '
+            f'{target:,} params after {max_draws:,} uniform draws; ask for fewer (--random) or widen '
+            f'--params-tolerance')
+    return kept
+
+
+# ------------------------------------------------------------------------------------- statistics
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
+    """Kendall's tau-b of two paired sequences (ties counted as in scipy.stats.kendalltau); None
+    with fewer than two pairs or when one side is all ties."""
+    if len(x) != len(y):
+        raise ValueError(f'kendall_tau_b: {len(x)} x values, {len(y)} y values')
+    concordant = discordant = ties_x = ties_y = 0
+    n = len(x)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                ties_x += 1
+                ties_y += 1
+            elif dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    pairs = n * (n - 1) // 2
+    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
+    return (concordant - discordant) / denominator if denominator > 0 else None
+
+
+def mean(values: Sequence[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def std(values: Sequence[float]) -> Optional[float]:
+    """Sample standard deviation (n - 1); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    m = mean(values)
+    return math.sqrt(sum((v - m)**2 for v in values) / (len(values) - 1))
+
+
+def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict):
+    """(genotype rows, summary) from the per-run rows (fields ``ROW_FIELDS``).
+
+    found/random mean and std are over runs (the found genotype's S seeds; the K x S random runs);
+    ``random_genotype_means_std`` is the spread of the K random genotypes' seed means; ``seed_std``
+    the pooled within-genotype std over seeds (the noise of one retrain); ``found_rank`` is 1 + the
+    number of genotypes whose mean PSNR is higher than the found one's; ``kendall_tau`` (tau-b)
+    pairs each genotype's supernet PSNR with its mean retrained PSNR.
+    """
+    genotypes: Dict[str, dict] = {}
+    for row in rows:
+        g = genotypes.setdefault(row['genotype'], {
+            'genotype': row['genotype'], 'bits': row['bits'], 'params': row['params'], 'kind': row['kind'],
+            'index': row['index'], 'supernet_psnr': supernet_psnr.get(row['genotype']), 'psnrs': [], 'ssims': []})
+        g['psnrs'].append(row['psnr'])
+        g['ssims'].append(row['ssim'])
+    found = next((g for g in genotypes.values() if g['kind'] == 'found'), None)
+    if found is None:
+        raise ProtocolError('no row of the found genotype')
+    for g in genotypes.values():
+        g['params_ratio'] = g['params'] / found['params']
+        g['psnr_mean'], g['psnr_std'] = mean(g['psnrs']), std(g['psnrs'])
+        ssims = [s for s in g.pop('ssims') if s is not None]
+        g['ssim_mean'] = mean(ssims)
+    ordered = sorted(genotypes.values(), key=lambda g: (-g['psnr_mean'], g['index']))
+    for g in ordered:
+        g['rank'] = 1 + sum(o['psnr_mean'] > g['psnr_mean'] for o in ordered)
+    random_runs = [r['psnr'] for r in rows if r['kind'] == 'random']
+    random_means = [g['psnr_mean'] for g in ordered if g['kind'] == 'random']
+    within = [g['psnr_std']**2 for g in ordered if g['psnr_std'] is not None]
+    scored = [g for g in ordered if g['supernet_psnr'] is not None]
+    summary = {
+        'found_genotype': found['genotype'], 'found_params': found['params'],
+        'found_mean': found['psnr_mean'], 'found_std': found['psnr_std'],
+        'random_mean': mean(random_runs), 'random_std': std(random_runs),
+        'random_genotype_means_std': std(random_means),
+        'random_best_mean': max(random_means) if random_means else None,
+        'found_minus_random': found['psnr_mean'] - mean(random_runs) if random_runs else None,
+        'seed_std': math.sqrt(mean(within)) if within else None,
+        'found_rank': found['rank'], 'num_genotypes': len(ordered),
+        'random_better_than_found': sum(m > found['psnr_mean'] for m in random_means),
+        'kendall_tau': kendall_tau_b([g['supernet_psnr'] for g in scored], [g['psnr_mean'] for g in scored]),
+        'settings': settings,
+    }
+    return [{k: g[k] for k in GENOTYPE_FIELDS} for g in ordered], summary
+
+
+# ------------------------------------------------------------------------------------- options
+def scale_schedule(train: dict, iterations: int):
+    """Set ``total_iter`` to ``iterations`` and scale the scheduler's milestones (MultiStepLR) or
+    periods (CosineAnnealingRestartLR, last one adjusted so they sum to ``iterations``) with it."""
+    old = int(train.get('total_iter') or iterations)
+    train['total_iter'] = iterations
+    scheduler = train.get('scheduler') or {}
+    if old <= 0 or old == iterations:
+        return
+    if 'milestones' in scheduler:
+        scheduler['milestones'] = [max(1, round(m * iterations / old)) for m in scheduler['milestones']]
+    if 'periods' in scheduler and scheduler['periods']:
+        periods = [max(1, round(p * iterations / old)) for p in scheduler['periods']]
+        periods[-1] = max(1, iterations - sum(periods[:-1]))
+        scheduler['periods'] = periods
+
+
+def check_template(template: dict, path: str):
+    train_set = (template.get('datasets') or {}).get('train')
+    if not isinstance(train_set, dict) or not train_set:
+        raise ProtocolError(f'retrain template {path} has no datasets.train; pass --data-from-search to train on '
+                            f"the search's datasets")
+    if not isinstance(template.get('train'), dict) or not template['train'].get('total_iter'):
+        raise ProtocolError(f'retrain template {path} has no train.total_iter (not a training option file?)')
+
+
+def retrain_options(genotype: Genotype, search_opt: dict, template: dict, name: str, manual_seed: int,
+                    iterations: Optional[int] = None, num_gpu=None, data_from_search: bool = False,
+                    overrides: Sequence[str] = ()) -> dict:
+    """The template with ``genotype`` (sizes of the search), from scratch, as experiment ``name``."""
+    try:
+        opt = derive_lib.retrain_options(genotype, search_opt, template, data_from_search, None, overrides)
+    except derive_lib.DeriveError as e:
+        raise ProtocolError(str(e)) from None
+    opt['name'] = name
+    opt['manual_seed'] = manual_seed
+    opt['path']['resume_state'] = None
+    if iterations is not None:
+        scale_schedule(opt['train'], iterations)
+    if num_gpu is not None:
+        opt['num_gpu'] = num_gpu
+    return opt
+
+
+def test_sets_of(template: dict, test_opt: Optional[dict] = None, folders: Sequence[str] = (),
+                 scale: int = 2) -> List[dict]:
+    """The held-out test datasets: ``folders`` (GTmod<s>/LRbicx<s>, as tools/prepare_benchmark.py
+    writes them), else every dataset of ``test_opt``, else the val datasets of the template."""
+    if folders:
+        sets = []
+        for folder in folders:
+            folder = osp.abspath(folder)
+            gt, lq = osp.join(folder, f'GTmod{scale}'), osp.join(folder, f'LRbicx{scale}')
+            if not (osp.isdir(gt) and osp.isdir(lq)):
+                raise ProtocolError(f'test set {folder} has no GTmod{scale}/LRbicx{scale} folders: prepare it with '
+                                    f'python tools/prepare_benchmark.py --input <HR folder> --output {folder} '
+                                    f'--scales {scale}')
+            sets.append({'name': osp.basename(osp.normpath(folder)), 'type': 'PairedImageDataset',
+                         'dataroot_gt': gt, 'dataroot_lq': lq, 'io_backend': {'type': 'disk'}})
+        return sets
+    if test_opt is not None:
+        sets = [dict(plain(d)) for d in (test_opt.get('datasets') or {}).values() if isinstance(d, dict)]
+        if not sets:
+            raise ProtocolError('the --test-opt file has no datasets')
+    else:
+        sets = [dict(plain(d)) for k, d in (template.get('datasets') or {}).items()
+                if k.startswith('val') and isinstance(d, dict)]
+        if not sets:
+            raise ProtocolError('the retrain template has no val dataset to test on; pass --test-opt or --test-sets')
+    for i, d in enumerate(sets, 1):
+        d.setdefault('name', f'test_{i}')
+        for key in ('dataroot_gt', 'dataroot_lq'):  # tests run from the project root
+            if d.get(key) and not osp.isabs(d[key]):
+                d[key] = osp.join(ROOT, d[key])
+    return sets
+
+
+def test_options(train_opt: dict, checkpoint: str, sets: List[dict], name: str) -> dict:
+    """A test option file of the retrained network: PSNR and SSIM on Y, border = scale (the
+    demo's test protocol, options/demo/demo_test.yml), no images saved."""
+    s = train_opt['scale']
+    return {
+        'name': name, 'model_type': 'DeCoNASSRModel', 'scale': s, 'num_gpu': train_opt.get('num_gpu', 'auto'),
+        'manual_seed': 0,
+        'datasets': {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)},
+        'network_g': plain(train_opt['network_g']),
+        'path': {'pretrain_network_g': checkpoint, 'strict_load_g': True},
+        'val': {'save_img': False, 'suffix': None, 'metrics': {
+            'psnr': {'type': 'calculate_psnr', 'crop_border': s, 'test_y_channel': True},
+            'ssim': {'type': 'calculate_ssim', 'crop_border': s, 'test_y_channel': True}}},
+    }
+
+
+def budget_of(opt: dict) -> dict:
+    """What one retrain gets: iterations, batch, patch, learning rate and schedule."""
+    train_set = (opt.get('datasets') or {}).get('train') or {}
+    gt_size = train_set.get('gt_size')
+    return {'total_iter': opt['train']['total_iter'], 'batch_size_per_gpu': train_set.get('batch_size_per_gpu'),
+            'gt_size': gt_size, 'lr_patch': gt_size // opt['scale'] if gt_size else None,
+            'lr': (opt['train'].get('optim_g') or {}).get('lr'), 'scheduler': plain(opt['train'].get('scheduler')),
+            'train_set': train_set.get('name'), 'autocast': opt['train'].get('autocast')}
+
+
+# ------------------------------------------------------------------------------------- runs
+class Runner:
+    """Runs the entry points as subprocesses from the project root, logging to ``<out>/logs``."""
+
+    def __init__(self, out: str, threads: Optional[int] = None, quiet: bool = False):
+        self.out, self.threads, self.quiet = out, threads, quiet
+        self.options = osp.join(out, 'options')
+        self.logs = osp.join(out, 'logs')
+
+    def say(self, text: str):
+        print(text, flush=True)
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        if self.threads:
+            for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+                env[key] = str(self.threads)
+        env['PYTHONUNBUFFERED'] = '1'
+        return env
+
+    def run_cmd(self, cmd: List[str], log_name: str, what: str):
+        os.makedirs(self.logs, exist_ok=True)
+        log_path = osp.join(self.logs, f'{log_name}.log')
+        with open(log_path, 'ab') as log:
+            log.write(f'\n$ {" ".join(cmd)}\n'.encode())
+            log.flush()
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                while True:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    log.write(chunk)
+                    if not self.quiet:
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.flush()
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        if rc != 0:
+            with open(log_path, 'rb') as f:
+                lines = f.read()[-20000:].decode(errors='replace').splitlines()
+            errors = [line for line in lines if line.startswith('error:')]
+            last = errors[-1] if errors else next((line for line in reversed(lines) if line.strip()), '')
+            raise ProtocolError(f'{what} failed (exit code {rc}): {last.strip()} (full log: {log_path})')
+
+    def write_options(self, name: str, opt: dict, header: str) -> str:
+        """``<out>/options/<name>.yml``, rewritten only when its content changes (keeps mtimes)."""
+        path = osp.join(self.options, f'{name}.yml')
+        text = header + derive_lib.dump_options(opt)
+        if osp.isfile(path):
+            with open(path) as f:
+                if f.read() == text:
+                    return path
+        atomic_write_text(path, text)
+        return path
+
+    def train(self, opt: dict, header: str) -> str:
+        """Retrain (or skip a finished run, or resume an interrupted one); 'ran' or 'skipped'."""
+        path = self.write_options(opt['name'], opt, header)
+        exp = osp.join(ROOT, 'experiments', opt['name'])
+        stored = osp.join(exp, osp.basename(path))
+        same = osp.isfile(stored) and plain(read_options(stored)) == plain(opt)
+        if same and osp.isfile(osp.join(exp, 'models', 'net_g_latest.pth')):
+            return 'skipped'
+        if osp.isdir(exp) and not same:
+            archived = f"{exp}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+            os.replace(exp, archived)
+            self.say(f'    {exp} held a run with other options: moved to {osp.basename(archived)}')
+        self.run_cmd([sys.executable, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', path, '--auto_resume'],
+                     opt['name'], f"retrain {opt['name']}")
+        return 'ran'
+
+    def test(self, opt: dict, header: str) -> tuple:
+        """Test (or reuse a newer test log); ('ran' or 'skipped', {set: {metric: value}})."""
+        from .report import find_test_log, parse_test_log
+        path = self.write_options(opt['name'], opt, header)
+        results = osp.join(ROOT, 'results', opt['name'])
+        names = {d['name'] for d in opt['datasets'].values()}
+        log = find_test_log(results)
+        newest_input = max(os.stat(path).st_mtime, os.stat(opt['path']['pretrain_network_g']).st_mtime)
+        if log and os.stat(log).st_mtime > newest_input and set(parse_test_log(log)) >= names:
+            return 'skipped', parse_test_log(log)
+        self.run_cmd([sys.executable, osp.join(ROOT, 'deconas_plugin', 'test.py'), '-opt', path], opt['name'],
+                     f"test {opt['name']}")
+        log = find_test_log(results)
+        metrics = parse_test_log(log) if log else {}
+        if not set(metrics) >= names:
+            raise ProtocolError(f"test {opt['name']}: no metrics of {sorted(names - set(metrics))} in {log}")
+        return 'ran', metrics
+
+
+# ------------------------------------------------------------------------------------- outputs
+def fmt(value, digits=3, signed=False):
+    if value is None:
+        return 'n/a'
+    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+
+
+def markdown(result: dict) -> str:
+    s, settings = result['summary'], result['summary']['settings']
+    seeds = settings['manual_seeds']
+    lines = [
+        '# Search vs random', '',
+        f"Search `{settings['search_experiment']}`: the found genotype and {settings['random']} random genotypes "
+        f"within {settings['params_tolerance']:.0%} of its params, each retrained with {len(seeds)} seed(s) "
+        f"(manual_seed {', '.join(map(str, seeds))}), {settings['budget']['total_iter']:,} iterations each, "
+        f"tested on {', '.join(t['name'] for t in settings['test_sets'])} (PSNR-Y / SSIM-Y, border "
+        f"{settings['scale']}); supernet PSNR-Y: shared weights of iteration {settings['supernet']['iteration']} on "
+        f"the {settings['supernet']['scored_on']} data.", '',
+        '| rank | kind | genotype | params | supernet PSNR-Y | test PSNR-Y per seed | mean ± std | SSIM-Y |',
+        '|---:|---|---|---:|---:|---|---:|---:|']
+    for g in result['genotypes']:
+        kind = '**found**' if g['kind'] == 'found' else f"random {g['index']}"
+        lines.append(f"| {g['rank']} | {kind} | `{g['genotype']}` | {g['params']:,} | {fmt(g['supernet_psnr'])} | "
+                     f"{', '.join(fmt(p) for p in g['psnrs'])} | {fmt(g['psnr_mean'])} ± {fmt(g['psnr_std'])} | "
+                     f"{fmt(g['ssim_mean'], 4)} |")
+    tau = s['kendall_tau']
+    lines += [
+        '', f"- found: {fmt(s['found_mean'])} ± {fmt(s['found_std'])} dB; random: {fmt(s['random_mean'])} ± "
+        f"{fmt(s['random_std'])} dB over {settings['random'] * len(seeds)} runs (spread of the random genotypes' "
+        f"means {fmt(s['random_genotype_means_std'])} dB, best {fmt(s['random_best_mean'])} dB); found - random "
+        f"{fmt(s['found_minus_random'], signed=True)} dB.",
+        f"- seed noise (pooled std of one genotype over seeds): {fmt(s['seed_std'])} dB.",
+        f"- the found network ranks {s['found_rank']} of {s['num_genotypes']}; {s['random_better_than_found']} "
+        f"random genotype(s) have a higher mean.",
+        f"- Kendall tau-b between supernet PSNR-Y and mean retrained PSNR-Y over the {s['num_genotypes']} genotypes: "
+        f"{fmt(tau)}.",
+        '', 'How to read it: the found network beats chance only if its mean is above the random ones by more '
+        'than the seed noise (and ranks first); a Kendall tau near 0 means the shared weights do not order the '
+        'genotypes as training them does, so the search cannot find better networks whatever its controller.', '']
+    return '\n'.join(lines)
+
+
+def plot(result: dict, path: str):
+    """Test PSNR-Y per genotype (seeds as points, mean as a bar) against params and against the
+    supernet's PSNR-Y; the found genotype in red."""
+    from .report import new_figure_of_size, save_figure
+    fig = new_figure_of_size((10.0, 4.0))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in ((axes[0], 'params', 'params'), (axes[1], 'supernet_psnr', 'supernet PSNR-Y (dB)')):
+        for g in result['genotypes']:
+            x = g[key]
+            if x is None:
+                continue
+            found = g['kind'] == 'found'
+            colour = 'tab:red' if found else 'tab:blue'
+            ax.scatter([x] * len(g['psnrs']), g['psnrs'], s=14, color=colour, alpha=0.5, zorder=2)
+            ax.scatter([x], [g['psnr_mean']], s=90 if found else 50, marker='*' if found else '_', color=colour,
+                       zorder=3, label='found (mean)' if found else None)
+        ax.set_xlabel(label)
+        ax.set_ylabel('test PSNR-Y (dB)')
+        ax.grid(alpha=0.3)
+    axes[0].scatter([], [], s=14, color='tab:blue', alpha=0.5, label='random (seeds)')
+    axes[0].legend(loc='best', fontsize=8)
+    s = result['summary']
+    axes[1].set_title(f"Kendall tau-b {fmt(s['kendall_tau'], 2)}", fontsize=9)
+    axes[0].set_title(f"found ranks {s['found_rank']} of {s['num_genotypes']}", fontsize=9)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
+    save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------- protocol
+def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_opt: Optional[str] = None,
+        test_opt: Optional[str] = None, test_sets: Sequence[str] = (), iterations: Optional[int] = None,
+        opt_path: Optional[str] = None, iteration: str = 'latest', scored_on: Optional[str] = None,
+        params_tolerance: float = DEFAULT_TOLERANCE, draw_seed: int = 0, prefix: Optional[str] = None,
+        data_from_search: bool = False, overrides: Sequence[str] = (), device: str = 'auto',
+        threads: Optional[int] = None, quiet: bool = False) -> dict:
+    """The whole protocol (see the module doc); returns what it writes to search_vs_random.json."""
+    import torch
+    if random_count < 1 or seeds < 1:
+        raise ProtocolError(f'--random and --seeds must be at least 1, got {random_count} and {seeds}')
+    if iterations is not None and iterations < 1:
+        raise ProtocolError(f'--iterations must be at least 1, got {iterations}')
+    if not 0 < params_tolerance < 1:
+        raise ProtocolError(f'--params-tolerance must be in (0, 1), got {params_tolerance}')
+    out = osp.abspath(out)
+    experiment = find_experiment(search_exp)
+    search_opt_path, search_opt = find_search_options(experiment, opt_path)
+    sizes = network_sizes(search_opt)
+    chosen = read_chosen(experiment, sizes)
+    found = chosen['parsed']
+    template_path = osp.abspath(train_opt or osp.join(experiment, 'derive', 'train_DeCoNASNet.yml'))
+    if not osp.isfile(template_path):
+        raise ProtocolError(f'retrain template not found: {template_path}' + (
+            '' if train_opt else ' (tools/derive.py writes it); pass --train-opt'))
+    template = read_options(template_path)
+    if data_from_search:
+        template['datasets'] = copy.deepcopy(search_opt['datasets'])
+    check_template(template, template_path)
+    sets = test_sets_of(template, read_options(test_opt) if test_opt else None, test_sets, search_opt['scale'])
+    num_gpu = {'auto': None, 'cpu': 0, 'cuda': 1}[device]
+    torch_device = 'cuda' if (device == 'cuda' or (device == 'auto' and torch.cuda.is_available())) else 'cpu'
+    prefix = prefix or f"svr_{search_opt['name']}"
+    base_seed = int(template.get('manual_seed') or 0)
+    manual_seeds = [base_seed + s for s in range(seeds)]
+
+    say = Runner(out, threads, quiet).say
+    randoms = draw_random_genotypes(found, sizes, random_count, params_tolerance, draw_seed)
+    entries = [('found', 0, found)] + [('random', i, g) for i, g in enumerate(randoms, 1)]
+    say(f'search vs random: {experiment}, found {found} ({genotype_params(found, sizes):,} params) and '
+        f'{random_count} random genotype(s) within {params_tolerance:.0%}, {seeds} seed(s) each')
+
+    # Supernet scores first: cheap, and a broken search experiment fails before hours of retraining.
+    scored_on = scored_on or chosen.get('scored_on') or 'reward'
+    old_threads = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        supernet, _ = derive_lib.load_search(search_opt, experiment, iteration, torch_device)
+        batches = derive_lib.validation_batches(search_opt, scored_on, torch_device)
+        crop = (search_opt.get('search') or {}).get('reward_crop_border')
+        crop = supernet.upscale if crop is None else crop
+        scores = derive_lib.score(supernet, [g for _, _, g in entries], batches, crop,
+                                  derive_lib.search_alpha(search_opt), progress=not quiet)
+    except derive_lib.DeriveError as e:
+        raise ProtocolError(str(e)) from None
+    finally:
+        torch.set_num_threads(old_threads)
+    supernet_psnr = {r['genotype']: r['psnr'] for r in scores}
+    del supernet, batches
+    say(f"supernet PSNR-Y ({scored_on} data, iteration {iteration}): " + ', '.join(
+        f"{kind if kind == 'found' else f'random{i}'} {supernet_psnr[g.to_string()]:.3f}" for kind, i, g in entries))
+
+    # Every option file is built (and the first checked) before anything runs.
+    from .utils.option_check import OptionError, check_options
+    jobs = []
+    for kind, index, genotype in entries:
+        label = 'found' if kind == 'found' else f'random{index}'
+        for s, manual_seed in enumerate(manual_seeds):
+            name = f'{prefix}_{label}_seed{s}'
+            train = retrain_options(genotype, search_opt, template, name, manual_seed, iterations, num_gpu,
+                                    False, overrides)
+            checkpoint = osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth')
+            test = test_options(train, checkpoint, sets, f'{name}_test')
+            jobs.append((kind, index, genotype, s, manual_seed, label, train, test))
+    cwd = os.getcwd()
+    try:
+        os.chdir(ROOT)  # relative dataset paths are relative to the project root, where the runs start
+        check_options(copy.deepcopy(jobs[0][6]))
+        check_options(dict(copy.deepcopy(jobs[0][7]), path={}))
+    except OptionError as e:
+        raise ProtocolError(f'retrain/test options from {template_path}: {e}') from None
+    finally:
+        os.chdir(cwd)
+
+    runner = Runner(out, threads, quiet)
+    rows = []
+    for n, (kind, index, genotype, s, manual_seed, label, train, test) in enumerate(jobs, 1):
+        params = genotype_params(genotype, sizes)
+        head = f'[{n}/{len(jobs)}] {label} seed {s} (manual_seed {manual_seed}) {genotype} ({params:,} params)'
+        say(head)
+        t = time.time()
+        trained = runner.train(train, f'# Written by tools/search_vs_random.py: {label}, seed {s}, from '
+                                      f'{template_path}\n')
+        t_train = time.time() - t
+        t = time.time()
+        tested, metrics = runner.test(test, f'# Written by tools/search_vs_random.py: test of {train["name"]}\n')
+        primary = metrics[sets[0]['name']]
+        say(f"    retrain {trained} ({t_train:.1f} s), test {tested} ({time.time() - t:.1f} s): PSNR-Y "
+            f"{primary.get('psnr', float('nan')):.4f} dB, SSIM-Y {primary.get('ssim', float('nan')):.4f}")
+        rows.append({'genotype': genotype.to_string(), 'bits': genotype.to_string('bits'), 'params': params,
+                     'kind': kind, 'index': index, 'seed': s, 'manual_seed': manual_seed,
+                     'experiment': train['name'], 'psnr': primary.get('psnr'), 'ssim': primary.get('ssim'),
+                     'supernet_psnr': supernet_psnr[genotype.to_string()],
+                     'test': {name: metrics[name] for name in (d['name'] for d in sets)}})
+
+    settings = {
+        'search_experiment': experiment, 'search_options': osp.abspath(search_opt_path),
+        'template': template_path, 'data_from_search': data_from_search, 'overrides': list(overrides),
+        'iterations': jobs[0][6]['train']['total_iter'], 'seeds': seeds, 'manual_seeds': manual_seeds,
+        'random': random_count, 'params_tolerance': params_tolerance, 'draw_seed': draw_seed,
+        'budget': budget_of(jobs[0][6]), 'scale': search_opt['scale'], 'network': sizes,
+        'test_sets': [{'name': d['name'], 'dataroot_gt': d.get('dataroot_gt'), 'dataroot_lq': d.get('dataroot_lq')}
+                      for d in sets],
+        'test_set': sets[0]['name'],
+        'supernet': {'iteration': iteration, 'scored_on': scored_on, 'crop_border': crop,
+                     'chosen_psnr': chosen.get('psnr')},
+        'prefix': prefix, 'device': torch_device,
+    }
+    genotypes, summary = summarize(rows, supernet_psnr, settings)
+    result = {'rows': rows, 'genotypes': genotypes, 'summary': summary}
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(osp.join(out, f'{RESULT_FILE}.json'), json.dumps(result, indent=2) + '\n')
+    text = markdown(result)
+    atomic_write_text(osp.join(out, f'{RESULT_FILE}.md'), text)
+    plot(result, osp.join(out, f'{RESULT_FILE}.png'))
+    say('\n' + text)
+    say(f'written: {out}/{RESULT_FILE}.json, .md, .png')
+    return result

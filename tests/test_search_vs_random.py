@@ -1,0 +1,256 @@
+"""Search vs random (tools/search_vs_random.py): the protocol on a tiny search, and its parts.
+
+The end-to-end test runs a tiny search (C = 4, N = 2, M = 2, 8 iterations) and tools/derive.py,
+then the tool with 2 random genotypes, 1 seed and 2-iteration retrains on the embedded photos,
+and checks the written fields against independent recomputations; a rerun must skip every run.
+The other tests check the parts (Kendall tau-b, the random draw, the summary, the errors) in process.
+"""
+import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.metrics import calculate_psnr
+from basicsr.utils import img2tensor, tensor2img
+
+from deconas_plugin import search_vs_random as svr
+from deconas_plugin.complexity import count_params
+from deconas_plugin.genotype import Genotype
+from deconas_plugin.utils.y_protocol import is_single_channel, rgb_to_luma
+import tiny_options
+from shared_data import ROOT
+from tiny_options import write_options
+
+TOOL = osp.join(ROOT, 'tools', 'search_vs_random.py')
+TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
+SIZES = dict(num_blocks=2, num_nodes=3, num_feat=16, upscale=2, num_in_ch=3, num_out_ch=3)  # the demo's space
+
+
+def run(script, *args, timeout=300):
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n' \
+                                 f'--- stderr\n{proc.stderr[-3000:]}'
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'svr_test_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_psnr_y_of_checkpoint(checkpoint, network_g, folder):
+    """Mean PSNR-Y (border 2) of a retrained network on a GTmod2/LRbicx2 folder, computed here
+    without BasicSR's model or loader: the network on each LR image (read as 3-channel BGR, as
+    BasicSR does), 8-bit output, BasicSR's calculate_psnr; a single-channel file is scored on its
+    own values against the output's luma (the project's gray rule, deconas_plugin/utils/y_protocol.py)."""
+    net = build_network(dict(network_g))
+    net.load_state_dict(torch.load(checkpoint, map_location='cpu')['params'])
+    net.eval()
+    values = []
+    for name in sorted(os.listdir(osp.join(folder, 'GTmod2'))):
+        gt_path = osp.join(folder, 'GTmod2', name)
+        gt = cv2.imread(gt_path, cv2.IMREAD_COLOR)
+        lq = cv2.imread(osp.join(folder, 'LRbicx2', name), cv2.IMREAD_COLOR)
+        with torch.no_grad():
+            out = net(img2tensor(lq.astype(np.float32) / 255., bgr2rgb=True, float32=True)[None])
+        if is_single_channel(gt_path):
+            sr, gt = tensor2img([rgb_to_luma(out)]), gt[..., 0]
+        else:
+            sr = tensor2img([out])  # BGR uint8, like gt
+        values.append(calculate_psnr(sr, gt, crop_border=2, test_y_channel=True))
+    return float(np.mean(values))
+
+
+test_psnr_y_of_checkpoint.__test__ = False  # a helper, not a test
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_search_vs_random_end_to_end(embedded_data, tmp_path, experiment_name):
+    search_name = experiment_name('test_svr_search')
+    opt = tiny_options.search_options(embedded_data, search_name, total_iter=8)
+    opt['network_c']['hidden_size'] = 16
+    search_yml = write_options(tmp_path / 'search.yml', opt)
+    check_ok(run(TRAIN, '-opt', search_yml))
+    template = write_options(tmp_path / 'template.yml', tiny_options.train_options(embedded_data, 'unused'))
+    derive = load_tool('derive')
+    with contextlib.redirect_stdout(io.StringIO()):
+        derive.main(['-opt', search_yml, '--num-samples', '4', '--scored-on', 'reward', '--template', template,
+                     '--device', 'cpu'])
+    exp = osp.join(ROOT, 'experiments', search_name)
+    with open(osp.join(exp, 'derive', 'chosen.json')) as f:
+        chosen = json.load(f)
+
+    prefix = experiment_name('test_svr')
+    out = tmp_path / 'svr'
+    args = ['--search-exp', search_name, '--random', '2', '--seeds', '1', '--iterations', '2', '--prefix', prefix,
+            '--out', str(out), '--device', 'cpu', '--threads', '1', '--quiet']
+    tool = load_tool('search_vs_random')
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert tool.main(args) == 0
+    assert buf.getvalue().count('retrain ran') == 3 and buf.getvalue().count('test ran') == 3, buf.getvalue()
+    with open(out / 'search_vs_random.json') as f:
+        result = json.load(f)
+    assert (out / 'search_vs_random.md').is_file() and (out / 'search_vs_random.png').stat().st_size > 1000
+    rows, genotypes, summary = result['rows'], result['genotypes'], result['summary']
+    assert all(set(r) == set(svr.ROW_FIELDS) for r in rows)
+    assert all(set(g) == set(svr.GENOTYPE_FIELDS) for g in genotypes)
+    assert set(summary) == set(svr.SUMMARY_FIELDS)
+    settings = summary['settings']
+    assert settings['iterations'] == 2 and settings['seeds'] == 1 and settings['random'] == 2
+    assert settings['budget']['total_iter'] == 2 and settings['budget']['batch_size_per_gpu'] == 2
+    assert settings['test_set'] == 'embedded_test' and settings['supernet']['scored_on'] == 'reward'
+    assert [r['kind'] for r in rows] == ['found', 'random', 'random']
+    assert rows[0]['genotype'] == Genotype.parse(chosen['genotype']).to_string()
+    # The found genotype's supernet score is derive's: same weights, same reward images.
+    assert rows[0]['supernet_psnr'] == pytest.approx(chosen['psnr'], abs=1e-6)
+
+    # Params: exact counts of the retrained networks, the random ones within 10% of the found one's.
+    sizes = svr.network_sizes(opt)
+    found_params = rows[0]['params']
+    for row in rows:
+        g = Genotype.parse(row['genotype'], num_nodes=2)
+        assert row['params'] == count_params(g, num_blocks=2, num_feat=4, upscale=2)
+        experiment_dir = osp.join(ROOT, 'experiments', row['experiment'])
+        state = torch.load(osp.join(experiment_dir, 'models', 'net_g_latest.pth'), map_location='cpu')['params']
+        assert sum(v.numel() for v in state.values()) == row['params'] == svr.genotype_params(g, sizes)
+        assert abs(row['params'] - found_params) <= 0.1 * found_params
+        assert row['experiment'].startswith(prefix) and row['manual_seed'] == 0
+    assert len({r['genotype'] for r in rows}) == 3
+
+    # A test PSNR recomputed independently from the checkpoint and the test images.
+    row = rows[1]
+    network_g = svr.read_options(osp.join(out, 'options', f"{row['experiment']}.yml"))['network_g']
+    checkpoint = osp.join(ROOT, 'experiments', row['experiment'], 'models', 'net_g_latest.pth')
+    assert row['psnr'] == pytest.approx(test_psnr_y_of_checkpoint(checkpoint, network_g, embedded_data['test']),
+                                        abs=1e-4)
+    assert row['test']['embedded_test']['psnr'] == row['psnr'] and 0 < row['ssim'] <= 1
+
+    # Summary against the rows.
+    by_genotype = {g['genotype']: g for g in genotypes}
+    assert [by_genotype[r['genotype']]['psnr_mean'] for r in rows] == [r['psnr'] for r in rows]
+    assert summary['found_mean'] == rows[0]['psnr'] and summary['found_std'] is None
+    assert summary['random_mean'] == pytest.approx((rows[1]['psnr'] + rows[2]['psnr']) / 2)
+    assert summary['found_rank'] == 1 + sum(r['psnr'] > rows[0]['psnr'] for r in rows)
+    assert summary['kendall_tau'] == svr.kendall_tau_b([g['supernet_psnr'] for g in genotypes],
+                                                       [g['psnr_mean'] for g in genotypes])
+
+    # A rerun skips every retrain and test, and writes the same rows.
+    stamps = [os.stat(osp.join(ROOT, 'experiments', r['experiment'], 'models', 'net_g_latest.pth')).st_mtime_ns
+              for r in rows]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tool.main(args)
+    assert buf.getvalue().count('retrain skipped') == 3 and buf.getvalue().count('test skipped') == 3
+    assert ' ran ' not in buf.getvalue(), buf.getvalue()
+    with open(out / 'search_vs_random.json') as f:
+        assert json.load(f)['rows'] == rows
+    assert stamps == [os.stat(osp.join(ROOT, 'experiments', r['experiment'], 'models', 'net_g_latest.pth'))
+                      .st_mtime_ns for r in rows]
+
+
+# ------------------------------------------------------------------------------------ parts
+def test_kendall_tau_b_hand_computed():
+    # 6 pairs, one discordant (2, 3): (5 - 1) / 6.
+    assert svr.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # Ties: x ties one pair, y ties another; 4 concordant, 0 discordant: 4 / sqrt(5 * 5).
+    assert svr.kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert svr.kendall_tau_b([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert svr.kendall_tau_b([1, 1, 1], [1, 2, 3]) is None and svr.kendall_tau_b([1], [2]) is None
+    scipy_stats = pytest.importorskip('scipy.stats')
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, 12).tolist(), rng.integers(0, 5, 12).tolist()
+    assert svr.kendall_tau_b(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
+
+
+def test_random_genotypes_matched_distinct_and_reproducible():
+    found = Genotype.parse('7 5 3 0 1 6')
+    target = svr.genotype_params(found, SIZES)
+    drawn = svr.draw_random_genotypes(found, SIZES, 6, 0.10, seed=3)
+    assert drawn == svr.draw_random_genotypes(found, SIZES, 6, 0.10, seed=3)
+    assert drawn != svr.draw_random_genotypes(found, SIZES, 6, 0.10, seed=4)
+    assert len(set(drawn)) == 6 and found not in drawn
+    assert all(abs(svr.genotype_params(g, SIZES) - target) <= 0.1 * target for g in drawn)
+    with pytest.raises(svr.ProtocolError, match='within 0% of'):
+        svr.draw_random_genotypes(Genotype.full(3), SIZES, 1, 1e-9, max_draws=2000)  # the full one is unique
+
+
+def test_summary_of_two_seeds():
+    def row(kind, index, genotype, psnr, seed):
+        return {'genotype': genotype, 'bits': genotype, 'params': 100 + index, 'kind': kind, 'index': index,
+                'seed': seed, 'psnr': psnr, 'ssim': 0.9}
+    rows = [row('found', 0, 'a', 30.0, 0), row('found', 0, 'a', 30.2, 1),
+            row('random', 1, 'b', 30.3, 0), row('random', 1, 'b', 30.5, 1),
+            row('random', 2, 'c', 29.0, 0), row('random', 2, 'c', 29.4, 1)]
+    genotypes, summary = svr.summarize(rows, {'a': 20.0, 'b': 21.0, 'c': 19.0}, {'k': 1})
+    assert [g['genotype'] for g in genotypes] == ['b', 'a', 'c'] and [g['rank'] for g in genotypes] == [1, 2, 3]
+    assert summary['found_mean'] == pytest.approx(30.1) and summary['found_std'] == pytest.approx(math.sqrt(0.02))
+    assert summary['random_mean'] == pytest.approx(29.8)
+    assert summary['random_std'] == pytest.approx(np.std([30.3, 30.5, 29.0, 29.4], ddof=1))
+    assert summary['random_genotype_means_std'] == pytest.approx(np.std([30.4, 29.2], ddof=1))
+    assert summary['seed_std'] == pytest.approx(math.sqrt((0.02 + 0.02 + 0.08) / 3))
+    assert summary['found_rank'] == 2 and summary['random_better_than_found'] == 1
+    assert summary['found_minus_random'] == pytest.approx(0.3) and summary['random_best_mean'] == pytest.approx(30.4)
+    assert summary['kendall_tau'] == pytest.approx(1.0) and summary['settings'] == {'k': 1}
+    assert genotypes[1]['params_ratio'] == 1.0 and genotypes[0]['params_ratio'] == pytest.approx(1.01)
+
+
+def test_iterations_scale_the_schedule():
+    train = {'total_iter': 1500, 'scheduler': {'type': 'MultiStepLR', 'milestones': [750, 1125], 'gamma': 0.5}}
+    svr.scale_schedule(train, 300)
+    assert train['total_iter'] == 300 and train['scheduler']['milestones'] == [150, 225]
+    cosine = {'total_iter': 1000, 'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [250, 750]}}
+    svr.scale_schedule(cosine, 333)
+    assert sum(cosine['scheduler']['periods']) == 333
+
+
+# ------------------------------------------------------------------------------------ user errors
+def _fake_search(embedded_data, tmp_path, chosen=True):
+    """An experiment folder with a search option file (and a chosen.json): enough for the checks
+    that run before any checkpoint is read."""
+    exp = tmp_path / 'search_exp'
+    (exp / 'derive').mkdir(parents=True)
+    opt = tiny_options.search_options(embedded_data, 'fake_search')
+    write_options(exp / 'search.yml', dict(opt, model_type='DeCoNASSearchModel'))
+    if chosen:
+        (exp / 'derive' / 'chosen.json').write_text(json.dumps({'genotype': '7 5 3', 'scored_on': 'reward'}))
+    return exp
+
+
+def test_missing_experiment_is_one_error_line(tmp_path):
+    proc = run(TOOL, '--search-exp', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'out'), timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: search experiment not found')
+
+
+def test_no_chosen_genotype_and_bad_template_are_user_errors(embedded_data, tmp_path):
+    exp = _fake_search(embedded_data, tmp_path, chosen=False)
+    with pytest.raises(svr.ProtocolError, match=r'chosen\.json is missing; run python tools/derive\.py'):
+        svr.run(str(exp), str(tmp_path / 'out'))
+    exp = _fake_search(embedded_data, tmp_path / 'b')
+    with pytest.raises(svr.ProtocolError, match=r'train_DeCoNASNet\.yml \(tools/derive\.py writes it\)'):
+        svr.run(str(exp), str(tmp_path / 'out'))
+    template = tiny_options.train_options(embedded_data)
+    del template['datasets']['train']
+    path = write_options(tmp_path / 'no_train.yml', template)
+    with pytest.raises(svr.ProtocolError, match='has no datasets.train; pass --data-from-search'):
+        svr.run(str(exp), str(tmp_path / 'out'), train_opt=path)
+    with pytest.raises(svr.ProtocolError, match='retrain template not found'):
+        svr.run(str(exp), str(tmp_path / 'out'), train_opt=str(tmp_path / 'missing.yml'))
