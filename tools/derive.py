@@ -65,7 +65,8 @@ def main(argv=None):
     alpha = derive.search_alpha(opt) if args.alpha is None else args.alpha
     crop = (opt.get('search') or {}).get('reward_crop_border')
     crop = supernet.upscale if crop is None else crop
-    rows = derive.score(supernet, genotypes, batches, crop, alpha)
+    cost = derive.search_cost(opt.get('search') or {}, supernet)  # search.penalty: params, MACs or latency
+    rows = derive.score(supernet, genotypes, batches, crop, alpha, cost=cost)
     chosen = derive.choose(rows, args.max_params)
     genotype = Genotype.parse(chosen['genotype'], num_nodes=supernet.num_nodes, num_blocks=supernet.num_blocks)
 
@@ -87,7 +88,8 @@ def main(argv=None):
     derive.atomic_write_text(option_path, f'# Written by tools/derive.py from {args.opt}: genotype {genotype}\n'
                              + derive.dump_options(retrain))
     print(tables['md'] if len(rows) <= 20 else ''.join(tables['md'].splitlines(True)[:22]) + '...\n')
-    print(f"chosen: {genotype}  ({chosen['params']:,} params, PSNR-Y {chosen['psnr']:.3f} dB, "
+    shown = '' if cost.penalty == 'params' else f', {cost.format(chosen["cost"])}'
+    print(f"chosen: {genotype}  ({chosen['params']:,} params{shown}, PSNR-Y {chosen['psnr']:.3f} dB, "
           f"reward {chosen['reward']:.3f})")
     print(f'ranking: {out_dir}/ranking.md, .csv\nretrain: python deconas_plugin/train.py -opt {option_path}')
     return option_path

@@ -97,13 +97,18 @@ def count_macs(model: nn.Module, h: int, w: int, in_ch: int = 3) -> int:
     The input is built here so that parameter-free models work.
     """
     from mmengine.analysis import FlopAnalyzer
+    from mmengine.analysis.jit_handles import elementwise_flop_counter
     params = next(model.parameters(), None)
     device = params.device if params is not None else torch.device('cpu')
     was_training = model.training
     model.eval()
     try:
         with _quiet(), torch.no_grad():
-            macs = FlopAnalyzer(model, (torch.rand(1, in_ch, h, w, device=device), )).total()
+            analyzer = FlopAnalyzer(model, (torch.rand(1, in_ch, h, w, device=device), ))
+            # A global average pool written as a mean (channel attention may be) counts like
+            # adaptive_avg_pool2d, one per input value, so the count does not depend on how it is written.
+            analyzer.set_op_handle('aten::mean', elementwise_flop_counter(1, 0))
+            macs = analyzer.total()
     finally:
         model.train(was_training)
     return int(macs)

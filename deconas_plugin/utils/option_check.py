@@ -166,6 +166,23 @@ def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[i
                               f'lower gt_size or remove the image')
 
 
+def check_search_cost(opt: dict, search: dict):
+    """``search.penalty`` / ``macs_lr_size`` / ``latency_table``: a known penalty, and a latency table that
+    exists and was measured for the supernet's sizes (``deconas_plugin.search_cost``)."""
+    from ..latency import LatencyTableError
+    from ..search_cost import SearchCost
+    net = opt.get('network_g') or {}
+    sizes = {k: net.get(k, d) for k, d in (('num_nodes', 4), ('num_blocks', 4), ('num_feat', 64), ('upscale', 2),
+                                           ('num_in_ch', 3), ('num_out_ch', 3))}
+    try:
+        SearchCost(search.get('penalty') or 'params', **sizes, macs_lr_size=search.get('macs_lr_size'),
+                   latency_table=search.get('latency_table'))
+    except LatencyTableError as e:
+        raise OptionError(f'search.latency_table: {e}') from None
+    except (ValueError, TypeError) as e:
+        raise OptionError(str(e)) from None
+
+
 def check_autocast(opt: dict):
     """``train.autocast`` is ~/false, bf16 or fp16, and fp16 only where CUDA is used."""
     from ..models.deconas_sr_model import AUTOCAST_VALUES, autocast_dtype
@@ -212,6 +229,7 @@ def check_options(opt: dict):
                               'images, with gt_size)')
         reward = search['reward_dataset']
         check_dataset('search.reward_dataset', reward, scale, reward.get('gt_size'))
+        check_search_cost(opt, search)
     lmdbs = {}
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
         check_dataset(f'datasets.{phase}', dataset_opt, scale, dataset_opt.get('gt_size') if phase == 'train' else None)
