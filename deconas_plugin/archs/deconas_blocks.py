@@ -103,9 +103,11 @@ class ConvOp(SubsetInput):
         self.bias = nn.Parameter(torch.empty(out_channels))
         _init_conv(self.weight, self.bias)
 
-    def forward(self, feats: Sequence[torch.Tensor], ids: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def forward(self, feats: Sequence[torch.Tensor], ids: Optional[Sequence[int]] = None,
+                activated: bool = False) -> torch.Tensor:
+        """``activated``: the feats are ReLU outputs already (or non-negative), so the pre-ReLU is skipped."""
         x = self.concat(feats)
-        if self.pre_relu:
+        if self.pre_relu and not activated:
             x = F.relu(x)
         return F.conv2d(x, self.param('weight', ids), self.bias, padding=self.padding, dilation=self.dilation)
 
@@ -126,8 +128,12 @@ class SepConvOp(SubsetInput):
         _init_conv(self.depthwise_weight, None)
         _init_conv(self.pointwise_weight, self.pointwise_bias)
 
-    def forward(self, feats: Sequence[torch.Tensor], ids: Optional[Sequence[int]] = None) -> torch.Tensor:
-        x = F.relu(self.concat(feats))
+    def forward(self, feats: Sequence[torch.Tensor], ids: Optional[Sequence[int]] = None,
+                activated: bool = False) -> torch.Tensor:
+        """``activated``: the feats are ReLU outputs already (or non-negative), so the ReLU is skipped."""
+        x = self.concat(feats)
+        if not activated:
+            x = F.relu(x)
         x = F.conv2d(x, self.param('depthwise_weight', ids), padding=1, groups=x.shape[1])
         return F.conv2d(x, self.param('pointwise_weight', ids), self.pointwise_bias)
 
@@ -141,6 +147,65 @@ def build_op(op: int, num_inputs: int, num_feat: int) -> SubsetInput:
     if op == 2:
         return ConvOp(num_inputs, num_feat, num_feat, 3, dilation=3)
     raise ValueError(f'unknown op {op}: DeCoNAS has ops 0 (conv3x3), 1 (sep_conv3x3), 2 (dil_conv3x3)')
+
+
+def _attended_relu(total: torch.Tensor, num_terms: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                   b2: torch.Tensor):
+    """``ChannelAttention(ReLU(h))`` of the mean ``h = total / num_terms`` (BasicSR's RCAN attention:
+    x * sigmoid(conv2(relu(conv1(mean_hw(x)))))), with the intermediates a backward pass needs:
+    (out, relu(h), pooled, hidden, attention)."""
+    y = torch.relu(total / num_terms if num_terms > 1 else total)
+    pooled = y.mean((2, 3), keepdim=True)
+    hidden = torch.relu(F.conv2d(pooled, w1, b1))
+    att = torch.sigmoid(F.conv2d(hidden, w2, b2))
+    return y * att, y, pooled, hidden, att
+
+
+def _conv1x1_backward(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor):
+    return torch.ops.aten.convolution_backward(grad, inp, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False,
+                                               [0, 0], 1, [True, True, True])
+
+
+class _AttendedReLU(torch.autograd.Function):
+    """``_attended_relu`` with a hand-written backward: 7 + 9 dispatched ops (kernels on a GPU) instead of
+    autograd's 10 + 14 for the same numbers (autograd adds detaches of saved outputs, the mean's
+    expand + divide and a gradient accumulation), and the mean's division folded into the backward.
+    Autocast: computed in ``total``'s dtype, autocast off (as autocast runs it: convs in that dtype)."""
+
+    @staticmethod
+    def forward(ctx, total, num_terms, w1, b1, w2, b2):
+        dtype, device_type = total.dtype, total.device.type
+        with torch.autocast(device_type, enabled=False):
+            w1, b1, w2, b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
+            out, y, pooled, hidden, att = _attended_relu(total, num_terms, w1, b1, w2, b2)
+        ctx.save_for_backward(y, pooled, hidden, att, w1, w2)
+        ctx.device_type, ctx.num_terms, ctx.num_pixels = device_type, num_terms, total.shape[2] * total.shape[3]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, pooled, hidden, att, w1, w2 = ctx.saved_tensors
+        with torch.autocast(ctx.device_type, enabled=False):
+            grad = grad.to(y.dtype)
+            grad_att = (grad * y).sum((2, 3), keepdim=True)
+            grad_hidden, grad_w2, grad_b2 = _conv1x1_backward(torch.ops.aten.sigmoid_backward(grad_att, att), hidden, w2)
+            grad_pooled, grad_w1, grad_b1 = _conv1x1_backward(torch.ops.aten.threshold_backward(grad_hidden, hidden, 0),
+                                                              pooled, w1)
+            # d loss / d total = (grad * att + grad_pooled / num_pixels, ReLU-masked) / num_terms, in two ops
+            n = ctx.num_terms
+            grad_y = torch.addcmul(grad_pooled * (1 / (ctx.num_pixels * n)), grad, att, value=1 / n)
+            grad_total = torch.ops.aten.threshold_backward(grad_y, y, 0)
+        return grad_total, None, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def attended_relu(total: torch.Tensor, attention: ChannelAttention, num_terms: int = 1) -> torch.Tensor:
+    """A node's output ``attention(ReLU(total / num_terms))`` with ``attention``'s parameters (the same
+    numbers as calling the module on it)."""
+    conv1, conv2 = attention.attention[1], attention.attention[3]
+    params = (conv1.weight, conv1.bias, conv2.weight, conv2.bias)
+    if torch.is_grad_enabled() and (total.requires_grad or any(t.requires_grad for t in params)):
+        return _AttendedReLU.apply(total, num_terms, *params)
+    return _attended_relu(total, num_terms, *params)[0]  # inference and export: plain ops
 
 
 class DenseNodeBlock(nn.Module):
@@ -183,19 +248,30 @@ class DenseNodeBlock(nn.Module):
         g = genotype or self.genotype
         fixed = self.genotype is not None  # a fixed block's layers hold exactly the chosen inputs
         feats = [x]
+        # The ops' inputs after their pre-ReLU. A node output x_j (j >= 1) is a channel-attention output
+        # ReLU(h) * sigmoid(.) >= 0, on which the ReLU is the identity: only x_0 needs it, once for all ops.
+        acts = [F.threshold(x, 0., 0.)]  # = ReLU; its backward reads the input, not the output: 2 ops fewer
+        inputs: Dict[Tuple[int, ...], torch.Tensor] = {}
         live = g.live_nodes()
         for node in range(1, self.num_nodes + 1):
             if node not in live:  # nothing reads it: not built (fixed network), not run (supernet)
                 feats.append(None)
+                acts.append(None)
                 continue
-            outs = []
+            total, n_ops = None, 0
             for op in range(NUM_OPS):
                 ids = g.op_inputs(node, op)
                 if ids:
-                    outs.append(self.ops[f'node{node}_op{op}']([feats[j] for j in ids], None if fixed else ids))
-            # Mean of the active ops; a node with none passes on its predecessor (reference code).
-            h = feats[node - 1] if not outs else outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
-            feats.append(self.attention[node - 1](F.relu(h)))
+                    if ids not in inputs:  # ops reading the same inputs share one concat
+                        inputs[ids] = SubsetInput.concat([acts[j] for j in ids])
+                    out = self.ops[f'node{node}_op{op}']([inputs[ids]], None if fixed else ids, activated=True)
+                    total = out if total is None else total + out
+                    n_ops += 1
+            # Mean of the active ops (a sum, divided in attended_relu: fewer ops than stack + mean); a
+            # node with none passes on its predecessor (reference code).
+            feats.append(attended_relu(feats[node - 1] if total is None else total, self.attention[node - 1],
+                                       max(n_ops, 1)))
+            acts.append(feats[-1])
         ids = g.local_inputs()
         return self.local_fusion([feats[j] for j in ids], None if fixed else ids) + x
 
@@ -266,7 +342,7 @@ class DeCoNASBody(nn.Module):
 
     def run(self, x: torch.Tensor, genotype: Genotype) -> torch.Tensor:
         fixed = self.genotype is not None
-        x = (x - self.mean) * self.img_range
+        x = x - self.mean if self.img_range == 1 else (x - self.mean) * self.img_range  # skip a no-op op
         f_minus1 = self.sfe1(x)
         feats = [self.sfe2(f_minus1)]
         for d, block in enumerate(self.blocks):
@@ -275,4 +351,4 @@ class DeCoNASBody(nn.Module):
         ids = genotype.global_inputs(self.num_blocks)
         x = self.global_conv(self.global_fusion([feats[j] for j in ids], None if fixed else ids)) + f_minus1
         x = self.conv_last(self.upsample(x))
-        return x / self.img_range + self.mean
+        return (x if self.img_range == 1 else x / self.img_range) + self.mean
