@@ -343,6 +343,14 @@ def test_options(train_opt: dict, checkpoint: str, sets: List[dict], name: str) 
     }
 
 
+def search_data_folders(search_opt: dict) -> set:
+    """HR folders the search scored genotypes on (datasets.val, search.reward_dataset), absolute."""
+    datasets = [d for k, d in (search_opt.get('datasets') or {}).items() if k.startswith('val')]
+    datasets.append((search_opt.get('search') or {}).get('reward_dataset') or {})
+    return {osp.abspath(osp.join(ROOT, d['dataroot_gt'])) for d in datasets
+            if isinstance(d, dict) and d.get('dataroot_gt')}
+
+
 def budget_of(opt: dict) -> dict:
     """What one retrain gets: iterations, batch, patch, learning rate and schedule."""
     train_set = (opt.get('datasets') or {}).get('train') or {}
@@ -448,6 +456,11 @@ class Runner:
 
 
 # ------------------------------------------------------------------------------------- outputs
+def shown(path: str) -> str:
+    """``path`` relative to the project root when it lies inside it (shorter in the tables)."""
+    return osp.relpath(path, ROOT) if path and osp.abspath(path).startswith(ROOT + os.sep) else path
+
+
 def fmt(value, digits=3, signed=False):
     if value is None:
         return 'n/a'
@@ -459,12 +472,17 @@ def markdown(result: dict) -> str:
     seeds = settings['manual_seeds']
     lines = [
         '# Search vs random', '',
-        f"Search `{settings['search_experiment']}`: the found genotype and {settings['random']} random genotypes "
-        f"within {settings['params_tolerance']:.0%} of its params, each retrained with {len(seeds)} seed(s) "
+        f"Search `{shown(settings['search_experiment'])}`: the found genotype and {settings['random']} random "
+        f"genotypes within {settings['params_tolerance']:.0%} of its params, each retrained with {len(seeds)} seed(s) "
         f"(manual_seed {', '.join(map(str, seeds))}), {settings['budget']['total_iter']:,} iterations each, "
         f"tested on {', '.join(t['name'] for t in settings['test_sets'])} (PSNR-Y / SSIM-Y, border "
         f"{settings['scale']}); supernet PSNR-Y: shared weights of iteration {settings['supernet']['iteration']} on "
-        f"the {settings['supernet']['scored_on']} data.", '',
+        f"the {settings['supernet']['scored_on']} data.", '']
+    if settings['test_seen_by_search']:
+        lines += [f"**Not held out: the test set {', '.join(settings['test_seen_by_search'])} is the search's "
+                  'validation or reward data** (its datasets.val or search.reward_dataset); pass --test-sets or '
+                  '--test-opt for a held-out test.', '']
+    lines += [
         '| rank | kind | genotype | params | supernet PSNR-Y | test PSNR-Y per seed | mean ± std | SSIM-Y |',
         '|---:|---|---|---:|---:|---|---:|---:|']
     for g in result['genotypes']:
@@ -503,12 +521,13 @@ def plot(result: dict, path: str):
             found = g['kind'] == 'found'
             colour = 'tab:red' if found else 'tab:blue'
             ax.scatter([x] * len(g['psnrs']), g['psnrs'], s=14, color=colour, alpha=0.5, zorder=2)
-            ax.scatter([x], [g['psnr_mean']], s=90 if found else 50, marker='*' if found else '_', color=colour,
-                       zorder=3, label='found (mean)' if found else None)
+            ax.scatter([x], [g['psnr_mean']], s=120 if found else 220, marker='*' if found else '_', color=colour,
+                       linewidths=2, zorder=3, label='found (mean)' if found else None)
         ax.set_xlabel(label)
         ax.set_ylabel('test PSNR-Y (dB)')
         ax.grid(alpha=0.3)
-    axes[0].scatter([], [], s=14, color='tab:blue', alpha=0.5, label='random (seeds)')
+    axes[0].scatter([], [], s=220, marker='_', linewidths=2, color='tab:blue', label='random (mean)')
+    axes[0].scatter([], [], s=14, color='tab:blue', alpha=0.5, label='seeds')
     axes[0].legend(loc='best', fontsize=8)
     s = result['summary']
     axes[1].set_title(f"Kendall tau-b {fmt(s['kendall_tau'], 2)}", fontsize=9)
@@ -549,6 +568,8 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
     sets = test_sets_of(template, read_options(test_opt) if test_opt else None, test_sets, search_opt['scale'])
     num_gpu = {'auto': None, 'cpu': 0, 'cuda': 1}[device]
     torch_device = 'cuda' if (device == 'cuda' or (device == 'auto' and torch.cuda.is_available())) else 'cpu'
+    seen = search_data_folders(search_opt)
+    test_seen_by_search = [d['name'] for d in sets if d.get('dataroot_gt') and osp.abspath(d['dataroot_gt']) in seen]
     prefix = prefix or f"svr_{search_opt['name']}"
     base_seed = int(template.get('manual_seed') or 0)
     manual_seeds = [base_seed + s for s in range(seeds)]
@@ -556,6 +577,9 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
     say = Runner(out, threads, quiet).say
     randoms = draw_random_genotypes(found, sizes, random_count, params_tolerance, draw_seed)
     entries = [('found', 0, found)] + [('random', i, g) for i, g in enumerate(randoms, 1)]
+    if test_seen_by_search:
+        say(f"note: not held out: the test set(s) {', '.join(test_seen_by_search)} are the search's validation or "
+            'reward data (its datasets.val or search.reward_dataset); pass --test-sets or --test-opt')
     say(f'search vs random: {experiment}, found {found} ({genotype_params(found, sizes):,} params) and '
         f'{random_count} random genotype(s) within {params_tolerance:.0%}, {seeds} seed(s) each')
 
@@ -631,7 +655,7 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
         'budget': budget_of(jobs[0][6]), 'scale': search_opt['scale'], 'network': sizes,
         'test_sets': [{'name': d['name'], 'dataroot_gt': d.get('dataroot_gt'), 'dataroot_lq': d.get('dataroot_lq')}
                       for d in sets],
-        'test_set': sets[0]['name'],
+        'test_set': sets[0]['name'], 'test_seen_by_search': test_seen_by_search,
         'supernet': {'iteration': iteration, 'scored_on': scored_on, 'crop_border': crop,
                      'chosen_psnr': chosen.get('psnr')},
         'prefix': prefix, 'device': torch_device,

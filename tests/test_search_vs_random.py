@@ -117,6 +117,8 @@ def test_search_vs_random_end_to_end(embedded_data, tmp_path, experiment_name):
     assert settings['iterations'] == 2 and settings['seeds'] == 1 and settings['random'] == 2
     assert settings['budget']['total_iter'] == 2 and settings['budget']['batch_size_per_gpu'] == 2
     assert settings['test_set'] == 'embedded_test' and settings['supernet']['scored_on'] == 'reward'
+    # The tiny search validates on the test split: the tool says it is not held out.
+    assert settings['test_seen_by_search'] == ['embedded_test'] and 'not held out' in buf.getvalue()
     assert [r['kind'] for r in rows] == ['found', 'random', 'random']
     assert rows[0]['genotype'] == Genotype.parse(chosen['genotype']).to_string()
     # The found genotype's supernet score is derive's: same weights, same reward images.
