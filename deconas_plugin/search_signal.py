@@ -31,6 +31,9 @@ from .genotype import NUM_OPS, Genotype, num_groups
 from .reward import psnr_y
 
 
+RESOLUTION_DB = 1e-6  # PSNR differences below this are float round-off, not signal
+
+
 @contextmanager
 def seeded_python_random(seed: int):
     """Run a block with Python's ``random`` seeded (BasicSR's crops and flips draw from it), then
@@ -108,6 +111,8 @@ def snr(stats: Dict[str, float], reward_mode: str) -> float:
         noise = stats['interaction_std']
     else:
         raise ValueError(f"reward_mode must be 'fresh' or 'common', got {reward_mode!r}")
+    if stats['genotype_std'] < RESOLUTION_DB:  # float round-off of identical outputs is no signal
+        return 0.0
     return stats['genotype_std'] / noise if noise > 0 else math.inf
 
 
