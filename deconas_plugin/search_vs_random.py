@@ -524,6 +524,7 @@ def plot(result: dict, path: str):
             ax.scatter([x], [g['psnr_mean']], s=120 if found else 220, marker='*' if found else '_', color=colour,
                        linewidths=2, zorder=3, label='found (mean)' if found else None)
         ax.set_xlabel(label)
+        ax.tick_params(axis='x', labelsize=8)
         ax.set_ylabel('test PSNR-Y (dB)')
         ax.grid(alpha=0.3)
     axes[0].scatter([], [], s=220, marker='_', linewidths=2, color='tab:blue', label='random (mean)')
