@@ -204,8 +204,27 @@ def test_fusion_search_derive_and_retrain(data, tmp_path, experiment_name):
     assert retrain['path']['pretrain_network_g'] == osp.join(out, 'DeCoNASNet_inherited.pth')
     assert retrain['datasets']['train']['dataroot_gt'] == osp.join(data['train'], 'GTmod2')
 
+    # --inherit-weights: the retrain starts from the supernet's sub-network of the chosen genotype,
+    # whose output equals the supernet's for that genotype (the search's last weights, as derive loads).
+    with open(search_yml) as f:
+        search_opt = yaml.load(f, Loader=ordered_yaml()[0])
+    supernet = build_network(dict(search_opt['network_g'])).eval()
+    supernet.load_state_dict(torch.load(osp.join(experiment(name), 'models', 'net_g_latest.pth'))['params'])
+    inherited_state = torch.load(osp.join(out, 'DeCoNASNet_inherited.pth'))['params']
+    inherited = build_network(dict(retrain['network_g'])).eval()
+    inherited.load_state_dict(inherited_state)
+    genotype = Genotype.parse(chosen['genotype'], num_nodes=TINY['num_nodes'], num_blocks=TINY['num_blocks'])
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (inherited(x) - supernet(x, genotype)).abs().max().item() <= 1e-5
+
     check_ok(run(TRAIN, '-opt', osp.join(out, 'train_DeCoNASNet.yml')))
-    assert osp.isfile(osp.join(experiment(retrain_name), 'models', 'net_g_4.pth'))
+    retrained = torch.load(osp.join(experiment(retrain_name), 'models', 'net_g_4.pth'))['params']
+    # 4 Adam steps from the inherited weights: every weight within 4 steps of about lr, and some moved.
+    lr = float(retrain['train']['optim_g']['lr'])
+    assert retrained.keys() == inherited_state.keys()
+    moved = max((retrained[k] - inherited_state[k]).abs().max().item() for k in retrained)
+    assert 0 < moved <= 4 * lr * 1.5, (moved, lr)
 
 
 def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, experiment_name):
