@@ -35,6 +35,33 @@ def autocast_dtype(value):
     raise ValueError(f'train.autocast must be {AUTOCAST_VALUES}, got {value!r}')
 
 
+COMPILE_VALUES = ('~ or auto (torch.compile with mode reduce-overhead for a CUDA retrain with a fixed patch size, '
+                  'eager otherwise), false, true, or a mapping of torch.compile arguments (mode, backend, fullgraph, '
+                  'dynamic, options)')
+COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
+
+
+def compile_settings(value, device_type: str, static_shapes: bool):
+    """The ``torch.compile`` keyword arguments of ``train.compile``, or None for an eager training step.
+
+    ``~``/``auto``: compiled (``mode='reduce-overhead'``: CUDA graphs of the forward and backward pass)
+    only on CUDA with static shapes (a training set with ``gt_size``); ``true``: compiled (that mode on
+    CUDA, torch's default mode elsewhere); ``false``: eager; a mapping: those arguments.
+    """
+    if value is None or value == 'auto':
+        return {'mode': 'reduce-overhead'} if device_type == 'cuda' and static_shapes else None
+    if value is False:
+        return None
+    if value is True:
+        return {'mode': 'reduce-overhead'} if device_type == 'cuda' else {}
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(COMPILE_KEYS))
+        if unknown:
+            raise ValueError(f'train.compile: unknown torch.compile argument(s) {unknown}; known: {list(COMPILE_KEYS)}')
+        return dict(value)
+    raise ValueError(f'train.compile must be {COMPILE_VALUES}, got {value!r}')
+
+
 def set_rng_state(state):
     random.setstate(state['python'])
     np.random.set_state(state['numpy'])
@@ -61,11 +88,53 @@ class DeCoNASSRModel(SRModel):
     ``torch.amp.GradScaler`` whose state is part of the training state) runs the forward pass and
     the pixel loss of each training step under ``torch.autocast``. Weights, gradients and the
     optimizer stay fp32; validation and test always run in fp32.
+
+    ``train.compile`` (``compile_settings``; by default on only for a CUDA retrain with a fixed patch
+    size) runs the training step's forward and backward through ``torch.compile``, falling back to eager
+    steps if that fails. On CUDA, Adam is the fused implementation unless ``optim_g`` sets ``fused`` or
+    ``foreach``.
     """
 
     def init_training_settings(self):
         super().init_training_settings()
         self.setup_autocast()
+        self.setup_compile()
+
+    # ----------------------------------------------------------------------- compile, fused Adam
+    def setup_compile(self):
+        """``train.compile``: run the training step's forward (and its backward) through ``torch.compile``.
+
+        The compiled module is only the training step's callable (``self.train_forward``): ``net_g``
+        stays the plain network, so checkpoints, EMA, validation (whole images of any size) and exact
+        resume are untouched. If compiling fails (no compiler, an unsupported backend, a graph torch
+        cannot trace), the failure is logged once and training goes on eagerly from the same step.
+        """
+        train = self.opt.get('train') or {}
+        gt_size = ((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size')
+        self.compile_args = compile_settings(train.get('compile'), self.device.type, static_shapes=gt_size is not None)
+        self.train_forward = None  # None: the eager net_g (never truth-test a compiled module: it has __len__)
+        self.compile_checked = False
+        if self.compile_args is None:
+            return
+        try:
+            self.train_forward = torch.compile(self.net_g, **self.compile_args)
+        except Exception as e:  # noqa: BLE001  (an unknown backend or mode: report and train eagerly)
+            self.compile_failed(e)
+            return
+        get_root_logger().info(f'Training steps run through torch.compile({self.compile_args})')
+
+    def compile_failed(self, error: Exception):
+        get_root_logger().warning(f'train.compile: torch.compile failed ({type(error).__name__}: '
+                                  f'{str(error).strip().splitlines()[0][:300] if str(error).strip() else ""}); '
+                                  'training continues eagerly')
+        self.train_forward, self.compile_args = None, None
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        """BasicSR's optimizer; on CUDA, Adam is the fused implementation (one kernel per step for all the
+        parameters) unless the option file sets ``fused`` or ``foreach``."""
+        if optim_type == 'Adam' and self.device.type == 'cuda' and not {'fused', 'foreach'} & set(kwargs):
+            kwargs['fused'] = True
+        return super().get_optimizer(optim_type, params, lr, **kwargs)
 
     # ---------------------------------------------------------------------------------- autocast
     def setup_autocast(self):
@@ -104,15 +173,30 @@ class DeCoNASSRModel(SRModel):
             scaler.update()
 
     def optimize_parameters(self, current_iter):
-        if getattr(self, 'amp_dtype', None) is None:  # fp32: BasicSR's own step
+        compiled = getattr(self, 'train_forward', None) is not None
+        if getattr(self, 'amp_dtype', None) is None and not compiled:  # eager fp32: BasicSR's own step
             return super().optimize_parameters(current_iter)
-        # SRModel.optimize_parameters, with the forward pass and the pixel loss under ``self.autocast()``.
-        # The perceptual loss (a VGG) runs in fp32 on the fp32 output.
+        if compiled and not self.compile_checked:  # the first compiled step compiles: fall back if it fails
+            try:
+                self._optimize_parameters(current_iter, self.train_forward)
+            except Exception as e:  # noqa: BLE001
+                self.compile_failed(e)
+                return self.optimize_parameters(current_iter)
+            self.compile_checked = True
+            return
+        self._optimize_parameters(current_iter, self.train_forward if compiled else self.net_g)
+
+    def _optimize_parameters(self, current_iter, net):
+        # SRModel.optimize_parameters with ``net`` (net_g or its compiled callable) as the forward pass, which
+        # runs with the pixel loss under ``self.autocast()``. The perceptual loss (a VGG) runs in fp32 on the
+        # fp32 output.
         self.optimizer_g.zero_grad()
         l_total = 0
         loss_dict = OrderedDict()
+        if (getattr(self, "compile_args", None) or {}).get("mode") == "reduce-overhead" and net is not self.net_g:
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier CUDA-graph outputs may be reused
         with self.autocast():
-            self.output = self.net_g(self.lq).float()
+            self.output = net(self.lq).float()
             if self.cri_pix:
                 l_pix = self.cri_pix(self.output, self.gt)
                 l_total += l_pix

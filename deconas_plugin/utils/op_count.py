@@ -40,7 +40,7 @@ def train_step_op_counts(model: nn.Module, lr_size: int = 8, batch: int = 1, sca
     """Dispatched aten ops of one retrain step of ``model`` (L1 loss, ``torch.optim.Adam``) on the CPU.
 
     Returns ``forward_backward`` (forward, L1 loss, backward), ``optimizer`` (zero_grad + Adam step,
-    PyTorch's default foreach implementation) and ``step`` (their sum), measured on the second step (the
+    the foreach implementation, PyTorch's default on CUDA) and ``step`` (their sum), measured on the second step (the
     first one creates Adam's state), plus ``top``: the 12 most frequent ops of forward + backward. The
     counts do not depend on ``lr_size`` or ``batch``: a small input keeps the measurement quick.
     """
@@ -49,7 +49,7 @@ def train_step_op_counts(model: nn.Module, lr_size: int = 8, batch: int = 1, sca
     out_ch = getattr(model, 'num_out_ch', 3)
     x = torch.rand(batch, in_ch, lr_size, lr_size, generator=gen)
     y = torch.rand(batch, out_ch, scale * lr_size, scale * lr_size, generator=gen)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if optimizer == 'adam' else None
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=True) if optimizer == 'adam' else None
 
     def forward_backward():
         F.l1_loss(model(x), y).backward()

@@ -202,12 +202,24 @@ def check_autocast(opt: dict):
                               f'({where}); use autocast: bf16 on a CPU (or ~ for fp32)')
 
 
+def check_compile(opt: dict):
+    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments."""
+    from ..models.deconas_sr_model import compile_settings
+    train = opt.get('train') or {}
+    if isinstance(train, dict) and 'compile' in train:
+        try:
+            compile_settings(train['compile'], 'cpu', static_shapes=True)
+        except ValueError as e:
+            raise OptionError(str(e)) from None
+
+
 def check_options(opt: dict):
     """Raise OptionError for the first mistake found in ``opt`` (a parsed BasicSR option file)."""
     scale = opt.get('scale')
     if scale not in SCALES:
         raise OptionError(f'scale must be 2, 3 or 4, got {scale!r}')
     check_autocast(opt)
+    check_compile(opt)
     for key in [k for k in opt if k.startswith('network_')]:
         if key == 'network_c':
             continue

@@ -1,0 +1,82 @@
+"""``train.compile``: the retrain step through torch.compile (on the CPU with the aot_eager backend: dynamo
+and AOT autograd trace DeCoNASNet's forward and backward, no C++ compiler needed), exact resume, and the
+clean fallback to eager steps when compiling fails."""
+import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
+
+import pytest
+import torch
+
+import tiny_options
+from deconas_plugin.models.deconas_sr_model import compile_settings
+from deconas_plugin.utils.option_check import OptionError, check_compile
+
+
+def test_compile_settings():
+    assert compile_settings(None, 'cuda', static_shapes=True) == {'mode': 'reduce-overhead'}
+    assert compile_settings('auto', 'cuda', static_shapes=False) is None  # whole images of any size
+    assert compile_settings(None, 'cpu', static_shapes=True) is None
+    assert compile_settings(True, 'cpu', static_shapes=True) == {}
+    assert compile_settings(False, 'cuda', static_shapes=True) is None
+    assert compile_settings({'backend': 'aot_eager'}, 'cpu', static_shapes=True) == {'backend': 'aot_eager'}
+    with pytest.raises(OptionError, match=r"train.compile: unknown torch.compile argument\(s\) \['modes'\]"):
+        check_compile({'train': {'compile': {'modes': 'max-autotune'}}})
+    with pytest.raises(OptionError, match="train.compile must be .* got 'fast'"):
+        check_compile({'train': {'compile': 'fast'}})
+
+
+def _model(data, root, compile_opt, seed=0):
+    from basicsr.models import build_model
+    opt = tiny_options.train_options(data, 'compile', 2)
+    opt['network_g'].update(num_feat=8)
+    opt['train']['compile'] = compile_opt
+    torch.manual_seed(seed)
+    return build_model(tiny_options.parsed_options(opt, str(root)))
+
+
+def _steps(model, n=2):
+    gen = torch.Generator().manual_seed(7)
+    for it in range(1, n + 1):
+        model.feed_data({'lq': torch.rand(2, 3, 16, 16, generator=gen), 'gt': torch.rand(2, 3, 32, 32, generator=gen)})
+        model.optimize_parameters(it)
+    return {k: v.detach().clone() for k, v in model.net_g.state_dict().items()}
+
+
+def test_compiled_retrain_step_matches_the_eager_one(embedded_data, tmp_path, caplog):
+    eager = _model(embedded_data, tmp_path / 'eager', False)
+    assert eager.train_forward is None
+    compiled = _model(embedded_data, tmp_path / 'compiled', {'backend': 'aot_eager'})
+    assert compiled.train_forward is not None and compiled.net_g is not compiled.train_forward
+    ref, got = _steps(eager), _steps(compiled)
+    assert compiled.compile_checked and compiled.train_forward is not None  # compiled and kept
+    assert ref.keys() == got.keys()  # net_g is the plain network: its checkpoints have no _orig_mod. prefix
+    for k in ref:
+        assert torch.allclose(ref[k], got[k], rtol=1e-5, atol=1e-6), k
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in compiled.net_g.parameters())
+
+
+def test_compile_failure_falls_back_to_eager_steps(embedded_data, tmp_path):
+    from deconas_plugin.models import deconas_sr_model
+    messages = []
+    logger = deconas_sr_model.get_root_logger()
+    logger.addHandler(handler := __import__('logging').Handler())
+    handler.emit = lambda record: messages.append(record.getMessage())
+    try:
+        model = _model(embedded_data, tmp_path / 'bad', {'backend': 'no_such_backend'})
+        ref = _steps(_model(embedded_data, tmp_path / 'eager', False))
+        got = _steps(model)
+    finally:
+        logger.removeHandler(handler)
+    assert model.train_forward is None
+    assert any('train.compile: torch.compile failed' in m and 'training continues eagerly' in m for m in messages)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_compiled_first_step_that_fails_is_redone_eagerly(embedded_data, tmp_path):
+    model = _model(embedded_data, tmp_path / 'fails', {'backend': 'aot_eager'})
+
+    def broken(x):
+        raise RuntimeError('stand-in for a graph torch cannot compile')
+    model.train_forward = broken
+    got = _steps(model)
+    ref = _steps(_model(embedded_data, tmp_path / 'eager', False))
+    assert model.train_forward is None and all(torch.equal(ref[k], got[k]) for k in ref)
