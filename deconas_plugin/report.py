@@ -14,6 +14,11 @@ Outputs, in ``--out`` (every file written to a temporary name and renamed):
   controller during the search (``search_history.jsonl``), coloured by controller step, the
   chosen genotype highlighted;
 * ``controller_curves.png``: reward, its baseline and the policy entropy vs controller step;
+* ``search_signal.png``: the architecture signal over the search (``search_signal.jsonl`` of
+  ``search.signal_probe``): genotype / batch / interaction std, full minus empty genotype, and the
+  signal-to-noise ratio of the search's reward mode (drawn only when the search probed it);
+* ``controller_policy.png``: the policy per decision over controller steps: a heatmap of the
+  probability of a 1 at each decision (given the decisions before it) of every sampled genotype;
 * ``found_cell.png``: the found DNB (``deconas_plugin.utils.draw.draw_genotype``);
 * ``crops.png`` (paper Fig. 6): one test image with a box, and that box from HR, bicubic, the found
   network and CARN side by side, each caption with the whole-image PSNR-Y;
@@ -32,10 +37,17 @@ JSON fields of ``report.json`` (a test checks that each one is present):
 - ``search.option_file`` (str): the search option file used.
 - ``search.space`` (dict): ``num_blocks`` (N), ``num_nodes`` (M), ``num_feat`` (C), ``feature_fusion_search``.
 - ``search.alpha`` (float): complexity-penalty weight of the reward.
+- ``search.penalty`` (str): what the penalty counts: ``params``, ``macs`` or ``latency`` (``search.penalty``).
 - ``search.history_rows`` (int): controller steps recorded in ``search_history.jsonl``.
 - ``search.distinct_genotypes`` (int): distinct genotypes among them.
 - ``search.last_iter`` (int): child iteration of the last controller phase (0 without history).
 - ``search.best_sampled`` (dict or null): the history row with the highest PSNR (genotype, params, psnr).
+- ``search.reward_mode`` (str): ``fresh`` or ``common`` reward patches (``search.reward_mode``).
+- ``search.entropy`` (dict or null): mean policy entropy of the ``first_phase`` and the ``last_phase`` of
+  controller steps, and ``drop`` = 1 - last / first.
+- ``search.signal`` (dict or null): the last row of ``search_signal.jsonl`` (``genotype_std``, ``batch_std``,
+  ``interaction_std``, ``snr``, ``empty_psnr``, ``full_psnr``...), ``phases`` (rows), ``median_snr`` over the
+  phases, and ``learned_from_noise`` (true when that median SNR is below 1).
 - ``genotype.decimal`` (str): the found genotype, decimal codes (paper notation).
 - ``genotype.bits`` (str): the same, K bits per (node, input) group.
 - ``genotype.codes`` (list of int): the decimal codes.
@@ -50,7 +62,7 @@ JSON fields of ``report.json`` (a test checks that each one is present):
 - ``results.test_sets`` (list of str): test set names, in column order.
 - ``results.rows`` (list): one dict per method: ``label``, ``arch``, ``scale``, ``params`` (null for Bicubic),
   ``results_dir``, ``metrics`` ({test set: {``psnr``, ``ssim``}}, from the test log).
-- ``figures`` (dict): file names of ``scatter``, ``curves``, ``cell`` and ``crops`` (null when not drawn).
+- ``figures`` (dict): file names of ``scatter``, ``curves``, ``policy``, ``signal``, ``cell`` and ``crops`` (null when not drawn).
 - ``crops.image`` (str or null): image of the visual comparison.
 - ``crops.test_set`` (str or null): its test set.
 - ``crops.box`` (list or null): [x, y, w, h] of the box in HR pixels.
@@ -78,17 +90,20 @@ from .utils.checkpoint import atomic_open, atomic_write_text  # noqa: F401 (atom
 ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
 DPI = 100
-FIGURE_INCHES = {'scatter': (8.0, 5.5), 'curves': (9.0, 6.5), 'crops': (15.0, 4.2)}
+FIGURE_INCHES = {'scatter': (8.0, 5.5), 'curves': (9.0, 6.5), 'crops': (15.0, 4.2), 'signal': (9.0, 6.5),
+                 'policy': (10.0, 5.0)}
 FIGURE_SIZES = {k: (int(w * DPI), int(h * DPI)) for k, (w, h) in FIGURE_INCHES.items()}
 FIGURE_FILES = {'scatter': 'search_scatter.png', 'curves': 'controller_curves.png', 'cell': 'found_cell.png',
-                'crops': 'crops.png'}
-PAPER_X2 = [  # DESIGN.md "Reference numbers" (x2, Y, PSNR/SSIM): Set5, Set14, B100, Urban100
+                'crops': 'crops.png', 'signal': 'search_signal.png', 'policy': 'controller_policy.png'}
+PAPER_X2 = [  # x2, Y, PSNR/SSIM on Set5, Set14, B100, Urban100: DeCoNAS paper Table II; RDN: Zhang et al. 2018
     ('Bicubic', '-', ('33.66/0.9299', '-', '-', '-')),
     ('CARN', '1,592K', ('37.76/0.9590', '33.52/0.9166', '32.09/0.8978', '31.92/0.9256')),
     ('DeCoNASNet (paper)', '1,713K', ('37.96/0.9594', '33.63/0.9175', '32.15/0.8986', '32.03/0.9265')),
     ('RDN', '~22M', ('38.24/0.9614', '34.01/0.9212', '32.34/0.9017', '32.89/0.9353')),
 ]
 BENCHMARKS = ('Set5', 'Set14', 'B100', 'Urban100')
+PENALTY_TEXT = {'params': 'params / params_max', 'macs': 'MACs / MACs_max (search.penalty: macs)',
+                'latency': 'latency / latency_max (search.penalty: latency, from search.latency_table)'}
 
 
 class ReportError(ValueError):
@@ -296,6 +311,70 @@ def draw_curves(history: List[dict], path: str, title: str):
     return save_figure(fig, path)
 
 
+def draw_signal(rows: List[dict], path: str, title: str):
+    """The per-phase signal probe: std components and full - empty (dB, log scale), and the SNR."""
+    fig = new_figure('signal')
+    ax1 = fig.add_axes([0.09, 0.55, 0.86, 0.38])
+    ax2 = fig.add_axes([0.09, 0.08, 0.86, 0.36], sharex=ax1)
+    it = np.array([r['iter'] for r in rows], dtype=float)
+    for key, colour, text in (('genotype_std', '#1f77b4', 'genotype std (signal)'),
+                              ('batch_std', '#7f7f7f', 'batch std (noise of fresh patches)'),
+                              ('interaction_std', '#d62728', 'interaction std (noise of common patches)')):
+        ax1.semilogy(it, np.maximum([r[key] for r in rows], 1e-5), 'o-', ms=3, color=colour, label=text)
+    ax1.semilogy(it, np.maximum(np.abs([r['full_psnr'] - r['empty_psnr'] for r in rows]), 1e-5), 's--', ms=3,
+                 color='#2ca02c', label='|full - empty genotype|')
+    ax1.set_ylabel('dB')
+    ax1.set_title(title, fontsize=10)
+    mode = rows[-1]['reward_mode'] if rows else 'fresh'
+    ax2.plot(it, [r['snr'] for r in rows], 'o-', ms=3, color='#9467bd', label=f'SNR of one reward ({mode} patches)')
+    ax2.axhline(1, color='#d62728', lw=1, ls='--', label='SNR 1: as much noise as signal')
+    ax2.axhline(3, color='#2ca02c', lw=1, ls=':', label='SNR 3')
+    ax2.set_ylabel('genotype std / reward noise')
+    ax2.set_xlabel('child iteration (controller phase)')
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(loc='best', fontsize=8)
+    return save_figure(fig, path)
+
+
+def draw_policy(history: List[dict], path: str, title: str):
+    """Heatmap of the policy: probability of a 1 at each decision (rows) over controller steps (columns)."""
+    fig = new_figure('policy')
+    ax = fig.add_axes([0.08, 0.12, 0.80, 0.78])
+    rows = [r for r in history if r.get('p')]
+    if rows:
+        probs = np.array([r['p'] for r in rows], dtype=float).T
+        steps = [r['controller_step'] for r in rows]
+        im = ax.imshow(probs, aspect='auto', cmap='RdBu_r', vmin=0, vmax=1, interpolation='nearest',
+                       extent=(steps[0] - 0.5, steps[-1] + 0.5, probs.shape[0] - 0.5, -0.5))
+        cax = fig.add_axes([0.90, 0.12, 0.02, 0.78])
+        fig.colorbar(im, cax=cax, label='P(decision = 1)')
+        ax.set_ylabel('decision (K = 3 bits per (node, input) group, op 0 first)')
+    else:
+        ax.text(0.5, 0.5, 'no per-decision probabilities in the history', transform=ax.transAxes, ha='center')
+    ax.set_xlabel('controller step')
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def entropy_summary(history: List[dict]) -> Optional[dict]:
+    """Mean entropy of the first and the last controller phase, and the relative drop."""
+    if not history:
+        return None
+    first_iter, last_iter = history[0]['iter'], history[-1]['iter']
+    first = float(np.mean([r['entropy'] for r in history if r['iter'] == first_iter]))
+    last = float(np.mean([r['entropy'] for r in history if r['iter'] == last_iter]))
+    return {'first_phase': first, 'last_phase': last, 'drop': 1 - last / first if first else None}
+
+
+def signal_summary(rows: List[dict]) -> Optional[dict]:
+    """The last probe row, the number of phases probed, the median SNR and whether it stayed below 1."""
+    if not rows:
+        return None
+    median = float(np.median([r['snr'] for r in rows]))
+    return {**rows[-1], 'phases': len(rows), 'median_snr': median, 'learned_from_noise': median < 1}
+
+
 # --------------------------------------------------------------------------------- visual crops
 def _read(path: str) -> np.ndarray:
     import cv2
@@ -476,6 +555,8 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
              'num_feat': net_g.get('num_feat', 64), 'feature_fusion_search': bool(net_g.get('feature_fusion_search'))}
     history_file = (sopt.get('search') or {}).get('history_file', 'search_history.jsonl')
     history = read_history(osp.join(search_exp, history_file))
+    signal_rows = read_history(osp.join(search_exp, (sopt.get('search') or {}).get('signal_file',
+                                                                                  'search_signal.jsonl')))
     derive_dir = derive_dir or osp.join(search_exp, 'derive')
     methods = [_test_option(label, path) for label, path in test_opts]
     os.makedirs(out, exist_ok=True)
@@ -535,6 +616,11 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
                                                    f'Sampled genotypes during the search ({label})'))
     figures['curves'] = osp.basename(draw_curves(history, osp.join(out, FIGURE_FILES['curves']),
                                                  f'Controller training ({label})'))
+    figures['policy'] = osp.basename(draw_policy(history, osp.join(out, FIGURE_FILES['policy']),
+                                                 f'Policy per decision ({label})'))
+    figures['signal'] = (osp.basename(draw_signal(signal_rows, osp.join(out, FIGURE_FILES['signal']),
+                                                  f'Architecture signal on the shared weights ({label})'))
+                         if signal_rows else None)
     from .utils.draw import draw_genotype
     figures['cell'] = osp.basename(draw_genotype(genotype, osp.join(out, FIGURE_FILES['cell'])))
     all_sets = []
@@ -557,9 +643,13 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
         'search': {
             'experiment': search_exp, 'option_file': osp.abspath(search_opt), 'space': space,
             'alpha': derive_lib.search_alpha(sopt), 'history_rows': len(history),
+            'penalty': (sopt.get('search') or {}).get('penalty') or 'params',
             'distinct_genotypes': len({r['genotype'] for r in history}),
             'last_iter': max((r['iter'] for r in history), default=0),
             'best_sampled': None if best is None else {k: best[k] for k in ('genotype', 'params', 'psnr')},
+            'reward_mode': (sopt.get('search') or {}).get('reward_mode', 'fresh'),
+            'entropy': entropy_summary(history),
+            'signal': signal_summary(signal_rows),
         },
         'genotype': {
             'decimal': genotype.to_string(), 'bits': genotype.to_string('bits'), 'codes': list(genotype.codes),
@@ -604,7 +694,8 @@ def render_markdown(r: dict, table: str) -> str:
     out += ['## Results', '', 'PSNR/SSIM on the Y channel (BT.601, not rounded to 8 bits), border of '
             f"{r['scale']} pixels cropped; a single-channel image is scored on its own values.", '', table]
     if r['scale'] == 2 and any(t in BENCHMARKS for t in r['results']['test_sets']):
-        out += ['Published x2 numbers (DESIGN.md), for reference:', '',
+        out += ['Published x2 numbers, for reference (Bicubic, CARN and DeCoNASNet: the DeCoNAS paper, Table II, '
+                'retrained 1M iterations on DIV2K; RDN: Zhang et al., CVPR 2018):', '',
                 '| Method | Params | ' + ' | '.join(BENCHMARKS) + ' |', '|---|---:|' + '---:|' * 4]
         out += [f"| {name} | {p} | " + ' | '.join(cells) + ' |' for name, p, cells in PAPER_X2]
         out.append('')
@@ -612,13 +703,34 @@ def render_markdown(r: dict, table: str) -> str:
             '(`deconas_plugin.utils.complexity_table`).', '', complexity_md(r['complexity']['rows'])]
     out += ['## Search', '',
             f"{s['history_rows']} controller steps ({s['distinct_genotypes']} distinct genotypes), last controller "
-            f"phase after child iteration {s['last_iter']}; reward = PSNR-Y - {s['alpha']} x params / params_max.",
+            f"phase after child iteration {s['last_iter']}; reward = PSNR-Y - {s['alpha']} x {PENALTY_TEXT[s.get('penalty', 'params')]}.",
             '']
     if s['best_sampled']:
         b = s['best_sampled']
         out += [f"Highest PSNR among the sampled genotypes: `{b['genotype']}` ({b['params']:,} params, "
                 f"{b['psnr']:.3f} dB).", '']
-    out += [f"![search scatter]({r['figures']['scatter']})", '', f"![controller curves]({r['figures']['curves']})", '']
+    e = s.get('entropy')
+    if e:
+        out += [f"Policy entropy: {e['first_phase']:.2f} nats in the first controller phase, {e['last_phase']:.2f} in "
+                f"the last ({100 * (e['drop'] or 0):.0f}% lower). Reward patches: `{s['reward_mode']}`.", '']
+    sig = s.get('signal')
+    if sig:
+        out += [f"Architecture signal on the shared weights at the last phase (`search_signal.jsonl`, "
+                f"{sig['genotypes']} random genotypes on 2 fixed batches): genotype std {sig['genotype_std']:.4f} dB, "
+                f"batch std {sig['batch_std']:.4f} dB, interaction std {sig['interaction_std']:.4f} dB; full minus "
+                f"empty genotype {sig['full_psnr'] - sig['empty_psnr']:+.3f} dB; SNR of one reward "
+                f"({sig['reward_mode']} patches) {sig['snr']:.2f}, median over {sig['phases']} phases "
+                f"{sig['median_snr']:.2f}.", '']
+        if sig['learned_from_noise']:
+            out += ['**Warning: the controller learned from noise.** Over the search the architecture moved the '
+                    'reward less than the reward noise did (median SNR below 1): whatever the controller '
+                    'converged to says little about which architecture is better.', '']
+        out += [f"![search signal]({r['figures']['signal']})", '']
+    elif history:
+        out += ['The search did not probe the architecture signal (`search.signal_probe: 0`); '
+                '`tools/search_signal.py` measures it on a checkpoint.', '']
+    out += [f"![search scatter]({r['figures']['scatter']})", '', f"![controller curves]({r['figures']['curves']})", '',
+            f"![controller policy]({r['figures']['policy']})", '']
     c = r['crops']
     if r['figures'].get('crops'):
         out += ['## Visual comparison', '', f"`{c['image']}` of {c['test_set']}, box {c['box']} (x, y, w, h; HR "

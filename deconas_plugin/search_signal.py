@@ -116,9 +116,9 @@ def snr(stats: Dict[str, float], reward_mode: str) -> float:
     return stats['genotype_std'] / noise if noise > 0 else math.inf
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
     """Kendall's tau-b of two equally long sequences (ties counted as in scipy.stats.kendalltau);
-    NaN when either sequence is constant."""
+    None with fewer than two pairs or when either sequence is constant."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f'kendall_tau needs two 1-D sequences of the same length, got {x.shape} and {y.shape}')
@@ -126,7 +126,7 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
     n_x, n_y = np.count_nonzero(dx), np.count_nonzero(dy)
     if n_x == 0 or n_y == 0:
-        return math.nan
+        return None
     return float((dx * dy).sum() / math.sqrt(n_x * n_y))
 
 
@@ -147,7 +147,7 @@ def summarize(table: np.ndarray, genotypes: Sequence[Genotype], reward_mode: str
     out['snr'] = out[f'snr_{reward_mode}']
     out['reward_mode'] = reward_mode
     out['rank_tau_halves'] = (kendall_tau(sub[:, :half].mean(1), sub[:, half:].mean(1))
-                              if half >= 1 and table.shape[1] - half >= 1 and len(sub) >= 2 else math.nan)
+                              if half >= 1 and table.shape[1] - half >= 1 and len(sub) >= 2 else None)
     out['genotypes'] = len(sub)
     out['batches'] = table.shape[1]
     out['psnr'] = {g.to_string(): float(v) for g, v in zip(genotypes, table.mean(1))}

@@ -46,6 +46,7 @@ from . import derive as derive_lib
 from .complexity import count_params
 from .derive import plain
 from .genotype import Genotype, GenotypeError
+from .search_signal import kendall_tau
 from .utils.checkpoint import atomic_write_text
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -165,32 +166,6 @@ def draw_random_genotypes(found: Genotype, sizes: dict, count: int, tolerance: f
 
 
 # ------------------------------------------------------------------------------------- statistics
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
-    """Kendall's tau-b of two paired sequences (ties counted as in scipy.stats.kendalltau); None
-    with fewer than two pairs or when one side is all ties."""
-    if len(x) != len(y):
-        raise ValueError(f'kendall_tau_b: {len(x)} x values, {len(y)} y values')
-    concordant = discordant = ties_x = ties_y = 0
-    n = len(x)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                ties_x += 1
-                ties_y += 1
-            elif dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    pairs = n * (n - 1) // 2
-    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    return (concordant - discordant) / denominator if denominator > 0 else None
-
-
 def mean(values: Sequence[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
@@ -244,7 +219,7 @@ def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict)
         'seed_std': math.sqrt(mean(within)) if within else None,
         'found_rank': found['rank'], 'num_genotypes': len(ordered),
         'random_better_than_found': sum(m > found['psnr_mean'] for m in random_means),
-        'kendall_tau': kendall_tau_b([g['supernet_psnr'] for g in scored], [g['psnr_mean'] for g in scored]),
+        'kendall_tau': kendall_tau([g['supernet_psnr'] for g in scored], [g['psnr_mean'] for g in scored]),
         'settings': settings,
     }
     return [{k: g[k] for k in GENOTYPE_FIELDS} for g in ordered], summary

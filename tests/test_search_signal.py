@@ -83,20 +83,6 @@ def test_decompose_matches_a_hand_computed_table():
         search_signal.decompose(np.zeros((1, 3)))
 
 
-def test_kendall_tau():
-    assert search_signal.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1)
-    assert search_signal.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1)
-    # 6 pairs: (1,2) c, (1,3) c, (1,4) c, (2,3) c, (2,4) d, (3,4) d -> (4 - 2) / 6
-    assert search_signal.kendall_tau([1, 2, 3, 4], [1, 3, 4, 2]) == pytest.approx(1 / 3)
-    # tau-b with a tie in x: pairs 1-2 tied in x; concordant 5, discordant 0 -> 5 / sqrt(5 * 6)
-    assert search_signal.kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
-    assert math.isnan(search_signal.kendall_tau([1, 1, 1], [1, 2, 3]))
-    scipy_stats = pytest.importorskip('scipy.stats')
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 5, 30), rng.integers(0, 5, 30)
-    assert search_signal.kendall_tau(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
-
-
 def test_draw_batch_is_fixed_by_its_seed_and_leaves_the_global_random_state(embedded_data):
     import random
 

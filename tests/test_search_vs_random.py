@@ -28,6 +28,7 @@ from basicsr.utils import img2tensor, tensor2img
 from deconas_plugin import search_vs_random as svr
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
+from deconas_plugin.search_signal import kendall_tau
 from deconas_plugin.utils.y_protocol import is_single_channel, rgb_to_luma
 import tiny_options
 from shared_data import ROOT
@@ -151,7 +152,7 @@ def test_search_vs_random_end_to_end(embedded_data, tmp_path, experiment_name):
     assert summary['found_mean'] == rows[0]['psnr'] and summary['found_std'] is None
     assert summary['random_mean'] == pytest.approx((rows[1]['psnr'] + rows[2]['psnr']) / 2)
     assert summary['found_rank'] == 1 + sum(r['psnr'] > rows[0]['psnr'] for r in rows)
-    assert summary['kendall_tau'] == svr.kendall_tau_b([g['supernet_psnr'] for g in genotypes],
+    assert summary['kendall_tau'] == kendall_tau([g['supernet_psnr'] for g in genotypes],
                                                        [g['psnr_mean'] for g in genotypes])
 
     # A rerun skips every retrain and test, and writes the same rows.
@@ -169,17 +170,17 @@ def test_search_vs_random_end_to_end(embedded_data, tmp_path, experiment_name):
 
 
 # ------------------------------------------------------------------------------------ parts
-def test_kendall_tau_b_hand_computed():
+def test_kendall_tau_hand_computed():
     # 6 pairs, one discordant (2, 3): (5 - 1) / 6.
-    assert svr.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
     # Ties: x ties one pair, y ties another; 4 concordant, 0 discordant: 4 / sqrt(5 * 5).
-    assert svr.kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
-    assert svr.kendall_tau_b([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert svr.kendall_tau_b([1, 1, 1], [1, 2, 3]) is None and svr.kendall_tau_b([1], [2]) is None
+    assert kendall_tau([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 1, 1], [1, 2, 3]) is None and kendall_tau([1], [2]) is None
     scipy_stats = pytest.importorskip('scipy.stats')
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 4, 12).tolist(), rng.integers(0, 5, 12).tolist()
-    assert svr.kendall_tau_b(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
+    assert kendall_tau(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
 
 
 def test_random_genotypes_matched_distinct_and_reproducible():

@@ -81,6 +81,10 @@ def measure(opt: dict, experiment=None, iteration='latest', genotypes=12, batche
     return out
 
 
+def _fmt(value) -> str:
+    return 'undefined' if value is None else f'{value:.2f}'
+
+
 def render(r: dict) -> str:
     lines = [f"genotype std     {r['genotype_std']:.4f} dB   ({r['genotypes']} random genotypes, "
              f"{r['batches']} batches of {r['patches']} patches)",
@@ -88,7 +92,7 @@ def render(r: dict) -> str:
              f"interaction std  {r['interaction_std']:.4f} dB",
              f"SNR              fresh patches {r['snr_fresh']:.2f}, common patches {r['snr_common']:.2f} "
              f"(search reward mode: {r['reward_mode']})",
-             f"rank tau         {r['rank_tau_halves']:.2f} (random genotypes, first vs second half of the batches)",
+             f"rank tau         {_fmt(r['rank_tau_halves'])} (random genotypes, first vs second half of the batches)",
              f"empty / full     {r['empty']['psnr']:.3f} / {r['full']['psnr']:.3f} dB "
              f"(difference {r['full']['psnr'] - r['empty']['psnr']:+.3f})",
              f"greedy           {r['greedy']['psnr']:.3f} dB  {r['greedy']['genotype']}"]
