@@ -289,6 +289,18 @@ def test_unknown_search_key(data):
     expect_error(opt, "search: unknown option(s) ['child_step']", 'child_steps')
 
 
+@pytest.mark.parametrize('change, fragment', [
+    ({'reward_mode': 'shared'}, "search.reward_mode must be 'fresh' or 'common', got 'shared'"),
+    ({'baseline_samples': 4}, 'search.baseline_samples needs search.reward_mode: common'),
+    ({'reward_mode': 'common', 'baseline_samples': -1}, 'search.baseline_samples must be an integer >= 0'),
+    ({'signal_probe': 2.5}, 'search.signal_probe must be an integer >= 0, got 2.5'),
+])
+def test_bad_reward_settings(data, change, fragment):
+    opt = search_options(data)
+    opt['search'].update(change)
+    expect_error(opt, fragment)
+
+
 def test_missing_reward_dataset(data):
     opt = search_options(data)
     del opt['search']['reward_dataset']

@@ -166,6 +166,20 @@ def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[i
                               f'lower gt_size or remove the image')
 
 
+def check_search_reward(search: dict):
+    """``search.reward_mode``, ``baseline_samples`` and ``signal_probe``."""
+    mode = search.get('reward_mode', 'fresh')
+    if mode not in ('fresh', 'common'):
+        raise OptionError(f"search.reward_mode must be 'fresh' or 'common', got {mode!r}")
+    for key in ('baseline_samples', 'signal_probe'):
+        value = search.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise OptionError(f'search.{key} must be an integer >= 0, got {value!r}')
+    if search.get('baseline_samples') and mode != 'common':
+        raise OptionError('search.baseline_samples needs search.reward_mode: common (the samples are scored on the '
+                          "phase's common patches)")
+
+
 def check_search_cost(opt: dict, search: dict):
     """``search.penalty`` / ``macs_lr_size`` / ``latency_table``: a known penalty, and a latency table that
     exists and was measured for the supernet's sizes (``deconas_plugin.search_cost``)."""
@@ -242,6 +256,7 @@ def check_options(opt: dict):
         reward = search['reward_dataset']
         check_dataset('search.reward_dataset', reward, scale, reward.get('gt_size'))
         check_search_cost(opt, search)
+        check_search_reward(search)
     lmdbs = {}
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
         check_dataset(f'datasets.{phase}', dataset_opt, scale, dataset_opt.get('gt_size') if phase == 'train' else None)
