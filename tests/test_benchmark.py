@@ -66,7 +66,7 @@ def test_quick_benchmark_cli(tmp_path):
     zm = secs['zeromask']
     for key in ('max_abs_diff', 'equivalent', 'mean_speedup', 'goal_speedup_min', 'meets_goal', 'per_genotype'):
         assert key in zm
-    assert zm['equivalent'] is True and zm['max_abs_diff'] < 1e-5
+    assert zm['equivalent'] is True and zm['max_abs_diff'] < 1e-5 and zm['strict_fp32'] is True
 
     ctrl = secs['controller']
     assert {'configs', 'goal_ms', 'meets_goal', 'paths_meeting_goal_on_cpu'} <= set(ctrl)
@@ -134,8 +134,31 @@ def test_zero_mask_supernet_equals_sliced(fusion):
 
 
 def test_parse_only():
-    assert parse_only(None) == ['supernet', 'zeromask', 'controller', 'inference', 'data', 'options', 'precision']
+    assert parse_only(None) == ['supernet', 'zeromask', 'controller', 'inference', 'data', 'options', 'precision',
+                                'retrain']
     assert parse_only('7') == ['precision']
+    assert parse_only('8') == ['retrain']
     assert parse_only('controller,1,zeromask') == ['supernet', 'zeromask', 'controller']
     with pytest.raises(ValueError, match='unknown section'):
         parse_only('bogus')
+
+
+def test_quick_retrain_section(tmp_path):
+    """Section 8 in --quick: exact op counts of the real networks (the goal row in the summary), step times."""
+    out = tmp_path / 'bench'
+    quick_benchmark(out, '--only', 'retrain')
+    sec = json.loads((out / 'benchmark.json').read_text())['sections']['retrain']
+    assert 'error' not in sec, sec.get('error')
+    ops = sec['ops']
+    assert list(ops) == ['DeCoNASNet', 'EDSR-baseline', 'CARN']
+    assert sec['meets_goal'] is (ops['DeCoNASNet']['forward_backward'] <= 800)
+    for c in ops.values():
+        assert c['step'] == c['forward_backward'] + c['optimizer'] and c['optimizer'] > 0
+    assert ops['EDSR-baseline']['step'] == 446  # the figure issue 11 measured: the counter counts what it did
+    assert set(sec['step_ms']) == {f'{n} {p}' for n in ops for p in ('fp32', 'bf16')}
+    assert set(sec['depthwise_ms']) == {'grouped', 'channels_last', 'dense'} and 'cuda' not in sec
+    assert sec['ratio_vs_edsr']['fp32'] == pytest.approx(sec['step_ms']['DeCoNASNet fp32']
+                                                         / sec['step_ms']['EDSR-baseline fp32'])
+    md = (out / 'benchmark.md').read_text()
+    assert '## 8. Retrain step' in md and '| 8. retrain step ops, DeCoNASNet' in md
+    assert '| 8. retrain step time, DeCoNASNet / EDSR-baseline | fp32 ' in md

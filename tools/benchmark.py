@@ -3,7 +3,7 @@ effect of training precision (autocast) on a retrained network's PSNR.
 
 Sections (select with --only, by name or number; all by default):
   1 supernet    child train step of DeCoNetSupernet(x, g) vs supernet.extract(g)   (goal: ratio <= 1.10)
-  2 zeromask    sliced supernet vs the reference's zero-mask way, equal outputs checked first
+  2 zeromask    sliced supernet vs the reference's zero-mask way, equal outputs (strict fp32) checked first
                                                                                   (goal: sliced >= 1.5x faster)
   3 controller  sample + log-prob per genotype at M=8, N=16, FF off/on, single vs batched; child-step
                 draws one by one vs batched per controller phase                  (goal: <= 2 ms on CPU)
@@ -12,7 +12,10 @@ Sections (select with --only, by name or number; all by default):
   6 options     child step with channels_last, autocast, torch.compile: speedups, loss sanity, defaults
   7 precision   a small DeCoNASNet retrained in fp32 (two batch seeds: the noise), bf16 autocast (and fp16
                 + GradScaler on CUDA) from the same weights and batches: ms/iter, final loss, fp32 test
-                PSNR-Y / SSIM-Y and their differences (1500 iterations on CPU, 3000 on CUDA, ~10 min on CPU)
+                PSNR-Y / SSIM-Y and their differences (1500 iterations on CPU, ~10 min; 1000 on CUDA, ~3 min)
+  8 retrain     retrain step of DeCoNASNet vs EDSR-baseline and CARN: dispatched ops (goal: DeCoNASNet forward +
+                L1 + backward <= 800), ms per step fp32 / bf16 and ratios, separable-conv implementations; on
+                CUDA kernels per step, fused Adam, torch.compile and whole-step CUDA graphs
 
 Writes <out>/benchmark.json and <out>/benchmark.md (rewritten after every section); the Markdown starts
 with the machine (CPU model, cores, torch version, device name). Sizes: CPU C=32, LR patch 48, batch 4;
@@ -39,8 +42,8 @@ def parse_args(argv=None):
                         help='output folder, e.g. benchmarks/<machine-tag> (benchmark.json, benchmark.md)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
     parser.add_argument('--only', default=None,
-                        help='comma-separated sections: supernet,zeromask,controller,inference,data,options,precision '
-                        '(or 1-7)')
+                        help='comma-separated sections: supernet,zeromask,controller,inference,data,options,precision,'
+                        'retrain (or 1-8)')
     parser.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run, not a measurement')
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--genotypes', type=int, default=None, help='random genotypes of section 1 (default 20)')

@@ -5,15 +5,15 @@ Every number is a ratio or a rate measured in one process, A and B interleaved (
 after a warm-up, as the median of several repetitions: on a busy machine absolute times move, the
 ratios much less. ``torch.cuda.synchronize`` brackets every timed call on CUDA.
 
-Sections (``--only`` takes these names, or their numbers 1-7):
+Sections (``--only`` takes these names, or their numbers 1-8):
 
 1. ``supernet`` -- one child train step (zero_grad, forward, L1, backward, Adam step) of
    ``DeCoNetSupernet(x, g)`` vs ``supernet.extract(g)`` (same weights, batch, patch) for random
    genotypes; goal: mean ratio supernet / fixed <= 1.10.
 2. ``zeromask`` -- the sliced supernet vs a zero-mask supernet (``ZeroMaskSupernet``: every
    SubsetInput layer reads all of its inputs with its full weight, the unchosen ones multiplied by 0,
-   as the reference code does for the dilated conv), checked to give the same output first;
-   goal: sliced >= 1.5x faster.
+   as the reference code does for the dilated conv), checked to give the same output first (in strict
+   fp32: no TF32 on CUDA; bound 1e-5); goal: sliced >= 1.5x faster.
 3. ``controller`` -- ms per genotype of sample + log-prob at M = 8, N = 16 (FF off and on), one
    genotype at a time (a controller step) and batched (``sample_many``); and the child steps' draws
    (no log-prob), one unroll per genotype vs one batched unroll per controller phase (what the
@@ -28,9 +28,13 @@ Sections (``--only`` takes these names, or their numbers 1-7):
    speed ratios vs the default and whether the losses match.
 7. ``precision`` -- a small DeCoNASNet (paper genotype, N = 4, M = 4, C = 16) retrained from the same
    initial weights on the same batches (embedded train split, batch 8, LR patch 32, Adam 1e-3 halved
-   at 1/2 and 3/4; 1500 iterations on CPU, 3000 on CUDA) in fp32 with two batch seeds (the run-to-run
+   at 1/2 and 3/4; 1500 iterations on CPU, 1000 on CUDA, about 3 minutes) in fp32 with two batch seeds (the run-to-run
    noise), with bf16 autocast (and fp16 autocast + GradScaler on CUDA); ms per iteration, final loss,
    and fp32 PSNR-Y / SSIM-Y on the embedded test images, differences vs fp32.
+8. ``retrain`` -- the retrain step of DeCoNASNet (paper genotype, C = 64) vs EDSR-baseline and CARN: dispatched
+   aten ops per step (``utils.op_count``; goal: DeCoNASNet forward + L1 + backward <= 800), ms per step in fp32
+   and bf16 and the DeCoNASNet / EDSR ratios, DeCoNASNet with each separable-conv implementation; on CUDA also
+   kernels per step, fused vs foreach Adam, ``torch.compile(mode='reduce-overhead')`` and whole-step CUDA graphs.
 
 JSON (``benchmark.json``) keys: ``machine`` (cpu, cores, torch, device, device_name, ...),
 ``config``, ``sections`` (one dict per section run, keyed by the names above; a failed section
@@ -56,12 +60,16 @@ holds ``error``), ``wall_s``. Per section:
   ``nonfinite_losses``, ``psnr_y``, ``ssim_y``, ``per_image``, ``psnr_diff``, ``ssim_diff`` (vs fp32 seed
   A), ``within_seed_noise``), ``seed_noise_psnr_db``, ``seed_noise_ssim``, ``batch_seeds``,
   ``train_images``, ``test_images``, ``setup``.
+* ``retrain``: ``ops`` (per network: ``forward_backward``, ``optimizer``, ``step``, ``top``), ``goal_ops``,
+  ``ops_before``, ``meets_goal``, ``step_ms`` (``<network> fp32|bf16``), ``ratio_vs_edsr`` (``fp32``, ``bf16``),
+  ``depthwise_ms``, ``depthwise_fastest``, ``setup``; on CUDA ``cuda`` (``kernels``, ``adam``, ``compile``,
+  ``cuda_graph``: ms or an error string).
 
 Package layout: ``config`` (SECTIONS, TITLES, ``make_config``), ``machine`` (``machine_info``,
 ``choose_threads``), ``timing`` (``timed``, ``interleaved``, ``median_ms``, ``TrainStep``), ``common``
 (shared builders and number formatting), one module per section holding its ``bench_<name>`` and its
 ``_md_<name>`` renderer (``supernet``, ``zeromask``, ``controller``, ``inference``, ``data``,
-``options``, ``precision``), ``markdown`` (``render_markdown``: header, summary, section dispatch)
+``options``, ``precision``, ``retrain``), ``markdown`` (``render_markdown``: header, summary, section dispatch)
 and ``run`` (``run_benchmark``, ``write_results``, ``rerender``, ``parse_only``, RUNNERS).
 """
 from .config import SECTIONS, TITLES, make_config

@@ -9,11 +9,13 @@ from .data import _md_data
 from .inference import _md_inference
 from .options import _defaults_text, _md_options
 from .precision import _md_precision
+from .retrain import _md_retrain, _summary_retrain
 from .supernet import _md_supernet
 from .zeromask import _md_zeromask
 
 RENDERERS = {'supernet': _md_supernet, 'zeromask': _md_zeromask, 'controller': _md_controller,
-             'inference': _md_inference, 'data': _md_data, 'options': _md_options, 'precision': _md_precision}
+             'inference': _md_inference, 'data': _md_data, 'options': _md_options, 'precision': _md_precision,
+             'retrain': _md_retrain}
 
 
 def render_markdown(result: dict) -> str:
@@ -105,6 +107,9 @@ def _md_summary(result) -> List[str]:
                        f'{r["psnr_diff"]:+.3f} dB (seed noise {s["seed_noise_psnr_db"]:.3f} dB): '
                        f'{"within" if r["within_seed_noise"] else "beyond"} seed noise; {_faster(r["speedup"])} | '
                        f'- | |')
+    s = secs.get('retrain')
+    if s:
+        out += _summary_retrain(s)
     return out + ['']
 
 

@@ -18,12 +18,14 @@ from .machine import _loadavg, machine_info
 from .markdown import render_markdown
 from .options import _recommend, bench_options
 from .precision import bench_precision
+from .retrain import bench_retrain
 from .supernet import bench_supernet
 from .zeromask import bench_zeromask
 
 
 RUNNERS = {'supernet': bench_supernet, 'zeromask': bench_zeromask, 'controller': bench_controller,
-           'inference': bench_inference, 'data': bench_data, 'options': bench_options, 'precision': bench_precision}
+           'inference': bench_inference, 'data': bench_data, 'options': bench_options, 'precision': bench_precision,
+           'retrain': bench_retrain}
 
 
 def parse_only(only: Optional[str]) -> List[str]:
