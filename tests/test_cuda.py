@@ -3,7 +3,11 @@
 They are what a session with a GPU runs first (``.venv/bin/python -m pytest -q tests/test_cuda.py``):
 a search and a retrain through the entry points on one GPU (``train.autocast: fp16`` with its
 GradScaler, saved and resumed), ``tools/benchmark.py --quick --device cuda`` with every section,
-and, with two GPUs, the distributed search on nccl with identical ranks.
+and, with two GPUs, the distributed search on nccl with identical ranks. Issue 11's GPU paths: the
+retrain compiled by default (``train.compile`` auto, mode reduce-overhead) with fused Adam, saved and
+resumed; the DNB's hand-written channel-attention backward and every separable-conv implementation
+against the plain formula in strict fp32 and under bf16/fp16 autocast; the kernel counter and the
+whole-step CUDA graph of benchmark section 8.
 """
 import json
 import os.path as osp
@@ -70,6 +74,10 @@ def test_quick_benchmark_on_cuda(tmp_path):
     assert any(c['device'].startswith('cuda') for c in result['sections']['controller']['configs'])
     names = [r['name'] for r in result['sections']['precision']['variants']]
     assert any('fp16' in n for n in names), names
+    retrain = result['sections']['retrain']['cuda']  # each CUDA path measured, none failed
+    assert all(isinstance(v, int) and v > 0 for v in retrain['kernels'].values()), retrain['kernels']
+    assert all(isinstance(v, float) for v in [*retrain['adam'].values(), *retrain['cuda_graph'].values()]), retrain
+    assert result['sections']['zeromask']['strict_fp32'] is True
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 GPUs')
@@ -81,3 +89,72 @@ def test_distributed_search_on_nccl(embedded_data, tmp_path, experiment_name):
     opt['search']['rank_trace'] = True
     _torchrun(write_options(tmp_path / 'search.yml', opt), 29621)
     _assert_ranks_identical(name)
+
+
+# ---------------------------------------------------------------------------------------------- issue 11 paths
+def test_retrain_compiled_by_default_on_cuda_with_fused_adam(embedded_data, tmp_path, experiment_name):
+    """train.compile ~ (auto) compiles the step on CUDA (fixed patch size); Adam is fused; the checkpoint is the
+    plain network's; a resumed run goes on compiled."""
+    name = experiment_name('cuda_compiled_retrain')
+    opt = train_options(embedded_data, name, total_iter=6)
+    opt['num_gpu'] = 1
+    opt['logger'].update(print_freq=2, save_checkpoint_freq=3)
+    proc = _train(write_options(tmp_path / 'train.yml', opt))
+    out = proc.stdout + proc.stderr
+    assert "Training steps run through torch.compile({'mode': 'reduce-overhead'})" in out
+    assert 'continues eagerly' not in out
+    root = osp.join(ROOT, 'experiments', name)
+    state = torch.load(osp.join(root, 'training_states', '6.state'), map_location='cpu', weights_only=False)
+    assert state['optimizers'][0]['param_groups'][0]['fused'] is True
+    net = torch.load(osp.join(root, 'models', 'net_g_6.pth'), map_location='cpu', weights_only=False)
+    assert not any(k.startswith('_orig_mod.') for k in net['params'])
+    opt['train']['total_iter'] = 9
+    proc = _train(write_options(tmp_path / 'train.yml', opt), '--auto_resume')
+    assert 'Resuming training from epoch' in proc.stdout + proc.stderr
+    assert osp.isfile(osp.join(root, 'models', 'net_g_9.pth'))
+
+
+def test_lean_ops_and_depthwise_variants_on_cuda():
+    """The DNB's hand-written channel-attention backward and every separable-conv implementation on CUDA:
+    the same numbers as the plain formula in strict fp32, finite gradients under bf16 and fp16 autocast."""
+    from test_op_count import _assert_same, _plain_run
+
+    from deconas_plugin.archs.deconas_arch import DeCoNASNet
+    from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
+    from deconas_plugin.benchmark.zeromask import strict_fp32
+    from deconas_plugin.genotype import PAPER_GENOTYPE
+    torch.manual_seed(0)
+    net = DeCoNASNet(PAPER_GENOTYPE, num_feat=16, num_blocks=2, num_nodes=4).cuda()
+    x, y = torch.rand(2, 3, 24, 24, device='cuda'), torch.rand(2, 3, 48, 48, device='cuda')
+    with strict_fp32():
+        _assert_same(net, net, lambda t: _plain_run(net, t, net.genotype), x, y)
+        ref = net(x).detach()
+        for impl in DEPTHWISE_IMPLS:
+            net.set_depthwise(impl)
+            assert (net(x) - ref).abs().max() <= 1e-5, impl
+    for dtype in (torch.bfloat16, torch.float16):
+        net.zero_grad(set_to_none=True)
+        with torch.autocast('cuda', dtype=dtype):
+            loss = torch.nn.functional.l1_loss(net(x).float(), y)
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters()), dtype
+
+
+def test_kernel_count_and_whole_step_cuda_graph():
+    from deconas_plugin.archs.deconas_arch import DeCoNASNet
+    from deconas_plugin.benchmark.retrain import count_cuda_kernels, cuda_graph_step
+    from deconas_plugin.benchmark.timing import TrainStep
+    from deconas_plugin.genotype import PAPER_GENOTYPE
+    torch.manual_seed(0)
+    net = DeCoNASNet(PAPER_GENOTYPE, num_feat=16, num_blocks=2, num_nodes=4).cuda()
+    x, y = torch.rand(2, 3, 24, 24, device='cuda'), torch.rand(2, 3, 48, 48, device='cuda')
+    step = TrainStep(net, x, y)
+    step()
+    kernels = count_cuda_kernels(step, torch.device('cuda'))
+    assert isinstance(kernels, int) and kernels > 100
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    replay = cuda_graph_step(net, x, y)
+    replay()
+    torch.cuda.synchronize()
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # the replay trains
+    assert all(torch.isfinite(v).all() for v in net.state_dict().values())

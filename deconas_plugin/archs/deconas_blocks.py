@@ -210,7 +210,8 @@ class _AttendedReLU(torch.autograd.Function):
         with torch.autocast(ctx.device_type, enabled=False):
             grad = grad.to(y.dtype)
             grad_att = (grad * y).sum((2, 3), keepdim=True)
-            grad_hidden, grad_w2, grad_b2 = _conv1x1_backward(torch.ops.aten.sigmoid_backward(grad_att, att), hidden, w2)
+            grad_z2 = torch.ops.aten.sigmoid_backward(grad_att, att)
+            grad_hidden, grad_w2, grad_b2 = _conv1x1_backward(grad_z2, hidden, w2)
             grad_pooled, grad_w1, grad_b1 = _conv1x1_backward(torch.ops.aten.threshold_backward(grad_hidden, hidden, 0),
                                                               pooled, w1)
             # d loss / d total = (grad * att + grad_pooled / num_pixels, ReLU-masked) / num_terms, in two ops

@@ -116,7 +116,8 @@ def _md_zeromask(s, cfg, result):
            f'feature-fusion (FF1) genotypes so that the LFF/GFF masks matter. Same output before timing: '
            f'max abs diff **{s["max_abs_diff"]:.1e}** ({"equivalent" if s["equivalent"] else "NOT equivalent"}, '
            f'bound {s.get("equivalence_bound", 1e-5):.0e}'
-           + (', compared in strict fp32: no TF32' if s.get('strict_fp32') else '') + '; timed in the default precision).',
+           + (', compared in strict fp32: no TF32' if s.get('strict_fp32') else '')
+           + '; timed in the default precision).',
            '']
     if 'error' in s:
         return out + [f'**failed**: `{s["error"]}`']
