@@ -209,3 +209,23 @@ def test_bad_penalty_options_are_named_before_the_run(data, tmp_path):
     with pytest.raises(OptionError, match='num_feat'):
         check_options(opt)
     assert osp.isdir(ROOT)
+
+
+def test_derivation_ranking_shows_the_cost_in_the_chosen_unit(tmp_path):
+    from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
+    from deconas_plugin.derive import ranking_tables, score
+    torch.manual_seed(0)
+    sup = DeCoNetSupernet(**TINY_SUPERNET).eval()
+    batches = [(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16))]
+    genotypes = [Genotype.parse('4 2 1'), Genotype.full(2)]
+    path = tmp_path / 'lut.json'
+    path.write_text(json.dumps(_fake_table(**TINY_SPACE)))
+    for penalty, header in (('params', None), ('macs', 'GMACs'), ('latency', 'latency (ms)')):
+        cost = SearchCost(penalty, **TINY_SPACE, latency_table=str(path))
+        rows = score(sup, genotypes, batches, 2, alpha=1.0, progress=False, cost=cost)
+        assert [r['cost'] for r in rows] == [cost(Genotype.parse(r['genotype'], num_nodes=2)) for r in rows]
+        assert all(r['reward'] == pytest.approx(r['psnr'] - r['cost'] / cost.cost_max) for r in rows)
+        tables = ranking_tables(rows)
+        first = tables['md'].splitlines()[0]
+        assert (header in first) if header else first == '| rank | genotype | params | PSNR-Y (dB) | reward |'
+        assert tables['csv'].splitlines()[0].endswith('cost,cost_unit') == (header is not None)
