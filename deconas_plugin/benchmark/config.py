@@ -31,7 +31,7 @@ def make_config(device: torch.device, quick: bool = False, **overrides) -> dict:
         # CUDA: about 3 minutes (an H200 ran about 24 variant-iterations/s of this small network)
         precision_iters=1000 if cuda else 1500, precision_feat=16, precision_blocks=4, precision_batch=8,
         precision_patch=32, precision_lr=1e-3, precision_side=512,
-        retrain_batch=16 if cuda else 4, retrain_patch=64 if cuda else 48, retrain_reps=7 if cuda else 3,
+        retrain_batch=16 if cuda else 4, retrain_patch=64 if cuda else 48, retrain_reps=7,
     )
     if quick:
         cfg.update(num_feat=8, patch=16, batch=2, genotypes=2, reps=1, warmup=1, zeromask_genotypes=2,
