@@ -63,13 +63,54 @@ def test_distributed_search_keeps_ranks_identical(embedded_data, tmp_path, exper
     _assert_ranks_identical(name)
 
 
-def test_distributed_retrain_on_cpu(embedded_data, tmp_path, experiment_name):
-    name = experiment_name('dist_retrain')
-    _torchrun(_option_file(embedded_data, tmp_path, name, search=False), 29612)
-    assert osp.isfile(osp.join(ROOT, 'experiments', name, 'models', 'net_g_8.pth'))
+def _matched_option_files(data, tmp_path, name, search: bool):
+    """(2-rank file, 1-process file) of runs that see the same samples, per the design: BasicSR's
+    sampler permutes the same indices for any world size (seeded by the epoch) and deals them out
+    rank by rank, so 2 ranks of batch 2 cover the samples of one batch of 4. Crops and flips are
+    seeded per rank, so they are turned off (gt_size = the 96-px training images). A search without
+    controller phases: the reward patches are split by rank, which no single process reproduces."""
+    paths = []
+    for world, batch in ((2, 2), (1, 4)):
+        opt = search_options(data, f'{name}_{world}', total_iter=8) if search else train_options(
+            data, f'{name}_{world}', total_iter=8)
+        if search:
+            opt['search']['controller_start_iter'] = 1000  # child steps only
+        else:
+            opt['network_g'] = dict(TINY_NET, num_feat=4)
+        opt['datasets']['train'].update(gt_size=96, use_hflip=False, use_rot=False, batch_size_per_gpu=batch,
+                                        dataset_enlarge_ratio=10)
+        opt['logger'].update(save_checkpoint_freq=8, print_freq=4)
+        opt['dist_params'] = {'backend': 'gloo'}
+        paths.append(write_options(tmp_path / f'{name}_{world}.yml', opt))
+    return paths
 
 
-def _free_port(taken=(29611, 29612)):
+def _assert_same_weights(name_a, name_b, label='net_g'):
+    a, b = (torch.load(osp.join(ROOT, 'experiments', n, 'models', f'{label}_8.pth'))['params'] for n in (name_a, name_b))
+    assert a.keys() == b.keys()
+    for k in a:  # gloo sums in another order than one process: equal up to float rounding
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+    return a, b
+
+
+@pytest.mark.parametrize('search', [False, True], ids=['retrain', 'search'])
+def test_two_ranks_update_as_one_process_with_the_global_batch(embedded_data, tmp_path, experiment_name, search):
+    """README: a distributed retrain (DDP) and the search's child steps (manual all-reduce of the used
+    gradients) take the step of a single process on the global batch. 8 iterations on 2 ranks of
+    batch 2 end with the weights of 8 iterations of one process on batch 4; a few seeded but
+    mismatched ops would end far apart (Adam steps of about the learning rate)."""
+    name = experiment_name('dist_search' if search else 'dist_retrain')
+    two, one = _matched_option_files(embedded_data, tmp_path, name, search)
+    _torchrun(two, 29612 if not search else 29613)
+    proc = subprocess.run([sys.executable, 'deconas_plugin/train.py', '-opt', one], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_weights(f'{name}_2', f'{name}_1')
+    if search:
+        _assert_same_weights(f'{name}_2', f'{name}_1', 'net_c')  # no controller phase: same initial controller
+
+
+def _free_port(taken=(29611, 29612, 29613)):
     while True:
         with socket.socket() as sock:
             sock.bind(('127.0.0.1', 0))
