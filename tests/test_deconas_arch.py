@@ -1,3 +1,4 @@
+import os.path as osp
 import random
 
 import pytest
@@ -149,3 +150,20 @@ def test_random_fusion_genotypes_build_only_what_the_forward_pass_uses():
         assert [k for k, p in net.named_parameters() if p.grad is None] == [], str(g)
         assert {k for k, p in sup.named_parameters() if p.grad is not None} == dict(net.named_parameters()).keys()
     assert with_dead >= 6  # the sample exercises dead nodes
+
+
+def test_checkpoint_of_a_network_with_a_dead_node_finds_its_genotype(tmp_path):
+    """tools/draw_genotype.py --ckpt: the layer shapes of a network with a dead node (no ops, no
+    channel attention) fit its genotype, so the experiment's option file is recognised."""
+    import yaml
+    from deconas_plugin.utils.draw import draw_genotype, genotype_from_checkpoint
+    g = Genotype.parse('7 7 0 7 0 7 | 1 0 0 | 1 1')
+    net = DeCoNASNet(g, num_feat=8, num_blocks=2, num_nodes=3)
+    (tmp_path / 'exp' / 'models').mkdir(parents=True)
+    torch.save({'params': net.state_dict()}, tmp_path / 'exp' / 'models' / 'net_g_1.pth')
+    with open(tmp_path / 'exp' / 'train.yml', 'w') as f:
+        yaml.safe_dump({'network_g': {'type': 'DeCoNASNet', 'genotype': str(g), 'num_feat': 8, 'num_blocks': 2,
+                                      'num_nodes': 3}}, f)
+    found, source = genotype_from_checkpoint(str(tmp_path / 'exp' / 'models' / 'net_g_1.pth'))
+    assert found == g and 'option file' in source
+    assert osp.getsize(draw_genotype(g, str(tmp_path / 'cell.png'))) > 1000
