@@ -291,7 +291,7 @@ def test_unknown_search_key(data):
 
 @pytest.mark.parametrize('change, fragment', [
     ({'reward_mode': 'shared'}, "search.reward_mode must be 'fresh' or 'common', got 'shared'"),
-    ({'baseline_samples': 4}, 'search.baseline_samples needs search.reward_mode: common'),
+    ({'reward_mode': 'fresh', 'baseline_samples': 4}, 'search.baseline_samples needs search.reward_mode: common'),
     ({'reward_mode': 'common', 'baseline_samples': -1}, 'search.baseline_samples must be an integer >= 0'),
     ({'signal_probe': 2.5}, 'search.signal_probe must be an integer >= 0, got 2.5'),
 ])

@@ -30,10 +30,11 @@ SEARCH_DEFAULTS = {
     'reward_patches': 10,  # validation patches per reward (a batch)
     'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
     'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
-    'reward_mode': 'fresh',  # 'fresh': new reward patches every controller step (paper); 'common': one draw per phase
-    'baseline_samples': 0,  # >0: at each phase start the baseline is reset to the mean reward of this many
+    # The reward the controller learns from (README "Does the search search?": measured on the demo's space)
+    'reward_mode': 'common',  # 'common': one draw of patches per phase for every step; 'fresh': a draw per step (paper)
+    'baseline_samples': 4,  # >0: at each phase start the baseline restarts at the mean reward of this many
     #                         policy samples scored on the phase's common patches (reward_mode common only)
-    'signal_probe': 0,  # >0: at each phase, this many random genotypes (+ empty and full) on 2 fixed batches
+    'signal_probe': 4,  # >0: at each phase, this many random genotypes (+ empty and full) on 2 fixed batches
     'history_file': 'search_history.jsonl',  # in the experiment folder
     'signal_file': 'search_signal.jsonl',  # per-phase rows of the signal probe, in the experiment folder
     'rank_trace': False,  # debugging: every rank appends its genotypes to rank<r>_trace.jsonl
@@ -84,6 +85,8 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         if unknown:
             raise KeyError(f'unknown key(s) {unknown} in the search section; known: {sorted(SEARCH_DEFAULTS)}')
         self.search_opt = {**SEARCH_DEFAULTS, **search}
+        if self.search_opt['reward_mode'] == 'fresh' and 'baseline_samples' not in search:
+            self.search_opt['baseline_samples'] = 0  # the default applies to common patches only
         if self.search_opt['reward_mode'] not in ('fresh', 'common'):
             raise ValueError(f"search.reward_mode must be 'fresh' or 'common', got {self.search_opt['reward_mode']!r}")
         if self.search_opt['baseline_samples'] and self.search_opt['reward_mode'] != 'common':

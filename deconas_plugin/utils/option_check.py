@@ -168,14 +168,17 @@ def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[i
 
 def check_search_reward(search: dict):
     """``search.reward_mode``, ``baseline_samples`` and ``signal_probe``."""
-    mode = search.get('reward_mode', 'fresh')
+    from ..models.deconas_search_model import SEARCH_DEFAULTS
+    explicit_baseline = 'baseline_samples' in search
+    search = {**SEARCH_DEFAULTS, **search}
+    mode = search['reward_mode']
     if mode not in ('fresh', 'common'):
         raise OptionError(f"search.reward_mode must be 'fresh' or 'common', got {mode!r}")
     for key in ('baseline_samples', 'signal_probe'):
-        value = search.get(key, 0)
+        value = search[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise OptionError(f'search.{key} must be an integer >= 0, got {value!r}')
-    if search.get('baseline_samples') and mode != 'common':
+    if explicit_baseline and search['baseline_samples'] and mode != 'common':
         raise OptionError('search.baseline_samples needs search.reward_mode: common (the samples are scored on the '
                           "phase's common patches)")
 
