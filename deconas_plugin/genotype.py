@@ -132,13 +132,17 @@ class Genotype:
         gradient, so the fixed network, the supernet's ``extract`` and ``count_params`` leave them
         out, and the supernet skips them (DESIGN.md: a clean implementation has no dead layer).
         """
-        live = set(self.local_inputs())
-        # Every reader of x_i is a later node or the LFF, so one pass from node M down settles it.
-        for node in range(self.num_nodes, 0, -1):
-            if node in live:
-                read = [j for op in range(self.num_ops) for j in self.op_inputs(node, op)]
-                live.update(read or [node - 1])
-        return tuple(sorted(j for j in live if j >= 1))
+        cached = self.__dict__.get('_live_nodes')  # every block's forward asks: computed once
+        if cached is None:
+            live = set(self.local_inputs())
+            # Every reader of x_i is a later node or the LFF, so one pass from node M down settles it.
+            for node in range(self.num_nodes, 0, -1):
+                if node in live:
+                    read = [j for op in range(self.num_ops) for j in self.op_inputs(node, op)]
+                    live.update(read or [node - 1])
+            cached = tuple(sorted(j for j in live if j >= 1))
+            object.__setattr__(self, '_live_nodes', cached)  # not a field: equality and hash ignore it
+        return cached
 
     def global_inputs(self, num_blocks: int) -> Tuple[int, ...]:
         """Indices d of F_0..F_N entering the GFF concat (F_N always does)."""
