@@ -60,7 +60,8 @@ holds ``error``), ``wall_s``. Per section:
   ``nonfinite_losses``, ``psnr_y``, ``ssim_y``, ``per_image``, ``psnr_diff``, ``ssim_diff`` (vs fp32 seed
   A), ``within_seed_noise``), ``seed_noise_psnr_db``, ``seed_noise_ssim``, ``batch_seeds``,
   ``train_images``, ``test_images``, ``setup``.
-* ``retrain``: ``ops`` (per network: ``forward_backward``, ``optimizer``, ``step``, ``top``), ``goal_ops``,
+* ``retrain``: ``ops`` (per network: ``forward_backward``, ``optimizer``, ``step``, ``top``),
+  ``supernet_child_ops`` (the same for the supernet's child step on the paper genotype), ``goal_ops``,
   ``ops_before``, ``meets_goal``, ``step_ms`` (``<network> fp32|bf16``), ``ratio_vs_edsr`` (``fp32``, ``bf16``),
   ``depthwise_ms``, ``depthwise_fastest``, ``setup``; on CUDA ``cuda`` (``kernels``, ``adam``, ``compile``,
   ``cuda_graph``: ms or an error string).

@@ -23,7 +23,8 @@ from .common import _f, _log
 from .timing import TrainStep, interleaved, median_ms
 
 GOAL_RETRAIN_OPS = 800
-OPS_BEFORE = {'forward_backward': 1169, 'step': 1554}  # DeCoNASNet at commit 35f78c5 (issue 11)
+# at commit 35f78c5 (issue 11): DeCoNASNet's retrain step, the supernet's child step on the paper genotype
+OPS_BEFORE = {'forward_backward': 1169, 'step': 1554, 'supernet_forward_backward': 1313, 'supernet_step': 1698}
 
 
 def _retrain_models():
@@ -100,7 +101,12 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
         counts = train_step_op_counts(build())
         ops[name] = counts
         _log(f'  {name}: {counts["forward_backward"]} ops forward + L1 + backward, {counts["step"]} with Adam')
-    out = {'ops': ops, 'goal_ops': GOAL_RETRAIN_OPS, 'ops_before': OPS_BEFORE,
+    from ..archs.deconet_supernet_arch import DeCoNetSupernet
+    torch.manual_seed(cfg['seed'])  # the search's child step on the paper genotype (weight slices, no capture)
+    out_supernet = train_step_op_counts(DeCoNetSupernet(num_feat=64, num_blocks=4, num_nodes=4, upscale=2),
+                                        genotype=PAPER_GENOTYPE)
+    out = {'ops': ops, 'supernet_child_ops': out_supernet, 'goal_ops': GOAL_RETRAIN_OPS,
+           'ops_before': OPS_BEFORE,
            'meets_goal': ops['DeCoNASNet']['forward_backward'] <= GOAL_RETRAIN_OPS,
            'setup': {k: cfg[k] for k in ('retrain_batch', 'retrain_patch', 'retrain_reps', 'warmup')}}
 
@@ -185,6 +191,11 @@ def _md_retrain(s, cfg, result):
            '| network | forward + L1 + backward | Adam (foreach) | whole step |', '|---|---:|---:|---:|']
     for name, c in ops.items():
         out.append(f'| {name} | {c["forward_backward"]:,} | {c["optimizer"]:,} | {c["step"]:,} |')
+    sc = s.get('supernet_child_ops')
+    if sc:
+        was = (f' (was {before["supernet_forward_backward"]:,})' if 'supernet_forward_backward' in before else '')
+        out.append(f'| DeCoNetSupernet child step, paper genotype (C=64) | {sc["forward_backward"]:,}{was} | '
+                   f'{sc["optimizer"]:,} | {sc["step"]:,} |')
     out += ['', f'Goal (issue 11): DeCoNASNet forward + L1 + backward <= {s["goal_ops"]} ops (was '
             f'{before["forward_backward"]:,}, whole step {before["step"]:,}): **{dn["forward_backward"]}**, '
             f'{"met" if s["meets_goal"] else "NOT met"}. Most frequent: '

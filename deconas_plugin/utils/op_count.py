@@ -36,8 +36,9 @@ def count_ops(fn: Callable[[], object]) -> Dict[str, int]:
 
 
 def train_step_op_counts(model: nn.Module, lr_size: int = 8, batch: int = 1, scale: int = 2,
-                         optimizer: Optional[str] = 'adam', seed: int = 0) -> dict:
-    """Dispatched aten ops of one retrain step of ``model`` (L1 loss, ``torch.optim.Adam``) on the CPU.
+                         optimizer: Optional[str] = 'adam', seed: int = 0, genotype=None) -> dict:
+    """Dispatched aten ops of one retrain step of ``model`` (L1 loss, ``torch.optim.Adam``) on the CPU
+    (``genotype``: passed to the forward, a supernet's child step).
 
     Returns ``forward_backward`` (forward, L1 loss, backward), ``optimizer`` (zero_grad + Adam step,
     the foreach implementation, PyTorch's default on CUDA) and ``step`` (their sum), measured on the second step (the
@@ -52,7 +53,7 @@ def train_step_op_counts(model: nn.Module, lr_size: int = 8, batch: int = 1, sca
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=True) if optimizer == 'adam' else None
 
     def forward_backward():
-        F.l1_loss(model(x), y).backward()
+        F.l1_loss(model(x) if genotype is None else model(x, genotype), y).backward()
 
     def optimizer_step():
         opt.step()
