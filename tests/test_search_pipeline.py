@@ -31,7 +31,7 @@ TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
 DERIVE = osp.join(ROOT, 'tools', 'derive.py')
 TINY = tiny_options.TINY_SUPERNET
 HISTORY_FIELDS = {'iter', 'controller_step', 'genotype', 'bits', 'psnr', 'params', 'reward', 'baseline', 'advantage',
-                  'entropy', 'log_prob'}
+                  'entropy', 'log_prob', 'p', 'cost', 'cost_unit'}
 # The paper's settings (DESIGN.md "The search"): name -> (N, M, alpha, feature-fusion search).
 PAPER_SEARCHES = {
     'search_CB0_FF0': (16, 8, 0.0, False),
