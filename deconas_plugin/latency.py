@@ -22,7 +22,7 @@ import os.path as osp
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,18 +44,24 @@ def _sync(device: torch.device):
 
 
 @torch.no_grad()
-def time_ms(fn: Callable[[], object], device: torch.device, repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in milliseconds (synchronised on CUDA), after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
+def time_interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int = 10, warmup: int = 2,
+                     statistic: str = 'median') -> Dict[str, float]:
+    """Wall time in milliseconds of each function of ``fns`` (synchronised on CUDA) after ``warmup`` calls:
+    the median of ``repeats`` calls, or their minimum (``statistic='min'``). Interleaved: every round
+    calls each function once, so a burst of load from other jobs falls on all of them alike instead of
+    on the few measured at that moment."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {name: min(ts) if statistic == 'min' else statistics.median(ts) for name, ts in times.items()}
 
 
 def _parts(num_feat: int, num_nodes: int, num_blocks: int, upscale: int, num_in_ch: int, num_out_ch: int,
@@ -111,24 +117,20 @@ def _parts(num_feat: int, num_nodes: int, num_blocks: int, upscale: int, num_in_
 
 def measure_table(num_feat: int, num_nodes: int, num_blocks: int, upscale: int = 2, lr_size: Sequence[int] = (64, 64),
                   device='cpu', precision: str = 'fp32', repeats: int = 10, warmup: int = 2, num_in_ch: int = 3,
-                  num_out_ch: int = 3, progress: Optional[Callable[[str, float], None]] = None) -> dict:
+                  num_out_ch: int = 3, statistic: str = 'median') -> dict:
     """Time every part of the space (see the module doc); returns the table as a JSON-ready dict."""
     if precision not in PRECISIONS:
         raise LatencyTableError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
     device = torch.device(device)
     parts = _parts(num_feat, num_nodes, num_blocks, upscale, num_in_ch, num_out_ch, tuple(lr_size), device,
                    PRECISIONS[precision])
-    entries = {}
-    for name, fn in parts.items():
-        entries[name] = time_ms(fn, device, repeats, warmup)
-        if progress:
-            progress(name, entries[name])
+    entries = time_interleaved(parts, device, repeats, warmup, statistic)
     return {
         'version': TABLE_VERSION, 'unit': 'ms', 'num_feat': num_feat, 'num_nodes': num_nodes,
         'num_blocks': num_blocks, 'upscale': upscale, 'num_in_ch': num_in_ch, 'num_out_ch': num_out_ch,
         'lr_size': list(lr_size), 'device': str(device), 'device_name': device_name(device),
         'precision': precision, 'threads': torch.get_num_threads(), 'torch': torch.__version__,
-        'repeats': repeats, 'warmup': warmup, 'entries': entries}
+        'repeats': repeats, 'warmup': warmup, 'statistic': statistic, 'entries': entries}
 
 
 def device_name(device: torch.device) -> str:

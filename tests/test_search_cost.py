@@ -102,10 +102,12 @@ def test_latency_table_on_the_cpu_tiny_space(tmp_path):
     import latency_table as tool
     out = tmp_path / 'lut.json'
     assert tool.main(['--num-feat', '4', '--num-nodes', '2', '--num-blocks', '2', '--lr-size', '12', '10',
-                      '--repeats', '2', '--warmup', '1', '--check', '3', '--threads', '1', '--out', str(out)]) == 0
+                      '--repeats', '2', '--warmup', '1', '--statistic', 'min', '--check', '3', '--threads', '1',
+                      '--out', str(out)]) == 0
     table = json.loads(out.read_text())
     assert {k: table[k] for k in ('num_feat', 'num_nodes', 'num_blocks', 'upscale', 'lr_size', 'precision')} == \
         {'num_feat': 4, 'num_nodes': 2, 'num_blocks': 2, 'upscale': 2, 'lr_size': [12, 10], 'precision': 'fp32'}
+    assert table['statistic'] == 'min' and table['repeats'] == 2
     expected = set(_fake_table(num_feat=4, num_nodes=2, num_blocks=2, upscale=2)['entries'])
     assert set(table['entries']) == expected
     assert all(v > 0 and math.isfinite(v) for v in table['entries'].values())

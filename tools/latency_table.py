@@ -40,7 +40,9 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     p.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'), default='fp32',
                    help='weights and activations in this dtype (default fp32)')
-    p.add_argument('--repeats', type=int, default=10, help='timed calls per part; the median is kept (default 10)')
+    p.add_argument('--repeats', type=int, default=10, help='timed calls per part (default 10)')
+    p.add_argument('--statistic', choices=('median', 'min'), default='median',
+                   help='kept of the timed calls (default median; min on a machine shared with other jobs)')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls first (default 2)')
     p.add_argument('--threads', type=int, help='torch threads on the CPU (default: PyTorch\'s)')
     p.add_argument('--check', type=int, default=0, metavar='K',
@@ -91,14 +93,14 @@ def spearman(xs, ys) -> float:
     return correlation(np.argsort(np.argsort(xs)), np.argsort(np.argsort(ys)))
 
 
-def check_table(table: dict, count: int, seed: int, repeats: int, warmup: int) -> dict:
+def check_table(table: dict, count: int, seed: int, repeats: int, warmup: int, statistic: str = 'median') -> dict:
     """Time ``count`` random genotypes (and the empty and full one) as whole DeCoNASNets; compare with the table."""
     import torch
 
     from deconas_plugin.archs.deconas_arch import DeCoNASNet
     from deconas_plugin.complexity import count_macs, count_params
     from deconas_plugin.genotype import Genotype
-    from deconas_plugin.latency import PRECISIONS, predict, time_ms
+    from deconas_plugin.latency import PRECISIONS, predict, time_interleaved
     m, n = table['num_nodes'], table['num_blocks']
     size = {k: table[k] for k in ('num_feat', 'num_blocks', 'upscale', 'num_in_ch', 'num_out_ch')}
     rng = random.Random(seed)
@@ -106,12 +108,13 @@ def check_table(table: dict, count: int, seed: int, repeats: int, warmup: int) -
     genotypes += [Genotype((0, ) * len(Genotype.full(m).codes)), Genotype.full(m)]
     device, dtype = torch.device(table['device']), PRECISIONS[table['precision']]
     x = torch.rand(1, table['num_in_ch'], *table['lr_size'], device=device, dtype=dtype)
-    rows = []
-    for g in genotypes:
-        net = DeCoNASNet(g, num_nodes=m, **size).to(device=device, dtype=dtype).eval()
-        rows.append({'genotype': g.to_string(), 'predicted_ms': predict(table, g),
-                     'measured_ms': time_ms(lambda: net(x), device, repeats, warmup),
-                     'params': count_params(g, **size), 'macs': count_macs(g, **size, lr_size=table['lr_size'])})
+    nets = {str(i): DeCoNASNet(g, num_nodes=m, **size).to(device=device, dtype=dtype).eval()
+            for i, g in enumerate(genotypes)}
+    measured = time_interleaved({i: (lambda net=net: net(x)) for i, net in nets.items()}, device, repeats, warmup,
+                                statistic)
+    rows = [{'genotype': g.to_string(), 'predicted_ms': predict(table, g), 'measured_ms': measured[str(i)],
+             'params': count_params(g, **size), 'macs': count_macs(g, **size, lr_size=table['lr_size'])}
+            for i, g in enumerate(genotypes)]
     measured = [r['measured_ms'] for r in rows]
     out = {'genotypes': len(rows), 'seed': seed, 'rows': rows}
     for key in ('predicted_ms', 'params', 'macs'):
@@ -139,11 +142,11 @@ def main(argv=None):
     lr_size = tuple(args.lr_size) if args.lr_size else paper_lr_size(sizes['upscale'])
     print(f"latency table: C={sizes['num_feat']} M={sizes['num_nodes']} N={sizes['num_blocks']} "
           f"x{sizes['upscale']}, LR {lr_size[0]}x{lr_size[1]}, {args.device} {args.precision}, "
-          f'{torch.get_num_threads()} thread(s), median of {args.repeats}')
+          f'{torch.get_num_threads()} thread(s), {args.statistic} of {args.repeats}')
     table = measure_table(**sizes, lr_size=lr_size, device=args.device, precision=args.precision,
-                          repeats=args.repeats, warmup=args.warmup)
+                          repeats=args.repeats, warmup=args.warmup, statistic=args.statistic)
     if args.check:
-        table['check'] = check_table(table, args.check, args.seed, args.repeats, args.warmup)
+        table['check'] = check_table(table, args.check, args.seed, args.repeats, args.warmup, args.statistic)
     atomic_write_text(args.out, json.dumps(table, indent=1) + '\n')
     e = table['entries']
     print('  ' + ', '.join(f'{k} {v:.3f}' for k, v in e.items() if k.startswith(('op', 'stem', 'tail'))) + ' (ms)')
