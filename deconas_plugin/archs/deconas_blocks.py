@@ -11,6 +11,11 @@ channels each and ``forward(feats, ids)`` reads only the weight slices of the in
 
 ``DeCoNASBody`` is the whole network (SFENet, DNBs with dense inter-block connections, GFF, UPNet);
 ``DeCoNASNet`` (fixed genotype) and ``DeCoNetSupernet`` (genotype per forward) are thin subclasses.
+
+A training step of these layers is launch-bound on a GPU (many small kernels), so the DNB is written
+to dispatch few ops: one ReLU of x_0 per block, one concat per distinct input set, and the node mean +
+ReLU + channel attention as ``_AttendedReLU`` with a hand-written backward (``utils/op_count.py`` counts
+them; ``tests/test_op_count.py`` checks the numbers against the plain formula).
 """
 import math
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -88,7 +93,7 @@ class ConvOp(SubsetInput):
         num_inputs: inputs the weight is built for; num_feat: channels per input (C);
         out_channels: output channels; kernel_size, dilation: of the conv (padding keeps the size);
         pre_relu: apply ReLU to the concat first (mix-node ops) or not (fusion 1x1 convs).
-    Shapes: ``feats`` = len(ids) tensors (B, C, H, W) -> (B, out_channels, H, W).
+    Shapes: ``feats`` = len(ids) tensors (B, C, H, W), or their concat as one tensor -> (B, out_channels, H, W).
     """
 
     sliced_dims = {'weight': 1}
@@ -129,7 +134,7 @@ class SepConvOp(SubsetInput):
     ``channels_last`` the same on an NHWC copy of the input (cuDNN's NHWC depthwise kernels instead of
     PyTorch's own NCHW ones); ``dense`` one dense 3x3 conv with the product weight
     ``pointwise[o, i] * depthwise[i]`` (more MACs, one big cuDNN kernel instead of two small ones).
-    Shapes: ``feats`` = len(ids) tensors (B, C, H, W) -> (B, C, H, W).
+    Shapes: ``feats`` = len(ids) tensors (B, C, H, W), or their concat as one tensor -> (B, C, H, W).
     """
 
     sliced_dims = {'depthwise_weight': 0, 'pointwise_weight': 1}
