@@ -80,3 +80,37 @@ def test_a_compiled_first_step_that_fails_is_redone_eagerly(embedded_data, tmp_p
     got = _steps(model)
     ref = _steps(_model(embedded_data, tmp_path / 'eager', False))
     assert model.train_forward is None and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_cuda_graph_option_without_cuda_warns_and_trains_eagerly(embedded_data, tmp_path):
+    from deconas_plugin.models import deconas_sr_model
+    messages = []
+    logger = deconas_sr_model.get_root_logger()
+    logger.addHandler(handler := __import__('logging').Handler())
+    handler.emit = lambda record: messages.append(record.getMessage())
+    try:
+        model = _model(embedded_data, tmp_path / 'graph', False)
+        model.opt['train']['cuda_graph'] = True
+        model.setup_cuda_graph()
+        got = _steps(model)
+    finally:
+        logger.removeHandler(handler)
+    assert not model.graph_wanted and model.graph is None
+    assert 'train.cuda_graph: it needs CUDA; training steps run eagerly' in messages
+    ref = _steps(_model(embedded_data, tmp_path / 'eager', False))
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    with pytest.raises(OptionError, match="train.cuda_graph must be true or false, got 'yes'"):
+        check_compile({'train': {'cuda_graph': 'yes'}})
+
+
+def test_bf16_autocast_step_through_the_shared_loss_code(embedded_data, tmp_path):
+    """The autocast step (forward and pixel loss under autocast, then the loss code the graph step shares)
+    trains, compiled or not, with fp32 weights."""
+    for compile_opt in (False, {'backend': 'aot_eager'}):
+        model = _model(embedded_data, tmp_path / str(bool(compile_opt)), compile_opt)
+        model.opt['train']['autocast'] = 'bf16'
+        model.setup_autocast()
+        before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+        after = _steps(model)
+        assert model.log_dict['l_pix'] > 0 and any(not torch.equal(before[k], after[k]) for k in before)
+        assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in after.values())

@@ -99,6 +99,7 @@ class DeCoNASSRModel(SRModel):
         super().init_training_settings()
         self.setup_autocast()
         self.setup_compile()
+        self.setup_cuda_graph()
 
     # ----------------------------------------------------------------------- compile, fused Adam
     def setup_compile(self):
@@ -173,6 +174,8 @@ class DeCoNASSRModel(SRModel):
             scaler.update()
 
     def optimize_parameters(self, current_iter):
+        if getattr(self, 'graph_wanted', False):
+            return self._graph_optimize_parameters(current_iter)
         compiled = getattr(self, 'train_forward', None) is not None
         if getattr(self, 'amp_dtype', None) is None and not compiled:  # eager fp32: BasicSR's own step
             return super().optimize_parameters(current_iter)
@@ -186,37 +189,141 @@ class DeCoNASSRModel(SRModel):
             return
         self._optimize_parameters(current_iter, self.train_forward if compiled else self.net_g)
 
-    def _optimize_parameters(self, current_iter, net):
-        # SRModel.optimize_parameters with ``net`` (net_g or its compiled callable) as the forward pass, which
-        # runs with the pixel loss under ``self.autocast()``. The perceptual loss (a VGG) runs in fp32 on the
-        # fp32 output.
-        self.optimizer_g.zero_grad()
+    def _losses(self, output, gt):
+        """(total loss, loss dict) of SRModel: the pixel loss, and the perceptual loss (a VGG, fp32 on the
+        fp32 output, outside autocast)."""
         l_total = 0
         loss_dict = OrderedDict()
-        if (getattr(self, "compile_args", None) or {}).get("mode") == "reduce-overhead" and net is not self.net_g:
-            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier CUDA-graph outputs may be reused
-        with self.autocast():
-            self.output = net(self.lq).float()
-            if self.cri_pix:
-                l_pix = self.cri_pix(self.output, self.gt)
-                l_total += l_pix
-                loss_dict['l_pix'] = l_pix
+        if self.cri_pix:
+            with self.autocast():
+                l_pix = self.cri_pix(output, gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            l_percep, l_style = self.cri_perceptual(output, gt)
             if l_percep is not None:
                 l_total += l_percep
                 loss_dict['l_percep'] = l_percep
             if l_style is not None:
                 l_total += l_style
                 loss_dict['l_style'] = l_style
+        return l_total, loss_dict
 
+    def _optimize_parameters(self, current_iter, net):
+        # SRModel.optimize_parameters with ``net`` (net_g or its compiled callable) as the forward pass, which
+        # runs with the pixel loss under ``self.autocast()``.
+        self.optimizer_g.zero_grad()
+        if (getattr(self, 'compile_args', None) or {}).get('mode') == 'reduce-overhead' and net is not self.net_g:
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier CUDA-graph outputs may be reused
+        with self.autocast():
+            self.output = net(self.lq).float()
+        l_total, loss_dict = self._losses(self.output, self.gt)
         self.backward(l_total)
         self.optimizer_step(self.optimizer_g)
-
         self.log_dict = self.reduce_loss_dict(loss_dict)
-
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    # ------------------------------------------------------------------------- whole-step CUDA graph
+    GRAPH_WARMUP_STEPS = 3
+
+    def setup_cuda_graph(self):
+        """``train.cuda_graph: true``: capture the whole training step (forward, loss, backward, Adam step) as
+        one CUDA graph and replay it every iteration (no Python, no kernel launches from the CPU).
+
+        The first ``GRAPH_WARMUP_STEPS`` iterations of a process are eager steps on a side stream (they
+        create Adam's state and cuDNN's plans); the next one is captured, then replayed. Adam runs with
+        ``capturable=True`` and a tensor learning rate (the scheduler's value is copied into it before each
+        replay). Where it cannot work (no CUDA, distributed training, fp16 with its GradScaler, a
+        learning-rate warm-up, an optimizer other than Adam) or capturing fails, a warning says so and
+        the steps run eagerly (``train.compile`` applies). It replaces ``train.compile`` when on.
+        """
+        train = self.opt.get('train') or {}
+        value = train.get('cuda_graph', False)
+        if not isinstance(value, bool):
+            raise ValueError(f'train.cuda_graph must be true or false, got {value!r}')
+        self.graph_wanted, self.graph, self.graph_steps = False, None, 0
+        if not value:
+            return
+        why = ('it needs CUDA' if self.device.type != 'cuda' else
+               'not with distributed training' if self.opt.get('dist') else
+               'not with fp16 autocast (its GradScaler)' if getattr(self, 'grad_scaler', None) is not None else
+               'not with a learning-rate warm-up (train.warmup_iter)' if (train.get('warmup_iter') or -1) > 0 else
+               'only with Adam' if type(self.optimizer_g) is not torch.optim.Adam else None)
+        if why:
+            get_root_logger().warning(f'train.cuda_graph: {why}; training steps run eagerly')
+            return
+        self.graph_wanted = True
+        self.train_forward = None  # the graph replaces train.compile
+        get_root_logger().info('Training steps are captured as one CUDA graph after '
+                               f'{self.GRAPH_WARMUP_STEPS} eager steps and replayed')
+
+    def _graph_failed(self, error: Exception):
+        get_root_logger().warning(f'train.cuda_graph: capturing the step failed ({type(error).__name__}: '
+                                  f'{str(error).strip().splitlines()[0][:300] if str(error).strip() else ""}); '
+                                  'training continues eagerly')
+        self.graph_wanted, self.graph = False, None
+        torch.cuda.synchronize(self.device)
+
+    def _prepare_graph_optimizer(self):
+        """Adam made capturable, each group's lr a device tensor of the current value (also after a resume
+        loaded plain floats and CPU step counters)."""
+        opt = self.optimizer_g
+        if not hasattr(self, 'graph_lrs'):  # once per process, after a resume has loaded its state
+            self.graph_lrs = [torch.zeros((), device=self.device) for _ in opt.param_groups]
+            for group in opt.param_groups:
+                group['lr'] = float(group['lr'])
+                group['capturable'] = True
+            for state in opt.state.values():
+                if 'step' in state and state['step'].device != self.device:
+                    state['step'] = state['step'].to(self.device, torch.float32)
+        for group, lr in zip(opt.param_groups, self.graph_lrs):
+            if group['lr'] is not lr:  # the scheduler set a new value: into the tensor the graph reads
+                lr.fill_(float(group['lr']))
+                group['lr'] = lr
+
+    def _graph_optimize_parameters(self, current_iter):
+        self._prepare_graph_optimizer()
+        if self.graph is not None and self.lq.shape == self.graph_lq.shape and self.gt.shape == self.graph_gt.shape:
+            self.graph_lq.copy_(self.lq)
+            self.graph_gt.copy_(self.gt)
+            self.graph.replay()
+            self.output = self.graph_output
+            self.log_dict = self.reduce_loss_dict(self.graph_losses)
+            if self.ema_decay > 0:
+                self.model_ema(decay=self.ema_decay)
+            return
+        if self.graph is not None:  # another batch shape (a smaller last batch): this step eagerly
+            return self._optimize_parameters(current_iter, self.net_g)
+        try:
+            if self.graph_steps < self.GRAPH_WARMUP_STEPS:
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    self._optimize_parameters(current_iter, self.net_g)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                self.graph_steps += 1
+                return
+            self._capture_step()
+        except Exception as e:  # noqa: BLE001
+            self._graph_failed(e)
+            return self.optimize_parameters(current_iter)
+        self._graph_optimize_parameters(current_iter)  # replay it for this iteration
+
+    def _capture_step(self):
+        self.graph_lq, self.graph_gt = self.lq.clone(), self.gt.clone()
+        self.optimizer_g.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        dtype = getattr(self, 'amp_dtype', None)
+        amp = (torch.autocast('cuda', dtype=dtype, cache_enabled=False) if dtype is not None
+               else contextlib.nullcontext())
+        with torch.cuda.graph(graph):
+            with amp:
+                output = self.net_g(self.graph_lq).float()
+            l_total, loss_dict = self._losses(output, self.graph_gt)
+            l_total.backward()
+            self.optimizer_g.step()
+        self.graph, self.graph_output, self.graph_losses = graph, output, loss_dict
 
     def model_to_device(self, net):
         # BasicSR passes device_ids=[cuda device] to DistributedDataParallel, which fails on CPU.

@@ -220,7 +220,7 @@ def check_autocast(opt: dict):
 
 
 def check_compile(opt: dict):
-    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments."""
+    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments; ``train.cuda_graph`` a bool."""
     from ..models.deconas_sr_model import compile_settings
     train = opt.get('train') or {}
     if isinstance(train, dict) and 'compile' in train:
@@ -228,6 +228,8 @@ def check_compile(opt: dict):
             compile_settings(train['compile'], 'cpu', static_shapes=True)
         except ValueError as e:
             raise OptionError(str(e)) from None
+    if isinstance(train, dict) and not isinstance(train.get('cuda_graph', False), bool):
+        raise OptionError(f"train.cuda_graph must be true or false, got {train['cuda_graph']!r}")
 
 
 def check_options(opt: dict):
