@@ -91,7 +91,8 @@ class DeCoNASSRModel(SRModel):
 
     ``train.compile`` (``compile_settings``; by default on only for a CUDA retrain with a fixed patch
     size) runs the training step's forward and backward through ``torch.compile``, falling back to eager
-    steps if that fails. On CUDA, Adam is the fused implementation unless ``optim_g`` sets ``fused`` or
+    steps if that fails; ``train.cuda_graph: true`` replays the whole step as one CUDA graph instead
+    (``setup_cuda_graph``). On CUDA, Adam is the fused implementation unless ``optim_g`` sets ``fused`` or
     ``foreach``.
     """
 
