@@ -90,7 +90,8 @@ def load_network(model_path: str, opt_path: Optional[str] = None, param_key: Opt
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         first = ' '.join(str(e).split())[:400]
-        raise InferenceError(f'the weights in {model_path} [{key}] do not fit the network ({source}): {first}') from None
+        raise InferenceError(
+            f'the weights in {model_path} [{key}] do not fit the network ({source}): {first}') from None
     scale = getattr(net, 'upscale', None) or getattr(net, 'scale', None)
     if scale is None:
         with torch.no_grad():

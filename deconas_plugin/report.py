@@ -703,7 +703,8 @@ def render_markdown(r: dict, table: str) -> str:
             '(`deconas_plugin.utils.complexity_table`).', '', complexity_md(r['complexity']['rows'])]
     out += ['## Search', '',
             f"{s['history_rows']} controller steps ({s['distinct_genotypes']} distinct genotypes), last controller "
-            f"phase after child iteration {s['last_iter']}; reward = PSNR-Y - {s['alpha']} x {PENALTY_TEXT[s.get('penalty', 'params')]}.",
+            f"phase after child iteration {s['last_iter']}; reward = PSNR-Y - {s['alpha']} x "
+            f"{PENALTY_TEXT[s.get('penalty', 'params')]}.",
             '']
     if s['best_sampled']:
         b = s['best_sampled']

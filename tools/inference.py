@@ -14,7 +14,8 @@ so the tiled result is close to, not identical with, the whole-image one (README
 
 Examples:
     python tools/inference.py -i photos/ -o results/upscaled --model experiments/<name>/models/net_g_latest.pth
-    python tools/inference.py -i big.png -o out --model net_g.pth --tile 256 --tile-pad 32 --device cuda --precision fp16
+    python tools/inference.py -i big.png -o out --model net_g.pth --tile 256 --tile-pad 32 --device cuda \\
+        --precision fp16
     python tools/inference.py -i photo.jpg -o out --model CARN_x2.pth --opt options/test/test_CARN_x2.yml
 """
 import argparse
