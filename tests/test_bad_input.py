@@ -9,6 +9,7 @@ import deconas_plugin  # noqa: F401  (torchvision shim and registration, before 
 
 import copy
 import glob
+import itertools
 import json
 import math
 import os
@@ -451,8 +452,10 @@ def test_search_skips_nonfinite_child_loss_and_reward(data, tmp_path, monkeypatc
     assert started and math.isfinite(baseline)
     controller = _snapshot(model.net_c)
 
-    # ...a phase whose PSNRs are NaN/inf takes no controller step, leaves the baseline, writes no row.
-    bad = iter([float('nan'), float('inf'), float('nan')])
+    # ...a phase whose PSNRs are NaN/inf (the baseline samples' too) takes no controller step, leaves
+    # the baseline, writes no row.
+    assert model.search_opt['baseline_samples'] > 0
+    bad = itertools.cycle([float('nan'), float('inf'), float('nan')])
     monkeypatch.setattr(search_module, 'psnr_y', lambda *args, **kwargs: next(bad))
     model.train_controller(4)
     assert model.skipped == {'child_nonfinite': 1, 'reward_nonfinite': 3}

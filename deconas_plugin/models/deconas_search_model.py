@@ -1,6 +1,7 @@
 """The DeCoNAS search as a BasicSR model: ENAS-style alternation of child and controller steps."""
 import hashlib
 import json
+import math
 import os
 import os.path as osp
 from collections import OrderedDict
@@ -319,7 +320,9 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
             rewards.append(self.cri_reinforce.shaped_reward(self.reward_fn(psnr, self.cost_fn(genotype)), h))
-        self.cri_reinforce.reset_baseline(sum(rewards) / len(rewards))
+        rewards = [r for r in rewards if math.isfinite(r)]  # a non-finite reward never reaches the baseline
+        if rewards:
+            self.cri_reinforce.reset_baseline(sum(rewards) / len(rewards))
 
     def probe_signal(self, current_iter: int):
         """The architecture signal on the current shared weights (``search.signal_probe``).
