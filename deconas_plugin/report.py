@@ -326,7 +326,8 @@ def draw_signal(rows: List[dict], path: str, title: str):
     ax1.set_ylabel('dB')
     ax1.set_title(title, fontsize=10)
     mode = rows[-1]['reward_mode'] if rows else 'fresh'
-    ax2.plot(it, [r['snr'] for r in rows], 'o-', ms=3, color='#9467bd', label=f'SNR of one reward ({mode} patches)')
+    ax2.semilogy(it, np.clip([r['snr'] for r in rows], 1e-3, 1e3), 'o-', ms=3, color='#9467bd',
+                 label=f'SNR of one reward ({mode} patches)')
     ax2.axhline(1, color='#d62728', lw=1, ls='--', label='SNR 1: as much noise as signal')
     ax2.axhline(3, color='#2ca02c', lw=1, ls=':', label='SNR 3')
     ax2.set_ylabel('genotype std / reward noise')
