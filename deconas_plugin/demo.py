@@ -36,7 +36,6 @@ import copy
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
@@ -45,6 +44,7 @@ from typing import Dict, List, Optional
 from . import derive as derive_lib
 from .derive import plain
 from .report import atomic_write_text
+from .utils.logged_run import child_env, log_tail, run_logged
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -250,41 +250,18 @@ class Demo:
 
     # ------------------------------------------------------------------------------- processes
     def env(self) -> dict:
-        env = dict(os.environ)
-        if self.threads:
-            for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-                env[key] = str(self.threads)
-        env['PYTHONUNBUFFERED'] = '1'
-        return env
+        return child_env(self.threads)
 
     def run_cmd(self, cmd: List[str], log_name: str):
         """Run ``cmd`` from the project root; its output goes to the console (unless --quiet) and
         to ``<out>/logs/<log_name>.log``."""
-        os.makedirs(self.logs, exist_ok=True)
         log_path = osp.join(self.logs, f'{log_name}.log')
         shown = ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
         self.say(f'    $ {shown}')
-        with open(log_path, 'ab') as log:
-            log.write(f'\n$ {" ".join(cmd)}\n'.encode())
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            try:
-                while True:
-                    chunk = os.read(proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        break
-                    log.write(chunk)
-                    if not self.args.quiet:
-                        sys.stdout.buffer.write(chunk)
-                        sys.stdout.flush()
-                rc = proc.wait()
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
+        rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.args.quiet)
         if rc != 0:
-            with open(log_path, 'rb') as f:
-                tail = f.read()[-3000:].decode(errors='replace')
-            raise DemoError(f'{shown} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n{tail}')
+            raise DemoError(f'{shown} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n'
+                            f'{log_tail(log_path, 3000)}')
 
     def train(self, opt_path: str, log_name: str, user_given: bool = False) -> str:
         """Run (or reuse, or resume) a BasicSR training; returns 'ran' / 'skipped'."""

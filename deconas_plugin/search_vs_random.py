@@ -37,7 +37,6 @@ import math
 import os
 import os.path as osp
 import random
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
@@ -48,6 +47,7 @@ from .derive import plain
 from .genotype import Genotype, GenotypeError
 from .search_signal import kendall_tau
 from .utils.checkpoint import atomic_write_text
+from .utils.logged_run import child_env, log_tail, run_logged
 
 ROOT = derive_lib.PROJECT_ROOT
 RESULT_FILE = 'search_vs_random'
@@ -349,37 +349,13 @@ class Runner:
         print(text, flush=True)
 
     def env(self) -> dict:
-        env = dict(os.environ)
-        if self.threads:
-            for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-                env[key] = str(self.threads)
-        env['PYTHONUNBUFFERED'] = '1'
-        return env
+        return child_env(self.threads)
 
     def run_cmd(self, cmd: List[str], log_name: str, what: str):
-        os.makedirs(self.logs, exist_ok=True)
         log_path = osp.join(self.logs, f'{log_name}.log')
-        with open(log_path, 'ab') as log:
-            log.write(f'\n$ {" ".join(cmd)}\n'.encode())
-            log.flush()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            try:
-                while True:
-                    chunk = os.read(proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        break
-                    log.write(chunk)
-                    if not self.quiet:
-                        sys.stdout.buffer.write(chunk)
-                        sys.stdout.flush()
-                rc = proc.wait()
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
+        rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.quiet)
         if rc != 0:
-            with open(log_path, 'rb') as f:
-                lines = f.read()[-20000:].decode(errors='replace').splitlines()
+            lines = log_tail(log_path, 20000).splitlines()
             errors = [line for line in lines if line.startswith('error:')]
             last = errors[-1] if errors else next((line for line in reversed(lines) if line.strip()), '')
             raise ProtocolError(f'{what} failed (exit code {rc}): {last.strip()} (full log: {log_path})')

@@ -1,0 +1,47 @@
+"""Run a project entry point as a child process, its output teed into a log file (demo, search vs random)."""
+import os
+import subprocess
+import sys
+from typing import List, Optional
+
+
+def child_env(threads: Optional[int]) -> dict:
+    """The environment of a child run: ``threads`` OpenMP/MKL threads when given, unbuffered output."""
+    env = dict(os.environ)
+    if threads:
+        for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+            env[key] = str(threads)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
+def run_logged(cmd: List[str], log_path: str, cwd: str, env: dict, echo: bool = True) -> int:
+    """Run ``cmd`` in ``cwd``; append the command and its output (stdout and stderr) to ``log_path``
+    and, with ``echo``, copy the output to this process's stdout as it comes. Returns the exit code;
+    an interrupt kills the child before it propagates."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, 'ab') as log:
+        log.write(f'\n$ {" ".join(cmd)}\n'.encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                log.write(chunk)
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            return proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def log_tail(log_path: str, size: int) -> str:
+    """The last ``size`` bytes of a log, as text."""
+    with open(log_path, 'rb') as f:
+        f.seek(max(0, os.path.getsize(log_path) - size))
+        return f.read().decode(errors='replace')
