@@ -50,4 +50,7 @@ def test_note_names_the_image_that_pulls_the_mean_down(tmp_path, experiment_name
     assert f"flat {scores['tiny_set']['flat'] - bic_scores['flat']:+.2f}" in notes[0]
     assert f"busy {scores['tiny_set']['busy'] - bic_scores['busy']:+.2f}" in notes[0] and '1,500 iterations' in notes[0]
     # a method above bicubic gets no note
+    assert 'demo budget' in notes[0]
+    plain = below_bicubic_notes(methods, test_opts, 1000000, demo_budget=False)
+    assert len(plain) == 1 and 'demo budget' not in plain[0] and 'follows flat' in plain[0]
     assert below_bicubic_notes(methods, test_opts[::-1], 1500) == []
