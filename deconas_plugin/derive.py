@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .complexity import count_params
 from .genotype import Genotype
-from .models.deconas_search_model import SEARCH_DEFAULTS, controller_options
+from .model_options import SEARCH_DEFAULTS, controller_options
 from .reward import psnr_y
 from .search_cost import SearchCost, search_cost
 from .utils.checkpoint import atomic_write_text, load_state  # noqa: F401 (atomic_write_text: used by tools)

@@ -27,7 +27,7 @@ import yaml
 from basicsr.archs import build_network
 
 from deconas_plugin.archs.deconas_blocks import build_op
-from deconas_plugin.models.deconas_search_model import controller_options
+from deconas_plugin.model_options import controller_options
 from deconas_plugin.utils.option_check import OptionError, check_options
 from shared_data import ROOT
 from tiny_options import TINY_NET, paired, parsed_options, search_options, train_options

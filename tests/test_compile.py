@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tiny_options
-from deconas_plugin.models.deconas_sr_model import compile_settings
+from deconas_plugin.model_options import compile_settings
 from deconas_plugin.utils.option_check import OptionError, check_compile
 
 

@@ -27,7 +27,7 @@ import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, lo
 import torch  # noqa: E402
 
 from deconas_plugin import derive, search_signal  # noqa: E402
-from deconas_plugin.models.deconas_search_model import SEARCH_DEFAULTS  # noqa: E402
+from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 

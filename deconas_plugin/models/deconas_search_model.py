@@ -14,47 +14,14 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..complexity import count_params
+from ..model_options import SEARCH_DEFAULTS, controller_options
 from ..reward import psnr_y
 from ..search_cost import search_cost
 from ..search_signal import draw_batch, probe_genotypes, score_table, summarize
 from ..utils import dist as dist_util
 from .deconas_sr_model import DeCoNASSRModel
 
-SEARCH_DEFAULTS = {
-    'child_steps': 1000,  # child (shared-weight) iterations between two controller phases
-    'controller_steps': 100,  # REINFORCE steps per controller phase
-    'controller_start_iter': 5000,  # child-only warm-up before the first controller phase
-    'alpha': 0.0,  # complexity penalty weight: R = PSNR - alpha * cost / cost_max
-    'penalty': 'params',  # the cost: params (paper), macs, or latency (ms from latency_table); see search_cost.py
-    'macs_lr_size': None,  # [h, w] of the LR input MACs are counted on; None: the LR of a 1280x720 output
-    'latency_table': None,  # penalty latency: a table of this space from tools/latency_table.py
-    'reward_patches': 10,  # validation patches per reward (a batch)
-    'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
-    'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
-    # The reward the controller learns from (README "Does the search search?": measured on the demo's space)
-    'reward_mode': 'common',  # 'common': one draw of patches per phase for every step; 'fresh': a draw per step (paper)
-    'baseline_samples': 4,  # >0: at each phase start the baseline restarts at the mean reward of this many
-    #                         policy samples scored on the phase's common patches (reward_mode common only)
-    'signal_probe': 4,  # >0: at each phase, this many random genotypes (+ empty and full) on 2 fixed batches
-    'history_file': 'search_history.jsonl',  # in the experiment folder
-    'signal_file': 'search_signal.jsonl',  # per-phase rows of the signal probe, in the experiment folder
-    'rank_trace': False,  # debugging: every rank appends its genotypes to rank<r>_trace.jsonl
-}
 CHILD_DRAWS_MAX = 1000  # child genotypes drawn in one batched controller unroll
-
-
-def controller_options(opt):
-    """``network_c`` of a search option file, its M, N and fusion flag defaulting to network_g's."""
-    net_g = opt['network_g']
-    if net_g.get('type') != 'DeCoNetSupernet':
-        raise ValueError(f"a DeCoNAS search needs network_g type DeCoNetSupernet, got {net_g.get('type')!r}")
-    net_c = dict(opt.get('network_c') or {})
-    net_c.setdefault('type', 'DeCoNASController')
-    for key, default in (('num_nodes', 4), ('num_blocks', 4), ('feature_fusion_search', False)):
-        net_c.setdefault(key, net_g.get(key, default))
-        if net_c[key] != net_g.get(key, default):
-            raise ValueError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g.get(key, default)}')
-    return net_c
 
 
 def _digest(net) -> str:
@@ -74,7 +41,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
     iterations (from ``controller_start_iter`` on) the controller takes ``controller_steps``
     REINFORCE steps, each rewarded with the PSNR-Y of a fresh sample on ``reward_patches``
     validation patches minus the complexity penalty. BasicSR's validation hook evaluates the
-    controller's greedy genotype. Options: the ``search`` section (see ``SEARCH_DEFAULTS``),
+    controller's greedy genotype. Options: the ``search`` section (see ``model_options.SEARCH_DEFAULTS``),
     ``network_c`` (its M, N and fusion flag default to those of ``network_g``), ``train.optim_c``
     and ``train.reinforce_opt``. ``train.autocast`` (see ``DeCoNASSRModel``) applies to the child
     step only: rewards, validation and derivation are computed in fp32.

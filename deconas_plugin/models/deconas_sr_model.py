@@ -10,6 +10,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from deconas_plugin.model_options import (AUTOCAST_DTYPES, AUTOCAST_VALUES, COMPILE_KEYS,  # noqa: F401 (old path)
+                                          COMPILE_VALUES, autocast_dtype, compile_settings)
 from deconas_plugin.utils.checkpoint import atomic_save
 from deconas_plugin.utils.y_protocol import gray_visuals, is_single_channel
 
@@ -20,46 +22,6 @@ def rng_state():
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
-
-
-AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-AUTOCAST_VALUES = '~ (or false: fp32, the default), bf16 or fp16'
-
-
-def autocast_dtype(value):
-    """The dtype of ``train.autocast``: None for ``~``/false (fp32), bfloat16 for bf16, float16 for fp16."""
-    if value is None or value is False:
-        return None
-    if isinstance(value, str) and value in AUTOCAST_DTYPES:
-        return AUTOCAST_DTYPES[value]
-    raise ValueError(f'train.autocast must be {AUTOCAST_VALUES}, got {value!r}')
-
-
-COMPILE_VALUES = ('~ or auto (torch.compile with mode reduce-overhead for a CUDA retrain with a fixed patch size, '
-                  'eager otherwise), false, true, or a mapping of torch.compile arguments (mode, backend, fullgraph, '
-                  'dynamic, options)')
-COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
-
-
-def compile_settings(value, device_type: str, static_shapes: bool):
-    """The ``torch.compile`` keyword arguments of ``train.compile``, or None for an eager training step.
-
-    ``~``/``auto``: compiled (``mode='reduce-overhead'``: CUDA graphs of the forward and backward pass)
-    only on CUDA with static shapes (a training set with ``gt_size``); ``true``: compiled (that mode on
-    CUDA, torch's default mode elsewhere); ``false``: eager; a mapping: those arguments.
-    """
-    if value is None or value == 'auto':
-        return {'mode': 'reduce-overhead'} if device_type == 'cuda' and static_shapes else None
-    if value is False:
-        return None
-    if value is True:
-        return {'mode': 'reduce-overhead'} if device_type == 'cuda' else {}
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(COMPILE_KEYS))
-        if unknown:
-            raise ValueError(f'train.compile: unknown torch.compile argument(s) {unknown}; known: {list(COMPILE_KEYS)}')
-        return dict(value)
-    raise ValueError(f'train.compile must be {COMPILE_VALUES}, got {value!r}')
 
 
 def set_rng_state(state):

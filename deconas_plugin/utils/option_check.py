@@ -168,7 +168,7 @@ def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[i
 
 def check_search_reward(search: dict):
     """``search.reward_mode``, ``baseline_samples`` and ``signal_probe``."""
-    from ..models.deconas_search_model import SEARCH_DEFAULTS
+    from ..model_options import SEARCH_DEFAULTS
     explicit_baseline = 'baseline_samples' in search
     search = {**SEARCH_DEFAULTS, **search}
     mode = search['reward_mode']
@@ -202,7 +202,7 @@ def check_search_cost(opt: dict, search: dict):
 
 def check_autocast(opt: dict):
     """``train.autocast`` is ~/false, bf16 or fp16, and fp16 only where CUDA is used."""
-    from ..models.deconas_sr_model import AUTOCAST_VALUES, autocast_dtype
+    from ..model_options import AUTOCAST_VALUES, autocast_dtype
     train = opt.get('train') or {}
     if not isinstance(train, dict) or 'autocast' not in train:
         return
@@ -221,7 +221,7 @@ def check_autocast(opt: dict):
 
 def check_compile(opt: dict):
     """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments; ``train.cuda_graph`` a bool."""
-    from ..models.deconas_sr_model import compile_settings
+    from ..model_options import compile_settings
     train = opt.get('train') or {}
     if isinstance(train, dict) and 'compile' in train:
         try:
@@ -244,7 +244,7 @@ def check_options(opt: dict):
             continue
         check_network(opt, key)
     if opt.get('model_type') == 'DeCoNASSearchModel':
-        from ..models.deconas_search_model import SEARCH_DEFAULTS, controller_options
+        from ..model_options import SEARCH_DEFAULTS, controller_options
         try:
             check_network(opt, 'network_c', controller_options(opt))
         except ValueError as e:
