@@ -88,7 +88,7 @@ def validation_batches(opt: dict, which: str = 'val', device='cpu') -> List:
         if path and not osp.exists(dataset_opt[key]):
             raise DeriveError(f'{key} of the {which} dataset does not exist: {dataset_opt[key]}')
     dataset = build_dataset(dataset_opt)
-    return [(d['lq'][None].to(device), d['gt'][None].to(device)) for d in dataset]
+    return [(d['lq'][None].to(device), d['gt'][None].to(device)) for d in (dataset[i] for i in range(len(dataset)))]
 
 
 def reward_dataset(opt: dict):

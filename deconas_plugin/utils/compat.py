@@ -253,6 +253,8 @@ def _name_unreadable_pairs():
     original = PairedImageDataset.__getitem__
 
     def __getitem__(self, index):
+        if isinstance(index, int) and index >= len(self.paths):
+            raise IndexError(index)  # the end of iteration (``for item in dataset``), not a bad file
         try:
             return original(self, index)
         except Exception as e:  # noqa: BLE001  (re-raised with the file names)
