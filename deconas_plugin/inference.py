@@ -39,7 +39,7 @@ class ImageError(Exception):
 # ---------------------------------------------------------------------------------------- network
 def _deconas_kwargs(sd: dict, genotype) -> dict:
     """DeCoNASNet keyword arguments read off a state dict (and the checkpoint's genotype)."""
-    from .utils.draw import _structure
+    from .genotype_source import _structure
     st = _structure(sd)
     c = st['C']
     if 'upsample.2.weight' in sd:
@@ -56,7 +56,7 @@ def load_network(model_path: str, opt_path: Optional[str] = None, param_key: Opt
     """(network in eval mode on the CPU, description, scale) from a checkpoint and an optional option file."""
     from basicsr.archs import build_network
 
-    from .utils.draw import GenotypeSourceError, checkpoint_state_dict, genotype_from_checkpoint, load_checkpoint
+    from .genotype_source import GenotypeSourceError, checkpoint_state_dict, genotype_from_checkpoint, load_checkpoint
     from .utils.option_file import read_option_file
     try:
         ckpt = load_checkpoint(model_path)

@@ -156,7 +156,8 @@ def test_checkpoint_of_a_network_with_a_dead_node_finds_its_genotype(tmp_path):
     """tools/draw_genotype.py --ckpt: the layer shapes of a network with a dead node (no ops, no
     channel attention) fit its genotype, so the experiment's option file is recognised."""
     import yaml
-    from deconas_plugin.utils.draw import draw_genotype, genotype_from_checkpoint
+    from deconas_plugin.genotype_source import genotype_from_checkpoint
+    from deconas_plugin.reporting.draw import draw_genotype
     g = Genotype.parse('7 7 0 7 0 7 | 1 0 0 | 1 1')
     net = DeCoNASNet(g, num_feat=8, num_blocks=2, num_nodes=3)
     (tmp_path / 'exp' / 'models').mkdir(parents=True)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import yaml
 
-from deconas_plugin.demo import below_bicubic_notes, per_image_psnr
+from deconas_plugin.reporting.demo import below_bicubic_notes, per_image_psnr
 from shared_data import ROOT
 
 

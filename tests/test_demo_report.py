@@ -3,7 +3,7 @@
 The demo runs end to end in its ``--fast`` mode (tiny search space and budgets, 192-px embedded
 photos) into a temporary folder, with experiment names under a unique prefix; a second run must
 reuse everything. The complexity cache of the report is seeded with the params/MACs that
-``deconas_plugin.utils.complexity_table`` gives for the fixed-size reference networks (RDN, EDSR,
+``deconas_plugin.reporting.complexity_table`` gives for the fixed-size reference networks (RDN, EDSR,
 paper CARN and DeCoNASNet: counting them takes about a minute on 2 busy cores, and
 ``test_tools_report.py`` covers the counter); the found network and CARN are counted live.
 Every experiment/result/tb_logger folder of the prefix is removed afterwards.
@@ -33,10 +33,10 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.options import ordered_yaml
 
-from deconas_plugin import report as report_lib
+from deconas_plugin.reporting import report as report_lib
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
-from deconas_plugin.utils.draw import figure_pixels
+from deconas_plugin.reporting.draw import figure_pixels
 from shared_data import SHARED, need_shared
 from tiny_options import search_options, train_options, write_options
 

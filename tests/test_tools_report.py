@@ -16,9 +16,9 @@ from torch import nn
 
 from deconas_plugin.archs.deconas_arch import DeCoNASNet
 from deconas_plugin.genotype import PAPER_GENOTYPE, Genotype
-from deconas_plugin.utils import complexity_table as ct
-from deconas_plugin.utils.draw import (GenotypeSourceError, draw_genotype, figure_pixels, genotype_from_checkpoint,
-                                       genotype_from_option)
+from deconas_plugin.reporting import complexity_table as ct
+from deconas_plugin.genotype_source import GenotypeSourceError, genotype_from_checkpoint, genotype_from_option
+from deconas_plugin.reporting.draw import draw_genotype, figure_pixels
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')

@@ -6,7 +6,7 @@ are registered). MACs follow the SR papers' convention: one forward pass whose o
 1280x720 HR image, i.e. an LR input of round(1280/s) x round(720/s) (nearest, halves up):
 640x360 for x2, 427x240 for x3, 320x180 for x4. They are counted by mmengine's
 get_model_complexity_info, extrapolated exactly from small inputs and verified (see
-deconas_plugin/utils/complexity_table.py; --exact counts at the full size, slow on a CPU).
+deconas_plugin/reporting/complexity_table.py; --exact counts at the full size, slow on a CPU).
 
 Examples:
     python tools/complexity.py options/train/train_DeCoNASNet_x2.yml
@@ -46,7 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from deconas_plugin.utils.complexity_table import (ComplexityError, format_table, network_row,
+    from deconas_plugin.reporting.complexity_table import (ComplexityError, format_table, network_row,
                                                        parse_arch_spec, read_option_networks, write_json)
     method = 'exact' if args.exact else 'auto'
     hr = tuple(args.hr_size)

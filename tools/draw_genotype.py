@@ -41,8 +41,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from deconas_plugin.genotype import Genotype, GenotypeError
-    from deconas_plugin.utils.draw import (GenotypeSourceError, draw_genotype, figure_pixels,
-                                           genotype_from_checkpoint, genotype_from_option)
+    from deconas_plugin.genotype_source import GenotypeSourceError, genotype_from_checkpoint, genotype_from_option
+    from deconas_plugin.reporting.draw import draw_genotype, figure_pixels
     try:
         if args.genotype is not None:
             genotype, source = Genotype.parse(args.genotype), 'the command line'

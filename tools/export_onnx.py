@@ -81,8 +81,8 @@ def build_model(args):
     import deconas_plugin  # noqa: F401  (torchvision shim, registers the archs)
     from deconas_plugin.archs.deconas_arch import DeCoNASNet
     from deconas_plugin.genotype import Genotype, GenotypeError
-    from deconas_plugin.utils.draw import (GenotypeSourceError, checkpoint_state_dict, genotype_from_checkpoint,
-                                           genotype_from_option, load_checkpoint)
+    from deconas_plugin.genotype_source import (GenotypeSourceError, checkpoint_state_dict, genotype_from_checkpoint,
+                                                genotype_from_option, load_checkpoint)
     from deconas_plugin.utils.option_file import read_option_file
 
     try:

@@ -23,7 +23,7 @@ def _inference_models(cfg: dict):
 
 
 def bench_inference(cfg: dict, device: torch.device) -> dict:
-    from ..utils.complexity_table import model_complexity
+    from ..reporting.complexity_table import model_complexity
     torch.manual_seed(cfg['seed'])
     models, fns, rows = {}, {}, []
     for name, size, build in _inference_models(cfg):

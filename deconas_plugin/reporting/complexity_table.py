@@ -45,9 +45,9 @@ import torch
 import yaml
 from torch import nn
 
-from .option_file import read_option_file
+from ..utils.option_file import read_option_file
 
-from .checkpoint import atomic_write_text
+from ..utils.checkpoint import atomic_write_text
 
 PAPER_HR_SIZE = (1280, 720)  # (W, H) of the HR output
 FIT_SIZES = ((16, 16), (24, 24))  # (h, w) of the a*h*w + d fit

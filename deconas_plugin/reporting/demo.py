@@ -18,7 +18,7 @@ minutes on 2 CPU cores, every training through the same entry points a user runs
    optimiser and schedule.
 6. ``test``: ``python deconas_plugin/test.py`` for Bicubic, CARN and the found network on the
    test sets (PSNR/SSIM on Y, border = scale; images saved for the visual comparison).
-7. ``report``: ``deconas_plugin.report.build_report`` into ``<out>/report``.
+7. ``report``: ``deconas_plugin.reporting.report.build_report`` into ``<out>/report``.
 
 Reuse: a training whose experiment has ``models/net_g_latest.pth`` and whose stored option file
 equals the one the demo would run is skipped; an interrupted one is resumed (``--auto_resume``);
@@ -41,10 +41,10 @@ import time
 from typing import Dict, List, Optional
 
 
-from . import derive as derive_lib
-from .derive import plain
+from .. import derive as derive_lib
+from ..derive import plain
+from ..utils.logged_run import child_env, log_tail, run_logged
 from .report import atomic_write_text
-from .utils.logged_run import child_env, log_tail, run_logged
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -308,7 +308,7 @@ class Demo:
                 done = json.load(f)
             if all(done.get(k) == v for k, v in want.items()):
                 return 'skipped'
-        from .utils.embedded_data import prepare_embedded
+        from ..utils.embedded_data import prepare_embedded
         t = time.time()
         split_dirs = prepare_embedded(osp.join(self.data, 'embedded'), scales=(s, ), max_side=max_side)
         self.say(f'    embedded photos (train/reward/test, MATLAB-bicubic x{s}): {time.time() - t:.1f} s')

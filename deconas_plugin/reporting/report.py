@@ -19,12 +19,12 @@ Outputs, in ``--out`` (every file written to a temporary name and renamed):
   signal-to-noise ratio of the search's reward mode (drawn only when the search probed it);
 * ``controller_policy.png``: the policy per decision over controller steps: a heatmap of the
   probability of a 1 at each decision (given the decisions before it) of every sampled genotype;
-* ``found_cell.png``: the found DNB (``deconas_plugin.utils.draw.draw_genotype``);
+* ``found_cell.png``: the found DNB (``deconas_plugin.reporting.draw.draw_genotype``);
 * ``crops.png`` (paper Fig. 6): one test image with a box, and that box from HR, bicubic, the found
   network and CARN side by side, each caption with the whole-image PSNR-Y;
 * ``complexity_cache.json`` (unless another path is given): params/MACs already counted.
 
-Params and MACs follow ``deconas_plugin.utils.complexity_table`` (a forward pass producing a
+Params and MACs follow ``deconas_plugin.reporting.complexity_table`` (a forward pass producing a
 1280x720 HR image). PSNR/SSIM are those of the test logs: Y channel (BT.601, not rounded to 8
 bits), border of ``scale`` pixels cropped, a single-channel image scored on its own values.
 
@@ -83,9 +83,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import derive as derive_lib
-from .genotype import Genotype
-from .utils.checkpoint import atomic_open, atomic_write_text  # noqa: F401 (atomic_write_text: used by demo, tools)
+from .. import derive as derive_lib
+from ..genotype import Genotype
+from ..utils.checkpoint import atomic_open, atomic_write_text  # noqa: F401 (atomic_write_text: used by demo, tools)
 
 ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
@@ -206,7 +206,7 @@ class ComplexityCache:
         return json.dumps({'net': net_opt, 'scale': scale, 'hr': [1280, 720]}, sort_keys=True)
 
     def row(self, label: str, net_opt: dict, scale: int) -> dict:
-        from .utils import complexity_table as ct
+        from . import complexity_table as ct
         key = self.key(net_opt, scale)
         if key not in self.data:
             r = ct.network_row(label, net_opt, scale)
@@ -217,7 +217,7 @@ class ComplexityCache:
 
 
 def count_network_params(net_opt: dict) -> Optional[int]:
-    from .utils import complexity_table as ct
+    from . import complexity_table as ct
     n = ct.count_params(ct.build_network(dict(net_opt)))
     return n or None
 
@@ -456,7 +456,7 @@ def draw_crops(hr_path: str, panels: List[Tuple[str, np.ndarray, Optional[float]
 def visual_comparison(methods: List[dict], test_sets: List[dict], scale: int, out_path: str,
                       image: Optional[str] = None) -> dict:
     """Pick one test image (``image`` or the first colour image of the first set) and draw the crops."""
-    from .utils.y_protocol import is_single_channel
+    from ..utils.y_protocol import is_single_channel
     info = {'image': None, 'test_set': None, 'box': None, 'psnr': {}}
     if not test_sets:
         return info
@@ -479,7 +479,7 @@ def visual_comparison(methods: List[dict], test_sets: List[dict], scale: int, ou
 
     order = sorted(methods, key=lambda m: {'Bicubic': 0, 'CARN': 1}.get(m['arch'], 2))
     if not any(m['arch'] == 'Bicubic' for m in methods):  # bicubic of the LR file, made here
-        from .utils.sr_data import read_image
+        from ..utils.sr_data import read_image
         from basicsr.utils.matlab_functions import imresize
         lr = read_image(osp.join(ts['dataroot_lq'], f'{image}.png'))
         up = np.clip(np.round(imresize(lr.astype(np.float32) / 255., scale) * 255.), 0, 255).astype(np.uint8)
@@ -581,7 +581,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     found_net = {'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': space['num_blocks'],
                  'num_nodes': space['num_nodes'], 'num_feat': space['num_feat'], 'upscale': scale,
                  'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3)}
-    from .complexity import count_params
+    from ..complexity import count_params
     found_params = count_params(genotype, num_blocks=space['num_blocks'], num_feat=space['num_feat'], upscale=scale,
                                 num_in_ch=found_net['num_in_ch'], num_out_ch=found_net['num_out_ch'])
 
@@ -622,7 +622,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     figures['signal'] = (osp.basename(draw_signal(signal_rows, osp.join(out, FIGURE_FILES['signal']),
                                                   f'Architecture signal on the shared weights ({label})'))
                          if signal_rows else None)
-    from .utils.draw import draw_genotype
+    from .draw import draw_genotype
     figures['cell'] = osp.basename(draw_genotype(genotype, osp.join(out, FIGURE_FILES['cell'])))
     all_sets = []
     for m in methods:
@@ -701,7 +701,7 @@ def render_markdown(r: dict, table: str) -> str:
         out += [f"| {name} | {p} | " + ' | '.join(cells) + ' |' for name, p, cells in PAPER_X2]
         out.append('')
     out += ['## Complexity', '', 'Parameters and MACs of one forward pass producing a 1280x720 HR image '
-            '(`deconas_plugin.utils.complexity_table`).', '', complexity_md(r['complexity']['rows'])]
+            '(`deconas_plugin.reporting.complexity_table`).', '', complexity_md(r['complexity']['rows'])]
     out += ['## Search', '',
             f"{s['history_rows']} controller steps ({s['distinct_genotypes']} distinct genotypes), last controller "
             f"phase after child iteration {s['last_iter']}; reward = PSNR-Y - {s['alpha']} x "

@@ -41,13 +41,13 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from . import derive as derive_lib
-from .complexity import count_params
-from .derive import plain
-from .genotype import Genotype, GenotypeError
-from .search_signal import kendall_tau
-from .utils.checkpoint import atomic_write_text
-from .utils.logged_run import child_env, log_tail, run_logged
+from .. import derive as derive_lib
+from ..complexity import count_params
+from ..derive import plain
+from ..genotype import Genotype, GenotypeError
+from ..search_signal import kendall_tau
+from ..utils.checkpoint import atomic_write_text
+from ..utils.logged_run import child_env, log_tail, run_logged
 
 ROOT = derive_lib.PROJECT_ROOT
 RESULT_FILE = 'search_vs_random'
@@ -557,7 +557,7 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
         f"{kind if kind == 'found' else f'random{i}'} {supernet_psnr[g.to_string()]:.3f}" for kind, i, g in entries))
 
     # Every option file is built (and the first checked) before anything runs.
-    from .utils.option_check import OptionError, check_options
+    from ..utils.option_check import OptionError, check_options
     jobs = []
     for kind, index, genotype in entries:
         label = 'found' if kind == 'found' else f'random{index}'
