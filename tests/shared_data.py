@@ -7,6 +7,8 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED = osp.normpath(osp.join(ROOT, '..', 'shared', 'datasets'))
 sys.path.insert(0, osp.join(ROOT, 'tools'))  # the tools are scripts; tests call their functions
+if ROOT not in sys.path:
+    sys.path.append(ROOT)  # benchmarks/ (not installed: a package of the project root)
 
 
 def need_shared(path):

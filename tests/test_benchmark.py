@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
-from deconas_plugin.benchmark import ZeroMaskSupernet, parse_only
+from benchmarks import ZeroMaskSupernet, parse_only
 from deconas_plugin.genotype import Genotype
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

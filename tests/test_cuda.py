@@ -121,7 +121,7 @@ def test_lean_ops_and_depthwise_variants_on_cuda():
 
     from deconas_plugin.archs.deconas_arch import DeCoNASNet
     from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
-    from deconas_plugin.benchmark.zeromask import strict_fp32
+    from benchmarks.zeromask import strict_fp32
     from deconas_plugin.genotype import PAPER_GENOTYPE
     torch.manual_seed(0)
     net = DeCoNASNet(PAPER_GENOTYPE, num_feat=16, num_blocks=2, num_nodes=4).cuda()
@@ -142,8 +142,8 @@ def test_lean_ops_and_depthwise_variants_on_cuda():
 
 def test_kernel_count_and_whole_step_cuda_graph():
     from deconas_plugin.archs.deconas_arch import DeCoNASNet
-    from deconas_plugin.benchmark.retrain import count_cuda_kernels, cuda_graph_step
-    from deconas_plugin.benchmark.timing import TrainStep
+    from benchmarks.retrain import count_cuda_kernels, cuda_graph_step
+    from benchmarks.timing import TrainStep
     from deconas_plugin.genotype import PAPER_GENOTYPE
     torch.manual_seed(0)
     net = DeCoNASNet(PAPER_GENOTYPE, num_feat=16, num_blocks=2, num_nodes=4).cuda()
@@ -166,7 +166,7 @@ def test_whole_step_cuda_graph_retrain_matches_eager(embedded_data, tmp_path):
     from basicsr.models import build_model
     from tiny_options import parsed_options
 
-    from deconas_plugin.benchmark.zeromask import strict_fp32
+    from benchmarks.zeromask import strict_fp32
 
     def model(root, cuda_graph):
         opt = train_options(embedded_data, 'cuda_graph', 8)

@@ -75,7 +75,7 @@ def main(argv=None):
     import torch
 
     import deconas_plugin  # noqa: F401  (torchvision shim before basicsr; registers the archs)
-    from deconas_plugin.benchmark import choose_threads, make_config, parse_only, rerender, run_benchmark
+    from benchmarks import choose_threads, make_config, parse_only, rerender, run_benchmark
     if args.render_only:
         try:
             path = rerender(args.out)

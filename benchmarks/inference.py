@@ -1,7 +1,7 @@
 """Section 4, ``inference``: ms per image, params, MACs of DeCoNASNet and the baselines at x2."""
 import torch
 
-from ..genotype import PAPER_GENOTYPE
+from deconas_plugin.genotype import PAPER_GENOTYPE
 from .common import _f, _log
 from .timing import interleaved, median_ms
 
@@ -23,7 +23,7 @@ def _inference_models(cfg: dict):
 
 
 def bench_inference(cfg: dict, device: torch.device) -> dict:
-    from ..reporting.complexity_table import model_complexity
+    from deconas_plugin.reporting.complexity_table import model_complexity
     torch.manual_seed(cfg['seed'])
     models, fns, rows = {}, {}, []
     for name, size, build in _inference_models(cfg):

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..genotype import PAPER_GENOTYPE
+from deconas_plugin.genotype import PAPER_GENOTYPE
 from .common import _faster, _log
 from .timing import TrainStep, median_ms, timed
 
@@ -40,7 +40,7 @@ def _read_tensor(path: str) -> torch.Tensor:
 
 def _split_pairs(folder: str, scale: int) -> List[tuple]:
     """(name, LR tensor, HR tensor, HR file is single-channel) of a prepared split (``GTmod{s}``/``LRbicx{s}``)."""
-    from ..utils.y_protocol import is_single_channel
+    from deconas_plugin.utils.y_protocol import is_single_channel
     out = []
     for file in sorted(os.listdir(osp.join(folder, f'GTmod{scale}'))):
         hr = osp.join(folder, f'GTmod{scale}', file)
@@ -86,7 +86,7 @@ def evaluate_sr(net: nn.Module, pairs: Sequence[tuple], scale: int, device: torc
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import tensor2img
 
-    from ..utils.y_protocol import gray_visuals
+    from deconas_plugin.utils.y_protocol import gray_visuals
     was_training = net.training
     net.eval()
     rows = []
@@ -112,7 +112,7 @@ def bench_precision(cfg: dict, device: torch.device) -> dict:
     """
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..utils.embedded_data import SPLITS, prepare_embedded
+    from deconas_plugin.utils.embedded_data import SPLITS, prepare_embedded
     scale, iters = 2, cfg['precision_iters']
     tmp = tempfile.mkdtemp(prefix='deconas_bench_precision_')
     try:

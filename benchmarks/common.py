@@ -5,7 +5,7 @@ from typing import List
 
 import torch
 
-from ..genotype import Genotype
+from deconas_plugin.genotype import Genotype
 
 
 def _batch(cfg: dict, device: torch.device, seed: int, channels_last: bool = False):
@@ -25,7 +25,7 @@ def _genotypes(cfg: dict, n: int, seed_offset: int = 0, fusion: bool = False) ->
 
 
 def _supernet(cfg: dict, device: torch.device, fusion: bool = False):
-    from ..archs.deconet_supernet_arch import DeCoNetSupernet
+    from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
     torch.manual_seed(cfg['seed'])
     return DeCoNetSupernet(num_feat=cfg['num_feat'], num_blocks=cfg['num_blocks'], num_nodes=cfg['num_nodes'],
                            upscale=2, feature_fusion_search=fusion).to(device)

@@ -16,9 +16,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..archs.deconas_blocks import DEPTHWISE_IMPLS
-from ..genotype import PAPER_GENOTYPE
-from ..utils.op_count import train_step_op_counts
+from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
+from deconas_plugin.genotype import PAPER_GENOTYPE
+from deconas_plugin.utils.op_count import train_step_op_counts
 from .common import _f, _log
 from .timing import TrainStep, interleaved, median_ms
 
@@ -101,7 +101,7 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
         counts = train_step_op_counts(build())
         ops[name] = counts
         _log(f'  {name}: {counts["forward_backward"]} ops forward + L1 + backward, {counts["step"]} with Adam')
-    from ..archs.deconet_supernet_arch import DeCoNetSupernet
+    from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
     torch.manual_seed(cfg['seed'])  # the search's child step on the paper genotype (weight slices, no capture)
     out_supernet = train_step_op_counts(DeCoNetSupernet(num_feat=64, num_blocks=4, num_nodes=4, upscale=2),
                                         genotype=PAPER_GENOTYPE)

@@ -58,7 +58,7 @@ def _no_grad(fn, *args):
 
 
 def bench_controller(cfg: dict, device: torch.device) -> dict:
-    from ..archs.deconas_controller_arch import DeCoNASController
+    from deconas_plugin.archs.deconas_controller_arch import DeCoNASController
     devices = [torch.device('cpu')] + ([device] if device.type == 'cuda' else [])
     configs = []
     for dev in devices:

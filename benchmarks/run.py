@@ -87,7 +87,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
 
 
 def write_results(result: dict, out_dir: str):
-    from ..utils.checkpoint import atomic_write_text
+    from deconas_plugin.utils.checkpoint import atomic_write_text
     opts = result.get('sections', {}).get('options')
     if opts and 'error' not in opts:  # its autocast entry depends on section 7
         opts['recommended'] = _recommend(opts, result['sections'].get('precision'))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotype import Genotype
+from deconas_plugin.genotype import Genotype
 
 
 def _sync(device: torch.device):

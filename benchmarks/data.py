@@ -17,7 +17,7 @@ from .timing import timed
 
 def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192, step: int = 96) -> dict:
     """HR/LR x2 sub-image folders and LMDBs of the embedded train split, under ``root``."""
-    from ..utils.embedded_data import SPLITS, prepare_embedded
+    from deconas_plugin.utils.embedded_data import SPLITS, prepare_embedded
     tool = _load_tool('prepare_train')
     layout, prepare_train = tool.layout, tool.prepare_train
     names = SPLITS['train'] if images is None else SPLITS['train'][:images]
@@ -32,7 +32,7 @@ def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192,
 def _load_tool(name: str):
     """``tools/<name>.py`` of this checkout as a module (``tools`` is not a package)."""
     import importlib.util
-    path = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools', f'{name}.py')
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', f'{name}.py')
     spec = importlib.util.spec_from_file_location(f'_deconas_tools_{name}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -99,8 +99,8 @@ def _bench_reward_patches(root: str, cfg: dict) -> dict:
     import cv2
     from basicsr.data.paired_image_dataset import PairedImageDataset
 
-    from ..utils.embedded_data import SPLITS, prepare_embedded
-    from ..utils.sr_data import write_png_atomic
+    from deconas_plugin.utils.embedded_data import SPLITS, prepare_embedded
+    from deconas_plugin.utils.sr_data import write_png_atomic
     images = SPLITS['train'][:cfg['reward_images']]
     with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         photos = prepare_embedded(osp.join(root, 'embedded'), scales=(), splits={'train': images})['train']

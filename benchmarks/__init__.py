@@ -1,6 +1,9 @@
 """Side-by-side speed measurements of the DeCoNAS implementation (``tools/benchmark.py`` is the CLI),
 and the effect of the training precision on a retrained network's PSNR (section 7).
 
+Not part of the installed package: a package of the project root, beside its results
+(``benchmarks/cpu-2core/``); ``tools/benchmark.py`` puts the project root on ``sys.path``.
+
 Every number is a ratio or a rate measured in one process, A and B interleaved (ABBA order), each
 after a warm-up, as the median of several repetitions: on a busy machine absolute times move, the
 ratios much less. ``torch.cuda.synchronize`` brackets every timed call on CUDA.
@@ -32,7 +35,7 @@ Sections (``--only`` takes these names, or their numbers 1-8):
    noise), with bf16 autocast (and fp16 autocast + GradScaler on CUDA); ms per iteration, final loss,
    and fp32 PSNR-Y / SSIM-Y on the embedded test images, differences vs fp32.
 8. ``retrain`` -- the retrain step of DeCoNASNet (paper genotype, C = 64) vs EDSR-baseline and CARN: dispatched
-   aten ops per step (``utils.op_count``; goal: DeCoNASNet forward + L1 + backward <= 800), ms per step in fp32
+   aten ops per step (``deconas_plugin.utils.op_count``; goal: DeCoNASNet forward + L1 + backward <= 800), ms per step in fp32
    and bf16 and the DeCoNASNet / EDSR ratios, DeCoNASNet with each separable-conv implementation; on CUDA also
    kernels per step, fused vs foreach Adam, ``torch.compile(mode='reduce-overhead')`` and whole-step CUDA graphs.
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
-from ..genotype import NUM_OPS, Genotype
+from deconas_plugin.archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
+from deconas_plugin.genotype import NUM_OPS, Genotype
 from .common import _batch, _genotypes, _log, _supernet
 from .timing import TrainStep, interleaved, median_ms
 
