@@ -723,6 +723,13 @@ def render_markdown(r: dict, table: str) -> str:
                 f"empty genotype {sig['full_psnr'] - sig['empty_psnr']:+.3f} dB; SNR of one reward "
                 f"({sig['reward_mode']} patches) {sig['snr']:.2f}, median over {sig['phases']} phases "
                 f"{sig['median_snr']:.2f}.", '']
+        gap = abs(sig['full_psnr'] - sig['empty_psnr'])
+        if sig['median_snr'] < 3 or gap < 0.1:
+            out += [f"The architecture mattered little in this search: a search can only find better networks when "
+                    f"the architecture moves the reward well above its noise (here median SNR {sig['median_snr']:.2f}; "
+                    f"3 or more is a useful bar) and the empty and the full cell differ clearly (here "
+                    f"{gap:.3f} dB; 0.1 dB or more). Below that, the found network is not expected to beat "
+                    "random ones of its size (`tools/search_vs_random.py` measures it).", '']
         if sig['learned_from_noise']:
             out += ['**Warning: the controller learned from noise.** Over the search the architecture moved the '
                     'reward less than the reward noise did (median SNR below 1): whatever the controller '
