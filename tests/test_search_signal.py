@@ -195,3 +195,19 @@ def test_search_signal_tool_writes_the_documented_fields(embedded_data, tmp_path
     bad = subprocess.run([sys.executable, 'tools/search_signal.py', '-opt', opt_path, '--batches', '1'], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and 'batches' in bad.stderr
+
+    # the controller study on the same supernet: a planted preference, two settings, one seed
+    res = subprocess.run([sys.executable, 'tools/controller_study.py', '-opt', opt_path, '--seeds', '1', '--phases',
+                          '2', '--steps', '3', '--eval-samples', '4', '--planted-bit', '4', '--out', str(tmp_path),
+                          '--settings', 'fresh:reward_mode=fresh,lr=1e-3',
+                          'common:reward_mode=common,baseline_samples=2,lr=1e-3'],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    study = json.loads((tmp_path / 'controller_study.json').read_text())
+    assert [r['setting'] for r in study['summary']] == ['fresh', 'common']
+    assert len(study['runs']) == 2 and study['meta']['planted_bit'] == 4
+    for run in study['runs']:
+        assert len(run['entropy_per_phase']) == 2 and len(run['p_planted_per_phase']) == 2
+        assert run['entropy_drop'] == pytest.approx(1 - run['entropy_last_phase'] / run['entropy_first_phase'])
+        assert 0 <= run['p_planted_sampled'] <= 1
+    assert '| fresh |' in (tmp_path / 'controller_study.md').read_text()

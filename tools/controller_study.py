@@ -36,6 +36,7 @@ from basicsr.models import build_model  # noqa: E402
 
 from deconas_plugin import derive, search_signal  # noqa: E402
 from deconas_plugin.models import deconas_search_model  # noqa: E402
+from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
@@ -182,7 +183,7 @@ def main(argv=None):
     state = {k: v.clone() for k, v in supernet.state_dict().items()}
     os.makedirs(args.out, exist_ok=True)
     dataset = derive.reward_dataset(opt)
-    search = {**deconas_search_model.SEARCH_DEFAULTS, **opt['search']}
+    search = {**SEARCH_DEFAULTS, **opt['search']}
     crop = search['reward_crop_border'] or supernet.upscale
     eval_batches = [search_signal.draw_batch(dataset, search['reward_patches'], 10_000 + b) for b in range(4)]
     probe = search_signal.probe_genotypes(supernet.num_nodes, supernet.num_blocks, supernet.feature_fusion_search,

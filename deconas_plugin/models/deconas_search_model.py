@@ -301,11 +301,13 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         """
         sup = self.get_bare_model(self.net_g)
         genotypes = probe_genotypes(sup.num_nodes, sup.num_blocks, sup.feature_fusion_search,
-                                    self.search_opt['signal_probe'], self._rank_seed(2) // 64)
+                                    self.search_opt['signal_probe'], self._rank_seed(2) // 64)  # same on every rank
         batches = [draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(3, b), self.device)
-                   for b in range(2)]
+                   for b in range(2)]  # this rank's share of 2 fixed batches
         table = torch.from_numpy(score_table(self.net_g, genotypes, batches, self.reward_crop_border))
+        table = table.to(self.device)  # nccl reduces device tensors only
         dist_util.all_reduce_mean_([table])
+        table = table.cpu()
         stats = summarize(table.numpy(), genotypes, self.search_opt['reward_mode'], num_random=len(genotypes) - 2)
         row = {'iter': current_iter, 'controller_step': self.controller_step,
                **{k: stats[k] for k in ('genotype_std', 'batch_std', 'interaction_std', 'snr_fresh', 'snr_common',
