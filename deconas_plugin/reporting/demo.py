@@ -43,8 +43,8 @@ from typing import Dict, List, Optional
 
 from .. import derive as derive_lib
 from ..derive import plain
+from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.logged_run import child_env, log_tail, run_logged
-from .report import atomic_write_text
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -87,18 +87,8 @@ def read_yaml(path: str) -> dict:
     return derive_lib.read_options(path)
 
 
-def write_if_changed(path: str, text: str) -> bool:
-    """Write ``text`` atomically unless the file already holds it (keeps mtimes meaningful)."""
-    if osp.isfile(path):
-        with open(path) as f:
-            if f.read() == text:
-                return False
-    atomic_write_text(path, text)
-    return True
-
-
 def write_options(path: str, opt: dict, header: str = '') -> bool:
-    return write_if_changed(path, header + derive_lib.dump_options(opt))
+    return write_text_if_changed(path, header + derive_lib.dump_options(opt))
 
 
 def mtime(path: str) -> float:

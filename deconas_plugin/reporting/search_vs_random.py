@@ -46,7 +46,7 @@ from ..complexity import count_params
 from ..derive import plain
 from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
-from ..utils.checkpoint import atomic_write_text
+from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.logged_run import child_env, log_tail, run_logged
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -363,12 +363,7 @@ class Runner:
     def write_options(self, name: str, opt: dict, header: str) -> str:
         """``<out>/options/<name>.yml``, rewritten only when its content changes (keeps mtimes)."""
         path = osp.join(self.options, f'{name}.yml')
-        text = header + derive_lib.dump_options(opt)
-        if osp.isfile(path):
-            with open(path) as f:
-                if f.read() == text:
-                    return path
-        atomic_write_text(path, text)
+        write_text_if_changed(path, header + derive_lib.dump_options(opt))
         return path
 
     def train(self, opt: dict, header: str) -> str:

@@ -50,6 +50,17 @@ def atomic_write_text(path, text):
         f.write(text)
 
 
+def write_text_if_changed(path, text) -> bool:
+    """Write ``text`` atomically unless the file already holds it (keeps mtimes meaningful for the
+    tools that skip finished work); returns whether it wrote."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    atomic_write_text(path, text)
+    return True
+
+
 def load_state(path):
     """Load a training state onto the CPU (works with and without CUDA)."""
     return torch.load(path, map_location='cpu', weights_only=False)
