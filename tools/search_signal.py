@@ -25,6 +25,7 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from deconas_plugin import derive, search_signal  # noqa: E402
 from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
@@ -67,10 +68,8 @@ def measure(opt: dict, experiment=None, iteration='latest', genotypes=12, batche
         greedy = controller.greedy()
     rows = probe + [greedy]
 
-    def show(i, n):
-        print(f'\rscoring genotypes {i}/{n}', end='' if i < n else '\n', flush=True)
-
-    table = search_signal.score_table(supernet, rows, batch_list, crop, show if progress else None)
+    with tqdm(total=len(rows), desc='scoring genotypes', unit='genotype', disable=not progress) as bar:
+        table = search_signal.score_table(supernet, rows, batch_list, crop, lambda i, n: bar.update(1))
     out = search_signal.summarize(table, rows, reward_mode, num_random=len(probe) - 2)
     out.update({'empty': {'genotype': rows[0].to_string(), 'psnr': float(table[0].mean())},
                 'full': {'genotype': rows[1].to_string(), 'psnr': float(table[1].mean())},
