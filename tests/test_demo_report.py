@@ -342,6 +342,16 @@ def test_compare_settings_two_tiny_searches(demo, tmp_path):
     assert size == (800, 550) and pixels.std() > 10
 
 
+def test_demo_stops_on_a_missing_test_set_before_any_work(tmp_path):
+    out = tmp_path / 'out'
+    proc, _ = _run([osp.join(ROOT, 'tools', 'demo.py'), '--fast', '--out', str(out), '--test-sets',
+                    str(tmp_path / 'nowhere')])
+    assert proc.returncode != 0
+    assert f"test set {tmp_path / 'nowhere'} has no GTmod2/LRbicx2 folders" in proc.stderr
+    assert 'tools/prepare_benchmark.py' in proc.stderr
+    assert not out.exists()  # nothing prepared, searched or trained
+
+
 # ------------------------------------------------------------------------------ real test sets (last)
 def test_demo_on_prepared_set5(demo, tmp_path):
     """``--test-sets``: the trained networks are reused, tested on Set5 (from ../shared) and reported;

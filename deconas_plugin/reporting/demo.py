@@ -45,6 +45,7 @@ from .. import derive as derive_lib
 from ..derive import plain
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.logged_run import child_env, log_tail, run_logged
+from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -425,19 +426,12 @@ class Demo:
         return self.train(path, 'carn')
 
     def test_sets(self) -> List[dict]:
-        s = self.scale
-        folders = self.args.test_sets or [osp.join(self.data, 'embedded', 'test')]
-        sets = []
-        for folder in folders:
-            folder = osp.abspath(folder)
-            gt, lq = osp.join(folder, f'GTmod{s}'), osp.join(folder, f'LRbicx{s}')
-            if not (osp.isdir(gt) and osp.isdir(lq)):
-                raise DemoError(f'test set {folder} has no GTmod{s}/LRbicx{s} folders: prepare it with '
-                                f'python tools/prepare_benchmark.py --input <HR folder> --output {folder} --scales {s}')
-            name = 'embedded_test' if not self.args.test_sets else osp.basename(osp.normpath(folder))
-            sets.append({'name': name, 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
-                         'io_backend': {'type': 'disk'}})
-        return sets
+        try:
+            if not self.args.test_sets:
+                return [prepared_test_set(osp.join(self.data, 'embedded', 'test'), self.scale, 'embedded_test')]
+            return [prepared_test_set(folder, self.scale) for folder in self.args.test_sets]
+        except ValueError as e:
+            raise DemoError(str(e)) from None
 
     def test_methods(self) -> List[dict]:
         """(key, label, network_g, checkpoint) of the tested methods, Bicubic first."""
@@ -517,6 +511,8 @@ class Demo:
     # -------------------------------------------------------------------------------------- run
     def run(self) -> dict:
         self.t0 = time.time()
+        if self.args.test_sets:
+            self.test_sets()  # a missing test set stops the demo now, not after the trainings
         os.makedirs(self.options, exist_ok=True)
         threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
         self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '

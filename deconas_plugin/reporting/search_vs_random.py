@@ -48,6 +48,7 @@ from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.logged_run import child_env, log_tail, run_logged
+from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
 RESULT_FILE = 'search_vs_random'
@@ -274,17 +275,10 @@ def test_sets_of(template: dict, test_opt: Optional[dict] = None, folders: Seque
     """The held-out test datasets: ``folders`` (GTmod<s>/LRbicx<s>, as tools/prepare_benchmark.py
     writes them), else every dataset of ``test_opt``, else the val datasets of the template."""
     if folders:
-        sets = []
-        for folder in folders:
-            folder = osp.abspath(folder)
-            gt, lq = osp.join(folder, f'GTmod{scale}'), osp.join(folder, f'LRbicx{scale}')
-            if not (osp.isdir(gt) and osp.isdir(lq)):
-                raise ProtocolError(f'test set {folder} has no GTmod{scale}/LRbicx{scale} folders: prepare it with '
-                                    f'python tools/prepare_benchmark.py --input <HR folder> --output {folder} '
-                                    f'--scales {scale}')
-            sets.append({'name': osp.basename(osp.normpath(folder)), 'type': 'PairedImageDataset',
-                         'dataroot_gt': gt, 'dataroot_lq': lq, 'io_backend': {'type': 'disk'}})
-        return sets
+        try:
+            return [prepared_test_set(folder, scale) for folder in folders]
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
     if test_opt is not None:
         sets = [dict(plain(d)) for d in (test_opt.get('datasets') or {}).values() if isinstance(d, dict)]
         if not sets:

@@ -7,6 +7,7 @@ Never OpenCV's ``INTER_CUBIC``. Single-channel files stay single-channel.
 """
 import os
 import os.path as osp
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -135,3 +136,16 @@ def prepare_pair(hr_path, gt_dir, lr_dir, scale, compression=3):
     write_png_atomic(hr, gt_path, compression)
     write_png_atomic(lr, lr_path, compression)
     return 'written'
+
+
+def prepared_test_set(folder: str, scale: int, name: Optional[str] = None) -> dict:
+    """BasicSR dataset options (a disk PairedImageDataset) of a test set that
+    ``tools/prepare_benchmark.py`` wrote to ``folder`` (``GTmod<s>`` / ``LRbicx<s>``), named after the
+    folder unless ``name`` is given; ``ValueError`` naming the folder and the command that makes it."""
+    folder = osp.abspath(folder)
+    gt, lq = osp.join(folder, f'GTmod{scale}'), osp.join(folder, f'LRbicx{scale}')
+    if not (osp.isdir(gt) and osp.isdir(lq)):
+        raise ValueError(f'test set {folder} has no GTmod{scale}/LRbicx{scale} folders: prepare it with '
+                         f'python tools/prepare_benchmark.py --input <HR folder> --output {folder} --scales {scale}')
+    return {'name': name or osp.basename(osp.normpath(folder)), 'type': 'PairedImageDataset', 'dataroot_gt': gt,
+            'dataroot_lq': lq, 'io_backend': {'type': 'disk'}}
