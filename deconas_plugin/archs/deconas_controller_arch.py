@@ -139,14 +139,15 @@ class DeCoNASController(nn.Module):
 
     def score(self, bits: torch.Tensor):
         """(log_prob (B,), entropy (B,)) of given decisions (B, num_decisions); differentiable."""
-        logits = self.logits(bits)
+        return self.score_logits(self.logits(bits), bits)
+
+    @staticmethod
+    def score_logits(logits: torch.Tensor, bits: torch.Tensor):
+        """(log_prob (B,), entropy (B,)) of decisions ``bits`` from their ``logits`` (see ``logits``);
+        ``sigmoid(logits)`` is the probability of a 1 at each decision."""
         log_prob = -F.binary_cross_entropy_with_logits(logits, bits, reduction='none').sum(1)
         entropy = F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction='none').sum(1)
         return log_prob, entropy
-
-    def bit_probabilities(self, bits: torch.Tensor) -> torch.Tensor:
-        """(B, num_decisions): the probability of a 1 at each decision, given the decisions before it."""
-        return torch.sigmoid(self.logits(bits))
 
     def logits(self, bits: torch.Tensor) -> torch.Tensor:
         """Squashed logits (B, num_decisions) of every decision, given the decisions ``bits`` before it.

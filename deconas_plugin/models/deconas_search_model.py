@@ -99,6 +99,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.history_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['history_file'])
         self.signal_path = osp.join(self.opt['path']['experiments_root'], self.search_opt['signal_file'])
         self.phase_batch = None  # reward_mode common: the patches every controller step of the phase scores
+        self.probe = None  # signal_probe: (genotypes, batches), made at the first phase
         self.log_dict = OrderedDict()
 
     def _build_reward_dataset(self):
@@ -165,14 +166,16 @@ class DeCoNASSearchModel(DeCoNASSRModel):
 
     # ---------------------------------------------------------------------------------- training
     def _sample(self):
-        """(bits, genotype, log_prob, entropy) of one controller step, the same on every rank.
+        """(genotype, log_prob, entropy, probabilities) of one controller step, the same on every rank;
+        probabilities: of a 1 at each decision, given the decisions before it (the policy that drew it).
 
         Rank 0's decisions are broadcast (a no-op in one process); every rank scores them with the
         same controller weights, so every rank also computes the same log-probability and gradient.
         """
         bits = dist_util.broadcast_(self.net_c.decide(1, 'sample').contiguous())
-        log_prob, entropy = (v[0] for v in self.net_c.score(bits))
-        return bits, self.net_c.bits_to_genotype(bits[0]), log_prob, entropy
+        logits = self.net_c.logits(bits)
+        log_prob, entropy = (v[0] for v in self.net_c.score_logits(logits, bits))
+        return self.net_c.bits_to_genotype(bits[0]), log_prob, entropy, torch.sigmoid(logits.detach()[0])
 
     def _next_phase_iter(self, current_iter: int) -> int:
         """The first iteration >= ``current_iter`` that ends with a controller phase."""
@@ -242,7 +245,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         rows = []
         for _ in range(opt['controller_steps']):
             lq, gt = self.phase_batch if common else self.reward_batch()
-            bits, genotype, log_prob, entropy = self._sample()
+            genotype, log_prob, entropy, probs = self._sample()
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
             params, cost = count_params(genotype, **self.arch_size), self.cost_fn(genotype)
@@ -258,8 +261,6 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             loss.backward()
             dist_util.average_gradients_(self.net_c)  # identical already; keeps the ranks bit-exact
             self.optimizer_c.step()
-            with torch.no_grad():
-                probs = self.net_c.bit_probabilities(bits)[0]
             rows.append({
                 'iter': current_iter, 'controller_step': self.controller_step, 'genotype': genotype.to_string(),
                 'bits': genotype.to_string('bits'), 'psnr': psnr, 'params': params, 'cost': cost,
@@ -299,11 +300,14 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         genotype / batch / interaction std and the SNR of the search's reward mode (see
         ``deconas_plugin.search_signal``). Logged to tensorboard as ``signal_*``.
         """
-        sup = self.get_bare_model(self.net_g)
-        genotypes = probe_genotypes(sup.num_nodes, sup.num_blocks, sup.feature_fusion_search,
-                                    self.search_opt['signal_probe'], self._rank_seed(2) // 64)  # same on every rank
-        batches = [draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(3, b), self.device)
-                   for b in range(2)]  # this rank's share of 2 fixed batches
+        if self.probe is None:  # fixed for the whole search: drawn (and read from disk) once
+            sup = self.get_bare_model(self.net_g)
+            genotypes = probe_genotypes(sup.num_nodes, sup.num_blocks, sup.feature_fusion_search,
+                                        self.search_opt['signal_probe'], self._rank_seed(2) // 64)  # every rank's
+            batches = [draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(3, b), self.device)
+                       for b in range(2)]  # this rank's share of 2 fixed batches
+            self.probe = genotypes, batches
+        genotypes, batches = self.probe
         table = torch.from_numpy(score_table(self.net_g, genotypes, batches, self.reward_crop_border))
         table = table.to(self.device)  # nccl reduces device tensors only
         dist_util.all_reduce_mean_([table])
