@@ -12,7 +12,7 @@ from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
 from deconas_plugin.genotype import NUM_OPS, PAPER_GENOTYPE, Genotype
 from deconas_plugin.utils.op_count import count_ops, train_step_op_counts
 
-PAPER_STEP_OP_CEILING = 800  # issue 11: forward + L1 + backward of the paper network, from 1,169
+PAPER_STEP_OP_CEILING = 800  # forward + L1 + backward of the paper network (a plain formula dispatches 1,169)
 
 
 def _plain_block(block, x, g, fixed):
