@@ -56,22 +56,21 @@ def autocast_dtype(value):
     raise ValueError(f'train.autocast must be {AUTOCAST_VALUES}, got {value!r}')
 
 
-COMPILE_VALUES = ('~ or auto (torch.compile with mode reduce-overhead for a CUDA retrain with a fixed patch size, '
-                  'eager otherwise), false, true, or a mapping of torch.compile arguments (mode, backend, fullgraph, '
-                  'dynamic, options)')
+COMPILE_VALUES = ('~, auto or false (eager, the default), true (torch.compile: mode reduce-overhead on CUDA, torch\'s '
+                  'default mode elsewhere), or a mapping of torch.compile arguments (mode, backend, fullgraph, dynamic, '
+                  'options)')
 COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
 
 
-def compile_settings(value, device_type: str, static_shapes: bool):
+def compile_settings(value, device_type: str):
     """The ``torch.compile`` keyword arguments of ``train.compile``, or None for an eager training step.
 
-    ``~``/``auto``: compiled (``mode='reduce-overhead'``: CUDA graphs of the forward and backward pass)
-    only on CUDA with static shapes (a training set with ``gt_size``); ``true``: compiled (that mode on
-    CUDA, torch's default mode elsewhere); ``false``: eager; a mapping: those arguments.
+    ``~``/``auto``/``false``: eager, on every device (no GPU measurement has shown a compiled step to be
+    faster and as correct; ``tools/gpu_evidence.py --stage speed`` measures it); ``true``: compiled
+    (``mode='reduce-overhead'``, CUDA graphs of the forward and backward pass, on CUDA; torch's default
+    mode elsewhere); a mapping: those arguments.
     """
-    if value is None or value == 'auto':
-        return {'mode': 'reduce-overhead'} if device_type == 'cuda' and static_shapes else None
-    if value is False:
+    if value is None or value is False or value == 'auto':
         return None
     if value is True:
         return {'mode': 'reduce-overhead'} if device_type == 'cuda' else {}

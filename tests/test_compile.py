@@ -1,6 +1,7 @@
-"""``train.compile``: the retrain step through torch.compile (on the CPU with the aot_eager backend: dynamo
-and AOT autograd trace DeCoNASNet's forward and backward, no C++ compiler needed), exact resume, and the
-clean fallback to eager steps when compiling fails."""
+"""``train.compile``: off unless asked for; the retrain step through torch.compile (on the CPU with the
+aot_eager backend: dynamo and AOT autograd trace DeCoNASNet's forward and backward, no C++ compiler
+needed), and the clean fallback to eager steps when compiling fails. Adam is torch's default
+implementation unless ``optim_g`` asks for ``fused``."""
 import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
 
 import pytest
@@ -12,23 +13,26 @@ from deconas_plugin.utils.option_check import OptionError, check_compile
 
 
 def test_compile_settings():
-    assert compile_settings(None, 'cuda', static_shapes=True) == {'mode': 'reduce-overhead'}
-    assert compile_settings('auto', 'cuda', static_shapes=False) is None  # whole images of any size
-    assert compile_settings(None, 'cpu', static_shapes=True) is None
-    assert compile_settings(True, 'cpu', static_shapes=True) == {}
-    assert compile_settings(False, 'cuda', static_shapes=True) is None
-    assert compile_settings({'backend': 'aot_eager'}, 'cpu', static_shapes=True) == {'backend': 'aot_eager'}
+    """Eager unless the option file asks: no device, patch size or ``auto`` turns compiling on by itself."""
+    for value in (None, 'auto', False):
+        for device in ('cuda', 'cpu'):
+            assert compile_settings(value, device) is None, (value, device)
+    assert compile_settings(True, 'cuda') == {'mode': 'reduce-overhead'}
+    assert compile_settings(True, 'cpu') == {}
+    assert compile_settings({'backend': 'aot_eager'}, 'cpu') == {'backend': 'aot_eager'}
     with pytest.raises(OptionError, match=r"train.compile: unknown torch.compile argument\(s\) \['modes'\]"):
         check_compile({'train': {'compile': {'modes': 'max-autotune'}}})
     with pytest.raises(OptionError, match="train.compile must be .* got 'fast'"):
         check_compile({'train': {'compile': 'fast'}})
 
 
-def _model(data, root, compile_opt, seed=0):
+def _model(data, root, compile_opt, seed=0, optim=None):
     from basicsr.models import build_model
     opt = tiny_options.train_options(data, 'compile', 2)
     opt['network_g'].update(num_feat=8)
-    opt['train']['compile'] = compile_opt
+    opt['train']['optim_g'].update(optim or {})
+    if compile_opt is not None:
+        opt['train']['compile'] = compile_opt
     torch.manual_seed(seed)
     return build_model(tiny_options.parsed_options(opt, str(root)))
 
@@ -39,6 +43,19 @@ def _steps(model, n=2):
         model.feed_data({'lq': torch.rand(2, 3, 16, 16, generator=gen), 'gt': torch.rand(2, 3, 32, 32, generator=gen)})
         model.optimize_parameters(it)
     return {k: v.detach().clone() for k, v in model.net_g.state_dict().items()}
+
+
+def test_default_retrain_step_is_plain_eager_pytorch(embedded_data, tmp_path):
+    """No train.compile / cuda_graph / optimizer flags: an eager step and torch's default Adam (not fused)."""
+    model = _model(embedded_data, tmp_path / 'default', None)
+    assert model.train_forward is None and model.compile_args is None and not model.graph_wanted
+    group = model.optimizer_g.param_groups[0]
+    assert type(model.optimizer_g) is torch.optim.Adam and not group['fused'] and not group['capturable']
+    fused = _model(embedded_data, tmp_path / 'fused', None, optim={'fused': True})
+    assert fused.optimizer_g.param_groups[0]['fused'] is True  # the option file's way to ask for it
+    ref, got = _steps(model), _steps(fused)
+    for k in ref:
+        assert torch.allclose(ref[k], got[k], rtol=1e-5, atol=1e-6), k
 
 
 def test_compiled_retrain_step_matches_the_eager_one(embedded_data, tmp_path, caplog):

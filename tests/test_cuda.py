@@ -1,13 +1,14 @@
 """The GPU paths: run only where CUDA is present (the development machine and CI have none).
 
-They are what a session with a GPU runs first (``.venv/bin/python -m pytest -q tests/test_cuda.py``):
-a search and a retrain through the entry points on one GPU (``train.autocast: fp16`` with its
-GradScaler, saved and resumed), ``tools/benchmark.py --quick --device cuda`` with every section,
-and, with two GPUs, the distributed search on nccl with identical ranks. Issue 11's GPU paths: the
-retrain compiled by default (``train.compile`` auto, mode reduce-overhead) with fused Adam, saved and
-resumed; the DNB's hand-written channel-attention backward and every separable-conv implementation
-against the plain formula in strict fp32 and under bf16/fp16 autocast; the kernel counter and the
-whole-step CUDA graph of benchmark section 8.
+They are what a run on a GPU machine does first (``tools/gpu_evidence.py --stage check`` runs them, or
+``python -m pytest -q tests/test_cuda.py``): a search and a retrain through the entry points on one GPU
+(``train.autocast: fp16`` with its GradScaler, saved and resumed), ``tools/benchmark.py --quick --device
+cuda`` with every section, and, with two GPUs, the distributed search on nccl with identical ranks. The
+throughput paths, each opt-in: a default retrain is plain eager PyTorch; ``train.compile: true``
+(mode reduce-overhead) with ``optim_g.fused: true``, saved and resumed; the DNB's hand-written
+channel-attention backward and every separable-conv implementation against the plain formula in strict
+fp32 and under bf16/fp16 autocast; the kernel counter and the whole-step CUDA graph (``train.cuda_graph``)
+against eager steps.
 """
 import json
 import os.path as osp
@@ -91,13 +92,26 @@ def test_distributed_search_on_nccl(embedded_data, tmp_path, experiment_name):
     _assert_ranks_identical(name)
 
 
-# ---------------------------------------------------------------------------------------------- issue 11 paths
-def test_retrain_compiled_by_default_on_cuda_with_fused_adam(embedded_data, tmp_path, experiment_name):
-    """train.compile ~ (auto) compiles the step on CUDA (fixed patch size); Adam is fused; the checkpoint is the
-    plain network's; a resumed run goes on compiled."""
+# ---------------------------------------------------------------------------------------------- throughput paths
+def test_retrain_default_is_eager_and_compile_with_fused_adam_is_opt_in(embedded_data, tmp_path, experiment_name):
+    """No option: an eager step with torch's default Adam. train.compile: true and optim_g.fused: true: the step
+    runs compiled (reduce-overhead) with fused Adam; the checkpoint is the plain network's; a resumed run goes on
+    compiled."""
+    name = experiment_name('cuda_default_retrain')
+    opt = train_options(embedded_data, name, total_iter=2)
+    opt['num_gpu'] = 1
+    opt['logger']['save_checkpoint_freq'] = 2
+    out = _train(write_options(tmp_path / 'default.yml', opt)).stdout
+    assert 'torch.compile' not in out and 'CUDA graph' not in out
+    state = torch.load(osp.join(ROOT, 'experiments', name, 'training_states', '2.state'), map_location='cpu',
+                       weights_only=False)
+    assert not state['optimizers'][0]['param_groups'][0]['fused']
+
     name = experiment_name('cuda_compiled_retrain')
     opt = train_options(embedded_data, name, total_iter=6)
     opt['num_gpu'] = 1
+    opt['train']['compile'] = True
+    opt['train']['optim_g']['fused'] = True
     opt['logger'].update(print_freq=2, save_checkpoint_freq=3)
     proc = _train(write_options(tmp_path / 'train.yml', opt))
     out = proc.stdout + proc.stderr

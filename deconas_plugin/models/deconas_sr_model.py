@@ -51,11 +51,12 @@ class DeCoNASSRModel(SRModel):
     the pixel loss of each training step under ``torch.autocast``. Weights, gradients and the
     optimizer stay fp32; validation and test always run in fp32.
 
-    ``train.compile`` (``compile_settings``; by default on only for a CUDA retrain with a fixed patch
-    size) runs the training step's forward and backward through ``torch.compile``, falling back to eager
-    steps if that fails; ``train.cuda_graph: true`` replays the whole step as one CUDA graph instead
-    (``setup_cuda_graph``). On CUDA, Adam is the fused implementation unless ``optim_g`` sets ``fused`` or
-    ``foreach``.
+    Every CUDA speed path is opt-in (the default is plain eager PyTorch until a GPU run of
+    ``tools/gpu_evidence.py --stage speed`` shows one faster and as correct): ``train.compile: true``
+    (``compile_settings``) runs the training step's forward and backward through ``torch.compile``,
+    falling back to eager steps if that fails; ``train.cuda_graph: true`` replays the whole step as one
+    CUDA graph instead (``setup_cuda_graph``); ``optim_g: {type: Adam, fused: true}`` is torch's fused
+    Adam (BasicSR passes the option file's arguments to the optimizer).
     """
 
     def init_training_settings(self):
@@ -64,7 +65,7 @@ class DeCoNASSRModel(SRModel):
         self.setup_compile()
         self.setup_cuda_graph()
 
-    # ----------------------------------------------------------------------- compile, fused Adam
+    # ----------------------------------------------------------------------------------- compile
     def setup_compile(self):
         """``train.compile``: run the training step's forward (and its backward) through ``torch.compile``.
 
@@ -74,8 +75,7 @@ class DeCoNASSRModel(SRModel):
         cannot trace), the failure is logged once and training goes on eagerly from the same step.
         """
         train = self.opt.get('train') or {}
-        gt_size = ((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size')
-        self.compile_args = compile_settings(train.get('compile'), self.device.type, static_shapes=gt_size is not None)
+        self.compile_args = compile_settings(train.get('compile'), self.device.type)
         self.train_forward = None  # None: the eager net_g (never truth-test a compiled module: it has __len__)
         self.compile_checked = False
         if self.compile_args is None:
@@ -92,13 +92,6 @@ class DeCoNASSRModel(SRModel):
                                   f'{str(error).strip().splitlines()[0][:300] if str(error).strip() else ""}); '
                                   'training continues eagerly')
         self.train_forward, self.compile_args = None, None
-
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        """BasicSR's optimizer; on CUDA, Adam is the fused implementation (one kernel per step for all the
-        parameters) unless the option file sets ``fused`` or ``foreach``."""
-        if optim_type == 'Adam' and self.device.type == 'cuda' and not {'fused', 'foreach'} & set(kwargs):
-            kwargs['fused'] = True
-        return super().get_optimizer(optim_type, params, lr, **kwargs)
 
     # ---------------------------------------------------------------------------------- autocast
     def setup_autocast(self):

@@ -225,7 +225,7 @@ def check_compile(opt: dict):
     train = opt.get('train') or {}
     if isinstance(train, dict) and 'compile' in train:
         try:
-            compile_settings(train['compile'], 'cpu', static_shapes=True)
+            compile_settings(train['compile'], 'cpu')
         except ValueError as e:
             raise OptionError(str(e)) from None
     if isinstance(train, dict) and not isinstance(train.get('cuda_graph', False), bool):
