@@ -1,5 +1,7 @@
-"""Speed benchmark of the DeCoNAS implementation: ratios measured side by side in one process; and the
-effect of training precision (autocast) on a retrained network's PSNR.
+"""Speed benchmark of the DeCoNAS implementation (ratios measured side by side) and training precision's cost.
+
+Ratios are measured side by side in one process; section 7 measures the effect of training precision
+(autocast) on a retrained network's PSNR.
 
 Sections (select with --only, by name or number; all by default):
   1 supernet    child train step of DeCoNetSupernet(x, g) vs supernet.extract(g)   (goal: ratio <= 1.10)
@@ -37,7 +39,9 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder, e.g. benchmarks/<machine-tag> (benchmark.json, benchmark.md)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')

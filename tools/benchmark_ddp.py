@@ -1,4 +1,4 @@
-"""How a distributed child step handles the supernet's unused parameters: measured.
+"""Time a distributed child step: the search's all-reduce of used gradients vs DDP with unused parameters.
 
 DistributedDataParallel needs ``find_unused_parameters=True`` for a supernet whose every step leaves
 most weights unused (it traverses the autograd graph each step and all-reduces every bucket,
@@ -74,7 +74,9 @@ def _worker(rank, world, args, port, queue):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default='benchmarks/cpu-2core')
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--feat', type=int, default=32)

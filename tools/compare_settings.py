@@ -1,4 +1,4 @@
-"""Compare DeCoNAS search settings (the paper's Table I and Fig. 4): sample from each trained controller.
+"""Compare DeCoNAS search settings (the paper's Table I and Fig. 4) by sampling each trained controller.
 
 For every search experiment given by its option file (e.g. the paper's four settings
 CB0/CB1 x FF0/FF1, ``options/search/search_CB*_FF*.yml``): load the supernet and the controller
@@ -40,7 +40,9 @@ SCATTER_INCHES = (8.0, 5.5)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', nargs='+', required=True, help='search option files, one per setting')
     p.add_argument('--experiments', nargs='+', help='experiment folders, in the order of -opt '
                    '(default: experiments/<name> of each option file)')

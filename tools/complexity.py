@@ -25,7 +25,9 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('opt', nargs='*', help='BasicSR option file(s) (YAML)')
     parser.add_argument('--arch', action='append', default=[], metavar='TYPE[:k=v,...]',
                         help='a network from ARCH_REGISTRY, e.g. DeCoNASNet:upscale=2 (repeatable; a DeCoNASNet '

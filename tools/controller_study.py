@@ -68,7 +68,9 @@ def parse_setting(text: str) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', required=True, help='the search option file whose supernet is used')
     p.add_argument('--experiment', help='the search experiment folder (default: experiments/<name>)')
     p.add_argument('--iter', default='latest', help='supernet checkpoint iteration (default: latest)')

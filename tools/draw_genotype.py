@@ -22,7 +22,9 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--genotype', help='a genotype string')
     src.add_argument('--opt', help='a BasicSR option file with a DeCoNASNet network_g')

@@ -40,7 +40,9 @@ class ExportError(Exception):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', help='BasicSR option file (network_g, path.pretrain_network_g)')
     parser.add_argument('--genotype', help='genotype string (without -opt)')
     parser.add_argument('--num-blocks', type=int, default=4, help='N (default: 4)')

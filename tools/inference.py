@@ -28,7 +28,9 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-i', '--input', required=True, help='an image or a folder of images')
     p.add_argument('-o', '--output', required=True, help='output folder')
     p.add_argument('--model', required=True, help='network checkpoint (.pth, BasicSR format)')

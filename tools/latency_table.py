@@ -29,7 +29,9 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', '--opt', help='search option file (network_g sizes and scale)')
     p.add_argument('--num-feat', type=int, help='C (default 64, or the option file\'s)')
     p.add_argument('--num-nodes', type=int, help='M (default 4)')

@@ -52,7 +52,9 @@ def check_scales(scales):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--input', help='folder of HR images (e.g. ../shared/datasets/Set5/HR)')
     parser.add_argument('--output', help='output folder of one set (e.g. datasets/Set5); '
                         'with --all, the root that receives one folder per set (default: datasets)')

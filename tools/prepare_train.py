@@ -233,7 +233,9 @@ def prepare_train(input_dir, output, scales, name='DIV2K', crop=480, step=240, t
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--input', required=True, help='folder of HR training images')
     parser.add_argument('--output', default='datasets/DIV2K', help='output folder (default: datasets/DIV2K)')
     parser.add_argument('--name', default='DIV2K', help='prefix of the output names (default: DIV2K)')

@@ -34,7 +34,9 @@ from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', required=True, help='the search option file')
     p.add_argument('--experiment', help='the search experiment folder (default: experiments/<name>)')
     p.add_argument('--iteration', '--iter', default='latest', help='checkpoint iteration (default: latest)')

@@ -29,7 +29,9 @@ from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--search-exp', required=True, help='the search experiment: a folder, or a name under experiments/')
     p.add_argument('--out', required=True, help='output folder (search_vs_random.{json,md,png}, options/, logs/)')
     p.add_argument('--random', type=int, default=5, help='K: random genotypes (5)')
