@@ -19,6 +19,7 @@ from deconas_plugin.genotype import PAPER_GENOTYPE, Genotype
 from deconas_plugin.reporting import complexity_table as ct
 from deconas_plugin.genotype_source import GenotypeSourceError, genotype_from_checkpoint, genotype_from_option
 from deconas_plugin.reporting.draw import draw_genotype, figure_pixels
+from script_runner import run_script
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
@@ -33,9 +34,9 @@ def load_tool(name):
     return module
 
 
-def run_tool(name, *args, timeout=120):
-    return subprocess.run([sys.executable, osp.join(TOOLS, f'{name}.py'), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def run_tool(name, *args):
+    """``python tools/<name>.py args``, run in this process (exit status, stdout, stderr)."""
+    return run_script(osp.join(TOOLS, f'{name}.py'), *args)
 
 
 # ------------------------------------------------------------------------------------- complexity
@@ -111,23 +112,18 @@ def test_complexity_cli_option_file_and_json(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith('.tmp_')]
 
 
-@pytest.mark.parametrize('tool', ['complexity', 'draw_genotype', 'export_onnx'])
-def test_tool_help(tool):
-    res = run_tool(tool, '--help')
-    assert res.returncode == 0 and 'usage' in res.stdout
-
-
 @pytest.mark.parametrize('tool, args, words', [
     ('complexity', ['--arch', 'NoSuchNet'], 'unknown arch'),
     ('draw_genotype', ['--genotype', '1 2', '-o', 'never.png'], 'as a genotype'),
     ('export_onnx', ['--genotype', '7 6 4', '--weights', 'no/such.pth', '-o', 'never.onnx'], 'not found'),
 ])
-def test_tool_user_error_is_one_line(tool, args, words):
+def test_tool_user_error_is_one_line(tmp_path, monkeypatch, tool, args, words):
+    monkeypatch.chdir(tmp_path)
     res = run_tool(tool, *args)
     assert res.returncode == 2, (tool, args, res.stderr)
     assert words in res.stderr and 'Traceback' not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert not osp.exists(osp.join(ROOT, args[-1]))
+    assert os.listdir(tmp_path) == []  # nothing written
 
 
 @pytest.mark.parametrize('content, words', [
@@ -135,34 +131,40 @@ def test_tool_user_error_is_one_line(tool, args, words):
     ('name: [unclosed\n', 'not valid YAML'),
     ('- just\n- a list\n', 'is not a YAML mapping'),
 ])
-def test_tools_name_a_bad_option_file(tmp_path, content, words):
+def test_tools_name_a_bad_option_file(tmp_path, monkeypatch, content, words):
     """Every tool that reads an option file says the same thing about a bad one, in one line."""
     path = tmp_path / 'bad.yml'
     if content is not None:
         path.write_text(content)
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
     for tool, args in (('complexity', [str(path)]), ('draw_genotype', ['--opt', str(path), '-o', 'never.png']),
                        ('export_onnx', ['-opt', str(path), '-o', 'never.onnx']), ('derive', ['-opt', str(path)])):
         res = run_tool(tool, *args)
         assert res.returncode == 2, (tool, res.stdout[-2000:], res.stderr[-2000:])
         assert words in res.stderr and str(path) in res.stderr and 'Traceback' not in res.stderr, (tool, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1, (tool, res.stderr)
+        assert os.listdir(work) == [], tool  # nothing written
 
 
-def test_export_onnx_without_the_onnx_extra(tmp_path):
-    """Without onnx/onnxruntime (hidden by a sitecustomize), a bad option file is still named first,
-    and a good network gets the one-line 'not installed' error with the install hint."""
+def test_export_onnx_without_the_onnx_extra(tmp_path, monkeypatch):
+    """Without onnx/onnxruntime, a bad option file is still named first (in this process, the two
+    modules hidden), and a good network gets the one-line 'not installed' error with the install
+    hint (in a fresh interpreter where a sitecustomize hides them before anything is imported)."""
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)
+    res = run_tool('export_onnx', '-opt', str(tmp_path / 'missing.yml'), '-o', str(tmp_path / 'never.onnx'))
+    assert res.returncode == 2 and 'option file not found' in res.stderr, res.stderr
+    monkeypatch.undo()
+
     hide = tmp_path / 'hide'
     hide.mkdir()
     (hide / 'sitecustomize.py').write_text("import sys\nsys.modules['onnx'] = None\nsys.modules['onnxruntime'] = None\n")
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(hide), os.environ.get('PYTHONPATH', '')])}
-
-    def export(*args):
-        return subprocess.run([sys.executable, osp.join(TOOLS, 'export_onnx.py'), *args], capture_output=True,
-                              text=True, timeout=120, cwd=ROOT, env=env)
-
-    res = export('-opt', str(tmp_path / 'missing.yml'), '-o', str(tmp_path / 'never.onnx'))
-    assert res.returncode == 2 and 'option file not found' in res.stderr, res.stderr
-    res = export('--genotype', TINY_GENOTYPE, '--num-feat', '8', '--num-blocks', '2', '-o', str(tmp_path / 'n.onnx'))
+    res = subprocess.run([sys.executable, osp.join(TOOLS, 'export_onnx.py'), '--genotype', TINY_GENOTYPE,
+                          '--num-feat', '8', '--num-blocks', '2', '-o', str(tmp_path / 'n.onnx')],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert res.returncode == 2 and 'onnx and onnxruntime not installed' in res.stderr, res.stderr
     assert 'requirements-onnx.txt' in res.stderr and 'Traceback' not in res.stderr
     assert not (tmp_path / 'n.onnx').exists()
