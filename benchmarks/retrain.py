@@ -1,7 +1,7 @@
 """Section 8, ``retrain``: the retrain step of DeCoNASNet (paper genotype) against EDSR-baseline and CARN.
 
 * dispatched aten ops per step (``utils.op_count``, on the CPU: the count does not depend on the machine or
-  its load, and on a GPU each op is about one kernel launch), with the goal of issue 11: forward, L1 loss
+  its load, and on a GPU each op is about one kernel launch), with the goal: forward, L1 loss
   and backward of DeCoNASNet in at most 800 ops;
 * ms per retrain step (zero_grad, forward, L1, backward, Adam) of each network in fp32 and with bf16 autocast,
   interleaved, and the DeCoNASNet / EDSR-baseline ratios;
@@ -23,7 +23,7 @@ from .common import _f, _log
 from .timing import TrainStep, interleaved, median_ms
 
 GOAL_RETRAIN_OPS = 800
-# at commit 35f78c5 (issue 11): DeCoNASNet's retrain step, the supernet's child step on the paper genotype
+# at commit 35f78c5: DeCoNASNet's retrain step, the supernet's child step on the paper genotype
 OPS_BEFORE = {'forward_backward': 1169, 'step': 1554, 'supernet_forward_backward': 1313, 'supernet_step': 1698}
 
 
@@ -196,7 +196,7 @@ def _md_retrain(s, cfg, result):
         was = (f' (was {before["supernet_forward_backward"]:,})' if 'supernet_forward_backward' in before else '')
         out.append(f'| DeCoNetSupernet child step, paper genotype (C=64) | {sc["forward_backward"]:,}{was} | '
                    f'{sc["optimizer"]:,} | {sc["step"]:,} |')
-    out += ['', f'Goal (issue 11): DeCoNASNet forward + L1 + backward <= {s["goal_ops"]} ops (was '
+    out += ['', f'Goal: DeCoNASNet forward + L1 + backward <= {s["goal_ops"]} ops (was '
             f'{before["forward_backward"]:,}, whole step {before["step"]:,}): **{dn["forward_backward"]}**, '
             f'{"met" if s["meets_goal"] else "NOT met"}. Most frequent: '
             + ', '.join(f'`{k}` {v}' for k, v in dn['top'][:8]) + '.', '']
