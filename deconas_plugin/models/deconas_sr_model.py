@@ -10,8 +10,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from deconas_plugin.model_options import (AUTOCAST_DTYPES, AUTOCAST_VALUES, COMPILE_KEYS,  # noqa: F401 (old path)
-                                          COMPILE_VALUES, autocast_dtype, compile_settings)
+from deconas_plugin.model_options import autocast_dtype, compile_settings
 from deconas_plugin.utils.checkpoint import atomic_save
 from deconas_plugin.utils.y_protocol import gray_visuals, is_single_channel
 
