@@ -160,8 +160,8 @@ def create_train_val_dataloader(opt, logger):
 _ORIGINAL = {}
 
 
-def _option_backend():
-    """``dist_params.backend`` of the option file on the command line (``-opt``), if any."""
+def _option_dist_params() -> dict:
+    """``dist_params`` of the option file on the command line (``-opt``), or {}."""
     import argparse
 
     import yaml
@@ -169,13 +169,13 @@ def _option_backend():
     parser.add_argument('-opt')
     args, _ = parser.parse_known_args()
     if not args.opt:
-        return None
+        return {}
     with open(args.opt) as f:
         opt = yaml.safe_load(f) or {}
-    return (opt.get('dist_params') or {}).get('backend')
+    return opt.get('dist_params') or {}
 
 
-def _init_dist_slurm(backend, port=None):
+def _init_dist_slurm(backend, port=None, timeout=None):
     """BasicSR's slurm set-up (``_init_dist_slurm``) without its CUDA-only steps.
 
     Rank, world size and master address come from ``SLURM_PROCID``, ``SLURM_NTASKS`` and the first
@@ -186,7 +186,7 @@ def _init_dist_slurm(backend, port=None):
     import os
     import subprocess
 
-    import torch.distributed as dist
+    from . import dist as dist_util
 
     missing = [name for name in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST') if name not in os.environ]
     if missing:
@@ -215,7 +215,7 @@ def _init_dist_slurm(backend, port=None):
     os.environ['RANK'] = str(proc_id)
     if num_gpus:
         torch.cuda.set_device(local_rank % num_gpus)
-    dist.init_process_group(backend=backend)
+    dist_util.init_process_group(backend, timeout or dist_util.DEFAULT_TIMEOUT_S)
 
 
 def init_dist(launcher, backend=None, **kwargs):
@@ -225,24 +225,27 @@ def init_dist(launcher, backend=None, **kwargs):
     launchers. The backend here is, in order: the ``backend`` argument (BasicSR passes
     ``dist_params`` as keyword arguments under slurm, ``port`` included), ``dist_params.backend``
     of the option file, the ``DECONAS_DIST_BACKEND`` environment variable, else nccl with CUDA and
-    gloo without. ``--launcher slurm`` uses ``_init_dist_slurm``, which also runs on CPU.
+    gloo without. ``--launcher slurm`` uses ``_init_dist_slurm``, which also runs on CPU. The group is
+    made by ``utils.dist.init_process_group`` with ``dist_params.timeout`` (seconds, default
+    ``utils.dist.DEFAULT_TIMEOUT_S``).
     """
     import os
 
-    import torch.distributed as dist
+    from . import dist as dist_util
 
-    backend = (backend or _option_backend() or os.environ.get('DECONAS_DIST_BACKEND')
+    dist_params = _option_dist_params()
+    backend = (backend or dist_params.get('backend') or os.environ.get('DECONAS_DIST_BACKEND')
                or ('nccl' if torch.cuda.is_available() else 'gloo'))
     if backend == 'nccl' and not torch.cuda.is_available():
         raise RuntimeError('dist_params.backend is nccl but CUDA is not available: use backend: gloo on CPU')
     if launcher == 'slurm':
-        _init_dist_slurm(backend, **kwargs)
+        _init_dist_slurm(backend, **{**kwargs, 'timeout': kwargs.get('timeout', dist_params.get('timeout'))})
         return
     if launcher != 'pytorch':
         raise ValueError(f'invalid launcher {launcher!r}: use pytorch (torchrun) or slurm')
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % torch.cuda.device_count())
-    dist.init_process_group(backend=backend)
+    dist_util.init_process_group(backend, dist_params.get('timeout') or dist_util.DEFAULT_TIMEOUT_S)
 
 
 def _name_unreadable_pairs():
