@@ -1,0 +1,270 @@
+"""Running the stages: the plan printed first, every part under its own time limit, the stage's JSON and
+Markdown rewritten as soon as a part finishes, a stage whose results are complete skipped unless forced.
+
+``<out>/<stage>.json`` holds ``stage``, ``tiny``, ``complete`` (every part ran to an end: done, failed
+or out of time), ``parts`` (per part: ``status`` done | failed | timed out | not run, ``wall_s``,
+``limit_s``, ``stamp`` and ``result`` or ``error``), ``summary`` (the stage's answer, from its parts) and
+``stamp`` (GPU, driver, torch, CUDA, cuDNN, commit, date of the last part run). A stage run again
+without ``--force`` keeps its parts that are done and runs the others (a run cut short resumes).
+Subprocess and part logs go to ``<out>/logs/``.
+"""
+import datetime
+import importlib
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from deconas_plugin.utils.checkpoint import atomic_write_text
+from .plan import STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEFAULT_DATA = osp.join(ROOT, '.gpu', 'data')
+KILL_GRACE_S = 10  # after SIGTERM at the time limit, then SIGKILL
+
+
+class EvidenceError(Exception):
+    """A user error of the runner (missing data, an unknown stage, a stage that needs another first)."""
+
+
+def stamp(device: str) -> dict:
+    """What every result names: GPU, driver, torch, CUDA and cuDNN versions, commit, date (UTC)."""
+    import torch
+    info = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
+            'commit': _git('rev-parse', '--short', 'HEAD'), 'dirty': bool(_git('status', '--porcelain', '-uno')),
+            'torch': torch.__version__, 'cuda': torch.version.cuda, 'device': device,
+            'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            'python': sys.version.split()[0]}
+    if device.startswith('cuda') and torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), driver=_driver())
+    else:
+        import platform
+        info.update(gpu=None, gpus=0, driver=None, cpu=platform.processor() or platform.machine())
+    return info
+
+
+def _git(*args) -> Optional[str]:
+    try:
+        out = subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _driver() -> Optional[str]:
+    try:
+        out = subprocess.run(['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def part_function(spec: str) -> Callable:
+    """``'speed:adam'`` -> ``benchmarks.gpu_evidence.speed.adam``."""
+    module, name = spec.split(':')
+    return getattr(importlib.import_module(f'{__package__}.{module}'), name)
+
+
+def run_isolated(cmd: List[str], limit_s: float, log_path: str, env: Optional[dict] = None) -> dict:
+    """Run ``cmd`` in its own process group, output appended to ``log_path``; at ``limit_s`` the whole group
+    gets SIGTERM, then SIGKILL after ``KILL_GRACE_S``. ``{'returncode', 'timed_out', 'wall_s'}``."""
+    os.makedirs(osp.dirname(log_path), exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_path, 'ab') as log:
+        log.write(f'\n$ {" ".join(cmd)}\n'.encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
+        try:
+            proc.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+        except BaseException:  # an interrupt of the runner ends its part too
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+            raise
+    return {'returncode': proc.returncode, 'timed_out': timed_out, 'wall_s': time.perf_counter() - t0}
+
+
+def _kill_group(proc: subprocess.Popen, sig: int):
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class Runner:
+    """Runs stages into ``out``. ``isolate``: every part in its own process under its time limit (the
+    default); without, parts run in this process (the tests' tiny runs) and the limits are not enforced."""
+
+    def __init__(self, out: str, data: str = DEFAULT_DATA, device: str = 'cuda', tiny: bool = False,
+                 isolate: bool = True, prefix: Optional[str] = None, say: Callable[[str], None] = print):
+        self.out, self.data, self.device, self.tiny, self.isolate = osp.abspath(out), osp.abspath(data), device, tiny, \
+            isolate
+        self.plan = make_plan(tiny)
+        self.prefix = prefix or f'gpu_evidence_{osp.basename(osp.normpath(self.out))}'
+        self.say = say
+
+    # ------------------------------------------------------------------------------------------ state
+    def result_path(self, stage: str, ext: str = 'json') -> str:
+        return osp.join(self.out, f'{stage}.{ext}')
+
+    def load(self, stage: str) -> Optional[dict]:
+        path = self.result_path(stage)
+        if not osp.isfile(path):
+            return None
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+
+    def context(self, stage: str) -> dict:
+        """What a part gets besides its arguments (JSON: it crosses into the part's process)."""
+        return {'out': self.out, 'data': self.data, 'device': self.device, 'tiny': self.tiny, 'stage': stage,
+                'prefix': self.prefix, 'logs': osp.join(self.out, 'logs'),
+                'results': {s: self.load(s) for s in STAGES if s != stage and osp.isfile(self.result_path(s))}}
+
+    # ------------------------------------------------------------------------------------------- plan
+    def plan_text(self, stages: Sequence[str], force: bool = False) -> str:
+        lines = [f'GPU evidence plan ({"tiny, CPU sizes" if self.tiny else "one H200"}), device {self.device}, '
+                 f'results in {self.out}:']
+        total = 0
+        for stage in stages:
+            parts, done = self.plan[stage], self.load(stage)
+            if done and done.get('complete') and not force:
+                lines.append(f'  {stage}: skipped (complete in {self.result_path(stage)}; --force reruns it)')
+                continue
+            kept = {n for n, p in ((done or {}).get('parts') or {}).items() if p['status'] == 'done'} if not force \
+                else set()
+            todo = [p for p in parts if p['name'] not in kept]
+            est = stage_estimate_s(todo)
+            total += est
+            lines.append(f'  {stage}: about {_mmss(est)} (limit {_mmss(stage_limit_s(todo))})'
+                         + (f', {len(kept)} part(s) kept from an earlier run' if kept else ''))
+            for p in todo:
+                lines.append(f'    - {p["name"]}: about {p["estimate_s"]} s, limit {p["limit_s"]} s')
+        lines.append(f'  total: about {_mmss(total)}')
+        return '\n'.join(lines)
+
+    # -------------------------------------------------------------------------------------------- run
+    def run(self, stages: Sequence[str], force: bool = False) -> Dict[str, dict]:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise EvidenceError(f'unknown stage(s) {unknown}; choose from {", ".join(STAGES)} or all')
+        self.say(self.plan_text(stages, force))
+        out = {}
+        for stage in stages:
+            done = self.load(stage)
+            if done and done.get('complete') and not force:
+                out[stage] = done
+                continue
+            out[stage] = self.run_stage(stage, None if force else done)
+        return out
+
+    def run_stage(self, stage: str, earlier: Optional[dict] = None) -> dict:
+        from . import STAGE_MODULES
+        module = STAGE_MODULES[stage]
+        module.check_inputs(self, stage)  # a clear error before any part runs
+        result = {'stage': stage, 'tiny': self.tiny, 'complete': False, 'parts': {}, 'summary': None,
+                  'stamp': stamp(self.device), 'limit_s': stage_limit_s(self.plan[stage])}
+        kept = {n: p for n, p in ((earlier or {}).get('parts') or {}).items() if p['status'] == 'done'}
+        deadline = time.monotonic() + stage_limit_s(self.plan[stage])
+        self.say(f'== {stage}')
+        for part in self.plan[stage]:
+            name = part['name']
+            if name in kept:
+                result['parts'][name] = kept[name]
+                self.say(f'  {name}: kept from {kept[name]["stamp"]["date"]}')
+                continue
+            if self.isolate and time.monotonic() + part['limit_s'] > deadline + 1:
+                rec = {'status': 'not run', 'error': "the stage's time was spent", 'limit_s': part['limit_s']}
+            else:
+                rec = self.run_part(stage, part)
+            result['parts'][name] = rec
+            self.say(f'  {name}: {rec["status"]}' + (f' in {rec["wall_s"]:.1f} s' if 'wall_s' in rec else '')
+                     + (f' ({rec["error"][:200]})' if rec.get('error') else ''))
+            result['summary'] = module.summarize(result['parts'], self.context(stage))
+            self.write(stage, result)
+        result['complete'] = True
+        result['summary'] = module.summarize(result['parts'], self.context(stage))
+        self.write(stage, result)
+        return result
+
+    def run_part(self, stage: str, part: dict) -> dict:
+        ctx = self.context(stage)
+        rec = {'limit_s': part['limit_s'], 'args': part['args'], 'stamp': stamp(self.device)}
+        t0 = time.perf_counter()
+        if not self.isolate:
+            try:
+                rec.update(status='done', result=part_function(part['fn'])(ctx, **part['args']))
+            except Exception as e:  # noqa: BLE001  (recorded; the stage goes on with its next part)
+                import traceback
+                traceback.print_exc()
+                rec.update(status='failed', error=f'{type(e).__name__}: {e}'[:1000])
+            rec['wall_s'] = time.perf_counter() - t0
+            return rec
+        work = osp.join(self.out, 'logs', f'{stage}.{part["name"]}')
+        os.makedirs(osp.dirname(work), exist_ok=True)
+        with open(work + '.in.json', 'w', encoding='utf-8') as f:
+            json.dump({'fn': part['fn'], 'args': part['args'], 'context': ctx}, f)
+        if osp.exists(work + '.out.json'):
+            os.remove(work + '.out.json')
+        env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=os.pathsep.join(
+            [ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+        run = run_isolated([sys.executable, '-m', f'{__package__}.worker', work], part['limit_s'], work + '.log', env)
+        rec['wall_s'] = run['wall_s']
+        if run['timed_out']:
+            rec.update(status='timed out', error=f'stopped at its limit of {part["limit_s"]} s (log: '
+                       f'{osp.relpath(work + ".log", self.out)})')
+            return rec
+        try:
+            with open(work + '.out.json', encoding='utf-8') as f:
+                rec.update(json.load(f))
+        except (OSError, ValueError):
+            rec.update(status='failed', error=f'exit code {run["returncode"]} without a result (log: '
+                       f'{osp.relpath(work + ".log", self.out)}): {_tail(work + ".log")}')
+        return rec
+
+    def write(self, stage: str, result: dict):
+        from . import STAGE_MODULES
+        os.makedirs(self.out, exist_ok=True)
+        atomic_write_text(self.result_path(stage), json.dumps(result, indent=2, default=str) + '\n')
+        atomic_write_text(self.result_path(stage, 'md'), render_stage(result, STAGE_MODULES[stage].markdown))
+
+
+def render_stage(result: dict, body: Callable[[dict], List[str]]) -> str:
+    st = result['stamp']
+    where = (f'{st["gpu"]} (driver {st["driver"]}, {st["gpus"]} GPU(s))' if st.get('gpu') else
+             f'CPU ({st.get("cpu")})')
+    lines = [f'# GPU evidence: {result["stage"]}' + (' (tiny sizes, not a measurement)' if result['tiny'] else ''),
+             '', f'- {where}; torch {st["torch"]}, CUDA {st["cuda"]}, cuDNN {st["cudnn"]}, Python {st["python"]}',
+             f'- commit {st["commit"]}' + (' (with uncommitted changes)' if st.get('dirty') else '')
+             + f', {st["date"]}; ' + ('complete' if result['complete'] else 'in progress or cut short'),
+             '', '| part | status | wall s | limit s | measured |', '|---|---|---:|---:|---|']
+    for name, p in result['parts'].items():
+        lines.append(f'| {name} | {p["status"]}{": " + p["error"][:120].replace("|", "/") if p.get("error") else ""}'
+                     f' | {p.get("wall_s", 0):.0f} | {p["limit_s"]} | {(p.get("stamp") or {}).get("date", "-")} |')
+    lines += [''] + body(result)
+    return '\n'.join(lines).rstrip() + '\n'
+
+
+def _mmss(seconds: float) -> str:
+    return f'{int(seconds) // 60}:{int(seconds) % 60:02d}'
+
+
+def _tail(path: str, size: int = 600) -> str:
+    try:
+        with open(path, 'rb') as f:
+            f.seek(max(0, osp.getsize(path) - size))
+            return ' '.join(f.read().decode(errors='replace').split())[-size:]
+    except OSError:
+        return ''
