@@ -14,6 +14,7 @@ import torch
 from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
 from benchmarks import ZeroMaskSupernet, parse_only
 from deconas_plugin.genotype import Genotype
+from deconas_plugin.utils.embedded_data import SPLITS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -104,11 +105,11 @@ def test_quick_precision_section(tmp_path):
     rows = sec['variants']
     assert [(r['name'], r['autocast'], r['batch_seed']) for r in rows] == [
         ('fp32', None, 'A'), ('fp32, batch seed B', None, 'B'), ('bf16 autocast', 'bfloat16', 'A')]
-    assert sec['setup']['iters'] == 10 and sec['test_images'] == ['camera', 'chelsea', 'clock']
+    assert sec['setup']['iters'] == 10 and sec['test_images'] == sorted(SPLITS['test'])
     for r in rows:
         assert r['ms_per_iter'] > 0 and r['speedup'] > 0 and r['nonfinite_losses'] == 0
         assert math.isfinite(r['final_loss']) and r['final_loss'] > 0
-        assert 5 < r['psnr_y'] < 60 and 0 < r['ssim_y'] <= 1 and len(r['per_image']) == 3
+        assert 5 < r['psnr_y'] < 60 and 0 < r['ssim_y'] <= 1 and len(r['per_image']) == len(SPLITS['test'])
         assert r['psnr_diff'] == pytest.approx(r['psnr_y'] - rows[0]['psnr_y'])
     assert rows[0]['psnr_diff'] == 0 and rows[0]['speedup'] == 1
     # Same weights and batches: bf16 follows fp32 closely; another batch seed gives another network.

@@ -253,7 +253,8 @@ def test_report_metrics_equal_an_independent_computation(demo):
     with open(osp.join(demo['out'], 'options', 'test_found.yml')) as f:
         gt_dir = yaml.load(f, Loader=ordered_yaml()[0])['datasets']['test_1']['dataroot_gt']
     gray = [p for p in sorted(glob.glob(osp.join(gt_dir, '*.png'))) if Image.open(p).mode == 'L']
-    assert [osp.basename(p) for p in gray] == ['camera.png', 'clock.png']  # the gray-image rule is exercised
+    assert [osp.basename(p) for p in gray] == ['camera.png', 'coins.png', 'grass.png', 'gravel.png',
+                                               'page.png']  # the gray-image rule is exercised
     for row in rep['results']['rows']:
         ours = _recomputed_metrics(demo['out'], keys[row['arch']])
         psnr, ssim = ours['embedded_test']
@@ -350,6 +351,78 @@ def test_demo_stops_on_a_missing_test_set_before_any_work(tmp_path):
     assert f"test set {tmp_path / 'nowhere'} has no GTmod2/LRbicx2 folders" in proc.stderr
     assert 'tools/prepare_benchmark.py' in proc.stderr
     assert not out.exists()  # nothing prepared, searched or trained
+
+
+def test_report_per_image_gains_and_first_screen(demo):
+    """Per-image PSNR-Y/SSIM-Y of every method and image, whose mean is the logged one; gains over bicubic;
+    a caption that names every trained network not above bicubic; the first screen before everything else."""
+    _check(demo['first'])
+    rep = _report(demo['out'])
+    rows = {r['arch']: r for r in rep['results']['rows']}
+    test_images = sorted(osp.splitext(n)[0] for n in os.listdir(
+        osp.join(demo['out'], 'data_fast', 'embedded', 'test', 'GTmod2')))
+    assert len(test_images) >= 6
+    for row in rows.values():
+        per_image = row['per_image']['embedded_test']
+        assert sorted(per_image) == test_images
+        # the gray images' luma is rounded once more from the saved file: a few hundredths of a dB at most
+        assert np.mean([v['psnr'] for v in per_image.values()]) == pytest.approx(
+            row['metrics']['embedded_test']['psnr'], abs=0.03)
+        assert np.mean([v['ssim'] for v in per_image.values()]) == pytest.approx(
+            row['metrics']['embedded_test']['ssim'], abs=1e-3)
+        if row['arch'] == 'Bicubic':
+            assert row['gain_over_bicubic'] is None and row['seed_spread'] is None
+        else:
+            gain = row['gain_over_bicubic']['embedded_test']
+            assert gain == pytest.approx(row['metrics']['embedded_test']['psnr']
+                                         - rows['Bicubic']['metrics']['embedded_test']['psnr'], abs=1e-4)
+            assert (f"{row['label']} on embedded_test ({gain:+.2f} dB)" in rep['results']['caption']) == (gain <= 0)
+            assert row['seed_spread'] is None  # the stored measurement is not for --fast
+    caption = rep['results']['caption']
+    assert 'embedded_test: 7 images' in caption and 'one schedule: 20 iterations, batch 4, LR patch 24' in caption
+    assert 'Seed spread: not measured for this setting' in caption and rep['results']['seed_spread'] is None
+    with open(osp.join(demo['out'], 'report', 'results_table.md')) as f:
+        assert f.read().startswith(caption)
+    md = open(osp.join(demo['out'], 'report', 'report.md')).read()
+    assert md.index('## In short') < md.index('## Found network')
+    assert len(rep['summary']) == 4 and all(line in md for line in rep['summary'])
+    assert f"`{rep['genotype']['decimal']}`, a DeCoNASNet of {rep['genotype']['params']:,} parameters" in md
+    for row in rows.values():
+        assert f"{row['label']} {row['metrics']['embedded_test']['psnr']:.2f} dB" in rep['summary'][2]
+    assert rep['summary'][3].startswith('**Better than chance?**')
+    for image in test_images:  # the per-image table
+        assert re.search(rf'^\| {image} \|( \d+\.\d\d/0\.\d{{4}} \|){{3}}$', md, flags=re.M), image
+
+
+def test_seed_spread_is_measured_and_cited(demo, tmp_path):
+    """``--seed-spread 11``: the found network and CARN retrained with manual_seed 11 and tested; the file
+    holds both seeds' test means (seed 10: the demo's own tests) and their distance; the report cites it."""
+    _check(demo['first'])
+    spread_file = tmp_path / 'spread.json'
+    proc, _ = _run(demo['args'] + ['--seed-spread', '11', '--seed-spread-file', str(spread_file)])
+    _check(proc)
+    spread = json.loads(spread_file.read_text())
+    assert spread['seeds'] == [10, 11] and set(spread['networks']) == {'CARN', 'DeCoNASNet'}
+    assert spread['setting']['fast'] is True and spread['setting']['train']['total_iter'] == 20
+    assert spread['command'].startswith('python tools/demo.py --fast') and spread['machine'] and spread['date']
+    rep = _report(demo['out'])
+    keys = {'CARN': 'carn', 'DeCoNASNet': 'found'}
+    for row in rep['results']['rows']:
+        if row['arch'] == 'Bicubic':
+            continue
+        net = spread['networks'][row['arch']]
+        seed11 = report_lib.parse_test_log(report_lib.find_test_log(
+            osp.join(ROOT, 'results', f"{PREFIX}_test_{keys[row['arch']]}_seed11_x2")))['embedded_test']
+        assert net['psnr'] == [row['metrics']['embedded_test']['psnr'], seed11['psnr']]
+        assert net['psnr_spread'] == pytest.approx(abs(net['psnr'][0] - net['psnr'][1]), abs=1e-4)
+        assert row['seed_spread'] == net
+        ckpts = [osp.join(ROOT, 'experiments', f"{PREFIX}_{n}", 'models', 'net_g_latest.pth')
+                 for n in ({'CARN': 'CARN_x2', 'DeCoNASNet': 'found_x2'}[row['arch']],
+                           {'CARN': 'CARN_x2_seed11', 'DeCoNASNet': 'found_x2_seed11'}[row['arch']])]
+        first, second = (torch.load(p, map_location='cpu')['params'] for p in ckpts)
+        assert any(not torch.equal(first[k], second[k]) for k in first)  # another seed, another network
+    assert f"measured {spread['date']} on {spread['machine']} (`{spread_file}`)" in rep['results']['caption']
+    assert 'seed spread' in (tmp_path / 'spread.md').read_text().lower()
 
 
 # ------------------------------------------------------------------------------ real test sets (last)

@@ -38,7 +38,7 @@ import os
 import os.path as osp
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 
 from .. import derive as derive_lib
@@ -59,14 +59,15 @@ FAST_OVERRIDES = {
         'search.child_steps': 10, 'search.controller_steps': 5, 'search.controller_start_iter': 10,
         'search.reward_patches': 4, 'train.total_iter': 30, 'train.scheduler.milestones': [1000],
         'logger.print_freq': 10, 'logger.save_checkpoint_freq': 10},
-    'train': {'train.total_iter': 20, 'train.scheduler.milestones': [1000], 'logger.print_freq': 10,
-              'logger.save_checkpoint_freq': 10},
+    'train': {'train.total_iter': 20, 'train.warmup_iter': 5, 'train.scheduler.milestones': [1000],
+              'logger.print_freq': 10, 'logger.save_checkpoint_freq': 10},
 }
 DEFAULT_SAMPLES, FAST_SAMPLES = 100, 8
 LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patches
 TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
 MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
 MIN_REWARD_STD = 10.0  # reward patches flatter than this (grey levels) are left out
+SEED_SPREAD_FILE = osp.join(ROOT, 'benchmarks', 'cpu-2core', 'demo_seed_spread.json')  # measured, cited by the report
 
 
 class DemoError(RuntimeError):
@@ -142,28 +143,15 @@ def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std
 
 def per_image_psnr(test_opt_path: str) -> Dict[str, Dict[str, float]]:
     """{test set: {image: PSNR-Y}} of the images a test run saved (``results/<name>/visualization/<set>/``),
-    with the test's protocol: Y of a colour image, a gray ground truth's own values, border = scale."""
-    import cv2
-    from basicsr.metrics import calculate_psnr
+    with the test's protocol (``report.per_image_metrics``)."""
+    from .report import per_image_metrics
     opt = read_yaml(test_opt_path)
-    scale, out = opt['scale'], {}
-    for dataset in (opt.get('datasets') or {}).values():
-        folder = osp.join(ROOT, 'results', opt['name'], 'visualization', dataset['name'])
-        if not osp.isdir(folder):
-            continue
-        values = {}
-        for name in sorted(os.listdir(folder)):
-            stem = name[:-len(f"_{opt['name']}.png")] if name.endswith(f"_{opt['name']}.png") else None
-            gt_path = osp.join(dataset['dataroot_gt'], f'{stem}.png') if stem else None
-            if not gt_path or not osp.isfile(gt_path):
-                continue
-            gt = cv2.imread(gt_path, cv2.IMREAD_UNCHANGED)
-            sr = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED)
-            if gt.ndim == 2 and sr.ndim == 3:  # gray ground truth: scored on the output's luma
-                sr = cv2.cvtColor(sr, cv2.COLOR_BGR2GRAY)
-            values[stem] = float(calculate_psnr(sr, gt, scale, test_y_channel=gt.ndim == 3))
+    method = {'name': opt['name'], 'results_dir': osp.join(ROOT, 'results', opt['name'])}
+    out = {}
+    for key, dataset in sorted((opt.get('datasets') or {}).items()):
+        values = per_image_metrics(method, dict(dataset, name=dataset.get('name', key)), opt['scale'])
         if values:
-            out[dataset['name']] = values
+            out[dataset.get('name', key)] = {k: v['psnr'] for k, v in values.items()}
     return out
 
 
@@ -194,9 +182,56 @@ def below_bicubic_notes(methods: List[dict], test_opts: List[tuple], iterations:
                 note += (f' On a smooth image every stray grey level costs a lot of PSNR, and a small network trained '
                          f'{iterations:,} iterations from scratch has not yet learned to leave flat areas alone: this '
                          'is the demo budget, not a broken network (the paper\'s CARN is 4.1 dB above bicubic on '
-                         'Set5; the README\'s demo section retrains this CARN at other learning rates and budgets).')
+                         'Set5; docs/demo.md retrains this CARN at other learning rates and budgets).')
             notes.append(note)
     return notes
+
+
+def machine_text(threads: Optional[int]) -> str:
+    """The machine a measurement ran on, in one line (``benchmarks.machine.machine_info``)."""
+    import torch
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from benchmarks.machine import machine_info
+    info = machine_info(torch.device('cpu'))
+    load = ', '.join(f'{x:.1f}' for x in (info['load_avg_start'] or [])) or 'unknown'
+    return (f"{info['cpu']}, {info['usable_cores']} usable cores, torch {info['torch']}, "
+            f"{threads or 'default'} thread(s) per process, load average {load} when written")
+
+
+def seed_spread_md(result: dict) -> str:
+    """The Markdown page of a seed-spread measurement (``Demo.measure_seed_spread``)."""
+    set_ = result['setting']
+    lines = ['# Seed spread of the demo\'s trainings', '',
+             f"Measured {result['date']} on {result['machine']}, in {result['seconds']:,.0f} s.  ",
+             f"Command: `{result['command']}`  ",
+             f"Setting: x{set_['scale']}, {'--fast' if set_['fast'] else 'default'} budget, "
+             f"{set_['train']['total_iter']:,} iterations, batch {set_['batch_size_per_gpu']}, "
+             f"LR patch {set_['gt_size'] // set_['scale']}, optimiser {set_['train']['optim_g']}, scheduler "
+             f"{set_['train']['scheduler']}, warm-up {set_['train'].get('warmup_iter')}; found genotype "
+             f"`{result['genotype']}` (N, M, C = {set_['found_space']['num_blocks']}, "
+             f"{set_['found_space']['num_nodes']}, {set_['found_space']['num_feat']}), CARN {set_['carn']}.  ",
+             f"Test set: {result['test_set']} ({', '.join(set_['test_images'])}).", '',
+             'Each network trained twice from scratch, the runs differing only in `manual_seed` (initial weights '
+             'and the order of the training patches); test-set mean PSNR-Y (dB) / SSIM-Y of each, and how far '
+             'apart they land:', '',
+             '| Network | ' + ' | '.join(f'seed {s}' for s in result['seeds'])
+             + ' | PSNR-Y spread (dB) | SSIM-Y spread |',
+             '|---|' + '---:|' * (len(result['seeds']) + 2)]
+    for arch, row in result['networks'].items():
+        cells = ' | '.join(f'{p:.2f}/{q:.4f}' for p, q in zip(row['psnr'], row['ssim']))
+        lines.append(f"| {row['label']} | {cells} | {row['psnr_spread']:.2f} | {row['ssim_spread']:.4f} |")
+    lines += ['', 'Per image, PSNR-Y (dB):', '',
+              '| Image | ' + ' | '.join(f"{row['label']}, seed {s}" for row in result['networks'].values()
+                                       for s in row['seeds']) + ' |',
+              '|---|' + '---:|' * sum(len(row['seeds']) for row in result['networks'].values())]
+    for image in set_['test_images']:
+        cells = [row['per_image'].get(str(s), {}).get(image, {}).get('psnr') for row in result['networks'].values()
+                 for s in row['seeds']]
+        lines.append(f'| {image} | ' + ' | '.join('-' if c is None else f'{c:.2f}' for c in cells) + ' |')
+    lines += ['', 'Two seeds give one sample of the spread, not its distribution: read it as the size of a '
+              'difference that means nothing, not as a confidence interval.', '']
+    return '\n'.join(lines)
 
 
 def set_dotted(opt: dict, dotted: str, value):
@@ -234,6 +269,7 @@ class Demo:
         self.t0 = None
         self.paths: Dict[str, str] = {}
         self.console = sys.stdout  # banners go here even while --quiet redirects the prepare step
+        self.argv = list(getattr(args, 'argv', None) or [])
 
     # ------------------------------------------------------------------------------- reporting
     def say(self, text: str):
@@ -451,39 +487,151 @@ class Demo:
              'checkpoint': ckpt(found)},
         ]
 
+    def run_test(self, method: dict, sets: List[dict]) -> Tuple[str, str]:
+        """Write ``<out>/options/test_<key>.yml`` for ``method`` (a ``test_methods`` dict) on ``sets`` and run
+        ``deconas_plugin/test.py`` unless its log is newer than the option file and the checkpoint;
+        returns (option file, 'ran' / 'skipped')."""
+        from .report import find_test_log, parse_test_log
+        opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
+        opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
+        opt['scale'] = self.scale
+        opt['num_gpu'] = self.num_gpu
+        opt['datasets'] = {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)}
+        opt['network_g'] = method['network_g']
+        opt['path']['pretrain_network_g'] = method['checkpoint']
+        for metric in opt['val']['metrics'].values():
+            metric['crop_border'] = self.scale
+        path = osp.join(self.options, f"test_{method['key']}.yml")
+        write_options(path, opt, f"# Written by tools/demo.py: test {method['label']}\n")
+        log = find_test_log(osp.join(ROOT, 'results', opt['name']))
+        inputs = max(mtime(path), mtime(method['checkpoint']) if method['checkpoint'] else -1)
+        if log and mtime(log) > inputs and set(parse_test_log(log)) >= {d['name'] for d in sets}:
+            return path, 'skipped'
+        self.say(f"    testing {method['label']}")
+        self.run_cmd([self.python, osp.join(ROOT, 'deconas_plugin', 'test.py'), '-opt', path], f"test_{method['key']}")
+        return path, 'ran'
+
     def step_test(self) -> str:
-        template = read_yaml(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
         sets = self.test_sets()
         statuses = []
         self.paths['test_opts'] = []
         for method in self.test_methods():
-            opt = copy.deepcopy(template)
-            opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
-            opt['scale'] = self.scale
-            opt['num_gpu'] = self.num_gpu
-            opt['datasets'] = {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)}
-            opt['network_g'] = method['network_g']
-            opt['path']['pretrain_network_g'] = method['checkpoint']
-            for metric in opt['val']['metrics'].values():
-                metric['crop_border'] = self.scale
-            path = osp.join(self.options, f"test_{method['key']}.yml")
-            write_options(path, opt, f"# Written by tools/demo.py: test {method['label']}\n")
+            path, status = self.run_test(method, sets)
             self.paths['test_opts'].append((method['label'], path))
-            from .report import find_test_log, parse_test_log
-            log = find_test_log(osp.join(ROOT, 'results', opt['name']))
-            inputs = max(mtime(path), mtime(method['checkpoint']) if method['checkpoint'] else -1)
-            if log and mtime(log) > inputs and set(parse_test_log(log)) >= {d['name'] for d in sets}:
-                statuses.append('skipped')
-                continue
-            self.say(f"    testing {method['label']}")
-            self.run_cmd([self.python, osp.join(ROOT, 'deconas_plugin', 'test.py'), '-opt', path],
-                         f"test_{method['key']}")
-            statuses.append('ran')
+            statuses.append(status)
         return 'ran' if 'ran' in statuses else 'skipped'
+
+    def training_text(self) -> str:
+        """One sentence: how the found network and CARN were trained (the results table's caption)."""
+        opt = read_yaml(self.paths['found_train_opt'])
+        train, data = opt['train'], (opt.get('datasets') or {}).get('train') or {}
+        optim, sched = train.get('optim_g') or {}, train.get('scheduler') or {}
+        warmup = train.get('warmup_iter') or -1
+        lr = f"{optim.get('type', '?')} {optim.get('lr', float('nan')):g}"
+        if warmup > 0:
+            lr += f', reached by a linear warm-up over {warmup:,} iterations'
+        if sched.get('type') == 'MultiStepLR':
+            steps = ' and '.join(f'{m:,}' for m in sched.get('milestones', []) if m < train['total_iter'])
+            lr += f", times {sched.get('gamma')} at {steps}" if steps else ', constant'
+        elif sched:
+            lr += f", {sched.get('type')}"
+        patch = data.get('gt_size', 0) // self.scale if data.get('gt_size') else '?'
+        return (f"CARN and the found network trained with one schedule: {train['total_iter']:,} iterations, batch "
+                f"{data.get('batch_size_per_gpu', '?')}, LR patch {patch}, {lr}; manual_seed {opt.get('manual_seed')}.")
+
+    # ---------------------------------------------------------------------------- seed spread
+    def spread_setting(self) -> Optional[dict]:
+        """Everything a seed-spread measurement depends on besides the seed (and the found genotype), or
+        None when the demo runs a user's option files or test sets (the stored measurement is the demo's)."""
+        if self.args.search_opt or self.args.train_opt or self.args.test_sets:
+            return None
+        found, carn = read_yaml(self.paths['found_train_opt']), read_yaml(self.paths['carn_train_opt'])
+        data = found['datasets']['train']
+        test_gt = self.test_sets()[0]['dataroot_gt']
+        return {'scale': self.scale, 'fast': self.fast, 'max_side': FAST_MAX_SIDE if self.fast else MAX_SIDE,
+                'test_images': sorted(osp.splitext(n)[0] for n in os.listdir(test_gt) if n.endswith('.png')),
+                'train': plain(found['train']), 'batch_size_per_gpu': data['batch_size_per_gpu'],
+                'gt_size': data['gt_size'],
+                'found_space': {k: found['network_g'].get(k) for k in ('num_blocks', 'num_nodes', 'num_feat')},
+                'carn': plain(carn['network_g'])}
+
+    def seed_spread(self) -> Optional[dict]:
+        """The stored seed-spread measurement (``--seed-spread-file``) when it was made for this setting
+        (``spread_setting``), with a note when the found genotype differs from the measured one; else None."""
+        path = self.args.seed_spread_file
+        setting = self.spread_setting()
+        if setting is None or not osp.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+            same = stored['setting'] == setting
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DemoError(f'seed-spread file {path} is unreadable ({e}); remake it with --seed-spread') from None
+        if not same:
+            return None
+        cited = {k: stored[k] for k in ('date', 'machine', 'command', 'seeds', 'networks')}
+        cited['file'] = osp.relpath(path, ROOT) if path.startswith(ROOT) else path
+        genotype = read_yaml(self.paths['found_train_opt'])['network_g'].get('genotype')
+        cited['note'] = (None if stored.get('genotype') == genotype else
+                         f"The found network's spread was measured on genotype `{stored.get('genotype')}`; this run "
+                         f"found `{genotype}` (same N, M, C).")
+        return cited
+
+    def measure_seed_spread(self, seed: int) -> dict:
+        """Retrain the found network and CARN with ``manual_seed`` = ``seed`` (everything else as the demo's),
+        test them like the demo's, and write the measurement (JSON and Markdown) to ``--seed-spread-file``."""
+        from .report import find_test_log, parse_test_log, per_image_metrics
+        setting = self.spread_setting()
+        if setting is None:
+            raise DemoError('--seed-spread measures the demo\'s own setting: not with --search-opt, --train-opt '
+                            'or --test-sets')
+        sets = self.test_sets()
+        demo_methods = {m['key']: m for m in self.test_methods()}
+        networks, t0 = {}, time.time()
+        for key, train_key in (('found', 'found_train_opt'), ('carn', 'carn_train_opt')):
+            opt = read_yaml(self.paths[train_key])
+            base_seed = opt['manual_seed']
+            if seed == base_seed:
+                raise DemoError(f'--seed-spread {seed} is the demo\'s own manual_seed; give another one')
+            opt['manual_seed'] = seed
+            opt['name'] = f"{opt['name']}_seed{seed}"
+            path = osp.join(self.options, f'train_{key}_seed{seed}.yml')
+            write_options(path, opt, f'# Written by tools/demo.py --seed-spread: {osp.basename(self.paths[train_key])} '
+                          f'with manual_seed {seed}\n')
+            self.say(f'    seed spread: training {key} with manual_seed {seed}')
+            self.train(path, f'{key}_seed{seed}')
+            method = dict(demo_methods[key], key=f'{key}_seed{seed}',
+                          checkpoint=osp.join(ROOT, 'experiments', opt['name'], 'models', 'net_g_latest.pth'))
+            test_paths = {base_seed: dict(self.paths['test_opts'])[demo_methods[key]['label']],
+                          seed: self.run_test(method, sets)[0]}
+            row = {'label': method['label'], 'seeds': [base_seed, seed], 'psnr': [], 'ssim': [], 'per_image': {}}
+            for s, test_path in test_paths.items():
+                test_opt = read_yaml(test_path)
+                results_dir = osp.join(ROOT, 'results', test_opt['name'])
+                metrics = parse_test_log(find_test_log(results_dir))[sets[0]['name']]
+                row['psnr'].append(metrics['psnr'])
+                row['ssim'].append(metrics['ssim'])
+                row['per_image'][str(s)] = per_image_metrics({'name': test_opt['name'], 'results_dir': results_dir},
+                                                             sets[0], self.scale)
+            row['psnr_spread'] = round(abs(row['psnr'][0] - row['psnr'][1]), 4)
+            row['ssim_spread'] = round(abs(row['ssim'][0] - row['ssim'][1]), 4)
+            networks[demo_methods[key]['network_g']['type']] = row
+        result = {'date': time.strftime('%Y-%m-%d'), 'machine': machine_text(self.threads),
+                  'command': 'python tools/demo.py ' + ' '.join(self.argv), 'setting': setting,
+                  'genotype': read_yaml(self.paths['found_train_opt'])['network_g'].get('genotype'),
+                  'test_set': sets[0]['name'], 'seeds': networks['CARN']['seeds'], 'networks': networks,
+                  'seconds': round(time.time() - t0, 1)}
+        path = self.args.seed_spread_file
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        atomic_write_text(path, json.dumps(result, indent=2) + '\n')
+        atomic_write_text(osp.splitext(path)[0] + '.md', seed_spread_md(result))
+        self.say(f'    seed spread written to {path}')
+        return result
 
     def step_report(self) -> str:
         report_dir = osp.join(self.out, 'report')
-        if not self.ran_any and osp.isfile(osp.join(report_dir, 'report.json')):
+        if not self.ran_any and mtime(osp.join(report_dir, 'report.json')) > mtime(self.args.seed_spread_file):
             return 'skipped'
         from .report import build_report
         timings = {r['step']: r['made_in_seconds'] for r in self.results if r.get('made_in_seconds') is not None}
@@ -503,7 +651,8 @@ class Demo:
                                      demo_budget=not self.args.train_opt)
         self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
                                    search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
-                                   timings=timings or None, notes=notes,
+                                   timings=timings or None, notes=notes, training=self.training_text(),
+                                   seed_spread=self.seed_spread(),
                                    complexity_cache=self.args.complexity_cache
                                    or osp.join(self.out, 'complexity_cache.json'))
         return 'ran'
@@ -532,6 +681,17 @@ class Demo:
             made_in = seconds if status == 'ran' else previous.get(step)
             self.results.append({'step': step, 'status': status, 'seconds': seconds, 'made_in_seconds': made_in})
             self.banner(index, step, f'{status} in {seconds:.1f} s')
+        if self.args.seed_spread is not None:
+            t = time.time()
+            self.say(f'[demo] seed spread: the found network and CARN again with manual_seed {self.args.seed_spread}')
+            try:
+                self.measure_seed_spread(self.args.seed_spread)
+            except DemoError:
+                self._write_summary(failed='seed-spread')
+                raise
+            self.ran_any = True
+            self.step_report()  # the report cites the new measurement
+            self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
         summary = self._write_summary()
         self.say('\nstep      status   time')
         for r in self.results:
@@ -596,12 +756,19 @@ def parse_args(argv=None):
                    "cores or a busy one, else PyTorch's default; 0: PyTorch's default)")
     p.add_argument('--complexity-cache', help='JSON cache of params/MACs of the report (default: '
                    '<out>/complexity_cache.json; counting RDN alone takes ~20 s on 2 cores)')
+    p.add_argument('--seed-spread', type=int, metavar='SEED',
+                   help='after the demo, retrain the found network and CARN with manual_seed SEED, test them and '
+                   'write how far the two seeds land apart to --seed-spread-file (the report cites it)')
+    p.add_argument('--seed-spread-file', default=SEED_SPREAD_FILE,
+                   help='seed-spread measurement the report cites when it was made for the same setting, and that '
+                   f'--seed-spread writes (with a .md page beside it); default {osp.relpath(SEED_SPREAD_FILE, ROOT)}')
     p.add_argument('--quiet', action='store_true', help='subprocess output only into <out>/logs/, not the console')
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return Demo(args).run()
     except (DemoError, derive_lib.DeriveError) as e:

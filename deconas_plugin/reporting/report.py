@@ -9,7 +9,7 @@ Outputs, in ``--out`` (every file written to a temporary name and renamed):
 
 * ``report.md``: everything below, readable on GitHub;
 * ``report.json``: the same numbers (fields below);
-* ``results_table.md``: the PSNR/SSIM table alone (the paper's Table II layout);
+* ``results_table.md``: the PSNR/SSIM table alone (the paper's Table II layout) under its caption;
 * ``search_scatter.png`` (paper Fig. 4): PSNR vs params of every genotype sampled by the
   controller during the search (``search_history.jsonl``), coloured by controller step, the
   chosen genotype highlighted;
@@ -61,7 +61,16 @@ JSON fields of ``report.json`` (a test checks that each one is present):
   (int or null), ``lr_w``, ``lr_h``, ``macs_method``.
 - ``results.test_sets`` (list of str): test set names, in column order.
 - ``results.rows`` (list): one dict per method: ``label``, ``arch``, ``scale``, ``params`` (null for Bicubic),
-  ``results_dir``, ``metrics`` ({test set: {``psnr``, ``ssim``}}, from the test log).
+  ``results_dir``, ``metrics`` ({test set: {``psnr``, ``ssim``}}, the means of the test log), ``per_image``
+  ({test set: {image: {``psnr``, ``ssim``}}}, recomputed from the saved outputs), ``gain_over_bicubic``
+  ({test set: dB}, mean PSNR-Y minus Bicubic's; null for Bicubic or without it), ``seed_spread`` (null, or
+  ``seeds``, ``psnr`` and ``ssim`` (test means per seed), ``psnr_spread`` and ``ssim_spread`` (|difference|)).
+- ``results.caption`` (str): the table's caption: the training, whether every trained network beats bicubic,
+  the seed spread's source.
+- ``results.seed_spread`` (dict or null): the seed-spread measurement cited (``file``, ``date``, ``machine``,
+  ``command``, ``seeds``, ``networks`` by arch, ``note``), or null when none applies to this setting.
+- ``summary`` (list of str): the first screen of ``report.md``: what was searched, what was found, how it
+  compares with bicubic and CARN, whether the search did better than chance.
 - ``figures`` (dict): file names of ``scatter``, ``curves``, ``policy``, ``signal``, ``cell`` and ``crops`` (null when not drawn).
 - ``crops.image`` (str or null): image of the visual comparison.
 - ``crops.test_set`` (str or null): its test set.
@@ -395,15 +404,51 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(0.299 * r + 0.587 * g + 0.114 * b), 0, 255).astype(np.uint8)
 
 
-def image_psnr_y(sr: np.ndarray, gt: np.ndarray, crop: int) -> float:
-    """PSNR-Y as the test metric computes it: BT.601 Y of colour images, own values of a gray GT."""
-    from basicsr.metrics import calculate_psnr
+def _y_pair(sr: np.ndarray, gt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``sr`` and ``gt`` made comparable as the test metric does: a gray side makes the other its luma;
+    ``sr`` cut to the size of ``gt``. Shapes (H, W) or (H, W, 3), uint8."""
     if gt.ndim == 2 and sr.ndim == 3:
         sr = _luma(sr)
     if sr.ndim == 2 and gt.ndim == 3:
         gt = _luma(gt)
     h, w = gt.shape[:2]
-    return float(calculate_psnr(sr[:h, :w], gt, crop_border=crop, test_y_channel=True))
+    return sr[:h, :w], gt
+
+
+def image_psnr_y(sr: np.ndarray, gt: np.ndarray, crop: int) -> float:
+    """PSNR-Y as the test metric computes it: BT.601 Y of colour images, own values of a gray GT."""
+    from basicsr.metrics import calculate_psnr
+    sr, gt = _y_pair(sr, gt)
+    return float(calculate_psnr(sr, gt, crop_border=crop, test_y_channel=True))
+
+
+def image_ssim_y(sr: np.ndarray, gt: np.ndarray, crop: int) -> float:
+    """SSIM-Y with the protocol of ``image_psnr_y``."""
+    from basicsr.metrics import calculate_ssim
+    sr, gt = _y_pair(sr, gt)
+    return float(calculate_ssim(sr, gt, crop_border=crop, test_y_channel=True))
+
+
+def per_image_metrics(method: dict, test_set: dict, scale: int) -> Dict[str, Dict[str, float]]:
+    """``{image: {'psnr', 'ssim'}}`` (PSNR-Y in dB, SSIM-Y) of the images the test run of ``method``
+    (``_test_option``) saved for ``test_set`` (``results/<name>/visualization/<set>/<image>_<name>.png``),
+    scored against the set's ground truth with ``image_psnr_y`` / ``image_ssim_y``; images it did not
+    save are left out. The mean equals the logged one up to the rounding of a gray image's luma."""
+    folder = osp.join(method['results_dir'], 'visualization', test_set['name'])
+    suffix = f"_{method['name']}.png"
+    out = {}
+    if not osp.isdir(folder):
+        return out
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(suffix):
+            continue
+        stem = name[:-len(suffix)]
+        gt_path = osp.join(test_set['dataroot_gt'], f'{stem}.png')
+        if not osp.isfile(gt_path):
+            continue
+        sr, gt = _read(osp.join(folder, name)), _read(gt_path)
+        out[stem] = {'psnr': image_psnr_y(sr, gt, scale), 'ssim': image_ssim_y(sr, gt, scale)}
+    return out
 
 
 def choose_box(hr: np.ndarray, size: int) -> Tuple[int, int, int, int]:
@@ -496,19 +541,92 @@ def visual_comparison(methods: List[dict], test_sets: List[dict], scale: int, ou
 
 
 # --------------------------------------------------------------------------------------- tables
-def results_table(rows: List[dict], test_sets: List[str]) -> str:
-    """The paper's Table II layout: rows = methods, a scale and a params column, cells PSNR/SSIM."""
-    head = '| Method | Scale | Params | ' + ' | '.join(test_sets) + ' |'
-    sep = '|---|:---:|---:|' + '---:|' * len(test_sets)
-    lines = [head, sep]
+def results_table(rows: List[dict], test_sets: List[str], caption: str = '') -> str:
+    """The paper's Table II layout: rows = methods, a scale and a params column, cells PSNR/SSIM (test-set
+    means), then the mean PSNR-Y gain over bicubic and the 2-seed spread of each row (when known),
+    under ``caption`` (a paragraph; none when empty)."""
+    head = ('| Method | Scale | Params | ' + ' | '.join(test_sets)
+            + ' | PSNR-Y gain over bicubic (dB) | seed spread (dB) |')
+    sep = '|---|:---:|---:|' + '---:|' * len(test_sets) + '---:|---:|'
+    lines = ([caption, ''] if caption else []) + [head, sep]
     for r in rows:
         cells = []
         for ts in test_sets:
             m = r['metrics'].get(ts)
             cells.append('-' if not m else f"{m.get('psnr', float('nan')):.2f}/{m.get('ssim', float('nan')):.4f}")
         params = '-' if not r['params'] else f"{r['params']:,}"
-        lines.append(f"| {r['label']} | x{r['scale']} | {params} | " + ' | '.join(cells) + ' |')
+        gains = r.get('gain_over_bicubic') or {}
+        gain = ' / '.join(f'{gains[ts]:+.2f}' for ts in test_sets if gains.get(ts) is not None) or '-'
+        spread = r.get('seed_spread')
+        spread_cell = ('-' if r['arch'] == 'Bicubic' else 'not measured' if not spread else
+                       f"{spread['psnr_spread']:.2f} (seeds {', '.join(str(x) for x in spread['seeds'])})")
+        lines.append(f"| {r['label']} | x{r['scale']} | {params} | " + ' | '.join(cells)
+                     + f' | {gain} | {spread_cell} |')
     return '\n'.join(lines) + '\n'
+
+
+def gains_over_bicubic(rows: List[dict], test_sets: List[str]) -> None:
+    """Set ``gain_over_bicubic`` ({test set: dB}) of every row: its mean PSNR-Y minus the Bicubic row's
+    (None without a Bicubic row or a metric)."""
+    bicubic = next((r for r in rows if r['arch'] == 'Bicubic'), None)
+    for r in rows:
+        if bicubic is None or r is bicubic:
+            r['gain_over_bicubic'] = None
+            continue
+        gains = {}
+        for ts in test_sets:
+            mine, ref = r['metrics'].get(ts, {}).get('psnr'), bicubic['metrics'].get(ts, {}).get('psnr')
+            gains[ts] = None if mine is None or ref is None else round(mine - ref, 4)
+        r['gain_over_bicubic'] = gains
+
+
+def table_caption(rows: List[dict], test_sets: List[str], training: Optional[str],
+                  seed_spread: Optional[dict]) -> str:
+    """The results table's caption: what the cells are, the training, whether every trained network
+    beats bicubic on each test mean (said here, where the table is read), and where the seed spread comes from."""
+    n_images = {ts: max((len(r.get('per_image', {}).get(ts, {})) for r in rows), default=0) for ts in test_sets}
+    sizes = ', '.join(f'{ts}: {n} images' for ts, n in n_images.items() if n)
+    text = [f"Mean PSNR-Y (dB) / SSIM-Y over each test set{f' ({sizes})' if sizes else ''}."]
+    if training:
+        text.append(training)
+    below = [(r['label'], ts, g) for r in rows for ts, g in (r.get('gain_over_bicubic') or {}).items()
+             if g is not None and g <= 0]
+    trained = [r for r in rows if r.get('gain_over_bicubic')]
+    if below:
+        text.append('**Not above bicubic:** ' + '; '.join(f'{label} on {ts} ({g:+.2f} dB)' for label, ts, g in below)
+                    + '.')
+    elif trained:
+        text.append('Every trained network is above bicubic on every test mean.')
+    if seed_spread:
+        text.append(f"Seed spread: |difference| of the test-mean PSNR-Y between two trainings that differ only in "
+                    f"manual_seed ({', '.join(str(x) for x in seed_spread['seeds'])}), measured "
+                    f"{seed_spread['date']} on {seed_spread['machine']} (`{seed_spread['file']}`); a difference "
+                    'between rows smaller than it is noise.')
+        if seed_spread.get('note'):
+            text.append(seed_spread['note'])
+    elif trained:
+        text.append('Seed spread: not measured for this setting, so differences between rows have no noise '
+                    'estimate.')
+    return ' '.join(text)
+
+
+def per_image_md(rows: List[dict], test_sets: List[str]) -> str:
+    """One table per test set: PSNR-Y / SSIM-Y of each image (rows) and method (columns)."""
+    out = []
+    for ts in test_sets:
+        images = sorted({k for r in rows for k in r.get('per_image', {}).get(ts, {})})
+        if not images:
+            continue
+        out += [f'Per image, {ts} (PSNR-Y dB / SSIM-Y, from the saved outputs):', '',
+                '| Image | ' + ' | '.join(r['label'] for r in rows) + ' |', '|---|' + '---:|' * len(rows)]
+        for k in images:
+            cells = []
+            for r in rows:
+                m = r.get('per_image', {}).get(ts, {}).get(k)
+                cells.append('-' if not m else f"{m['psnr']:.2f}/{m['ssim']:.4f}")
+            out.append(f'| {k} | ' + ' | '.join(cells) + ' |')
+        out.append('')
+    return '\n'.join(out)
 
 
 def complexity_md(rows: List[dict]) -> str:
@@ -519,6 +637,81 @@ def complexity_md(rows: List[dict]) -> str:
         lines.append(f"| {r['label']} | {r['arch']} | x{r['scale']} | {r['params']:,} | {r['lr_w']}x{r['lr_h']} | "
                      f"{macs} | {r['macs_method']} |")
     return '\n'.join(lines) + '\n'
+
+
+# ----------------------------------------------------------------------------------- first screen
+def _vs(row: dict, other: dict, ts: str) -> str:
+    """``row`` minus ``other`` on ``ts`` in words, against the seed spreads of both (when measured)."""
+    diff = row['metrics'][ts]['psnr'] - other['metrics'][ts]['psnr']
+    spreads = [r['seed_spread']['psnr_spread'] for r in (row, other) if r.get('seed_spread')]
+    if len(spreads) < 2:
+        return f'{diff:+.2f} dB (no seed spread measured for this setting)'
+    verdict = 'larger than' if abs(diff) > max(spreads) else 'within'
+    return f'{diff:+.2f} dB, {verdict} the seed spreads ({spreads[0]:.2f} and {spreads[1]:.2f} dB)'
+
+
+def first_screen(r: dict) -> List[str]:
+    """Plain answers, with numbers, to: what was searched, what was found, how it compares with bicubic
+    and CARN at what size, and whether the search did better than chance (from the signal probe)."""
+    s, g, sp = r['search'], r['genotype'], r['search']['space']
+    n_bits = sum(c in '01' for c in g['bits'])
+    lines = [f"**Searched:** DeCoNAS cells of N = {sp['num_blocks']} blocks x M = {sp['num_nodes']} nodes, "
+             f"C = {sp['num_feat']} features (2^{n_bits} = {2 ** n_bits:,} genotypes), x{r['scale']}; the "
+             f"controller sampled {s['history_rows']} genotypes ({s['distinct_genotypes']} distinct) over "
+             f"{s['last_iter']:,} child iterations, reward = PSNR-Y on the reward images - {s['alpha']} x "
+             f"{PENALTY_TEXT[s.get('penalty', 'params')]}."]
+    d = g.get('derive') or {}
+    lines.append(f"**Found:** `{g['decimal']}`, a DeCoNASNet of {g['params']:,} parameters"
+                 + (f" (best reward of {d['samples']} genotypes drawn from the trained controller)."
+                    if d.get('samples') else '.'))
+    rows = r['results']['rows']
+    by_arch = {row['arch']: row for row in rows}
+    found, carn, bicubic = by_arch.get('DeCoNASNet'), by_arch.get('CARN'), by_arch.get('Bicubic')
+    for ts in r['results']['test_sets']:
+        scored = [row for row in (found, carn, bicubic) if row and ts in row['metrics']]
+        if not scored:
+            continue
+        parts = []
+        for row in scored:
+            text = f"{row['label']} {row['metrics'][ts]['psnr']:.2f} dB"
+            extra = [f"{row['params']:,} params"] if row.get('params') else []
+            gain = (row.get('gain_over_bicubic') or {}).get(ts)
+            if gain is not None:
+                extra.append(f'{gain:+.2f} dB over bicubic')
+            if row.get('seed_spread'):
+                extra.append(f"seed spread {row['seed_spread']['psnr_spread']:.2f} dB")
+            parts.append(text + (f" ({', '.join(extra)})" if extra else ''))
+        n = max(len(row.get('per_image', {}).get(ts, {})) for row in scored)
+        line = f"**Test ({ts}{f', {n} images' if n else ''}, mean PSNR-Y):** " + '; '.join(parts) + '.'
+        if found and carn and ts in found['metrics'] and ts in carn['metrics']:
+            size = (f" with {found['params'] / carn['params']:.2f}x its parameters"
+                    if found['params'] and carn['params'] else '')
+            line += f" Found minus CARN{size}: {_vs(found, carn, ts)}."
+        lines.append(line)
+    sig = s.get('signal')
+    if not sig:
+        lines.append('**Better than chance?** Not measured: the search did not probe the architecture signal '
+                     '(`search.signal_probe: 0`).')
+    else:
+        gap = abs(sig['full_psnr'] - sig['empty_psnr'])
+        numbers = (f"median SNR of one reward {sig['median_snr']:.2f} over {sig['phases']} phases, full minus empty "
+                   f"cell {gap:.3f} dB")
+        if sig['learned_from_noise']:
+            verdict = ('No: the architecture moved the reward less than the reward noise did '
+                       f'({numbers}), so the controller learned from noise and the found cell is not expected to '
+                       'beat random cells of its size.')
+        elif sig['median_snr'] < 3 or gap < 0.1:
+            verdict = (f'Not shown: the architecture signal was weak ({numbers}; a search needs about SNR 3 and '
+                       '0.1 dB), so the found cell is not expected to beat random cells of its size.')
+        else:
+            verdict = (f'Possibly: the architecture moved the reward well above its noise ({numbers}); '
+                       '`tools/search_vs_random.py` measures whether the found network beats random ones.')
+        e = s.get('entropy')
+        if e and e.get('drop') is not None:
+            verdict += (f" (The policy entropy fell {100 * e['drop']:.0f}% over the search: the controller "
+                        'converged, on whatever signal it had.)')
+        lines.append(f'**Better than chance?** {verdict}')
+    return lines
 
 
 # --------------------------------------------------------------------------------------- report
@@ -540,8 +733,13 @@ def _test_option(label: Optional[str], path: str) -> dict:
 def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[str], str]] = (),
                  search_opt: Optional[str] = None, derive_dir: Optional[str] = None,
                  timings: Optional[Dict[str, float]] = None, notes: Sequence[str] = (),
-                 complexity_cache: Optional[str] = None, crop_image: Optional[str] = None) -> dict:
+                 complexity_cache: Optional[str] = None, crop_image: Optional[str] = None,
+                 training: Optional[str] = None, seed_spread: Optional[dict] = None) -> dict:
     """Write the report folder ``out``; returns the ``report.json`` dict.
+
+    ``training``: one sentence on how the trained networks were trained (the table's caption quotes it).
+    ``seed_spread``: the seed-spread measurement that applies to this setting (``results.seed_spread``;
+    its ``networks`` keyed by arch give each row's ``seed_spread``), or None.
 
     ``test_opts``: (label or None, test option file) per method, in table order.
     """
@@ -606,7 +804,12 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
                 test_sets.append(ts['name'])
         result_rows.append({'label': m['label'], 'arch': m['arch'], 'scale': m['scale'] or scale,
                             'params': count_network_params(m['network_g']), 'results_dir': m['results_dir'],
-                            'metrics': metrics})
+                            'metrics': metrics,
+                            'per_image': {ts['name']: values for ts in m['test_sets']
+                                          for values in [per_image_metrics(m, ts, m['scale'] or scale)] if values},
+                            'seed_spread': ((seed_spread or {}).get('networks') or {}).get(m['arch'])})
+    gains_over_bicubic(result_rows, test_sets)
+    caption = table_caption(result_rows, test_sets, training, seed_spread)
 
     # figures
     figures = {}
@@ -641,6 +844,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
         'version': VERSION,
         'created': datetime.datetime.now().isoformat(timespec='seconds'),
         'scale': scale,
+        'summary': [],  # first_screen(report), below
         'search': {
             'experiment': search_exp, 'option_file': osp.abspath(search_opt), 'space': space,
             'alpha': derive_lib.search_alpha(sopt), 'history_rows': len(history),
@@ -661,13 +865,15 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
                 k: derive_info.get(k) for k in ('psnr', 'reward', 'rank', 'samples', 'distinct', 'scored_on', 'alpha')},
         },
         'complexity': {'hr_size': [1280, 720], 'rows': complexity_rows},
-        'results': {'test_sets': test_sets, 'rows': result_rows},
+        'results': {'test_sets': test_sets, 'rows': result_rows, 'caption': caption,
+                    'seed_spread': seed_spread},
         'figures': figures,
         'crops': crops,
         'timings': dict(timings) if timings else None,
         'notes': list(notes),
     }
-    table = results_table(result_rows, test_sets)
+    report['summary'] = first_screen(report)
+    table = results_table(result_rows, test_sets, caption)
     atomic_write_text(osp.join(out, 'results_table.md'), table)
     atomic_write_text(osp.join(out, 'report.json'), json.dumps(report, indent=2) + '\n')
     atomic_write_text(osp.join(out, 'report.md'), render_markdown(report, table))
@@ -677,7 +883,8 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
 def render_markdown(r: dict, table: str) -> str:
     g, s = r['genotype'], r['search']
     sp = s['space']
-    out = [f"# DeCoNAS report: x{r['scale']}", '', f"Written {r['created']}.", '']
+    out = [f"# DeCoNAS report: x{r['scale']}", '', f"Written {r['created']}.", '', '## In short', '']
+    out += [f'- {line}' for line in r['summary']] + ['']
     out += ['## Found network', '',
             f"Genotype (decimal codes, op 0 = conv3x3 is the most significant bit): `{g['decimal']}`  ",
             f"Bits (K = 3 per (node, input) group): `{g['bits']}`  ",
@@ -693,7 +900,8 @@ def render_markdown(r: dict, table: str) -> str:
                    f"(alpha {d.get('alpha')}).")
     out += ['', f"![found cell]({r['figures']['cell']})", '']
     out += ['## Results', '', 'PSNR/SSIM on the Y channel (BT.601, not rounded to 8 bits), border of '
-            f"{r['scale']} pixels cropped; a single-channel image is scored on its own values.", '', table]
+            f"{r['scale']} pixels cropped; a single-channel image is scored on its own values.", '', table,
+            per_image_md(r['results']['rows'], r['results']['test_sets'])]
     if r['scale'] == 2 and any(t in BENCHMARKS for t in r['results']['test_sets']):
         out += ['Published x2 numbers, for reference (Bicubic, CARN and DeCoNASNet: the DeCoNAS paper, Table II, '
                 'retrained 1M iterations on DIV2K; RDN: Zhang et al., CVPR 2018):', '',
