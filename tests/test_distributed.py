@@ -33,12 +33,14 @@ def _option_file(data, tmp_path, name, search: bool, port=None):
     return write_options(tmp_path / f'{name}.yml', opt)
 
 
-def _torchrun(opt_path, port):
-    cmd = [TORCHRUN, '--nproc_per_node', '2', '--master_port', str(port), 'deconas_plugin/train.py', '-opt', opt_path,
-           '--launcher', 'pytorch']
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+def _torchrun(opt_path, port, *args, restarts=0, env=None, returncode=0):
+    """torchrun with 2 processes of train.py (``args`` after ``--launcher pytorch``) and ``restarts`` restarts
+    of the group; asserts its exit status."""
+    cmd = [TORCHRUN, '--nproc_per_node', '2', '--master_port', str(port), '--max-restarts', str(restarts),
+           'deconas_plugin/train.py', '-opt', opt_path, '--launcher', 'pytorch', *args]
+    env = dict(env or os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
@@ -110,7 +112,7 @@ def test_two_ranks_update_as_one_process_with_the_global_batch(embedded_data, tm
         _assert_same_weights(f'{name}_2', f'{name}_1', 'net_c')  # no controller phase: same initial controller
 
 
-def _free_port(taken=(29611, 29612, 29613)):
+def free_port(taken=(29611, 29612, 29613)):
     while True:
         with socket.socket() as sock:
             sock.bind(('127.0.0.1', 0))
@@ -119,10 +121,44 @@ def _free_port(taken=(29611, 29612, 29613)):
             return port
 
 
+def start_ranks(cmd, tmp_path, env, rank_env, world=2, label='rank'):
+    """Start ``world`` processes of ``cmd`` (each with ``env`` plus ``rank_env(rank)``), their output in
+    ``tmp_path/<label><rank>.log``; returns (processes, log files) for ``finish_ranks``."""
+    procs, logs = [], []
+    for rank in range(world):
+        log = open(tmp_path / f'{label}{rank}.log', 'w+')
+        logs.append(log)
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                      env=dict(env, **rank_env(rank))))
+    return procs, logs
+
+
+def finish_ranks(procs, logs, timeout=300):
+    """Wait for ``start_ranks``' processes (killing what is left after ``timeout`` s or on an error);
+    returns (exit statuses, outputs)."""
+    try:
+        codes = [proc.wait(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+            log.close()
+    return codes, outputs
+
+
+def show(outputs):
+    return '\n'.join(f'--- rank {r} ---\n{out[-3000:]}' for r, out in enumerate(outputs))
+
+
 def test_slurm_launcher_on_cpu(embedded_data, tmp_path, experiment_name):
     """``--launcher slurm`` with 2 CPU processes (gloo), with a fake ``scontrol`` instead of slurm."""
     name = experiment_name('dist_slurm')
-    port = _free_port()  # in dist_params: BasicSR passes them to init_dist under slurm
+    port = free_port()  # in dist_params: BasicSR passes them to init_dist under slurm
     opt_path = _option_file(embedded_data, tmp_path, name, search=True, port=port)
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
@@ -134,25 +170,10 @@ def test_slurm_launcher_on_cpu(embedded_data, tmp_path, experiment_name):
     env.update(PATH=f'{bin_dir}{os.pathsep}{os.environ.get("PATH", "")}', SLURM_NTASKS='2',
                SLURM_NODELIST='node[1]', MASTER_PORT=str(port), OMP_NUM_THREADS='1')
     cmd = [sys.executable, 'deconas_plugin/train.py', '-opt', opt_path, '--launcher', 'slurm']
-    procs, logs = [], []
-    try:
-        for rank in (0, 1):
-            log = open(tmp_path / f'slurm_rank{rank}.log', 'w+')
-            logs.append(log)
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                          env=dict(env, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))))
-        codes = [proc.wait(timeout=300) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        outputs = []
-        for log in logs:
-            log.seek(0)
-            outputs.append(log.read())
-            log.close()
-    assert codes == [0, 0], '\n'.join(f'--- rank {r} ---\n{out[-3000:]}' for r, out in enumerate(outputs))
+    codes, outputs = finish_ranks(*start_ranks(cmd, tmp_path, env, lambda r: {'SLURM_PROCID': str(r),
+                                                                               'SLURM_LOCALID': str(r)},
+                                               label='slurm_rank'))
+    assert codes == [0, 0], show(outputs)
     _assert_ranks_identical(name)
 
 

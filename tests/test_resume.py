@@ -20,12 +20,14 @@ from tiny_options import search_options, train_options, write_options
 TRAIN = [sys.executable, 'deconas_plugin/train.py']
 
 
-def resume_options(data, name, tmp_path, total_iter=40, freq=8, workers=0):
+def resume_options(data, name, tmp_path, total_iter=40, freq=8, workers=0, trace=False):
     """A tiny search whose checkpoints fall inside epochs (10 images x enlarge 2 / batch 2 = 10
-    iterations per epoch), with 2 REINFORCE steps per phase."""
+    iterations per epoch), with 2 REINFORCE steps per phase; ``trace``: rank0_trace.jsonl gets a row
+    per iteration (which does not change the search)."""
     opt = search_options(data, name, total_iter)
     opt['datasets']['train']['num_worker_per_gpu'] = workers
     opt['search']['controller_steps'] = 2
+    opt['search']['rank_trace'] = trace
     opt['logger'].update(save_checkpoint_freq=freq, print_freq=100)
     opt['val']['val_freq'] = 1000
     return write_options(tmp_path / f'{name}.yml', opt)
@@ -41,11 +43,30 @@ def history(name):
 
 
 # Loaded by every subprocess through PYTHONPATH: SIGKILL the process at a chosen place, so a test
-# kills exactly there (not wherever a poll loop happens to catch it).
+# kills exactly there (not wherever a poll loop happens to catch it); or make it sleep inside the
+# first collective of an iteration (a stalled rank). Under torchrun only the rank DECONAS_TEST_KILL_RANK
+# (if set) is hit, and only in the first group (a restarted group runs clean).
 KILLER = """
 import os, signal
 KILL_AT = os.environ.get('DECONAS_TEST_KILL_AT_ITER')  # at the start of this training iteration
 KILL_WRITING = os.environ.get('DECONAS_TEST_KILL_WRITING')  # halfway through writing this checkpoint file
+STALL_AT = os.environ.get('DECONAS_TEST_KILL_STALL_AT_ITER')  # sleep in this iteration's first all-reduce
+KILL_RANK = os.environ.get('DECONAS_TEST_KILL_RANK')
+if KILL_RANK is not None and os.environ.get('RANK') != KILL_RANK or os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') != '0':
+    KILL_AT = KILL_WRITING = STALL_AT = None
+if STALL_AT:
+    import sys
+    import time
+    import torch.distributed
+    from deconas_plugin.utils import dist as dist_util
+    all_reduce = torch.distributed.all_reduce
+
+    def stalled_all_reduce(*args, **kwargs):
+        if dist_util._STEP['iter'] == int(STALL_AT):
+            print(f'stalling at iteration {STALL_AT}', file=sys.stderr, flush=True)
+            time.sleep(float(os.environ['DECONAS_TEST_KILL_STALL_S']))
+        return all_reduce(*args, **kwargs)
+    torch.distributed.all_reduce = stalled_all_reduce
 if KILL_AT or KILL_WRITING:
     import io
     import torch

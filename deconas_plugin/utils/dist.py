@@ -124,16 +124,19 @@ def ranks_not_answering(grace_s: float = STALL_GRACE_S) -> list:
 def peer_error(error: Exception) -> PeerError:
     """A ``PeerError`` for ``error`` (raised by a collective) naming the iteration, the collective, this
     rank and the ranks that did not answer."""
-    missing = ranks_not_answering(min(STALL_GRACE_S, _GROUP['timeout_s']))
+    from .preemption import received_signal
+    # being stopped (torchrun ends the group after a rank died): report at once, without waiting for answers
+    grace = 0 if received_signal() else min(STALL_GRACE_S, _GROUP['timeout_s'] / 2)
+    missing = ranks_not_answering(grace)
     who = (f'rank {missing[0]}' if missing and len(missing) == 1 else
-           f'ranks {missing}' if missing else 'a peer')
+           f'ranks {missing}' if missing else 'a peer')  # [] on the stalled rank itself: the others left
     where = f"iteration {_STEP['iter']}" if _STEP['iter'] is not None else 'set-up'
     if _STEP['collective']:
         where += f" ({_STEP['collective']})"
     first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-    return PeerError(f"{where}: {who} did not answer rank {dist.get_rank()} within dist_params.timeout = "
-                     f"{_GROUP['timeout_s']:g} s (stalled or died); the run stops here, the last complete "
-                     f"training state is intact (resume with --auto_resume). Cause: {first_line}")
+    return PeerError(f"{where}: {who} did not answer rank {dist.get_rank()} (stalled past dist_params.timeout = "
+                     f"{_GROUP['timeout_s']:g} s, or died); the run stops here, the last complete training state "
+                     f"is intact (resume with --auto_resume). Cause: {first_line}")
 
 
 def any_rank(flag: bool, device) -> bool:

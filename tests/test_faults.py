@@ -1,0 +1,202 @@
+"""A search or a retrain on 2 gloo ranks survives a lost rank, a stop signal and a stalled peer.
+
+Every faulted run is compared with an uninterrupted 2-rank run of the same option file: supernet and
+controller bit-identical, the same history (every controller step once) and signal rows (every
+phase once). Faults are placed by the test-only ``sitecustomize`` of ``test_resume`` (a SIGKILL at
+an iteration, a sleep inside a collective) or by a signal sent at a random moment.
+"""
+import glob
+import json
+import os
+import os.path as osp
+import random
+import shutil
+import signal
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+
+import deconas_plugin  # noqa: F401
+from deconas_plugin.utils.checkpoint import latest_valid_state, load_state
+from deconas_plugin.utils.preemption import EXIT_PREEMPTED
+from shared_data import ROOT
+from test_distributed import _torchrun, finish_ranks, free_port, show, start_ranks
+from test_resume import killed_env
+from tiny_options import TINY_NET, search_options, train_options, write_options
+
+TRAIN = [sys.executable, 'deconas_plugin/train.py']
+
+
+def fault_options(data, tmp_path, name, search=True, timeout=30):
+    """12 iterations; checkpoints every 5; a search has controller phases (2 REINFORCE steps and a
+    signal probe) at iterations 4, 8 and 12 and traces every rank's steps; a retrain has 12 images a
+    rank per epoch (so an epoch is not cut short by drop_last) and checkpoints every 3."""
+    if search:
+        opt = search_options(data, name, total_iter=12)
+        opt['search'].update(controller_steps=2, signal_probe=2, rank_trace=True)
+        opt['logger'].update(save_checkpoint_freq=5, print_freq=100)
+    else:
+        opt = train_options(data, name, total_iter=8)
+        opt['network_g'] = dict(TINY_NET, num_feat=4)
+        opt['datasets']['train']['dataset_enlarge_ratio'] = 10
+        opt['logger'].update(save_checkpoint_freq=3, print_freq=100)
+    opt['logger']['use_tb_logger'] = True
+    opt['dist_params'] = {'backend': 'gloo', 'timeout': timeout}
+    return write_options(tmp_path / f'{name}.yml', opt)
+
+
+def experiment(name, *parts):
+    return osp.join(ROOT, 'experiments', name, *parts)
+
+
+def rows(name, file):
+    with open(experiment(name, file)) as f:
+        return [json.loads(line) for line in f]
+
+
+def remove_experiment(name):
+    for parent in ('experiments', 'tb_logger', 'results'):
+        for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def reference(embedded_data, tmp_path_factory):
+    """Uninterrupted 2-rank runs under torchrun, made when first asked for: {'search' | 'retrain': name}."""
+    names = {}
+
+    def get(kind):
+        if kind not in names:
+            names[kind] = f'fault_ref_{kind}_{uuid.uuid4().hex[:8]}'
+            path = fault_options(embedded_data, tmp_path_factory.mktemp('ref'), names[kind], kind == 'search')
+            _torchrun(path, free_port())
+        return names[kind]
+
+    yield get
+    for name in names.values():
+        remove_experiment(name)
+
+
+def assert_same_run(ref, run, search=True):
+    """Final weights bit-identical; a search's history and signal rows equal, each step and phase once."""
+    for label in ('net_g', 'net_c') if search else ('net_g', ):
+        a, b = (torch.load(experiment(n, 'models', f'{label}_latest.pth'))['params'] for n in (ref, run))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f'{label} differs'
+    if search:
+        history = rows(run, 'search_history.jsonl')
+        assert [r['controller_step'] for r in history] == list(range(1, 7))  # 3 phases x 2 steps, none lost or doubled
+        assert history == rows(ref, 'search_history.jsonl')
+        assert [r['iter'] for r in rows(run, 'search_signal.jsonl')] == [4, 8, 12]  # every phase once
+        assert rows(run, 'search_signal.jsonl') == rows(ref, 'search_signal.jsonl')
+
+
+def resumed_at(name) -> list:
+    """The iterations a run says it resumed from: in its logs and in tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    logged = []
+    for log in sorted(glob.glob(experiment(name, 'train_*.log'))):
+        with open(log) as f:
+            logged += [int(line.rsplit('iter: ', 1)[1].rstrip('.\n')) for line in f if 'Resuming training from' in line]
+    board = []
+    for events in glob.glob(osp.join(ROOT, 'tb_logger', name, 'events.*')):
+        acc = EventAccumulator(events)
+        acc.Reload()
+        if 'resumed_at_iter' in acc.Tags()['scalars']:
+            board += [e.step for e in acc.Scalars('resumed_at_iter')]
+    assert logged == sorted(board), (logged, board)
+    return logged
+
+
+def rank_env(port):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('SLURM_', 'TORCHELASTIC_'))}
+    env.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE='2', OMP_NUM_THREADS='1')
+    return env
+
+
+def by_rank(rank):
+    return {'RANK': str(rank), 'LOCAL_RANK': str(rank)}
+
+
+@pytest.mark.parametrize('search', [True, False], ids=['search', 'retrain'])
+def test_lost_rank_is_restarted_by_torchrun_and_ends_as_an_unkilled_run(
+        embedded_data, tmp_path, experiment_name, reference, search):
+    """torchrun --max-restarts 1 ... --auto_resume; rank 1 SIGKILLed at the start of iteration 9 (search:
+    between the checkpoints at 5 and 10, after the phase at 8 wrote its history and signal rows, which
+    the resume must drop) or 5 (retrain: after the checkpoint at 3). The restarted group resumes from
+    that checkpoint and ends bit-identical to the unkilled run."""
+    ref = reference('search' if search else 'retrain')
+    run = experiment_name('fault_lost')
+    path = fault_options(embedded_data, tmp_path, run, search)
+    kill_at = 9 if search else 5
+    env = killed_env(tmp_path, at_iter=kill_at, rank=1)
+    proc = _torchrun(path, free_port(), '--auto_resume', restarts=1, env=env)
+    assert 'exitcode: -9' in proc.stderr.replace('  ', ' ') or 'Signal 9' in proc.stderr, proc.stderr[-3000:]
+    assert resumed_at(run) == [5 if search else 3]
+    assert_same_run(ref, run, search)
+
+
+def test_stop_signal_on_one_rank_stops_both_after_a_state_and_resume_is_exact(
+        embedded_data, tmp_path, experiment_name, reference):
+    """SIGTERM to one rank (chosen at random) at a random moment of a 2-rank search: both ranks finish the
+    same iteration, rank 0 writes its training state, both exit 75; the resumed run ends as the reference."""
+    ref = reference('search')
+    run = experiment_name('fault_stop')
+    path = fault_options(embedded_data, tmp_path, run)
+    seed = int.from_bytes(os.urandom(4), 'little')
+    rng = random.Random(seed)
+    target, victim, delay = rng.randint(1, 10), rng.randrange(2), rng.uniform(0, 0.3)
+    where = f'seed {seed}: SIGTERM to rank {victim} {delay:.2f} s after iteration {target}'
+    env = rank_env(free_port())
+    procs, logs = start_ranks(TRAIN + ['-opt', path, '--launcher', 'pytorch'], tmp_path, env, by_rank)
+    trace = experiment(run, f'rank{victim}_trace.jsonl')
+    deadline = time.time() + 240
+    while time.time() < deadline and procs[victim].poll() is None:
+        if osp.isfile(trace) and sum('"child"' in line for line in open(trace)) >= target:
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    procs[victim].send_signal(signal.SIGTERM)
+    codes, outputs = finish_ranks(procs, logs)
+    assert codes == [EXIT_PREEMPTED] * 2, f'{where}\n{show(outputs)}'
+    state = latest_valid_state(experiment(run, 'training_states'))
+    stopped = load_state(state)['iter']
+    assert target <= stopped <= 12, where
+    assert f'Stopped by SIGTERM after iteration {stopped}' in outputs[victim], where
+    assert f"Stopped by another rank's stop signal after iteration {stopped}" in outputs[1 - victim], where
+
+    codes, outputs = finish_ranks(*start_ranks(TRAIN + ['-opt', path, '--launcher', 'pytorch', '--auto_resume'],
+                                               tmp_path, rank_env(free_port()), by_rank, label='resumed'))
+    assert codes == [0, 0], f'{where}\n{show(outputs)}'
+    assert resumed_at(run) == [stopped], where
+    assert_same_run(ref, run)
+
+
+def test_stalled_rank_ends_the_run_with_an_error_naming_it(embedded_data, tmp_path, experiment_name):
+    """Rank 1 sleeps inside the first all-reduce of iteration 7: rank 0 exits 1 within dist_params.timeout
+    (5 s) plus the wait for the ranks' answers, with one error naming the iteration and rank 1; the
+    checkpoint at 5 is intact and the history holds the phase at 4 once."""
+    run = experiment_name('fault_stall')
+    path = fault_options(embedded_data, tmp_path, run, timeout=5)
+    env = dict(killed_env(tmp_path, stall_at_iter=7, stall_s=120, rank=1), **rank_env(free_port()))
+    procs, logs = start_ranks(TRAIN + ['-opt', path, '--launcher', 'pytorch'], tmp_path, env, by_rank)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and 'stalling' not in open(logs[1].name).read():
+            time.sleep(0.05)
+        stalled = time.time()
+        code = procs[0].wait(timeout=60)
+        took = time.time() - stalled
+    finally:
+        procs[1].kill()
+    codes, outputs = finish_ranks(procs, logs)
+    assert code == 1, show(outputs)
+    errors = [line for line in outputs[0].splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and errors[0].startswith('error: iteration 7 (') and 'rank 1 did not answer' in errors[0], \
+        show(outputs)
+    assert took < 5 + 2.5 + 5, f'{took:.1f} s after the stall'  # timeout + the wait for answers + slack
+    states = experiment(run, 'training_states')
+    assert latest_valid_state(states) == osp.join(states, '5.state')
+    assert [r['controller_step'] for r in rows(run, 'search_history.jsonl')] == [1, 2]
