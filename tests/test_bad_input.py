@@ -2,7 +2,8 @@
 
 Most mistakes are checked in-process with ``check_options`` (the pre-flight check that
 ``deconas_plugin/train.py`` and ``test.py`` run first); a few go through the entry points to prove
-the command-line path: exit status 2, one ``error:`` line, no traceback, no experiment folder.
+the command-line path (the script run as ``__main__`` in this process, ``script_runner``): exit
+status 2, one ``error:`` line, no traceback, no experiment folder.
 The data are the embedded scikit-image photos cut to 96 px (``prepare_embedded``).
 """
 import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
@@ -16,8 +17,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -29,6 +28,7 @@ from basicsr.archs import build_network
 from deconas_plugin.archs.deconas_blocks import build_op
 from deconas_plugin.model_options import controller_options
 from deconas_plugin.utils.option_check import OptionError, check_options
+from script_runner import run_script
 from shared_data import ROOT
 from tiny_options import TINY_NET, paired, parsed_options, search_options, train_options
 
@@ -63,8 +63,7 @@ def entry(experiment_name, tmp_path):
         opt = dict(opt, name=experiment_name('bad_input'))
         path = tmp_path / f"{opt['name']}.yml"
         path.write_text(yaml.safe_dump(opt, sort_keys=False))
-        proc = subprocess.run([sys.executable, script, '-opt', str(path)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+        proc = run_script(script, '-opt', str(path))
         err = proc.stderr
         assert proc.returncode == 2, f'exit {proc.returncode}\n{proc.stdout[-2000:]}\n{err[-2000:]}'
         assert 'Traceback' not in err, err
@@ -492,9 +491,8 @@ def test_derive_entry_point_on_misfit_checkpoint(data, tmp_path):
     opt_path = tmp_path / 'search.yml'
     opt_path.write_text(yaml.safe_dump(opt, sort_keys=False))
     out_dir = tmp_path / 'derive_out'
-    proc = subprocess.run([sys.executable, DERIVE, '-opt', str(opt_path), '--experiment', experiment, '--out-dir',
-                           str(out_dir), '--num-samples', '2', '--device', 'cpu'], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_script(DERIVE, '-opt', str(opt_path), '--experiment', experiment, '--out-dir', str(out_dir),
+                      '--num-samples', '2', '--device', 'cpu')
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]

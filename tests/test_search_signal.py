@@ -17,11 +17,14 @@ from deconas_plugin import search_signal
 from deconas_plugin.complexity import count_params, max_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.losses.reinforce_loss import REINFORCELoss
+from script_runner import run_script
 from shared_data import ROOT
 from test_resume import resume_options
 from tiny_options import search_options, write_options
 
 TRAIN = [sys.executable, 'deconas_plugin/train.py']
+SIGNAL_TOOL = osp.join(ROOT, 'tools', 'search_signal.py')  # the tools run in this process (script_runner)
+STUDY_TOOL = osp.join(ROOT, 'tools', 'controller_study.py')
 
 
 class PlantedSupernet(nn.Module):
@@ -180,8 +183,7 @@ def test_search_signal_tool_writes_the_documented_fields(embedded_data, tmp_path
     opt_path = write_options(tmp_path / 'search.yml', search_options(embedded_data, name, total_iter=8))
     subprocess.run(TRAIN + ['-opt', opt_path], cwd=ROOT, check=True, capture_output=True)
     out = tmp_path / 'signal.json'
-    res = subprocess.run([sys.executable, 'tools/search_signal.py', '-opt', opt_path, '--genotypes', '4',
-                          '--batches', '4', '--json', str(out)], cwd=ROOT, capture_output=True, text=True)
+    res = run_script(SIGNAL_TOOL, '-opt', opt_path, '--genotypes', '4', '--batches', '4', '--json', str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.read_text())
     for key in ('genotype_std', 'batch_std', 'interaction_std', 'snr_fresh', 'snr_common', 'snr',
@@ -192,16 +194,13 @@ def test_search_signal_tool_writes_the_documented_fields(embedded_data, tmp_path
     assert result['empty']['psnr'] == pytest.approx(table[0].mean(), abs=1e-3)
     assert result['genotype_std'] == pytest.approx(table[2:6].mean(1).std(ddof=1), abs=1e-3)
     assert 'genotype std' in res.stdout and 'SNR' in res.stdout
-    bad = subprocess.run([sys.executable, 'tools/search_signal.py', '-opt', opt_path, '--batches', '1'], cwd=ROOT,
-                         capture_output=True, text=True)
+    bad = run_script(SIGNAL_TOOL, '-opt', opt_path, '--batches', '1')
     assert bad.returncode == 2 and 'batches' in bad.stderr
 
     # the controller study on the same supernet: a planted preference, two settings, one seed
-    res = subprocess.run([sys.executable, 'tools/controller_study.py', '-opt', opt_path, '--seeds', '1', '--phases',
-                          '2', '--steps', '3', '--eval-samples', '4', '--planted-bit', '4', '--out', str(tmp_path),
-                          '--settings', 'fresh:reward_mode=fresh,lr=1e-3',
-                          'common:reward_mode=common,baseline_samples=2,lr=1e-3'],
-                         cwd=ROOT, capture_output=True, text=True)
+    res = run_script(STUDY_TOOL, '-opt', opt_path, '--seeds', '1', '--phases', '2', '--steps', '3', '--eval-samples',
+                     '4', '--planted-bit', '4', '--out', str(tmp_path), '--settings', 'fresh:reward_mode=fresh,lr=1e-3',
+                     'common:reward_mode=common,baseline_samples=2,lr=1e-3')
     assert res.returncode == 0, res.stderr[-3000:]
     study = json.loads((tmp_path / 'controller_study.json').read_text())
     assert [r['setting'] for r in study['summary']] == ['fresh', 'common']
