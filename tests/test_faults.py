@@ -164,8 +164,8 @@ def test_stop_signal_on_one_rank_stops_both_after_a_state_and_resume_is_exact(
     state = latest_valid_state(experiment(run, 'training_states'))
     stopped = load_state(state)['iter']
     assert target <= stopped <= 12, where
-    assert f'Stopped by SIGTERM after iteration {stopped}' in outputs[victim], where
-    assert f"Stopped by another rank's stop signal after iteration {stopped}" in outputs[1 - victim], where
+    why = 'SIGTERM' if victim == 0 else "another rank's stop signal"
+    assert f'Stopped by {why} after iteration {stopped}' in outputs[0], where  # rank 0 logs
 
     codes, outputs = finish_ranks(*start_ranks(TRAIN + ['-opt', path, '--launcher', 'pytorch', '--auto_resume'],
                                                tmp_path, rank_env(free_port()), by_rank, label='resumed'))

@@ -185,6 +185,41 @@ def test_search_killed_while_writing_a_checkpoint(embedded_data, tmp_path, exper
     assert_same_search(reference_search, run)
 
 
+def test_search_stopped_by_sigusr1_writes_a_state_and_resumes_exactly(
+        embedded_data, tmp_path, experiment_name, reference_search):
+    """SIGUSR1 (slurm's --signal warning) at a random moment of a single-process search: the iteration
+    finishes, a training state of it is written, the process exits 75; --auto_resume ends as the
+    uninterrupted run (history: every controller step once)."""
+    import random
+
+    from deconas_plugin.utils.preemption import EXIT_PREEMPTED
+    run = experiment_name('resume_stop')
+    cmd = TRAIN + ['-opt', resume_options(embedded_data, run, tmp_path, freq=6, trace=True)]
+    seed = int.from_bytes(os.urandom(4), 'little')
+    rng = random.Random(seed)
+    target, delay = rng.randint(1, 38), rng.uniform(0, 0.2)
+    where = f'seed {seed}: SIGUSR1 {delay:.2f} s after iteration {target}'
+    trace = osp.join(ROOT, 'experiments', run, 'rank0_trace.jsonl')
+    with open(tmp_path / 'stopped.log', 'w+') as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if osp.isfile(trace) and sum('"child"' in line for line in open(trace)) >= target:
+                break
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGUSR1)
+        code = proc.wait(timeout=240)
+        log.seek(0)
+        output = log.read()
+    assert code == EXIT_PREEMPTED, f'{where}: exit {code}\n{output[-3000:]}'
+    stopped = torch.load(latest_valid_state(osp.join(ROOT, 'experiments', run, 'training_states')),
+                         weights_only=False)['iter']
+    assert target <= stopped <= 40 and f'Stopped by SIGUSR1 after iteration {stopped}' in output, where
+    assert f'iter: {stopped}.' in resume(cmd), where
+    assert_same_search(reference_search, run)
+
+
 def test_truncated_checkpoint_is_never_resumed(embedded_data, tmp_path, experiment_name):
     name = experiment_name('resume')
     opt_path = resume_options(embedded_data, name, tmp_path, total_iter=16, freq=8)
