@@ -71,7 +71,7 @@ FULL = {
 # The same parts at tiny sizes, on a CPU, in seconds.
 _TINY_ARGS = {
     'check': {'cuda_tests': {'select': 'not quick_benchmark and not compile'}},
-    'speed': {name: {'batch': 1, 'patch': 8, 'reps': 1, 'warmup': 1} for name in
+    'speed': {name: {'batch': 1, 'patch': 8, 'reps': 1, 'warmup': 0} for name in
               ('retrain_eager', 'adam', 'depthwise', 'cuda_graph', 'compile', 'supernet')},
     'search': {'search': {'num_feat': 4, 'num_blocks': 2, 'num_nodes': 2, 'batch': 2, 'lr_patch': 12,
                           'child_budget_s': 0, 'min_child_steps': 6, 'max_child_steps': 6, 'controller_start_iter': 4,
@@ -81,8 +81,9 @@ _TINY_ARGS = {
                'evaluate': {'samples': 3, 'batches': 2, 'patches': 2}},
 }
 _TINY_EXTRA = {
-    ('speed', 'adam'): {'check_steps': 2}, ('speed', 'cuda_graph'): {'check_steps': 2},
-    ('speed', 'compile'): {'check_steps': 2, 'compile_args': {'backend': 'aot_eager'},  # no C++ compiler needed
+    ('speed', 'adam'): {'check_steps': 1}, ('speed', 'cuda_graph'): {'check_steps': 1},
+    ('speed', 'retrain_eager'): {'precisions': ['fp32']},  # bf16 on a CPU without bf16 units: seconds per step
+    ('speed', 'compile'): {'check_steps': 1, 'compile_args': {'backend': 'aot_eager'},  # no C++ compiler needed
                            'precisions': ['fp32']},
     ('speed', 'supernet'): {'genotypes': 2, 'reward_patches': 2, 'reward_patch': 8, 'controller_steps': 2},
     ('speed', 'inference'): {'size': 16, 'reps': 1},
@@ -104,7 +105,7 @@ def plan(tiny: bool = False) -> Dict[str, List[dict]]:
         for part in parts:
             part['args'].update(_TINY_ARGS.get(stage, {}).get(part['name'], {}))
             part['args'].update(_TINY_EXTRA.get((stage, part['name']), {}))
-            if stage == 'speed' and part['name'] != 'inference':
+            if stage == 'speed':
                 part['args']['nets'] = copy.deepcopy(_TINY_NETS)
             if stage == 'retrain':
                 part['args'].update(iterations=2, batch=2, lr_patch=12, num_workers=0)

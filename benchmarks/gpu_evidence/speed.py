@@ -234,25 +234,25 @@ def _compiled_step(model, x, y, dtype, compile_args):
 
 
 def _compiled_vs_eager(build, x, y, dtype, compile_args, reps, warmup, check_steps, device) -> dict:
+    """One compiled step function: its first (compiling) step timed; in fp32 it and an eager step from the
+    same start take ``check_steps`` steps (strict fp32 on CUDA) and their weights are compared; then both
+    are timed side by side (default precision; a recompile for it falls in the warm-up)."""
     model = _fresh(build, device)
     run = _compiled_step(model, x, y, dtype, compile_args)
-    t0 = time.perf_counter()
-    run()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    first_s = time.perf_counter() - t0
-    eager = TrainStep(_fresh(build, device), x, y, amp_dtype=dtype)
-    ms = _timing({'eager': eager, 'compiled': run}, reps, warmup, device)
-    diff = None
-    if dtype is None:
-        ctx = strict_fp32() if device.type == 'cuda' else contextlib.nullcontext()
-        with ctx:
+    check = dtype is None
+    ctx = strict_fp32() if check and device.type == 'cuda' else contextlib.nullcontext()
+    with ctx:
+        t0 = time.perf_counter()
+        _train(run, 1, device)
+        first_s = time.perf_counter() - t0
+        diff = None
+        if check:
+            _train(run, check_steps - 1, device)
             ref = TrainStep(_fresh(build, device), x, y)
             _train(ref, check_steps, device)
-            torch._dynamo.reset()
-            got_model = _fresh(build, device)
-            _train(_compiled_step(got_model, x, y, None, compile_args), check_steps, device)
-            diff = max_rel_diff(ref.model, got_model)
+            diff = max_rel_diff(ref.model, model)
+    eager = TrainStep(_fresh(build, device), x, y, amp_dtype=dtype)
+    ms = _timing({'eager': eager, 'compiled': run}, reps, warmup, device)
     return {'first_step_s': first_s, 'ms': ms, 'speedup': ms['eager'] / ms['compiled'], 'max_rel_weight_diff': diff}
 
 
@@ -296,15 +296,24 @@ def supernet(ctx: dict, batch: int, patch: int, reps: int, warmup: int, genotype
             'search_hours_paper': hours, 'sizes': sizes}
 
 
-def inference(ctx: dict, size: int, reps: int) -> dict:
-    """ms per x2 image of ``size``x``size`` LR, params, MACs and TMAC/s (the benchmark's section 4)."""
-    from ..config import make_config
-    from ..inference import bench_inference
+def inference(ctx: dict, size: int, reps: int, nets: Optional[dict] = None) -> dict:
+    """ms per x2 image of ``size``x``size`` LR (no_grad, eval, round robin), params, MACs
+    (``complexity_table.model_complexity``) and TMAC/s of the retrain networks."""
+    from deconas_plugin.reporting.complexity_table import model_complexity
     device = _device(ctx)
-    cfg = make_config(device, inference_size=size, rdn_size=size, inference_reps=reps)
-    rows = bench_inference(cfg, device)['rows']
-    for r in rows:
-        r['tmac_per_s'] = r['gmac_per_s'] / 1000 if r.get('gmac_per_s') else None
+    fns, info = {}, {}
+    for name, build in _networks(nets).items():
+        model = _fresh(build, torch.device('cpu')).eval()
+        info[name] = model_complexity(model, (size, size))  # on the CPU, before moving
+        model, x = model.to(device), torch.rand(1, 3, size, size, device=device)
+
+        def run(model=model, x=x):
+            with torch.no_grad():
+                return model(x)
+        fns[name] = run
+    ms = _timing(fns, reps, 1, device)
+    rows = [{'model': n, 'ms': ms[n], 'params': info[n]['params'], 'macs': info[n]['macs'],
+             'tmac_per_s': info[n]['macs'] / ms[n] / 1e9 if info[n]['macs'] else None} for n in fns]
     return {'rows': rows, 'size': size}
 
 

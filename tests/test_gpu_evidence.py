@@ -1,0 +1,248 @@
+"""``tools/gpu_evidence.py`` on a CPU: the data preparation, every stage at its tiny sizes (the same parts as
+on a GPU, other sizes), the per-part time limit, skip and resume, and that everything the runner imports
+is on the GPU machine (its own python or the kit of ``../shared/gpu``) or in the project."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import pytest
+
+import deconas_plugin  # noqa: F401  (torchvision shim before basicsr)
+from shared_data import ROOT, SHARED, need_shared
+
+from benchmarks.gpu_evidence import STAGE_LIMIT_S, STAGES, EvidenceError, Runner, plan, prepare, run_isolated
+from benchmarks.gpu_evidence.prepare import SCALE, paths, split_train_small
+from benchmarks.gpu_evidence.runner import part_function
+
+# The GPU machine's own python (../shared/gpu/README.md) and what the kit adds (without their dependencies).
+GPU_PYTHON = ('torch', 'torchvision', 'opencv-python-headless', 'opencv-python', 'numpy', 'scikit-image',
+              'matplotlib', 'pytest', 'hypothesis')
+KIT = ('addict', 'lmdb', 'mmengine', 'yapf', 'termcolor', 'platformdirs', 'basicsr')
+# basicsr imports these when it is imported, and basicsr ran on that machine (the kit's H200 measurements)
+SEEN_THERE = ('pyyaml', 'tqdm')
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    need_shared(osp.join(SHARED, 'train_small'))
+    data = str(tmp_path_factory.mktemp('gpu') / 'data')
+    return data, prepare(data, tiny=True, say=lambda _: None)
+
+
+def test_full_plan_fits_seven_minutes_a_stage_and_tiny_runs_the_same_parts():
+    full, tiny = plan(), plan(tiny=True)
+    assert list(full) == list(tiny) == list(STAGES)
+    for stage in STAGES:
+        assert sum(p['limit_s'] for p in full[stage]) <= STAGE_LIMIT_S, stage
+        assert all(p['estimate_s'] < p['limit_s'] for p in full[stage]), stage
+        assert {p['fn'] for p in tiny[stage]} == {p['fn'] for p in full[stage]}, stage
+        for p in full[stage]:
+            assert callable(part_function(p['fn']))
+    assert sum(p['args']['seed'] == 1 for p in full['retrain']) == 3  # two seeds of 3 genotypes where time allows
+    assert full['search'][0]['args']['min_child_steps'] >= 4000
+
+
+def test_train_small_split_holds_out_reward_and_eval_images():
+    names = [f'img{i:02d}.png' for i in range(27)]
+    split = split_train_small(names, 14)
+    assert len(split['reward']) == len(split['eval']) == 3 and len(split['train']) == 14
+    assert not set(split['train']) & (set(split['reward']) | set(split['eval']))
+    assert not set(split['reward']) & set(split['eval'])
+
+
+def test_prepare_tiny_data(tiny_data, tmp_path):
+    import cv2
+    data, info = tiny_data
+    d = paths(data)
+    hr = sorted(os.listdir(d['train_hr']))
+    assert hr and sorted(os.listdir(d['train_lr'])) == hr
+    for name in hr[:3]:
+        a, b = cv2.imread(osp.join(d['train_hr'], name)), cv2.imread(osp.join(d['train_lr'], name))
+        assert a.shape[:2] == (256, 256) and b.shape[:2] == (128, 128)
+    for part in ('reward', 'eval'):
+        with open(d[f'{part}_meta']) as f:
+            assert len(f.read().splitlines()) == 6
+    for name, folder in d['test'].items():
+        gt, lq = os.listdir(osp.join(folder, f'GTmod{SCALE}')), os.listdir(osp.join(folder, f'LRbicx{SCALE}'))
+        assert gt and gt == lq, name
+    measured = sum(osp.getsize(osp.join(p, f)) for p, _, fs in os.walk(data) for f in fs if f != 'prepared.json') / 1e6
+    assert info['size_mb'] == pytest.approx(measured, abs=0.02)
+    assert prepare(data, tiny=True, say=lambda _: None)['seconds'] == info['seconds']  # kept, not remade
+    with pytest.raises(EvidenceError, match='no train_small/HR folder'):
+        prepare(str(tmp_path / 'x'), shared=str(tmp_path), tiny=True, say=lambda _: None)
+    with pytest.raises(EvidenceError, match='over the 0 MB left'):
+        prepare(str(tmp_path / 'y'), tiny=True, limit_mb=0.001, say=lambda _: None)
+    assert not osp.exists(tmp_path / 'y')  # nothing half-written is left
+
+
+def _stamped(result):
+    st = result['stamp']
+    assert {'gpu', 'driver', 'torch', 'cuda', 'cudnn', 'commit', 'date'} <= set(st)
+    assert all(p.get('stamp', st)['date'] for p in result['parts'].values())
+
+
+def test_tiny_speed_stage(tiny_data, tmp_path):
+    out = tmp_path / 'ev'
+    result = Runner(str(out), tiny_data[0], 'cpu', tiny=True, isolate=False, say=lambda _: None).run(['speed'])['speed']
+    assert result['complete'] and all(p['status'] == 'done' for p in result['parts'].values()), result['parts']
+    _stamped(result)
+    got = {n: p['result'] for n, p in result['parts'].items()}
+    assert got['cuda_graph'] == {'skipped': 'a CUDA graph needs CUDA'}
+    assert set(got['retrain_eager']['step_ms']) == {'DeCoNASNet fp32', 'EDSR-baseline fp32', 'CARN fp32'}
+    assert got['adam']['max_rel_weight_diff'] < 1e-5  # fused Adam takes the same steps
+    assert got['compile']['rows']['fp32']['max_rel_weight_diff'] < 1e-5
+    assert all(d < 1e-4 for d in got['depthwise']['max_abs_output_diff'].values())
+    verdicts = result['summary']['verdicts']
+    assert {'optim_g.fused', 'train.compile (fp32)', 'network_g.depthwise: dense'} <= set(verdicts)
+    assert {v['verdict'] for v in verdicts.values()} == {'not a GPU measurement'}
+    assert got['supernet']['search_hours_paper'] > 0 and all(r['tmac_per_s'] > 0 for r in got['inference']['rows'])
+    md = (out / 'speed.md').read_text()
+    assert 'tiny sizes, not a measurement' in md and '`optim_g.fused`' in md
+    assert json.loads((out / 'speed.json').read_text())['complete']
+
+
+def test_retrain_stage_needs_the_search_stage(tiny_data, tmp_path):
+    with pytest.raises(EvidenceError, match=r'search\.json; run --stage search first'):
+        Runner(str(tmp_path), tiny_data[0], 'cpu', tiny=True, isolate=False, say=lambda _: None).run(['retrain'])
+    with pytest.raises(EvidenceError, match='no prepared data'):
+        Runner(str(tmp_path), str(tmp_path / 'none'), 'cpu', tiny=True, isolate=False,
+               say=lambda _: None).run(['search'])
+
+
+def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, experiment_name):
+    from deconas_plugin.genotype import Genotype
+    out, said = tmp_path / 'ev', []
+    runner = Runner(str(out), tiny_data[0], 'cpu', tiny=True, isolate=False, prefix=experiment_name('gpu_evidence'),
+                    say=said.append)
+    search = runner.run(['search'])['search']
+    assert all(p['status'] == 'done' for p in search['parts'].values()), search['parts']
+    e = search['parts']['evaluate']['result']
+    low, high = e['ci95_db']
+    assert low <= e['policy_minus_uniform_db'] <= high and e['phases'] == 2 and e['decisions'] == 9
+    assert search['summary']['answer'] and Genotype.parse(search['summary']['found'], num_nodes=2, num_blocks=2)
+
+    retrain = runner.run(['retrain'])['retrain']
+    assert [n for n, p in retrain['parts'].items() if p['status'] == 'done'] == ['found_seed0', 'random1_seed0']
+    rows = [p['result'] for p in retrain['parts'].values()]
+    assert abs(rows[1]['params'] - rows[0]['params']) <= 0.1 * rows[0]['params']
+    assert all(set(r['test']) == {'Set5', 'Set14', 'B100'} and r['test']['Set5']['psnr'] > 0 for r in rows)
+    assert retrain['summary']['Set5']['exceeds_seed_noise'] is None  # one seed: no noise estimate, no claim
+    _stamped(retrain)
+
+    said.clear()  # complete: skipped without --force
+    assert runner.run(['search', 'retrain'])['search']['parts']['derive'] == search['parts']['derive']
+    assert 'search: skipped' in said[0] and 'retrain: skipped' in said[0]
+    cut = json.loads((out / 'retrain.json').read_text())  # a stage cut short: its finished parts are kept
+    cut['complete'] = False
+    cut['parts']['random1_seed0'] = {'status': 'timed out', 'limit_s': 1, 'error': 'stopped'}
+    (out / 'retrain.json').write_text(json.dumps(cut))
+    again = runner.run(['retrain'])['retrain']
+    assert again['parts']['found_seed0'] == retrain['parts']['found_seed0']
+    assert again['parts']['random1_seed0']['status'] == 'done' and again['complete']
+
+
+def test_a_part_over_its_limit_is_stopped(tmp_path):
+    t = time.perf_counter()
+    run = run_isolated([sys.executable, '-c', 'import subprocess, time; subprocess.Popen(["sleep", "60"]); '
+                        'time.sleep(60)'], 1, str(tmp_path / 'slow.log'))
+    assert run['timed_out'] and time.perf_counter() - t < 15
+    assert run_isolated([sys.executable, '-c', 'pass'], 30, str(tmp_path / 'ok.log')) == {
+        'returncode': 0, 'timed_out': False, 'wall_s': pytest.approx(0, abs=30)}
+
+
+def test_check_stage_runs_each_part_in_its_own_process(tiny_data, tmp_path):
+    """The GPU path: every part through the worker process under its limit; on a CPU every CUDA test skips."""
+    result = Runner(str(tmp_path / 'ev'), tiny_data[0], 'cpu', tiny=True, say=lambda _: None).run(['check'])['check']
+    parts = result['parts']
+    assert all(p['status'] == 'done' for p in parts.values()), parts
+    assert parts['environment']['result']['cuda_available'] is False
+    tests = parts['cuda_tests']['result']['tests']
+    assert tests and all(t['outcome'] == 'skipped' for t in tests)
+    assert result['summary']['failed'] == [] and result['summary']['passed'] == 0
+
+
+IMPORTS = """
+import ast, builtins, glob, importlib, runpy, sys
+importer, builtin_import = {}, builtins.__import__
+
+
+def recording_import(name, globals=None, *args, **kwargs):  # who imported each top-level module first
+    top = name.split('.')[0]
+    if top not in sys.modules and top not in importer and globals is not None and not kwargs.get('level', 0) \\
+            and not (args[2:3] and args[2]):
+        importer[top] = globals.get('__file__') or ''
+    return builtin_import(name, globals, *args, **kwargs)
+
+
+builtins.__import__ = recording_import
+sys.argv = ['gpu_evidence', '--plan', '--tiny', '--stage', 'all', '--out', '/nonexistent', '--device', 'cpu']
+try:
+    runpy.run_path('tools/gpu_evidence.py', run_name='__main__')
+except SystemExit:
+    pass
+for path in glob.glob('benchmarks/gpu_evidence/*.py') + ['tools/derive.py', 'deconas_plugin/train.py',
+                                                        'deconas_plugin/test.py']:
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            importlib.import_module(node.module)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+import basicsr.train, basicsr.test
+for name, module in sorted(sys.modules.items()):
+    if '.' not in name:
+        print(name, getattr(module, '__file__', None) or '', importer.get(name, 'runner'), sep=chr(9))
+"""
+
+
+def test_the_runner_imports_only_what_the_gpu_machine_has():
+    """Every top-level module that the project or a kit package (installed there without its dependencies)
+    imports, in a fresh process that ran the CLI (its plan) and imported every module named by an import
+    statement of the runner's package and of the entry points it runs, belongs to the standard library,
+    the project, the GPU machine's python or its dependencies, or the kit. (What the GPU machine's own
+    packages import, optional imports included, is theirs.)"""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    proc = subprocess.run([sys.executable, '-c', IMPORTS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = [line.split('\t') for line in proc.stdout.splitlines() if line.count('\t') == 2]
+    assert len(modules) > 50 and any(m[0] == 'basicsr' for m in modules)
+    allowed = {_norm(n) for n in KIT + SEEN_THERE}
+    todo = [_norm(n) for n in GPU_PYTHON]
+    while todo:  # the GPU machine's packages came with their dependencies
+        name = todo.pop()
+        if name in allowed:
+            continue
+        allowed.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for r in map(Requirement, requires):
+            if r.marker is None or r.marker.evaluate({'extra': ''}):
+                todo.append(_norm(r.name))
+    owners = metadata.packages_distributions()
+    kit_dirs = tuple(f'{os.sep}{n}{os.sep}' for n in ('basicsr', 'mmengine', 'addict', 'lmdb', 'yapf', 'termcolor',
+                                                       'platformdirs'))
+
+    def ours(path):  # the project's files or a kit package's
+        return path == 'runner' or (path.startswith(ROOT + os.sep) and '.venv' not in path) or any(
+            d in path for d in kit_dirs)
+    bad = []
+    for module, path, by in modules:
+        if module in sys.stdlib_module_names or module.startswith('_') or not ours(by) or ours(path):
+            continue
+        if not path and module not in owners:  # no file, no package: made by an extension (cython_runtime)
+            continue
+        dists = {_norm(d) for d in owners.get(module, [])}
+        if not dists & allowed:
+            bad.append(f'{module} ({", ".join(sorted(dists)) or path}; imported by {by})')
+    assert not bad, 'imported but not on the GPU machine: ' + ', '.join(bad)
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace('_', '-').replace('.', '-')
