@@ -232,6 +232,21 @@ def check_compile(opt: dict):
         raise OptionError(f"train.cuda_graph must be true or false, got {train['cuda_graph']!r}")
 
 
+def check_dist_params(opt: dict):
+    """``dist_params``: a mapping; ``timeout`` (seconds any collective may wait for a peer) a number > 0."""
+    params = opt.get('dist_params')
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise OptionError(f'dist_params must be a mapping (backend, port, timeout), got {params!r}')
+    if 'timeout' in params:
+        from .dist import DEFAULT_TIMEOUT_S
+        value = params['timeout']
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float('inf'):
+            raise OptionError(f'dist_params.timeout must be a finite number of seconds > 0 (how long a collective '
+                              f'waits for a rank that stopped answering; default {DEFAULT_TIMEOUT_S}), got {value!r}')
+
+
 def check_options(opt: dict):
     """Raise OptionError for the first mistake found in ``opt`` (a parsed BasicSR option file)."""
     scale = opt.get('scale')
@@ -239,6 +254,7 @@ def check_options(opt: dict):
         raise OptionError(f'scale must be 2, 3 or 4, got {scale!r}')
     check_autocast(opt)
     check_compile(opt)
+    check_dist_params(opt)
     for key in [k for k in opt if k.startswith('network_')]:
         if key == 'network_c':
             continue
