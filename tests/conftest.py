@@ -1,6 +1,7 @@
 import glob
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from os import path as osp
@@ -28,6 +29,18 @@ def embedded_data(tmp_path_factory):
     return prepare_embedded(str(tmp_path_factory.mktemp('data') / 'embedded'), (2, ), max_side=96)
 
 
+def new_experiment_name(prefix='test') -> str:
+    """A new unique experiment name: ``<prefix>_<8 hex digits>``."""
+    return f'{prefix}_{uuid.uuid4().hex[:8]}'
+
+
+def remove_experiment(name: str):
+    """Remove the experiments/, tb_logger/ and results/ folders of ``name`` (archived ones too)."""
+    for parent in ('experiments', 'tb_logger', 'results'):
+        for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def experiment_name():
     """``experiment_name(prefix)``: a new unique experiment name. The experiments/, tb_logger/ and
@@ -35,11 +48,29 @@ def experiment_name():
     names = []
 
     def make(prefix='test'):
-        names.append(f'{prefix}_{uuid.uuid4().hex[:8]}')
+        names.append(new_experiment_name(prefix))
         return names[-1]
 
     yield make
     for name in names:
-        for parent in ('experiments', 'tb_logger', 'results'):
-            for path in glob.glob(osp.join(ROOT, parent, glob.escape(name) + '*')):
-                shutil.rmtree(path, ignore_errors=True)
+        remove_experiment(name)
+
+
+@pytest.fixture(scope='session')
+def tiny_search(embedded_data, tmp_path_factory):
+    """One tiny search run once per session through ``deconas_plugin/train.py``: ``tiny_options.search_options``
+    (8 iterations, controller phases at 4 and 8) with a controller of hidden size 16. A dict:
+    ``name``, ``opt`` (the options), ``opt_path`` (their YAML file), ``experiment`` (its folder).
+    Shared: read it, or write only into a new subfolder (``tools/derive.py`` writes ``derive/``)."""
+    from tiny_options import search_options, write_options
+    name = new_experiment_name('test_tiny_search')
+    opt = search_options(embedded_data, name, total_iter=8)
+    opt['network_c']['hidden_size'] = 16
+    opt_path = write_options(tmp_path_factory.mktemp('tiny_search') / 'search.yml', opt)
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_path],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    try:
+        assert proc.returncode == 0, f'the tiny search failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}'
+        yield {'name': name, 'opt': opt, 'opt_path': opt_path, 'experiment': osp.join(ROOT, 'experiments', name)}
+    finally:
+        remove_experiment(name)

@@ -2,8 +2,6 @@
 import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
 
 import os.path as osp
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -14,6 +12,7 @@ from skimage import data as skdata
 from deconas_plugin.archs.carn_arch import CARN
 from deconas_plugin.archs.deconas_arch import DeCoNASNet
 from deconas_plugin.inference import InferenceError, load_network, upscale_image
+from script_runner import run_script
 from shared_data import ROOT
 
 GENOTYPE = '7 6 4 3 5 1'  # M = 3: every op, nodes with one and several inputs
@@ -52,8 +51,8 @@ def images(tmp_path_factory):
 
 
 def run_inference(*args):
-    return subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'inference.py'), '--threads', '1', *args],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    """``python tools/inference.py --threads 1 args``, run in this process (exit status, stdout, stderr)."""
+    return run_script(osp.join(ROOT, 'tools', 'inference.py'), '--threads', '1', *args)
 
 
 def test_folder_with_a_corrupt_file(tmp_path, checkpoint, images):

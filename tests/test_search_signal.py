@@ -178,10 +178,8 @@ def test_common_patch_search_resumes_exactly(embedded_data, tmp_path, experiment
     assert all(len(v) == 1 for v in by_phase.values())
 
 
-def test_search_signal_tool_writes_the_documented_fields(embedded_data, tmp_path, experiment_name):
-    name = experiment_name('signal')
-    opt_path = write_options(tmp_path / 'search.yml', search_options(embedded_data, name, total_iter=8))
-    subprocess.run(TRAIN + ['-opt', opt_path], cwd=ROOT, check=True, capture_output=True)
+def test_search_signal_tool_writes_the_documented_fields(tiny_search, tmp_path):
+    opt_path = tiny_search['opt_path']
     out = tmp_path / 'signal.json'
     res = run_script(SIGNAL_TOOL, '-opt', opt_path, '--genotypes', '4', '--batches', '4', '--json', str(out))
     assert res.returncode == 0, res.stderr[-3000:]

@@ -1,7 +1,7 @@
 """Search vs random (tools/search_vs_random.py): the protocol on a tiny search, and its parts.
 
-The end-to-end test runs a tiny search (C = 4, N = 2, M = 2, 8 iterations) and tools/derive.py,
-then the tool with 2 random genotypes, 1 seed and 2-iteration retrains on the embedded photos,
+The end-to-end test takes the session's tiny search (``tiny_search`` of conftest.py: C = 4, N = 2,
+M = 2, 8 iterations), runs tools/derive.py on it, then the tool with 2 random genotypes, 1 seed and 2-iteration retrains on the embedded photos,
 and checks the written fields against independent recomputations; a rerun must skip every run.
 The other tests check the parts (Kendall tau-b, the random draw, the summary, the errors) in process.
 """
@@ -14,8 +14,6 @@ import json
 import math
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -31,22 +29,12 @@ from deconas_plugin.genotype import Genotype
 from deconas_plugin.search_signal import kendall_tau
 from deconas_plugin.utils.y_protocol import is_single_channel, rgb_to_luma
 import tiny_options
+from script_runner import run_script
 from shared_data import ROOT
 from tiny_options import write_options
 
 TOOL = osp.join(ROOT, 'tools', 'search_vs_random.py')
-TRAIN = osp.join(ROOT, 'deconas_plugin', 'train.py')
 SIZES = dict(num_blocks=2, num_nodes=3, num_feat=16, upscale=2, num_in_ch=3, num_out_ch=3)  # the demo's space
-
-
-def run(script, *args, timeout=300):
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS='1'))
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n' \
-                                 f'--- stderr\n{proc.stderr[-3000:]}'
 
 
 def load_tool(name):
@@ -83,12 +71,8 @@ test_psnr_y_of_checkpoint.__test__ = False  # a helper, not a test
 
 
 # ------------------------------------------------------------------------------------ end to end
-def test_search_vs_random_end_to_end(embedded_data, tmp_path, experiment_name):
-    search_name = experiment_name('test_svr_search')
-    opt = tiny_options.search_options(embedded_data, search_name, total_iter=8)
-    opt['network_c']['hidden_size'] = 16
-    search_yml = write_options(tmp_path / 'search.yml', opt)
-    check_ok(run(TRAIN, '-opt', search_yml))
+def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, experiment_name):
+    search_name, opt, search_yml = tiny_search['name'], tiny_search['opt'], tiny_search['opt_path']
     template = write_options(tmp_path / 'template.yml', tiny_options.train_options(embedded_data, 'unused'))
     derive = load_tool('derive')
     with contextlib.redirect_stdout(io.StringIO()):
@@ -238,7 +222,7 @@ def _fake_search(embedded_data, tmp_path, chosen=True):
 
 
 def test_missing_experiment_is_one_error_line(tmp_path):
-    proc = run(TOOL, '--search-exp', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'out'), timeout=120)
+    proc = run_script(TOOL, '--search-exp', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'out'))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: search experiment not found')
 
