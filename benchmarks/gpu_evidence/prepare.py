@@ -33,7 +33,7 @@ SCALE = 2
 TRAIN_CROP, REWARD_CROP = 256, 96  # HR px: GT patches of 128 px come from the first, 48x48 LR rewards from the second
 CARRY_LIMIT_MB = 64 * 1.048576  # 64 MiB in MB: everything that travels with a call
 DATA_LIMIT_MB = 56.0  # leaves room for .gpu's wheels and basicsr (about 4 MB) and the project's own files
-FULL = {'train_images': 14, 'b100_images': 50, 'test_images': None, 'max_tiles': 160}
+FULL = {'train_images': 16, 'b100_images': 50, 'test_images': None, 'max_tiles': 160}
 TINY = {'train_images': 2, 'b100_images': 1, 'test_images': 1, 'max_tiles': 6}
 
 
@@ -51,14 +51,20 @@ def folder_mb(path: str) -> float:
     return sum(osp.getsize(osp.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1e6
 
 
-def keep_evenly(meta_info: str, count: int) -> int:
+def keep_evenly(meta_info: str, count: int, folders: List[str]) -> int:
     """Keep ``count`` evenly spaced lines of a ``meta_info.txt`` (every image keeps its share of the tiles: the
-    derivation scores every listed tile once per genotype); returns how many are kept."""
+    derivation scores every listed tile once per genotype) and delete the tiles it no longer lists from
+    ``folders`` (they need not travel); returns how many are kept."""
     with open(meta_info) as f:
         lines = f.readlines()
     if len(lines) > count:
         lines = [lines[i * len(lines) // count] for i in range(count)]
         atomic_write_text(meta_info, ''.join(lines))
+    listed = {line.split(' ')[0] for line in lines}
+    for folder in folders:
+        for name in os.listdir(folder):
+            if name not in listed:
+                os.remove(osp.join(folder, name))
     return len(lines)
 
 
@@ -111,27 +117,34 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
             if part != 'train':
                 meta = osp.join(out, part, 'meta_info.txt')
                 textured = write_textured_meta_info(dirs['hr_sub'], summary['keys'], meta)
-                kept = keep_evenly(meta, sizes['max_tiles'])
+                kept = keep_evenly(meta, sizes['max_tiles'], [dirs['hr_sub'], dirs[f'lr{SCALE}_sub']])
                 say(f'  {part}: {kept} of {textured} textured tiles of {crop} px kept (of {len(summary["keys"])})')
             else:
                 say(f'  train: {len(summary["keys"])} sub-images of {crop} px from {len(split["train"])} images')
+            _check_size(out, limit_mb)
         for name in ('Set5', 'Set14', 'B100'):
             files = sorted(os.listdir(sources[name]))
             count = sizes['b100_images'] if name == 'B100' else sizes['test_images']
             src = _linked(files[:count], sources[name], tmp, name)
             prepare_benchmark.prepare_set(src, osp.join(out, 'test', name), [SCALE], compression=9, name=name)
+            _check_size(out, limit_mb)
     parts = {k: round(folder_mb(osp.join(out, k)), 2) for k in ('train', 'reward', 'eval', 'test')}
     result = dict(want, split=split, b100=sorted(os.listdir(osp.join(out, 'test', 'B100', f'GTmod{SCALE}'))),
                   size_mb=round(sum(parts.values()), 2), parts_mb=parts, seconds=round(time.perf_counter() - t0, 1),
                   shared=shared)
-    if result['size_mb'] > limit_mb:
-        shutil.rmtree(out)
-        raise EvidenceError(f'prepared data is {result["size_mb"]:.1f} MB, over the {limit_mb:.0f} MB left for it under '
-                            f'the {CARRY_LIMIT_MB:.0f} MB carry limit; nothing kept')
     atomic_write_text(marker, json.dumps(result, indent=2) + '\n')
     say(f'{out}: {result["size_mb"]:.1f} MB ({", ".join(f"{k} {v:.1f}" for k, v in parts.items())}) in '
         f'{result["seconds"]:.0f} s')
     return result
+
+
+def _check_size(out: str, limit_mb: float):
+    """EvidenceError (and the folder removed) as soon as the data written so far exceeds ``limit_mb``."""
+    size = folder_mb(out)
+    if size > limit_mb:
+        shutil.rmtree(out)
+        raise EvidenceError(f'prepared data is {size:.1f} MB, over the {limit_mb:.0f} MB left for it under the '
+                            f'{CARRY_LIMIT_MB:.0f} MB carry limit; nothing kept (prepare fewer images)')
 
 
 def paths(data: str) -> dict:
