@@ -1,8 +1,9 @@
 """End-to-end tests of the DeCoNAS search workflow: search -> derive -> retrain, through the entry points.
 
-Every run is a subprocess of ``deconas_plugin/train.py`` or ``tools/derive.py`` on the embedded
-scikit-image data (96 px crops), on the CPU, with a tiny supernet (C = 4, N = 2, M = 2). The paper's
-search option files are only built (supernet + controller), never run.
+Every search and retrain is a subprocess of ``deconas_plugin/train.py`` (``tools/derive.py`` runs as
+``__main__`` in this process, ``script_runner``) on the embedded scikit-image data (96 px crops), on
+the CPU, with a tiny supernet (C = 4, N = 2, M = 2). The paper's search option files are only built
+(supernet + controller), never run.
 """
 import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
 
@@ -25,6 +26,7 @@ from deconas_plugin.genotype import Genotype
 from deconas_plugin.model_options import SEARCH_DEFAULTS, controller_options
 from deconas_plugin.models.deconas_search_model import DeCoNASSearchModel
 import tiny_options
+from script_runner import run_script
 from shared_data import ROOT
 from tiny_options import write_options
 
@@ -183,7 +185,7 @@ def test_fusion_search_derive_and_retrain(data, tmp_path, experiment_name):
     check_history_rows(rows, fusion=True)
 
     retrain_name = experiment_name('test_retrain')
-    proc = run(DERIVE, '-opt', search_yml, '--num-samples', '5', '--data-from-search', '--inherit-weights',
+    proc = run_script(DERIVE, '-opt', search_yml, '--num-samples', '5', '--data-from-search', '--inherit-weights',
                '--set', 'train.total_iter=4', '--set', 'num_gpu=0', '--set', 'logger.save_checkpoint_freq=4',
                '--set', 'val.val_freq=4', '--set', 'datasets.train.batch_size_per_gpu=2',
                '--set', f'name={retrain_name}')
@@ -231,7 +233,7 @@ def test_fusion_search_derive_and_retrain(data, tmp_path, experiment_name):
 def test_derive_on_missing_experiment_fails_cleanly(data, tmp_path, experiment_name):
     """A search that was never run: a one-line ``error:`` message and a non-zero exit, no traceback."""
     opt_path = write_options(tmp_path / 'search.yml', search_options(data, experiment_name('test_never_run')))
-    proc = run(DERIVE, '-opt', opt_path, timeout=60)
+    proc = run_script(DERIVE, '-opt', opt_path)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
