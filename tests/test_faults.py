@@ -211,3 +211,39 @@ def test_bad_dist_timeout_is_one_clear_error(embedded_data, value):
     with pytest.raises(OptionError, match=r'^dist_params\.timeout must be a finite number of seconds > 0'):
         check_options(dict(opt, dist_params={'backend': 'gloo', 'timeout': value}))
 
+
+
+RESTARTED_WORKER = """
+import importlib.util, os, sys, torch, torch.distributed as dist
+spec = importlib.util.spec_from_file_location('dist_util', sys.argv[1])  # without the package's imports
+dist_util = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dist_util)
+dist_util.init_process_group('gloo', 10)
+t = torch.ones(1)
+dist.all_reduce(t)
+assert t.item() == 2
+"""
+
+
+def test_a_restarted_group_never_meets_on_the_old_groups_addresses(tmp_path):
+    """torchrun keeps one store for all restarts of a group (the agent's, TORCHELASTIC_USE_AGENT_STORE).
+    A group of 2 gloo ranks meets on it and ends; then a restarted group (TORCHELASTIC_RESTART_COUNT=1)
+    whose rank 1 starts 3 s late: rank 0 must wait for rank 1's new address, not connect to the
+    address the old rank 1 left in the store (connection refused until gloo's timeout). With torch's own
+    ``init_process_group`` in the worker, the restarted group fails this way (checked once)."""
+    import subprocess
+    from torch.distributed import TCPStore
+    port = free_port()
+    store = TCPStore('127.0.0.1', port, None, True, wait_for_workers=False, multi_tenant=True)  # noqa: F841 (the agent's)
+    script = tmp_path / 'worker.py'
+    script.write_text(RESTARTED_WORKER)
+    module = osp.join(ROOT, 'deconas_plugin', 'utils', 'dist.py')
+    env = dict(rank_env(port), TORCHELASTIC_USE_AGENT_STORE='True')
+    for attempt, late in ((0, 0), (1, 3)):
+        procs = []
+        for rank in (0, 1):
+            time.sleep(late * rank)
+            procs.append(subprocess.Popen([sys.executable, str(script), module], stderr=subprocess.PIPE, text=True,
+                                          env=dict(env, TORCHELASTIC_RESTART_COUNT=str(attempt), **by_rank(rank))))
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], f'attempt {attempt}:\n' + '\n'.join(e[-1500:] for e in errors)
