@@ -246,3 +246,43 @@ def test_the_runner_imports_only_what_the_gpu_machine_has():
 
 def _norm(name: str) -> str:
     return name.lower().replace('_', '-').replace('.', '-')
+
+
+def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
+    """The GPU plan's search and retrain option files (full sizes, on any prepared data) are valid, and the
+    search gets at least 4,000 child steps: about 200 s of them at the planned or measured step time."""
+    from deconas_plugin.utils.option_check import check_options
+    from benchmarks.gpu_evidence.retrain import retrain_template
+    from benchmarks.gpu_evidence.search import child_step_count, child_step_estimate_s, search_options
+    full = {p['name']: p['args'] for stage in ('search', 'retrain') for p in plan()[stage]}
+    args = {k: v for k, v in full['search'].items() if k not in ('child_budget_s', 'child_step_s', 'min_child_steps',
+                                                                   'max_child_steps')}
+    ctx = {'data': tiny_data[0], 'prefix': 'p', 'device': 'cuda', 'out': str(tmp_path), 'tiny': False, 'results': {}}
+    opt = search_options(ctx, total_iter=7000, **args)
+    assert opt['network_g']['num_feat'] == 64 and opt['search']['alpha'] == 0 and opt['num_gpu'] == 1
+    check_options(opt)
+    r = full['found_seed0']
+    template = retrain_template(ctx, r['batch'], r['lr_patch'], r['num_workers'])
+    check_options(dict(template, network_g={'type': 'DeCoNASNet', 'genotype': '7 6 4 3 0 2 2 3 4 1', 'num_feat': 64,
+                                            'num_blocks': 4, 'num_nodes': 4, 'upscale': 2}))
+    assert child_step_count(200, 0.030, 4000, 12000, 500) == 7000
+    assert child_step_count(200, 0.080, 4000, 12000, 500) == 4000
+    speed = {'speed': {'parts': {'supernet': {'status': 'done', 'result': {'child_ms': 20.0}}}}}
+    assert child_step_estimate_s(dict(ctx, results=speed), 0.030) == pytest.approx(0.020)
+
+
+def test_check_stage_selections_run_every_cuda_test_once():
+    """The check stage's ``-k`` selections (pytest: each word a substring of the test name) partition
+    ``tests/test_cuda.py``: a new CUDA test cannot fall between them or run twice."""
+    import ast
+    import re
+    with open(osp.join(ROOT, 'tests', 'test_cuda.py')) as f:
+        names = [n.name for n in ast.parse(f.read()).body if isinstance(n, ast.FunctionDef)
+                 and n.name.startswith('test_')]
+    selects = [p['args']['select'] for p in plan()['check'] if p['fn'] == 'check:cuda_tests']
+
+    def selected(select, name):
+        expr = re.sub(r'\b(?!and\b|or\b|not\b)(\w+)\b', lambda m: repr(m.group(1).lower() in name.lower()), select)
+        return eval(expr)  # noqa: S307  (a boolean expression of True/False literals)
+    assert len(names) >= 8
+    assert {n: sum(selected(s, n) for s in selects) for n in names} == {n: 1 for n in names}
