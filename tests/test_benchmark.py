@@ -5,8 +5,6 @@ import json
 import math
 import os.path as osp
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
 from benchmarks import ZeroMaskSupernet, parse_only
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.utils.embedded_data import SPLITS
+from script_runner import run_script
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -36,10 +35,9 @@ def _positive_numbers(obj, path='', skip=NON_POSITIVE_OK):
 
 
 def quick_benchmark(out, *args):
-    """``tools/benchmark.py --quick`` on the CPU with one thread, writing to ``out``."""
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu',
-                           '--threads', '1', *args, '--out', str(out)], capture_output=True, text=True, timeout=180,
-                          cwd=ROOT)
+    """``tools/benchmark.py --quick`` on the CPU with one thread, writing to ``out`` (run in this process)."""
+    proc = run_script(osp.join(ROOT, 'tools', 'benchmark.py'), '--quick', '--device', 'cpu', '--threads', '1', *args,
+                      '--out', str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
