@@ -1,4 +1,4 @@
-"""Turn a short loan of one GPU into evidence: staged GPU checks, speed, search and retrain, results as they come.
+"""Measure on one GPU in short runs: staged CUDA checks, speed, search and retrain evidence, saved as it comes.
 
 Stages (each at most 7 minutes on one H200; every part under its own time limit):
   check    tests/test_cuda.py in selections: every CUDA path of the docs run once
@@ -72,16 +72,16 @@ def main(argv=None):
             prepare(data, args.shared or SHARED, tiny=args.tiny, force=args.force)
         if not args.stage:
             return 0
-        device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-        if device.startswith('cuda') and not torch.cuda.is_available():
-            parser.error(f'--device {device}: CUDA is not available')
-        if not args.tiny and not device.startswith('cuda'):
-            parser.error(f'--device {device}: the full stages are sized for a GPU; use --tiny for a dry run on a CPU')
+        device = args.device or ('cuda' if torch.cuda.is_available() or not args.tiny else 'cpu')
         runner = Runner(args.out, data, device, tiny=args.tiny, isolate=not args.in_process)
         stages = list(STAGES) if args.stage == 'all' else [args.stage]
         if args.plan:
             print(runner.plan_text(stages, args.force))
             return 0
+        if device.startswith('cuda') and not torch.cuda.is_available():
+            parser.error(f'--device {device}: CUDA is not available')
+        if not args.tiny and not device.startswith('cuda'):
+            parser.error(f'--device {device}: the full stages are sized for a GPU; use --tiny for a dry run on a CPU')
         results = runner.run(stages, args.force)
     except EvidenceError as e:
         parser.error(str(e))

@@ -1,4 +1,4 @@
-"""The GPU evidence runner (``tools/gpu_evidence.py`` is the CLI): what a short loan of one GPU measures, in
+"""The GPU evidence runner (``tools/gpu_evidence.py`` is the CLI): what a few short runs on one GPU measure, in
 stages of at most 7 minutes on an H200, each part under its own time limit, results written as they come.
 
 * ``check`` (``check.py``): ``tests/test_cuda.py`` in selections (every CUDA claim of the docs, once).
