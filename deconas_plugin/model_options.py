@@ -57,8 +57,8 @@ def autocast_dtype(value):
 
 
 COMPILE_VALUES = ('~, auto or false (eager, the default), true (torch.compile: mode reduce-overhead on CUDA, torch\'s '
-                  'default mode elsewhere), or a mapping of torch.compile arguments (mode, backend, fullgraph, dynamic, '
-                  'options)')
+                  'default mode elsewhere), or a mapping of torch.compile arguments (mode, backend, fullgraph, '
+                  'dynamic, options)')
 COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
 
 

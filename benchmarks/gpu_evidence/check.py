@@ -82,7 +82,8 @@ def markdown(result: dict) -> List[str]:
             lines.append(f'| {t["test"]} | {t["outcome"]} | {t["seconds"]:.1f} | {msg} |')
     env = (result['parts'].get('environment') or {}).get('result')
     if env:
-        lines += ['', f'Devices: {", ".join(d["name"] + " " + str(d["memory_gib"]) + " GiB, sm " + d["capability"] for d in env["devices"]) or "none"}; '
+        devices = ', '.join(f'{d["name"]} {d["memory_gib"]} GiB, sm {d["capability"]}' for d in env['devices'])
+        lines += ['', f'Devices: {devices or "none"}; '
                   f'TF32 matmul {env["tf32_matmul"]}, TF32 cuDNN {env["tf32_cudnn"]}.']
     return lines
 

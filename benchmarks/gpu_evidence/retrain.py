@@ -144,11 +144,16 @@ def markdown(result: dict) -> List[str]:
         lines.append(f'| {r["label"]} `{r["genotype"]}` | {r["seed"]} | {r["params"]:,} | '
                      + ' | '.join(f'{r["test"][s]["psnr"]:.3f}' if s in r['test'] else '-' for s in sets)
                      + f' | {r["train_s"]:.0f} |')
-    lines += ['', '| test set | found - random (dB) | seed noise (dB) | exceeds the seed noise |', '|---|---:|---:|---|']
+    lines += ['', '| test set | found - random (dB) | seed noise (dB) | exceeds the seed noise |',
+              '|---|---:|---:|---|']
     for s, v in (result.get('summary') or {}).items():
         lines.append(f'| {s} | {_signed(v["found_minus_random"])} | {_plain(v["seed_noise"])} | '
-                     f'{"not measured (one seed)" if v["exceeds_seed_noise"] is None else "yes" if v["exceeds_seed_noise"] else "no"} |')
+                     f'{_exceeds(v["exceeds_seed_noise"])} |')
     return lines
+
+
+def _exceeds(v: Optional[bool]) -> str:
+    return 'not measured (one seed)' if v is None else 'yes' if v else 'no'
 
 
 def _signed(v: Optional[float]) -> str:

@@ -135,7 +135,8 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------- plan
     def plan_text(self, stages: Sequence[str], force: bool = False) -> str:
-        lines = [f'GPU evidence plan ({"tiny, CPU sizes" if self.tiny else "one H200; estimates from earlier H200 step times"}), '
+        sizes = 'tiny, CPU sizes' if self.tiny else 'one H200; estimates from earlier H200 step times'
+        lines = [f'GPU evidence plan ({sizes}), '
                  f'device {self.device}, '
                  f'results in {self.out}:']
         total = 0

@@ -162,8 +162,9 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
         policy, _, entropy = controller.sample_many(samples)
     rng = random.Random(0)
     n, m = supernet.num_nodes, supernet.num_blocks
-    uniform = [Genotype.random(n, m, supernet.feature_fusion_search, rng=rng) for _ in range(samples)]
-    reference = [empty_genotype(n, m, supernet.feature_fusion_search), Genotype.full(n, m, supernet.feature_fusion_search)]
+    fusion = supernet.feature_fusion_search
+    uniform = [Genotype.random(n, m, fusion, rng=rng) for _ in range(samples)]
+    reference = [empty_genotype(n, m, fusion), Genotype.full(n, m, fusion)]
     crop = opt['search'].get('reward_crop_border') or opt['scale']
     table = score_table(supernet, list(policy) + uniform + reference, data, crop)
     per_genotype = table.mean(1)
@@ -184,7 +185,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
         'full_minus_empty_db': float(per_genotype[-1] - per_genotype[-2]),
         'policy_distinct': len(set(policy)), 'samples': samples, 'eval_batches': batches, 'eval_patches': patches,
         'entropy_now': float(entropy.mean()),
-        'entropy_first_phase': _mean([r['entropy'] for r in first]), 'entropy_last_phase': _mean([r['entropy'] for r in last]),
+        'entropy_first_phase': _mean([r['entropy'] for r in first]),
+        'entropy_last_phase': _mean([r['entropy'] for r in last]),
         'phases': len(phases), 'decisions': len(p_last),
         'settled': {int(i): round(float(v), 3) for i, v in enumerate(p_last) if v >= settled or v <= 1 - settled},
         'settled_threshold': settled, 'last_signal': signal[-1] if signal else None,
@@ -224,11 +226,13 @@ def markdown(result: dict) -> List[str]:
     s = got.get('search')
     if s:
         o = s['options']
+        train, net = o['datasets']['train'], o['network_g']
         lines.append(f'Search: N{o["network_g"]["num_blocks"]} M{o["network_g"]["num_nodes"]} '
-                     f'C{o["network_g"]["num_feat"]} x{o["scale"]}, batch {o["datasets"]["train"]["batch_size_per_gpu"]}, '
+                     f'C{net["num_feat"]} x{o["scale"]}, batch {train["batch_size_per_gpu"]}, '
                      f'LR patch {o["datasets"]["train"]["gt_size"] // o["scale"]}, child Adam '
-                     f'{o["train"]["optim_g"]["lr"]:g}, alpha {o["search"]["alpha"]:g}, {s["child_steps"]:,} child steps '
-                     f'(estimated {s["child_step_estimate_s"] * 1000:.0f} ms each), {s["controller_phases"]} controller '
+                     f'{o["train"]["optim_g"]["lr"]:g}, alpha {o["search"]["alpha"]:g}, {s["child_steps"]:,} child '
+                     f'steps (estimated {s["child_step_estimate_s"] * 1000:.0f} ms each), {s["controller_phases"]} '
+                     'controller '
                      f'phases of {o["search"]["controller_steps"]} steps from iteration '
                      f'{o["search"]["controller_start_iter"]:,}.')
     d = got.get('derive')
@@ -239,16 +243,18 @@ def markdown(result: dict) -> List[str]:
     e = got.get('evaluate')
     if e:
         sig = e.get('last_signal') or {}
+        settled = ', '.join(f'{k}: {v}' for k, v in e['settled'].items())
         lines += ['', f'On {e["eval_batches"]} batches of {e["eval_patches"]} held-out patches no reward used, '
                   f'{e["samples"]} samples each:', '', '| measurement | value |', '|---|---|',
                   f'| policy - uniform, mean PSNR-Y | **{e["policy_minus_uniform_db"]:+.3f} dB** (95%: '
                   f'{e["ci95_db"][0]:+.3f} to {e["ci95_db"][1]:+.3f}) |',
                   f'| policy / uniform mean | {e["policy_mean_db"]:.3f} / {e["uniform_mean_db"]:.3f} dB |',
                   f'| full - empty genotype, same patches | {e["full_minus_empty_db"]:+.3f} dB |',
-                  f'| entropy, first / last phase / now | {_f(e["entropy_first_phase"])} / {_f(e["entropy_last_phase"])} '
+                  f'| entropy, first / last phase / now | {_f(e["entropy_first_phase"])} / '
+                  f'{_f(e["entropy_last_phase"])} '
                   f'/ {e["entropy_now"]:.2f} nats |',
                   f'| decisions settled (p >= {e["settled_threshold"]} or <= {1 - e["settled_threshold"]:.2g}) | '
-                  f'{len(e["settled"])} of {e["decisions"]}: {", ".join(f"{k}: {v}" for k, v in e["settled"].items()) or "none"} |',
+                  f'{len(e["settled"])} of {e["decisions"]}: {settled or "none"} |',
                   f'| distinct policy samples | {e["policy_distinct"]} of {e["samples"]} |',
                   f'| signal probe, last phase | genotype std {_f(sig.get("genotype_std"), 3)} dB, full - empty '
                   f'{_f((sig.get("full_psnr") or 0) - (sig.get("empty_psnr") or 0) if sig else None, 3)} dB |',
