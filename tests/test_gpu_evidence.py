@@ -286,3 +286,15 @@ def test_check_stage_selections_run_every_cuda_test_once():
         return eval(expr)  # noqa: S307  (a boolean expression of True/False literals)
     assert len(names) >= 8
     assert {n: sum(selected(s, n) for s in selects) for n in names} == {n: 1 for n in names}
+
+
+def test_a_failing_part_is_recorded_and_the_stage_goes_on(tiny_data, tmp_path):
+    runner = Runner(str(tmp_path / 'ev'), tiny_data[0], 'cpu', tiny=True, isolate=False, say=lambda _: None)
+    inference = next(p for p in runner.plan['speed'] if p['name'] == 'inference')
+    runner.plan['speed'] = [dict(inference, name='broken', args={'size': 16, 'reps': 1, 'no_such_argument': 1}),
+                            inference]
+    result = runner.run(['speed'])['speed']
+    broken = result['parts']['broken']
+    assert broken['status'] == 'failed' and 'no_such_argument' in broken['error']
+    assert result['parts']['inference']['status'] == 'done' and result['complete']
+    assert '| broken | failed: TypeError' in (tmp_path / 'ev' / 'speed.md').read_text()

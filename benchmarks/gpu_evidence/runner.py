@@ -20,6 +20,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from deconas_plugin.utils.checkpoint import atomic_write_text
+from deconas_plugin.utils.logged_run import log_tail
 from .plan import STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -264,9 +265,8 @@ def _mmss(seconds: float) -> str:
 
 
 def _tail(path: str, size: int = 600) -> str:
+    """The end of a log on one line (what a failed part's record quotes)."""
     try:
-        with open(path, 'rb') as f:
-            f.seek(max(0, osp.getsize(path) - size))
-            return ' '.join(f.read().decode(errors='replace').split())[-size:]
+        return ' '.join(log_tail(path, size).split())
     except OSError:
         return ''

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from ..retrain import _retrain_models, count_cuda_kernels, cuda_graph_step
+from ..common import _batch as _random_batch
+from ..retrain import _error, _retrain_models, count_cuda_kernels, cuda_graph_step
 from ..timing import TrainStep, interleaved, median_ms
 from ..zeromask import strict_fp32
 
@@ -61,9 +62,8 @@ def _networks(nets: Optional[dict]) -> dict:
 
 
 def _batch(batch: int, patch: int, device: torch.device, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, 3, patch, patch, generator=gen).to(device),
-            torch.rand(batch, 3, 2 * patch, 2 * patch, generator=gen).to(device))
+    """(x (batch, 3, patch, patch), y (batch, 3, 2 patch, 2 patch)) uniform in [0, 1), fixed by ``seed``."""
+    return _random_batch({'batch': batch, 'patch': patch}, device, seed)
 
 
 def _fresh(build, device, seed: int = 0):
@@ -89,11 +89,6 @@ def _train(step, steps: int, device: torch.device):
 
 def _timing(fns: Dict, reps: int, warmup: int, device) -> Dict[str, float]:
     return {k: median_ms(v) for k, v in interleaved(fns, reps, warmup, device).items()}
-
-
-def _error(e: Exception) -> str:
-    text = str(e).strip()
-    return f'{type(e).__name__}: {text.splitlines()[0] if text else ""}'[:300]
 
 
 # ------------------------------------------------------------------------------------------------ parts
