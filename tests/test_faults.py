@@ -177,7 +177,7 @@ def test_stop_signal_on_one_rank_stops_both_after_a_state_and_resume_is_exact(
 def test_stalled_rank_ends_the_run_with_an_error_naming_it(embedded_data, tmp_path, experiment_name):
     """Rank 1 sleeps inside the first all-reduce of iteration 7: rank 0 exits 1 within dist_params.timeout
     (5 s) plus the wait for the ranks' answers, with one error naming the iteration and rank 1; the
-    checkpoint at 5 is intact and the history holds the phase at 4 once."""
+    checkpoint at 5 is intact and the history and signal files hold the phase at 4 once."""
     run = experiment_name('fault_stall')
     path = fault_options(embedded_data, tmp_path, run, timeout=5)
     env = dict(killed_env(tmp_path, stall_at_iter=7, stall_s=120, rank=1), **rank_env(free_port()))
@@ -200,6 +200,7 @@ def test_stalled_rank_ends_the_run_with_an_error_naming_it(embedded_data, tmp_pa
     states = experiment(run, 'training_states')
     assert latest_valid_state(states) == osp.join(states, '5.state')
     assert [r['controller_step'] for r in rows(run, 'search_history.jsonl')] == [1, 2]
+    assert [r['iter'] for r in rows(run, 'search_signal.jsonl')] == [4]
 
 
 @pytest.mark.parametrize('value', [0, -5, 'ten', True, float('inf')])
