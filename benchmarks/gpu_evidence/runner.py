@@ -32,11 +32,14 @@ class EvidenceError(Exception):
     """A user error of the runner (missing data, an unknown stage, a stage that needs another first)."""
 
 
-def stamp(device: str) -> dict:
-    """What every result names: GPU, driver, torch, CUDA and cuDNN versions, commit, date (UTC)."""
+def stamp(device: str, commit: Optional[str] = None) -> dict:
+    """What every result names: GPU, driver, torch, CUDA and cuDNN versions, commit, date (UTC). ``commit``:
+    what the caller says the tree is, for a copy without ``.git`` (git's answer wins where there is one)."""
     import torch
+    head = _git('rev-parse', '--short', 'HEAD')
     info = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
-            'commit': _git('rev-parse', '--short', 'HEAD'), 'dirty': bool(_git('status', '--porcelain', '-uno')),
+            'commit': head or commit, 'commit_from': 'git' if head else '--commit' if commit else None,
+            'dirty': bool(_git('status', '--porcelain', '-uno')) if head else None,
             'torch': torch.__version__, 'cuda': torch.version.cuda, 'device': device,
             'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             'python': sys.version.split()[0]}
@@ -57,12 +60,19 @@ def _git(*args) -> Optional[str]:
 
 
 def _driver() -> Optional[str]:
+    """The NVIDIA driver version: nvidia-smi's, else the kernel module's (``/proc/driver/nvidia/version``)."""
     try:
         out = subprocess.run(['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'],
                              capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        with open('/proc/driver/nvidia/version') as f:
+            return f.readline().strip() or None
+    except OSError:
         return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
 def part_function(spec: str) -> Callable:
@@ -110,12 +120,13 @@ class Runner:
     default); without, parts run in this process (the tests' tiny runs) and the limits are not enforced."""
 
     def __init__(self, out: str, data: str = DEFAULT_DATA, device: str = 'cuda', tiny: bool = False,
-                 isolate: bool = True, prefix: Optional[str] = None, say: Callable[[str], None] = print):
+                 isolate: bool = True, prefix: Optional[str] = None, say: Callable[[str], None] = print,
+                 commit: Optional[str] = None):
         self.out, self.data, self.device, self.tiny, self.isolate = osp.abspath(out), osp.abspath(data), device, tiny, \
             isolate
         self.plan = make_plan(tiny)
         self.prefix = prefix or f'gpu_evidence_{osp.basename(osp.normpath(self.out))}'
-        self.say = say
+        self.say, self.commit = say, commit
 
     # ------------------------------------------------------------------------------------------ state
     def result_path(self, stage: str, ext: str = 'json') -> str:
@@ -131,7 +142,7 @@ class Runner:
     def context(self, stage: str) -> dict:
         """What a part gets besides its arguments (JSON: it crosses into the part's process)."""
         return {'out': self.out, 'data': self.data, 'device': self.device, 'tiny': self.tiny, 'stage': stage,
-                'prefix': self.prefix, 'logs': osp.join(self.out, 'logs'),
+                'prefix': self.prefix, 'logs': osp.join(self.out, 'logs'), 'commit': self.commit,
                 'results': {s: self.load(s) for s in STAGES if s != stage and osp.isfile(self.result_path(s))}}
 
     # ------------------------------------------------------------------------------------------- plan
@@ -178,7 +189,7 @@ class Runner:
         module = STAGE_MODULES[stage]
         module.check_inputs(self, stage)  # a clear error before any part runs
         result = {'stage': stage, 'tiny': self.tiny, 'complete': False, 'parts': {}, 'summary': None,
-                  'stamp': stamp(self.device), 'limit_s': stage_limit_s(self.plan[stage])}
+                  'stamp': stamp(self.device, self.commit), 'limit_s': stage_limit_s(self.plan[stage])}
         kept = {n: p for n, p in ((earlier or {}).get('parts') or {}).items() if p['status'] == 'done'}
         deadline = time.monotonic() + stage_limit_s(self.plan[stage])
         self.say(f'== {stage}')
@@ -204,7 +215,7 @@ class Runner:
 
     def run_part(self, stage: str, part: dict) -> dict:
         ctx = self.context(stage)
-        rec = {'limit_s': part['limit_s'], 'args': part['args'], 'stamp': stamp(self.device)}
+        rec = {'limit_s': part['limit_s'], 'args': part['args'], 'stamp': stamp(self.device, self.commit)}
         t0 = time.perf_counter()
         if not self.isolate:
             try:
@@ -251,6 +262,7 @@ def render_stage(result: dict, body: Callable[[dict], List[str]]) -> str:
     lines = [f'# GPU evidence: {result["stage"]}' + (' (tiny sizes, not a measurement)' if result['tiny'] else ''),
              '', f'- {where}; torch {st["torch"]}, CUDA {st["cuda"]}, cuDNN {st["cudnn"]}, Python {st["python"]}',
              f'- commit {st["commit"]}' + (' (with uncommitted changes)' if st.get('dirty') else '')
+             + (' (as given by --commit: the tree had no .git)' if st.get('commit_from') == '--commit' else '')
              + f', {st["date"]}; ' + ('complete' if result['complete'] else 'in progress or cut short'),
              '', '| part | status | wall s | limit s | measured |', '|---|---|---:|---:|---|']
     for name, p in result['parts'].items():
