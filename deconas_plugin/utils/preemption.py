@@ -23,8 +23,12 @@ def _on_stop_signal(signum, frame):
 
 
 def install_stop_handlers():
-    """Make SIGTERM and SIGUSR1 request a clean stop (from the main thread, before loader workers start)."""
+    """Make SIGTERM and SIGUSR1 request a clean stop (Python handles signals in the main thread only:
+    elsewhere, for example a training loop run in a thread, the signals keep their default action)."""
+    import threading
     _RECEIVED['signal'] = None
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_stop_signal)
 
