@@ -5,7 +5,7 @@ From ``../shared/datasets`` into ``.gpu/data`` (ignored by git), x2, BasicSR's M
 (modcrop, then ``imresize``; ``tools/prepare_train.py`` and ``tools/prepare_benchmark.py``), PNG at
 compression 9:
 
-* ``train/``: HR sub-images (``TRAIN_CROP`` px, non-overlapping) of the training images of
+* ``train/``: HR sub-images (``TRAIN_CROP`` px, step ``TRAIN_CROP``) of the training images of
   ``train_small`` and their LR cut from each whole image's LR (the search's child steps and the retrains);
 * ``reward/`` and ``eval/``: ``REWARD_CROP`` px HR tiles of held-out ``train_small`` images, the textured
   ones listed in ``meta_info.txt`` (the search's reward patches; the patches no reward used, on which the
