@@ -113,7 +113,10 @@ def test_retrain_stage_needs_the_search_stage(tiny_data, tmp_path):
 
 
 def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, experiment_name):
+    import signal
+
     from deconas_plugin.genotype import Genotype
+    stop_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     out, said = tmp_path / 'ev', []
     runner = Runner(str(out), tiny_data[0], 'cpu', tiny=True, isolate=False, prefix=experiment_name('gpu_evidence'),
                     say=said.append)
@@ -131,6 +134,8 @@ def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, exp
     assert all(set(r['test']) == {'Set5', 'Set14', 'B100'} and r['test']['Set5']['psnr'] > 0 for r in rows)
     assert retrain['summary']['Set5']['exceeds_seed_noise'] is None  # one seed: no noise estimate, no claim
     _stamped(retrain)
+    # train.py installed its stop-cleanly handlers; in-process runs leave SIGTERM as it was (the time limit)
+    assert {s: signal.getsignal(s) for s in stop_handlers} == stop_handlers
 
     said.clear()  # complete: skipped without --force
     assert runner.run(['search', 'retrain'])['search']['parts']['derive'] == search['parts']['derive']
@@ -298,3 +303,10 @@ def test_a_failing_part_is_recorded_and_the_stage_goes_on(tiny_data, tmp_path):
     assert broken['status'] == 'failed' and 'no_such_argument' in broken['error']
     assert result['parts']['inference']['status'] == 'done' and result['complete']
     assert '| broken | failed: TypeError' in (tmp_path / 'ev' / 'speed.md').read_text()
+
+
+def test_an_entry_point_that_fails_raises_with_its_exit_status(tmp_path):
+    from benchmarks.gpu_evidence.entry import run_entry
+    with pytest.raises(RuntimeError, match='exited with 2'):  # a bad option file: one error, exit 2
+        run_entry('deconas_plugin/train.py', ['-opt', str(tmp_path / 'missing.yml')])
+    assert sys.argv[0] != 'deconas_plugin/train.py'

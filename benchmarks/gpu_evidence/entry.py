@@ -22,8 +22,20 @@ def fresh_basicsr_logger():
 
 
 def run_entry(script: str, args: List[str]):
-    """``python <script> <args>`` from the project root, in this process; RuntimeError on a non-zero exit."""
-    saved = sys.argv
+    """``python <script> <args>`` from the project root, in this process; RuntimeError on a non-zero exit.
+
+    What the script changes that a new interpreter would have dropped is restored afterwards: ``sys.argv``,
+    torch's thread count and the handlers of the stop signals (the training loop's stop-cleanly handlers,
+    ``utils.preemption``: after the script, SIGTERM ends this process again).
+    """
+    import signal
+    import threading
+
+    import torch
+
+    from deconas_plugin.utils.preemption import STOP_SIGNALS
+    main = threading.current_thread() is threading.main_thread()
+    saved = sys.argv, torch.get_num_threads(), {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
     sys.argv = [script] + [str(a) for a in args]
     fresh_basicsr_logger()
     try:
@@ -32,4 +44,7 @@ def run_entry(script: str, args: List[str]):
         if e.code not in (0, None):
             raise RuntimeError(f'{script} {" ".join(map(str, args))} exited with {e.code}') from None
     finally:
-        sys.argv = saved
+        sys.argv = saved[0]
+        torch.set_num_threads(saved[1])
+        for sig, handler in saved[2].items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
