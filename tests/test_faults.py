@@ -65,14 +65,17 @@ def remove_experiment(name):
 
 @pytest.fixture(scope='module')
 def reference(embedded_data, tmp_path_factory):
-    """Uninterrupted 2-rank runs under torchrun, made when first asked for: {'search' | 'retrain': name}."""
+    """Uninterrupted 2-rank runs, made when first asked for: {'search' | 'retrain': name}."""
     names = {}
 
     def get(kind):
         if kind not in names:
             names[kind] = f'fault_ref_{kind}_{uuid.uuid4().hex[:8]}'
-            path = fault_options(embedded_data, tmp_path_factory.mktemp('ref'), names[kind], kind == 'search')
-            _torchrun(path, free_port())
+            folder = tmp_path_factory.mktemp('ref')
+            path = fault_options(embedded_data, folder, names[kind], kind == 'search')
+            codes, outputs = finish_ranks(*start_ranks(TRAIN + ['-opt', path, '--launcher', 'pytorch'], folder,
+                                                       rank_env(free_port()), by_rank))
+            assert codes == [0, 0], show(outputs)
         return names[kind]
 
     yield get

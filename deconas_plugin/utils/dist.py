@@ -103,19 +103,21 @@ def ranks_not_answering(grace_s: float = STALL_GRACE_S) -> list:
 
     Every rank that sees the failure writes an "alive" key to the group's store (served by torchrun's
     agent or by rank 0's store thread, which answer even while rank 0's Python is stuck); the ranks
-    whose key does not appear are the ones that stopped answering. None if the store cannot tell.
+    whose key does not appear are the ones that stopped answering. The wait ends early when this
+    process gets a stop signal (torchrun stopping the group). None if the store cannot tell.
     """
-    import datetime
+    import time
+
+    from .preemption import received_signal
     store = _GROUP['store']
     if store is None:
         return None
     try:
         store.set(f'alive/{dist.get_rank()}', '1')
         keys = [f'alive/{r}' for r in range(dist.get_world_size())]
-        try:
-            store.wait(keys, datetime.timedelta(seconds=grace_s))
-        except Exception:  # noqa: BLE001  (a timeout: some rank did not come)
-            pass
+        deadline = time.monotonic() + grace_s
+        while not store.check(keys) and time.monotonic() < deadline and received_signal() is None:
+            time.sleep(0.05)
         return [r for r, key in enumerate(keys) if not store.check([key])]
     except Exception:  # noqa: BLE001  (the store itself is gone: its host died)
         return None
@@ -124,10 +126,7 @@ def ranks_not_answering(grace_s: float = STALL_GRACE_S) -> list:
 def peer_error(error: Exception) -> PeerError:
     """A ``PeerError`` for ``error`` (raised by a collective) naming the iteration, the collective, this
     rank and the ranks that did not answer."""
-    from .preemption import received_signal
-    # being stopped (torchrun ends the group after a rank died): report at once, without waiting for answers
-    grace = 0 if received_signal() else min(STALL_GRACE_S, _GROUP['timeout_s'] / 2)
-    missing = ranks_not_answering(grace)
+    missing = ranks_not_answering(min(STALL_GRACE_S, _GROUP['timeout_s'] / 2))
     who = (f'rank {missing[0]}' if missing and len(missing) == 1 else
            f'ranks {missing}' if missing else 'a peer')  # [] on the stalled rank itself: the others left
     where = f"iteration {_STEP['iter']}" if _STEP['iter'] is not None else 'set-up'
