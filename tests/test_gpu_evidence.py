@@ -140,6 +140,9 @@ def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, exp
     said.clear()  # complete: skipped without --force
     assert runner.run(['search', 'retrain'])['search']['parts']['derive'] == search['parts']['derive']
     assert 'search: skipped' in said[0] and 'retrain: skipped' in said[0]
+    stopped = json.loads((out / 'search.json').read_text())  # a search stopped at its limit leaves no result,
+    stopped['parts']['search'] = {'status': 'timed out', 'limit_s': 1, 'error': 'stopped'}  # only its options file
+    (out / 'search.json').write_text(json.dumps(stopped))
     cut = json.loads((out / 'retrain.json').read_text())  # a stage cut short: its finished parts are kept
     cut['complete'] = False
     cut['parts']['random1_seed0'] = {'status': 'timed out', 'limit_s': 1, 'error': 'stopped'}

@@ -55,9 +55,12 @@ def genotypes(ctx: dict):
     """(search options, {'found': genotype, 'random1': ..., 'random2': ...}) from the search stage's results."""
     from deconas_plugin.genotype import Genotype
     from deconas_plugin.reporting.search_vs_random import draw_random_genotypes, network_sizes
+    from .search import _read_yaml
     search = ctx['results'].get('search') or {}
     found = (search.get('summary') or {}).get('found')
     opt = ((search.get('parts') or {}).get('search') or {}).get('result', {}).get('options')
+    if opt is None and osp.isfile(options_path(ctx, 'search')):  # a search stopped at its limit left no result
+        opt = _read_yaml(options_path(ctx, 'search'))
     if not found or not opt:
         raise EvidenceError('no derived genotype or search options in the search stage\'s results: run --stage search')
     sizes = network_sizes(opt)
