@@ -36,7 +36,7 @@ def test_full_plan_fits_seven_minutes_a_stage_and_tiny_runs_the_same_parts():
     full, tiny = plan(), plan(tiny=True)
     assert list(full) == list(tiny) == list(STAGES)
     for stage in STAGES:
-        assert sum(p['limit_s'] for p in full[stage]) <= STAGE_LIMIT_S, stage
+        assert sum(p['limit_s'] for p in full[stage]) <= STAGE_LIMIT_S - 15, stage  # the kill grace fits
         assert all(p['estimate_s'] < p['limit_s'] for p in full[stage]), stage
         assert {p['fn'] for p in tiny[stage]} == {p['fn'] for p in full[stage]}, stage
         for p in full[stage]:

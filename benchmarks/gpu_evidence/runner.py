@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from deconas_plugin.utils.checkpoint import atomic_write_text
 from deconas_plugin.utils.logged_run import log_tail
-from .plan import STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
+from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_DATA = osp.join(ROOT, '.gpu', 'data')
@@ -189,9 +189,12 @@ class Runner:
         module = STAGE_MODULES[stage]
         module.check_inputs(self, stage)  # a clear error before any part runs
         result = {'stage': stage, 'tiny': self.tiny, 'complete': False, 'parts': {}, 'summary': None,
-                  'stamp': stamp(self.device, self.commit), 'limit_s': stage_limit_s(self.plan[stage])}
+                  'stamp': stamp(self.device, self.commit),
+                  'limit_s': max(stage_limit_s(self.plan[stage]), STAGE_LIMIT_S)}
         kept = {n: p for n, p in ((earlier or {}).get('parts') or {}).items() if p['status'] == 'done'}
-        deadline = time.monotonic() + stage_limit_s(self.plan[stage])
+        # the stage's 7 minutes (the parts' limits add up to less: a part stopped at its limit overruns it by the
+        # kill grace, and the later parts still fit)
+        deadline = time.monotonic() + max(stage_limit_s(self.plan[stage]), STAGE_LIMIT_S)
         self.say(f'== {stage}')
         for part in self.plan[stage]:
             name = part['name']
