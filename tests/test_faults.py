@@ -238,7 +238,8 @@ def test_a_restarted_group_never_meets_on_the_old_groups_addresses(tmp_path):
     import subprocess
     from torch.distributed import TCPStore
     port = free_port()
-    store = TCPStore('127.0.0.1', port, None, True, wait_for_workers=False, multi_tenant=True)  # noqa: F841 (the agent's)
+    # the agent's store: one server for both groups, as torchrun keeps it across restarts
+    agent_store = TCPStore('127.0.0.1', port, None, True, wait_for_workers=False, multi_tenant=True)  # noqa: F841
     script = tmp_path / 'worker.py'
     script.write_text(RESTARTED_WORKER)
     module = osp.join(ROOT, 'deconas_plugin', 'utils', 'dist.py')

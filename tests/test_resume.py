@@ -52,7 +52,8 @@ KILL_AT = os.environ.get('DECONAS_TEST_KILL_AT_ITER')  # at the start of this tr
 KILL_WRITING = os.environ.get('DECONAS_TEST_KILL_WRITING')  # halfway through writing this checkpoint file
 STALL_AT = os.environ.get('DECONAS_TEST_KILL_STALL_AT_ITER')  # sleep in this iteration's first all-reduce
 KILL_RANK = os.environ.get('DECONAS_TEST_KILL_RANK')
-if KILL_RANK is not None and os.environ.get('RANK') != KILL_RANK or os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') != '0':
+FIRST_GROUP = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') == '0'
+if KILL_RANK is not None and os.environ.get('RANK') != KILL_RANK or not FIRST_GROUP:
     KILL_AT = KILL_WRITING = STALL_AT = None
 if STALL_AT:
     import sys
