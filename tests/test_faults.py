@@ -167,6 +167,9 @@ def test_stop_signal_on_one_rank_stops_both_after_a_state_and_resume_is_exact(
     state = latest_valid_state(experiment(run, 'training_states'))
     stopped = load_state(state)['iter']
     assert target <= stopped <= 12, where
+    for rank in (0, 1):  # every rank finished the same iteration, and none went further
+        with open(experiment(run, f'rank{rank}_trace.jsonl')) as f:
+            assert sum('"child"' in line for line in f) == stopped, f'{where}: rank {rank}'
     why = 'SIGTERM' if victim == 0 else "another rank's stop signal"
     assert f'Stopped by {why} after iteration {stopped}' in outputs[0], where  # rank 0 logs
 
