@@ -88,7 +88,7 @@ def test_caption_says_which_network_is_not_above_bicubic():
     caption = table_caption(rows, ['photos'], None, spread)
     assert 'Not above' not in caption and 'Every trained network is above bicubic on every test mean.' in caption
     assert 'measured 2026-01-01 on a 2-core CPU (`spread.json`)' in caption
-    assert '| +0.20 | 0.05 (seeds 10, 11) |' in results_table(rows, ['photos'], caption)
+    assert '| +0.20 | 0.050 (seeds 10, 11) |' in results_table(rows, ['photos'], caption)
 
 
 def _report(signal, spreads=(None, None)):
@@ -118,7 +118,7 @@ def test_first_screen_answers_in_numbers():
     assert lines[-1].startswith('**Better than chance?** No: ') and 'median SNR of one reward 0.40' in lines[-1]
     # with seed spreads: the difference is weighed against them
     text = '\n'.join(first_screen(_report(noise, spreads=(0.05, 0.3))))
-    assert '+0.20 dB, within the seed spreads (0.30 and 0.05 dB)' in text and 'seed spread 0.30 dB' in text
+    assert '+0.20 dB, within the seed spreads (0.300 and 0.050 dB)' in text and 'seed spread 0.300 dB' in text
     text = '\n'.join(first_screen(_report(noise, spreads=(0.05, 0.1))))
     assert '+0.20 dB, larger than the seed spreads' in text
     strong = dict(noise, full_psnr=30.5, median_snr=5.0, learned_from_noise=False)

@@ -461,10 +461,11 @@ def test_demo_with_user_option_files(embedded_data, tmp_path, experiment_name):
     prefix, search_name = experiment_name('tdemo_user'), experiment_name('tdemo_user_search')
     search_opt = write_options(tmp_path / 'my_search.yml', search_options(embedded_data, search_name, total_iter=8))
     train_opt = write_options(tmp_path / 'my_train.yml', train_options(embedded_data, 'overwritten', total_iter=3))
-    out = tmp_path / 'out'
+    out, cache = tmp_path / 'out', tmp_path / 'complexity_cache.json'
+    _seed_cache(cache)  # the fixed-size reference networks, as in the demo fixture
     proc, _ = _run([osp.join(ROOT, 'tools', 'demo.py'), '--out', str(out), '--prefix', prefix, '--quiet',
                     '--search-opt', search_opt, '--train-opt', train_opt, '--test-sets', embedded_data['test'],
-                    '--num-samples', '4', '--complexity-cache', str(tmp_path / 'complexity_cache.json')])
+                    '--num-samples', '4', '--complexity-cache', str(cache)])
     _check(proc)
     status = {s['step']: s['status'] for s in _summary(str(out))['steps']}
     assert status['prepare'] == 'skipped' and all(v == 'ran' for k, v in status.items() if k != 'prepare'), status

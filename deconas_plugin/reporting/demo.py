@@ -199,18 +199,24 @@ def machine_text(threads: Optional[int]) -> str:
             f"{threads or 'default'} thread(s) per process, load average {load} when written")
 
 
+def _inline(options: dict) -> str:
+    """``{'type': 'Adam', 'lr': 0.002}`` as ``Adam (lr 0.002)``: an option block in one line of prose."""
+    rest = ', '.join(f'{k} {v}' for k, v in options.items() if k != 'type')
+    return f"{options.get('type', '')} ({rest})" if rest else str(options.get('type', ''))
+
+
 def seed_spread_md(result: dict) -> str:
     """The Markdown page of a seed-spread measurement (``Demo.measure_seed_spread``)."""
     set_ = result['setting']
     lines = ['# Seed spread of the demo\'s trainings', '',
-             f"Measured {result['date']} on {result['machine']}, in {result['seconds']:,.0f} s.  ",
+             f"Measured {result['date']} on {result['machine']}.  ",
              f"Command: `{result['command']}`  ",
              f"Setting: x{set_['scale']}, {'--fast' if set_['fast'] else 'default'} budget, "
              f"{set_['train']['total_iter']:,} iterations, batch {set_['batch_size_per_gpu']}, "
-             f"LR patch {set_['gt_size'] // set_['scale']}, optimiser {set_['train']['optim_g']}, scheduler "
-             f"{set_['train']['scheduler']}, warm-up {set_['train'].get('warmup_iter')}; found genotype "
+             f"LR patch {set_['gt_size'] // set_['scale']}, {_inline(set_['train']['optim_g'])}, "
+             f"{_inline(set_['train']['scheduler'])}, warmup_iter {set_['train'].get('warmup_iter')}; found genotype "
              f"`{result['genotype']}` (N, M, C = {set_['found_space']['num_blocks']}, "
-             f"{set_['found_space']['num_nodes']}, {set_['found_space']['num_feat']}), CARN {set_['carn']}.  ",
+             f"{set_['found_space']['num_nodes']}, {set_['found_space']['num_feat']}), {_inline(set_['carn'])}.  ",
              f"Test set: {result['test_set']} ({', '.join(set_['test_images'])}).", '',
              'Each network trained twice from scratch, the runs differing only in `manual_seed` (initial weights '
              'and the order of the training patches); test-set mean PSNR-Y (dB) / SSIM-Y of each, and how far '
@@ -220,7 +226,7 @@ def seed_spread_md(result: dict) -> str:
              '|---|' + '---:|' * (len(result['seeds']) + 2)]
     for arch, row in result['networks'].items():
         cells = ' | '.join(f'{p:.2f}/{q:.4f}' for p, q in zip(row['psnr'], row['ssim']))
-        lines.append(f"| {row['label']} | {cells} | {row['psnr_spread']:.2f} | {row['ssim_spread']:.4f} |")
+        lines.append(f"| {row['label']} | {cells} | {row['psnr_spread']:.3f} | {row['ssim_spread']:.4f} |")
     lines += ['', 'Per image, PSNR-Y (dB):', '',
               '| Image | ' + ' | '.join(f"{row['label']}, seed {s}" for row in result['networks'].values()
                                        for s in row['seeds']) + ' |',
@@ -588,7 +594,7 @@ class Demo:
                             'or --test-sets')
         sets = self.test_sets()
         demo_methods = {m['key']: m for m in self.test_methods()}
-        networks, t0 = {}, time.time()
+        networks = {}
         for key, train_key in (('found', 'found_train_opt'), ('carn', 'carn_train_opt')):
             opt = read_yaml(self.paths[train_key])
             base_seed = opt['manual_seed']
@@ -620,8 +626,7 @@ class Demo:
         result = {'date': time.strftime('%Y-%m-%d'), 'machine': machine_text(self.threads),
                   'command': 'python tools/demo.py ' + ' '.join(self.argv), 'setting': setting,
                   'genotype': read_yaml(self.paths['found_train_opt'])['network_g'].get('genotype'),
-                  'test_set': sets[0]['name'], 'seeds': networks['CARN']['seeds'], 'networks': networks,
-                  'seconds': round(time.time() - t0, 1)}
+                  'test_set': sets[0]['name'], 'seeds': networks['CARN']['seeds'], 'networks': networks}
         path = self.args.seed_spread_file
         os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
         atomic_write_text(path, json.dumps(result, indent=2) + '\n')
@@ -631,7 +636,8 @@ class Demo:
 
     def step_report(self) -> str:
         report_dir = osp.join(self.out, 'report')
-        if not self.ran_any and mtime(osp.join(report_dir, 'report.json')) > mtime(self.args.seed_spread_file):
+        seed_spread = self.seed_spread()
+        if not self.ran_any and self._reported_seed_spread(osp.join(report_dir, 'report.json')) == [seed_spread]:
             return 'skipped'
         from .report import build_report
         timings = {r['step']: r['made_in_seconds'] for r in self.results if r.get('made_in_seconds') is not None}
@@ -652,10 +658,19 @@ class Demo:
         self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
                                    search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
                                    timings=timings or None, notes=notes, training=self.training_text(),
-                                   seed_spread=self.seed_spread(),
+                                   seed_spread=seed_spread,
                                    complexity_cache=self.args.complexity_cache
                                    or osp.join(self.out, 'complexity_cache.json'))
         return 'ran'
+
+    @staticmethod
+    def _reported_seed_spread(report_json: str) -> list:
+        """[the seed spread an existing report cites], or [] when there is no readable report."""
+        try:
+            with open(report_json) as f:
+                return [json.load(f)['results']['seed_spread']]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     # -------------------------------------------------------------------------------------- run
     def run(self) -> dict:

@@ -559,7 +559,7 @@ def results_table(rows: List[dict], test_sets: List[str], caption: str = '') -> 
         gain = ' / '.join(f'{gains[ts]:+.2f}' for ts in test_sets if gains.get(ts) is not None) or '-'
         spread = r.get('seed_spread')
         spread_cell = ('-' if r['arch'] == 'Bicubic' else 'not measured' if not spread else
-                       f"{spread['psnr_spread']:.2f} (seeds {', '.join(str(x) for x in spread['seeds'])})")
+                       f"{spread['psnr_spread']:.3f} (seeds {', '.join(str(x) for x in spread['seeds'])})")
         lines.append(f"| {r['label']} | x{r['scale']} | {params} | " + ' | '.join(cells)
                      + f' | {gain} | {spread_cell} |')
     return '\n'.join(lines) + '\n'
@@ -647,7 +647,7 @@ def _vs(row: dict, other: dict, ts: str) -> str:
     if len(spreads) < 2:
         return f'{diff:+.2f} dB (no seed spread measured for this setting)'
     verdict = 'larger than' if abs(diff) > max(spreads) else 'within'
-    return f'{diff:+.2f} dB, {verdict} the seed spreads ({spreads[0]:.2f} and {spreads[1]:.2f} dB)'
+    return f'{diff:+.2f} dB, {verdict} the seed spreads ({spreads[0]:.3f} and {spreads[1]:.3f} dB)'
 
 
 def first_screen(r: dict) -> List[str]:
@@ -679,7 +679,7 @@ def first_screen(r: dict) -> List[str]:
             if gain is not None:
                 extra.append(f'{gain:+.2f} dB over bicubic')
             if row.get('seed_spread'):
-                extra.append(f"seed spread {row['seed_spread']['psnr_spread']:.2f} dB")
+                extra.append(f"seed spread {row['seed_spread']['psnr_spread']:.3f} dB")
             parts.append(text + (f" ({', '.join(extra)})" if extra else ''))
         n = max(len(row.get('per_image', {}).get(ts, {})) for row in scored)
         line = f"**Test ({ts}{f', {n} images' if n else ''}, mean PSNR-Y):** " + '; '.join(parts) + '.'
