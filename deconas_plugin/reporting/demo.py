@@ -23,8 +23,16 @@ minutes on 2 CPU cores, every training through the same entry points a user runs
 Reuse: a training whose experiment has ``models/net_g_latest.pth`` and whose stored option file
 equals the one the demo would run is skipped; an interrupted one is resumed (``--auto_resume``);
 one made with other options is archived (``<name>_archived_<time>``, as BasicSR does) and rerun.
-Derivation, tests and report are skipped when their outputs are newer than their inputs. Each step
-prints a one-line banner with its status and elapsed time; ``<out>/demo_summary.json`` keeps them.
+Derivation and tests are skipped when their outputs are newer than their inputs, the report when
+nothing ran and the seed-spread measurement it cites is unchanged.
+
+Seed spread: ``--seed-spread SEED`` retrains the found network and CARN once more with ``manual_seed``
+SEED (experiments ``<name>_seed<SEED>``), tests them and writes how far the two seeds land apart to
+``--seed-spread-file`` (default ``benchmarks/cpu-2core/demo_seed_spread.json``, the measurement of the
+default demo, and a ``.md`` page). The report cites that file beside each trained network's row when
+its setting (``Demo.spread_setting``) equals the run's.
+
+Each step prints a one-line banner with its status and elapsed time; ``<out>/demo_summary.json`` keeps them.
 
 Experiments and test results live where BasicSR puts them (``experiments/<prefix>_*``,
 ``results/<prefix>_*``); ``--prefix`` (default ``demo``, ``demo_fast`` with ``--fast``) keeps
@@ -32,7 +40,6 @@ runs apart. Everything else is under ``--out``: ``data/``, ``options/``, ``logs/
 every subprocess), ``report/``, ``demo_summary.json``.
 """
 import argparse
-import copy
 import json
 import os
 import os.path as osp
