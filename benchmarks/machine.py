@@ -1,20 +1,16 @@
 """The machine a run is measured on (``machine_info``), the intra-op threads probe, and the
 ``--threads`` choice (``choose_threads``)."""
-import os
-import platform
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
+from deconas_plugin.utils.machine import describe_machine, load_average, usable_cores
+
 from .timing import interleaved, median_ms
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+_usable_cores = usable_cores
 
 
 def choose_threads(spec: str, device: torch.device):
@@ -60,44 +56,8 @@ def threads_probe(device: torch.device, reps: int = 5) -> Optional[dict]:
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = None
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.lower().startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cpu = cpu or platform.processor() or platform.machine()
-    flags = []
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    have = set(line.split(':', 1)[1].split())
-                    flags = [x for x in ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_tile')
-                             if x in have]
-                    break
-    except OSError:
-        pass
-    usable = _usable_cores()
-    info = {
-        'cpu': cpu, 'cpu_flags': flags, 'cores': os.cpu_count(), 'usable_cores': usable,
-        'torch_threads': torch.get_num_threads(),
-        'torch': torch.__version__, 'python': platform.python_version(), 'platform': platform.platform(),
-        'device': str(device),
-        'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({cpu})',
-        'load_avg_start': _loadavg(), 'threads_probe': threads_probe(device),
-    }
-    if device.type == 'cuda':
-        info['cuda'] = torch.version.cuda
-        info['cudnn'] = torch.backends.cudnn.version()
-    return info
+    """``describe_machine`` and the intra-op threads probe."""
+    return {**describe_machine(device), 'threads_probe': threads_probe(device)}
 
 
-def _loadavg() -> Optional[List[float]]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
+_loadavg = load_average

@@ -302,6 +302,17 @@ def test_report_cli_standalone(demo, tmp_path):
         assert (out / name).is_file()
 
 
+def test_report_markdown_of_a_search_without_signal_probe(demo):
+    """A search run with ``search.signal_probe: 0`` has no signal rows: the report says so instead."""
+    from deconas_plugin.reporting.report import render_markdown
+    r = _report(demo['out'])
+    assert r['search'].get('signal')  # the demo probes; drop it as a search without the probe would have
+    r['search']['signal'] = None
+    text = render_markdown(r, '| table |')
+    assert 'did not probe the architecture signal (`search.signal_probe: 0`)' in text
+    assert '![search signal]' not in text
+
+
 def test_parse_test_log(tmp_path):
     log = tmp_path / 'test_x.log'
     log.write_text('2026-01-01 00:00:00,000 INFO: Testing Set5...\n'

@@ -52,6 +52,7 @@ from .. import derive as derive_lib
 from ..derive import plain
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.logged_run import child_env, log_tail, run_logged
+from ..utils.machine import describe_machine
 from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -195,12 +196,9 @@ def below_bicubic_notes(methods: List[dict], test_opts: List[tuple], iterations:
 
 
 def machine_text(threads: Optional[int]) -> str:
-    """The machine a measurement ran on, in one line (``benchmarks.machine.machine_info``)."""
+    """The machine a measurement ran on, in one line (``utils.machine.describe_machine``)."""
     import torch
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from benchmarks.machine import machine_info
-    info = machine_info(torch.device('cpu'))
+    info = describe_machine(torch.device('cpu'))
     load = ', '.join(f'{x:.1f}' for x in (info['load_avg_start'] or [])) or 'unknown'
     return (f"{info['cpu']}, {info['usable_cores']} usable cores, torch {info['torch']}, "
             f"{threads or 'default'} thread(s) per process, load average {load} when written")

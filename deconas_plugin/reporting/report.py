@@ -943,7 +943,7 @@ def render_markdown(r: dict, table: str) -> str:
                     'reward less than the reward noise did (median SNR below 1): whatever the controller '
                     'converged to says little about which architecture is better.', '']
         out += [f"![search signal]({r['figures']['signal']})", '']
-    elif history:
+    elif s['history_rows']:
         out += ['The search did not probe the architecture signal (`search.signal_probe: 0`); '
                 '`tools/search_signal.py` measures it on a checkpoint.', '']
     out += [f"![search scatter]({r['figures']['scatter']})", '', f"![controller curves]({r['figures']['curves']})", '',
