@@ -105,10 +105,14 @@ def test_readme_lists_every_tool_with_its_description(descriptions):
         assert listed[name] == descriptions[name], (name, listed[name], descriptions[name])
 
 
-def test_table_round_trips_through_the_readme_reader(descriptions, monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], 'tool_description', descriptions.__getitem__)
-    readme = f'# x\n\n## Tools\n\n{tools_table()}\n\n## Next\n| a | b |\n'
-    assert readme_tools(readme) == descriptions
+def test_table_round_trips_through_the_readme_reader(monkeypatch):
+    fake = {'alpha': 'Draw a cell as a PNG.', 'beta': 'Compare A | B (a bar in the text).'}
+    monkeypatch.setattr(sys.modules[__name__], 'TOOLS', sorted(fake))
+    monkeypatch.setattr(sys.modules[__name__], 'tool_description', fake.__getitem__)
+    table = tools_table()
+    assert '| `tools/beta.py` | Compare A \\| B (a bar in the text). |' in table.splitlines()
+    readme = f'# x\n\n## Tools\n\n{table}\n\n## Next\n| a | b |\n'
+    assert readme_tools(readme) == fake
     with pytest.raises(ValueError, match='no "## Tools" section'):
         readme_tools('# x\n')
     with pytest.raises(ValueError, match='a row must read'):
