@@ -40,7 +40,8 @@ STAGE_CHOICES = ('check', 'speed', 'search', 'retrain', 'all')
 
 def parse_args(argv=None):
     summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    parser = argparse.ArgumentParser(description=summary, epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--stage', choices=STAGE_CHOICES, help='the stage to run; all: every stage not done, in order')
     parser.add_argument('--out', metavar='DIR', help='results folder, e.g. benchmarks/h200 (<stage>.json, <stage>.md)')
     parser.add_argument('--prepare', action='store_true', help='make the data the stages read (on this machine)')
