@@ -753,7 +753,7 @@ class Demo:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='One-command DeCoNAS demo: embedded data -> search -> derive -> retrain -> CARN -> test -> '
-        'report (about 10 minutes on 2 CPU cores).')
+        'report (about 13 minutes on 2 CPU cores).')
     p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')
     p.add_argument('--scale', type=int, default=2, choices=(2, 3, 4))
     p.add_argument('--fast', action='store_true', help='a much smaller budget (about a minute; used by the tests)')
