@@ -169,19 +169,16 @@ def set_option(opt: dict, dotted: str, value):
     node[keys[-1]] = value
 
 
-def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_from_search: bool = False,
-                    pretrain: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
-    """A DeCoNASNet training option file for ``genotype`` (the network sizes of the search)."""
+def training_options(network_g: dict, search_opt: dict, template: dict, name: str, data_from_search: bool = False,
+                     pretrain: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
+    """A training option file for ``network_g`` with the budget of ``template`` and the scale (and, with
+    ``data_from_search``, the datasets) of a search; ``overrides`` (``key=value``) are applied last. Every
+    network trained for a search (the found one, a baseline beside it) gets its schedule from here."""
     opt = copy.deepcopy(template)
-    net_g = search_opt['network_g']
-    opt['name'] = f"DeCoNASNet_x{search_opt['scale']}_{search_opt['name']}"
+    opt['name'] = name
     opt['model_type'] = 'DeCoNASSRModel'
     opt['scale'] = search_opt['scale']
-    opt['network_g'] = {
-        'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': net_g.get('num_blocks', 4),
-        'num_nodes': net_g.get('num_nodes', 4), 'num_feat': net_g.get('num_feat', 64),
-        'upscale': net_g.get('upscale', search_opt['scale']), 'num_in_ch': net_g.get('num_in_ch', 3),
-        'num_out_ch': net_g.get('num_out_ch', 3)}
+    opt['network_g'] = copy.deepcopy(network_g)
     if data_from_search:
         opt['datasets'] = copy.deepcopy(search_opt['datasets'])
     opt.setdefault('path', {})['pretrain_network_g'] = pretrain
@@ -191,6 +188,19 @@ def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_f
         key, value = item.split('=', 1)
         set_option(opt, key, yaml.safe_load(value))
     return opt
+
+
+def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_from_search: bool = False,
+                    pretrain: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
+    """A DeCoNASNet training option file for ``genotype`` (the network sizes of the search)."""
+    net_g = search_opt['network_g']
+    network_g = {
+        'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': net_g.get('num_blocks', 4),
+        'num_nodes': net_g.get('num_nodes', 4), 'num_feat': net_g.get('num_feat', 64),
+        'upscale': net_g.get('upscale', search_opt['scale']), 'num_in_ch': net_g.get('num_in_ch', 3),
+        'num_out_ch': net_g.get('num_out_ch', 3)}
+    return training_options(network_g, search_opt, template, f"DeCoNASNet_x{search_opt['scale']}_{search_opt['name']}",
+                            data_from_search, pretrain, overrides)
 
 
 def dump_options(opt: dict) -> str:

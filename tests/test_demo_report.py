@@ -123,9 +123,15 @@ def test_demo_fast_end_to_end(demo):
     found = report_lib.derive_lib.read_options(
         osp.join(ROOT, 'experiments', f'{PREFIX}_search_x2', 'derive', 'train_DeCoNASNet.yml'))
     assert carn['network_g']['type'] == 'CARN' and carn['network_g']['multi_scale'] is False
-    assert carn['train'] == found['train']
-    for key in ('batch_size_per_gpu', 'gt_size'):
-        assert carn['datasets']['train'][key] == found['datasets']['train'][key]
+    assert carn['network_g']['num_feat'] == found['network_g']['num_feat']
+    # written before the search, yet the found network's option file but for its name and network
+    assert {k: v for k, v in carn.items() if k not in ('name', 'network_g')} == \
+        {k: v for k, v in found.items() if k not in ('name', 'network_g')}
+    # CARN trained beside search, derive and retrain: started before the search, waited for after the retrain
+    out = demo['first'].stdout
+    assert out.index('[demo 5/7] carn     started beside') < out.index('[demo 2/7] search   started') \
+        < out.index('[demo 4/7] retrain  ran') < out.index('[demo 5/7] carn     ran')
+    assert summary['steps'][4]['beside'] == ['search', 'derive', 'retrain']
     assert 'DeCoNASNet (found)' in demo['first'].stdout  # the results table is printed at the end
 
 
@@ -352,6 +358,66 @@ def test_compare_settings_two_tiny_searches(demo, tmp_path):
         assert s['mean_params'] > 0 and s['best']['params'] > 0
     size, pixels = _png(out / 'scatter.png')
     assert size == (800, 550) and pixels.std() > 10
+
+
+def _demo_in_process(out, prefix, capsys):
+    """Run tools/demo.py --fast in this process (so that a test can patch ``Demo``); (SystemExit, stdout)."""
+    from deconas_plugin.reporting import demo as demo_lib
+    with pytest.raises(SystemExit) as exc:
+        demo_lib.main(['--fast', '--out', str(out), '--prefix', prefix, '--quiet'])
+    return exc.value, capsys.readouterr().out
+
+
+def test_demo_reports_a_failed_background_training(tmp_path, monkeypatch, capsys):
+    """CARN trains in the background: when it fails, the demo stops with its step, exit code and log tail."""
+    from deconas_plugin.reporting import demo as demo_lib
+    carn_options = demo_lib.Demo.carn_options
+
+    def broken_carn(self):
+        opt = carn_options(self)
+        opt['network_g']['type'] = 'NoSuchArch'
+        return opt
+
+    monkeypatch.setattr(demo_lib.Demo, 'carn_options', broken_carn)
+    try:
+        exc, out = _demo_in_process(tmp_path / 'out', f'{PREFIX}_bgfail', capsys)
+    finally:
+        _cleanup(f'{PREFIX}_bgfail')
+    log = tmp_path / 'out' / 'logs' / 'carn.log'
+    assert re.search(r'carn \(in the background\) failed \(exit code [1-9]\d*\)', str(exc))
+    assert f'full log: {log}' in str(exc)
+    assert 'NoSuchArch' in str(exc)  # the log's last lines
+    assert re.search(r'\[demo 5/7\] carn\s+FAILED after [\d.]+ s', out)
+    assert _summary(tmp_path / 'out')['failed'] == 'carn'
+
+
+def test_demo_failure_stops_the_background_training(tmp_path, monkeypatch, capsys):
+    """A failing step stops CARN's background training with SIGTERM: it writes its state (exit 75)."""
+    from deconas_plugin.reporting import demo as demo_lib
+    carn_options = demo_lib.Demo.carn_options
+    out_dir, prefix = tmp_path / 'out', f'{PREFIX}_bgstop'
+
+    def long_carn(self):
+        opt = carn_options(self)
+        opt['train']['total_iter'] = 100_000
+        return opt
+
+    def failing_search(self):
+        log, t = out_dir / 'logs' / 'carn.log', time.time()
+        while 'Start training' not in (log.read_text() if log.exists() else '') and time.time() - t < 120:
+            time.sleep(0.2)
+        raise demo_lib.DemoError('the search broke')
+
+    monkeypatch.setattr(demo_lib.Demo, 'carn_options', long_carn)
+    monkeypatch.setattr(demo_lib.Demo, 'step_search', failing_search)
+    try:
+        exc, out = _demo_in_process(out_dir, prefix, capsys)
+        assert 'the search broke' in str(exc)
+        assert 'carn stopped (exit code 75; its training state is saved, the next run resumes it)' in out
+        assert glob.glob(osp.join(ROOT, 'experiments', f'{prefix}_CARN_x2', 'training_states', '*.state'))
+        assert _summary(out_dir)['failed'] == 'search'
+    finally:
+        _cleanup(prefix)
 
 
 def test_demo_stops_on_a_missing_test_set_before_any_work(tmp_path):

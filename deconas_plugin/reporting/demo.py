@@ -1,8 +1,8 @@
 """The one-command DeCoNAS demo (``tools/demo.py``): data -> search -> derive -> retrain -> CARN -> test -> report.
 
 Runs the whole pipeline on a machine with no dataset, on the scikit-image photos bundled with
-scikit-image (``deconas_plugin.utils.embedded_data``: train / reward / test splits), in about ten
-minutes on 2 CPU cores, every training through the same entry points a user runs:
+scikit-image (``deconas_plugin.utils.embedded_data``: train / reward / test splits), in about eight
+minutes on 2 idle CPU cores, every training through the same entry points a user runs:
 
 1. ``prepare``: the embedded photos as BasicSR folders (HR, GTmod{s}, MATLAB-bicubic LRbicx{s});
    the training split cut into sub-images with their LR and packed into LMDBs, and the reward
@@ -13,9 +13,14 @@ minutes on 2 CPU cores, every training through the same entry points a user runs
    shared weights on the reward patches (``--scored-on reward``), the best reward kept; the
    retrain option file from ``options/demo/demo_train.yml`` with the search's data.
 4. ``retrain``: the found DeCoNASNet from scratch (``train.py`` on the derived option file).
-5. ``carn``: CARN (single-scale, ``multi_scale: false``; ``num_feat`` = the found network's C
-   unless ``--carn-feat``) with a copy of the retrain option file: same iterations, batch, patch,
-   optimiser and schedule.
+5. ``carn``: CARN (single-scale, ``multi_scale: false``; ``num_feat`` = the search's C unless
+   ``--carn-feat``) with the option file ``tools/derive.py`` writes for the found network
+   (``derive.training_options``: same data, iterations, batch, patch, optimiser and schedule). It
+   needs no search result, so it starts in the background when the search starts and trains beside
+   search, derive and retrain (output in ``<out>/logs/carn.log``); this step waits for it. On 2
+   cores each process gets one thread and the results are those of the one-at-a-time run
+   (``--sequential``), which takes about 5 minutes longer. If the demo fails or is interrupted,
+   CARN's training is stopped with SIGTERM: it writes its state and the next run resumes it.
 6. ``test``: ``python deconas_plugin/test.py`` for Bicubic, CARN and the found network on the
    test sets (PSNR/SSIM on Y, border = scale; images saved for the visual comparison).
 7. ``report``: ``deconas_plugin.reporting.report.build_report`` into ``<out>/report``.
@@ -51,15 +56,16 @@ from typing import Dict, List, Optional, Tuple
 from .. import derive as derive_lib
 from ..derive import plain
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
-from ..utils.logged_run import child_env, log_tail, run_logged
+from ..utils.logged_run import BackgroundRun, child_env, log_tail, run_logged
 from ..utils.machine import describe_machine
+from ..utils.preemption import EXIT_PREEMPTED
 from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
 STEPS = ('prepare', 'search', 'derive', 'retrain', 'carn', 'test', 'report')
 
-# Budgets. The default one is sized for ~8-10 minutes on 2 CPU cores; --fast is for the tests.
+# Budgets. The default one takes about 8 minutes on 2 idle CPU cores (docs/demo.md); --fast is for the tests.
 FAST_OVERRIDES = {
     'search': {
         'network_g.num_feat': 8, 'network_g.num_blocks': 2, 'network_g.num_nodes': 3,
@@ -112,9 +118,10 @@ def archive(path: str) -> str:
     return new
 
 
-def default_threads() -> Optional[int]:
-    """1 on a machine with at most 2 cores or an already busy one (1-min load average above half
-    the cores), else None (PyTorch's default: one thread per core).
+def default_threads(processes: int = 1) -> Optional[int]:
+    """OpenMP threads of each of ``processes`` trainings that run at once: 1 on a machine with at most
+    2 cores or an already busy one (1-min load average above half the cores), else the cores shared
+    out (None, PyTorch's default of one thread per core, for a single process).
 
     PyTorch's OpenMP threads spin at every barrier: when another process takes one of the two
     cores, a 2-thread training step waits for it and becomes 5-10 times slower (measured on 2
@@ -126,7 +133,9 @@ def default_threads() -> Optional[int]:
         load = os.getloadavg()[0]
     except OSError:
         load = 0.0
-    return 1 if cores <= 2 or load > 0.5 * cores else None
+    if cores <= 2 or load > 0.5 * cores:
+        return 1
+    return max(1, cores // processes) if processes > 1 else None
 
 
 def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std: float = None) -> int:
@@ -249,6 +258,11 @@ def set_dotted(opt: dict, dotted: str, value):
     derive_lib.set_option(opt, dotted, value)
 
 
+def shown_command(cmd: List[str]) -> str:
+    """A command as the banners show it: paths inside the project relative to it."""
+    return ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
+
+
 def fmt_s(seconds: float) -> str:
     return f'{seconds:6.1f} s' if seconds < 120 else f'{seconds:6.1f} s ({seconds / 60:.1f} min)'
 
@@ -267,7 +281,10 @@ class Demo:
         self.data = osp.join(self.out, 'data_fast' if args.fast else 'data')
         self.options = osp.join(self.out, 'options')
         self.logs = osp.join(self.out, 'logs')
-        self.threads = args.threads if args.threads is not None else default_threads()
+        # CARN trains beside search, derive and retrain (their results do not depend on it): two processes
+        self.parallel = not args.sequential
+        self.threads = args.threads if args.threads is not None else default_threads(2 if self.parallel else 1)
+        self.background: Dict[str, Optional[BackgroundRun]] = {}
         if args.num_gpu is not None:
             self.num_gpu = args.num_gpu
         else:
@@ -298,15 +315,16 @@ class Demo:
         """Run ``cmd`` from the project root; its output goes to the console (unless --quiet) and
         to ``<out>/logs/<log_name>.log``."""
         log_path = osp.join(self.logs, f'{log_name}.log')
-        shown = ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
+        shown = shown_command(cmd)
         self.say(f'    $ {shown}')
         rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.args.quiet)
         if rc != 0:
             raise DemoError(f'{shown} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n'
                             f'{log_tail(log_path, 3000)}')
 
-    def train(self, opt_path: str, log_name: str, user_given: bool = False) -> str:
-        """Run (or reuse, or resume) a BasicSR training; returns 'ran' / 'skipped'."""
+    def training_command(self, opt_path: str, user_given: bool = False) -> Optional[List[str]]:
+        """The ``train.py`` command of a BasicSR training, or None when its experiment can be reused (a run made
+        with other options is archived first; an interrupted one resumes: ``--auto_resume``)."""
         opt = read_yaml(opt_path)
         exp = osp.join(ROOT, 'experiments', opt['name'])
         latest = osp.join(exp, 'models', 'net_g_latest.pth')
@@ -315,11 +333,38 @@ class Demo:
         if osp.isfile(latest) and (same or user_given):
             if not same:
                 self.say(f'    note: {exp} was made with another option file than {opt_path}; reused as is')
-            return 'skipped'
+            return None
         if osp.isdir(exp) and not same and not user_given:
             self.say(f'    {exp} holds a run with other options: moved to {osp.basename(archive(exp))}')
-        self.run_cmd([self.python, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_path, '--auto_resume'],
-                     log_name)
+        return [self.python, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_path, '--auto_resume']
+
+    def train(self, opt_path: str, log_name: str, user_given: bool = False) -> str:
+        """Run (or reuse, or resume) a BasicSR training; returns 'ran' / 'skipped'."""
+        cmd = self.training_command(opt_path, user_given)
+        if cmd is None:
+            return 'skipped'
+        self.run_cmd(cmd, log_name)
+        return 'ran'
+
+    def start_training(self, opt_path: str, log_name: str) -> Optional[BackgroundRun]:
+        """Start a training in the background (output only in ``<out>/logs/<log_name>.log``); None when its
+        experiment can be reused (``training_command``)."""
+        cmd = self.training_command(opt_path)
+        if cmd is None:
+            return None
+        log_path = osp.join(self.logs, f'{log_name}.log')
+        shown = shown_command(cmd)
+        self.say(f'    $ {shown} &   (in the background; output: {log_path})')
+        return BackgroundRun(cmd, log_path, ROOT, self.env())
+
+    def finish_training(self, run: Optional[BackgroundRun], what: str) -> str:
+        """Wait for a ``start_training`` run; 'ran' / 'skipped', or DemoError with its log's last lines."""
+        if run is None:
+            return 'skipped'
+        rc = run.wait()
+        if rc != 0:
+            raise DemoError(f'{what} failed (exit code {rc}); full log: {run.log_path}\n--- last lines ---\n'
+                            f'{log_tail(run.log_path, 3000)}')
         return 'ran'
 
     # ------------------------------------------------------------------------------------ steps
@@ -404,15 +449,20 @@ class Demo:
                     set_dotted(opt, key, value)
         return opt
 
+    def write_search_options(self) -> str:
+        """``<out>/options/search.yml`` (or the given file's base name, under which BasicSR stores it in the
+        experiment); sets ``paths['search_opt']`` and ``paths['search_exp']``."""
+        if 'search_opt' not in self.paths:
+            opt = self.search_options()
+            path = osp.join(self.options, osp.basename(self.args.search_opt) if self.args.search_opt else 'search.yml')
+            src = self.args.search_opt or osp.join(DEMO_OPTIONS, 'demo_search.yml')
+            write_options(path, opt, f'# Written by tools/demo.py from {osp.relpath(src, ROOT)}\n')
+            self.paths['search_opt'] = path
+            self.paths['search_exp'] = osp.join(ROOT, 'experiments', opt['name'])
+        return self.paths['search_opt']
+
     def step_search(self) -> str:
-        opt = self.search_options()
-        # a given option file keeps its base name: BasicSR stores it under that name in the experiment
-        path = osp.join(self.options, osp.basename(self.args.search_opt) if self.args.search_opt else 'search.yml')
-        src = self.args.search_opt or osp.join(DEMO_OPTIONS, 'demo_search.yml')
-        write_options(path, opt, f'# Written by tools/demo.py from {osp.relpath(src, ROOT)}\n')
-        self.paths['search_opt'] = path
-        self.paths['search_exp'] = osp.join(ROOT, 'experiments', opt['name'])
-        return self.train(path, 'search', user_given=bool(self.args.search_opt))
+        return self.train(self.write_search_options(), 'search', user_given=bool(self.args.search_opt))
 
     def retrain_template(self) -> str:
         if self.args.train_opt:
@@ -444,7 +494,7 @@ class Demo:
         cmd = [self.python, osp.join(ROOT, 'tools', 'derive.py'), '-opt', self.paths['search_opt'],
                '--num-samples', str(samples), '--seed', '0', '--scored-on', 'reward', '--template', template,
                '--device', self.torch_device,
-               '--set', f'name={self.prefix}_found_x{self.scale}', '--set', f'num_gpu={self.num_gpu}']
+               *(a for item in self.derive_overrides(f'{self.prefix}_found_x{self.scale}') for a in ('--set', item))]
         if not self.args.train_opt:
             cmd.append('--data-from-search')
         self.run_cmd(cmd, 'derive')
@@ -453,24 +503,40 @@ class Demo:
     def step_retrain(self) -> str:
         return self.train(self.paths['found_train_opt'], 'retrain')
 
+    def derive_overrides(self, name: str) -> List[str]:
+        """The ``--set`` items the demo gives ``tools/derive.py`` for the found network's option file."""
+        return [f'name={name}', f'num_gpu={self.num_gpu}']
+
     def carn_options(self) -> dict:
-        opt = read_yaml(self.paths['found_train_opt'])
-        found = opt['network_g']
-        feat = self.args.carn_feat or found.get('num_feat', 64)
-        opt['name'] = f'{self.prefix}_CARN_x{self.scale}'
-        opt['network_g'] = {'type': 'CARN', 'num_in_ch': found.get('num_in_ch', 3),
-                            'num_out_ch': found.get('num_out_ch', 3), 'num_feat': feat, 'upscale': self.scale,
-                            'multi_scale': False}
-        opt['path']['pretrain_network_g'] = None
-        return opt
+        """CARN's option file: the one ``tools/derive.py`` writes for the found network (same template, search
+        data and overrides: ``derive.training_options``) with CARN as ``network_g``. It needs no search result,
+        so CARN can train while the search runs."""
+        search_opt = read_yaml(self.write_search_options())
+        net_g = search_opt['network_g']
+        network_g = {'type': 'CARN', 'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3),
+                     'num_feat': self.args.carn_feat or net_g.get('num_feat', 64), 'upscale': self.scale,
+                     'multi_scale': False}
+        name = f'{self.prefix}_CARN_x{self.scale}'
+        return derive_lib.training_options(network_g, search_opt, read_yaml(self.retrain_template()), name,
+                                           data_from_search=not self.args.train_opt,
+                                           overrides=self.derive_overrides(name))
+
+    def write_carn_options(self) -> str:
+        path = osp.join(self.options, 'train_CARN.yml')
+        write_options(path, self.carn_options(), '# Written by tools/demo.py: CARN (single-scale, multi_scale: false) '
+                      'with the budget of the found network\'s retrain (same iterations, batch, patch, schedule)\n')
+        self.paths['carn_train_opt'] = path
+        return path
+
+    def start_carn(self, index: int):
+        """Start CARN's training beside the search, derivation and retrain (``--sequential``: not)."""
+        self.banner(index, 'carn', 'started beside search, derive and retrain')
+        self.background['carn'] = self.start_training(self.write_carn_options(), 'carn')
 
     def step_carn(self) -> str:
-        path = osp.join(self.options, 'train_CARN.yml')
-        opt = self.carn_options()
-        write_options(path, opt, '# Written by tools/demo.py: CARN (single-scale, multi_scale: false) with the '
-                      'budget of the found network\'s retrain (same iterations, batch, patch, schedule)\n')
-        self.paths['carn_train_opt'] = path
-        return self.train(path, 'carn')
+        if 'carn' in self.background:
+            return self.finish_training(self.background['carn'], 'carn (in the background)')
+        return self.train(self.write_carn_options(), 'carn')
 
     def test_sets(self) -> List[dict]:
         try:
@@ -599,7 +665,7 @@ class Demo:
                             'or --test-sets')
         sets = self.test_sets()
         demo_methods = {m['key']: m for m in self.test_methods()}
-        networks = {}
+        trainings = {}  # key: (option file, demo's seed, its name)
         for key, train_key in (('found', 'found_train_opt'), ('carn', 'carn_train_opt')):
             opt = read_yaml(self.paths[train_key])
             base_seed = opt['manual_seed']
@@ -610,10 +676,22 @@ class Demo:
             path = osp.join(self.options, f'train_{key}_seed{seed}.yml')
             write_options(path, opt, f'# Written by tools/demo.py --seed-spread: {osp.basename(self.paths[train_key])} '
                           f'with manual_seed {seed}\n')
-            self.say(f'    seed spread: training {key} with manual_seed {seed}')
-            self.train(path, f'{key}_seed{seed}')
+            trainings[key] = (path, base_seed, opt['name'])
+        # the two trainings run side by side, as in the demo
+        self.say(f'    seed spread: training carn with manual_seed {seed}')
+        carn_path = trainings['carn'][0]
+        carn_run = self.start_training(carn_path, f'carn_seed{seed}') if self.parallel else None
+        self.background['carn_seed'] = carn_run
+        self.say(f'    seed spread: training found with manual_seed {seed}')
+        self.train(trainings['found'][0], f'found_seed{seed}')
+        if self.parallel:
+            self.finish_training(carn_run, f'CARN\'s training with manual_seed {seed}')
+        else:
+            self.train(carn_path, f'carn_seed{seed}')
+        networks = {}
+        for key, (path, base_seed, name) in trainings.items():
             method = dict(demo_methods[key], key=f'{key}_seed{seed}',
-                          checkpoint=osp.join(ROOT, 'experiments', opt['name'], 'models', 'net_g_latest.pth'))
+                          checkpoint=osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth'))
             test_paths = {base_seed: dict(self.paths['test_opts'])[demo_methods[key]['label']],
                           seed: self.run_test(method, sets)[0]}
             row = {'label': method['label'], 'seeds': [base_seed, seed], 'psnr': [], 'ssim': [], 'per_image': {}}
@@ -653,6 +731,10 @@ class Demo:
             'trained with the same option file as the found network (same iterations, batch, patch, optimiser and '
             f"schedule: {found['train']['total_iter']} iterations).",
         ]
+        if self.parallel:
+            notes.append('CARN trains in the background beside search, derive and retrain (one process each; '
+                         '`tools/demo.py --sequential`: after them), so the step times add up to more than the '
+                         'demo\'s wall time.')
         if not self.args.search_opt:
             notes.append('Demo budget: a short search and retrain on the embedded scikit-image photos; the numbers '
                          'show that the pipeline works, not the paper\'s results (there, after a 12-GPU-hour search '
@@ -686,36 +768,27 @@ class Demo:
         threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
         self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '
                  f'experiments {self.prefix}_*, device {self.torch_device} (num_gpu {self.num_gpu}), {threads}')
-        previous = self._previous_timings()
-        for index, step in enumerate(STEPS, 1):
-            self.banner(index, step, 'started')
-            t = time.time()
-            try:
-                status = getattr(self, f'step_{step}')()
-            except DemoError:
-                self.banner(index, step, f'FAILED after {time.time() - t:.1f} s')
-                self._write_summary(failed=step)
-                raise
-            seconds = round(time.time() - t, 2)
-            self.ran_any |= status == 'ran'
-            made_in = seconds if status == 'ran' else previous.get(step)
-            self.results.append({'step': step, 'status': status, 'seconds': seconds, 'made_in_seconds': made_in})
-            self.banner(index, step, f'{status} in {seconds:.1f} s')
-        if self.args.seed_spread is not None:
-            t = time.time()
-            self.say(f'[demo] seed spread: the found network and CARN again with manual_seed {self.args.seed_spread}')
-            try:
-                self.measure_seed_spread(self.args.seed_spread)
-            except DemoError:
-                self._write_summary(failed='seed-spread')
-                raise
-            self.ran_any = True
-            self.step_report()  # the report cites the new measurement
-            self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
+        try:
+            self._run_steps()
+            if self.args.seed_spread is not None:
+                t = time.time()
+                self.say(f'[demo] seed spread: the found network and CARN again with manual_seed '
+                         f'{self.args.seed_spread}')
+                try:
+                    self.measure_seed_spread(self.args.seed_spread)
+                except DemoError:
+                    self._write_summary(failed='seed-spread')
+                    raise
+                self.ran_any = True
+                self.step_report()  # the report cites the new measurement
+                self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
+        finally:
+            self.stop_background()
         summary = self._write_summary()
         self.say('\nstep      status   time')
         for r in self.results:
-            self.say(f"{r['step']:<9} {r['status']:<8} {fmt_s(r['seconds'])}")
+            beside = f"   (beside {', '.join(r['beside'])})" if r.get('beside') else ''
+            self.say(f"{r['step']:<9} {r['status']:<8} {fmt_s(r['seconds'])}{beside}")
         self.say(f"{'total':<9} {'':<8} {fmt_s(summary['total_seconds'])}")
         report_md = osp.join(self.out, 'report', 'report.md')
         table = osp.join(self.out, 'report', 'results_table.md')
@@ -724,6 +797,51 @@ class Demo:
                 self.say('\n' + f.read())
         self.say(f'report: {report_md}')
         return summary
+
+    def _run_steps(self):
+        previous = self._previous_timings()
+        for index, step in enumerate(STEPS, 1):
+            if step == 'search' and self.parallel:
+                self.start_carn(STEPS.index('carn') + 1)
+            background = self.background.get(step)
+            self.banner(index, step, 'started' if step not in self.background else
+                        'reused' if background is None else 'running' if background.poll() is None else 'ended')
+            t = time.time()
+            try:
+                status = getattr(self, f'step_{step}')()
+            except DemoError:
+                self.banner(index, step, f'FAILED after {background.seconds if background else time.time() - t:.1f} s')
+                self._write_summary(failed=step)
+                raise
+            self.check_background()
+            seconds = round(background.seconds if background else time.time() - t, 2)
+            self.ran_any |= status == 'ran'
+            made_in = seconds if status == 'ran' else previous.get(step)
+            result = {'step': step, 'status': status, 'seconds': seconds, 'made_in_seconds': made_in}
+            beside = ''
+            if background:
+                result['beside'] = list(STEPS[STEPS.index('search'):index - 1])
+                beside = f" (beside {', '.join(result['beside'][:-1])} and {result['beside'][-1]})"
+            self.results.append(result)
+            self.banner(index, step, f'{status} in {seconds:.1f} s{beside}')
+
+    def check_background(self):
+        """Raise DemoError, with its log's last lines, as soon as a background training has failed."""
+        for step, run in self.background.items():
+            if step in STEPS and run is not None and run.poll() not in (None, 0):
+                self.banner(STEPS.index(step) + 1, step, f'FAILED after {run.seconds:.1f} s (in the background)')
+                self._write_summary(failed=step)
+                self.finish_training(run, f'{step} (in the background)')
+
+    def stop_background(self):
+        """Stop the background trainings still running (the demo failed or was interrupted): each writes its
+        training state and the next run resumes it (``--auto_resume``)."""
+        for step, run in self.background.items():
+            if run is not None and run.poll() is None:
+                self.say(f'    stopping {step} (in the background) ...')
+                rc = run.stop()
+                saved = '; its training state is saved, the next run resumes it' if rc == EXIT_PREEMPTED else ''
+                self.say(f'    {step} stopped (exit code {rc}{saved})')
 
     def _previous_timings(self) -> Dict[str, float]:
         """Seconds each step took in the run that made its outputs (from the last demo_summary.json)."""
@@ -753,7 +871,7 @@ class Demo:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='One-command DeCoNAS demo: embedded data -> search -> derive -> retrain -> CARN -> test -> '
-        'report (about 13 minutes on 2 CPU cores).')
+        'report (about 8 minutes on 2 CPU cores).')
     p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')
     p.add_argument('--scale', type=int, default=2, choices=(2, 3, 4))
     p.add_argument('--fast', action='store_true', help='a much smaller budget (about a minute; used by the tests)')
@@ -782,6 +900,9 @@ def parse_args(argv=None):
     p.add_argument('--seed-spread-file', default=SEED_SPREAD_FILE,
                    help='seed-spread measurement the report cites when it was made for the same setting, and that '
                    f'--seed-spread writes (with a .md page beside it); default {osp.relpath(SEED_SPREAD_FILE, ROOT)}')
+    p.add_argument('--sequential', action='store_true',
+                   help='train CARN after the retrain instead of beside search, derive and retrain (one process at '
+                   'a time; on 2 cores the demo takes about 5 minutes longer)')
     p.add_argument('--quiet', action='store_true', help='subprocess output only into <out>/logs/, not the console')
     return p.parse_args(argv)
 

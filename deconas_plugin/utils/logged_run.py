@@ -1,7 +1,9 @@
 """Run a project entry point as a child process, its output teed into a log file (demo, search vs random)."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from typing import List, Optional
 
 
@@ -38,6 +40,54 @@ def run_logged(cmd: List[str], log_path: str, cwd: str, env: dict, echo: bool = 
             proc.kill()
             proc.wait()
             raise
+
+
+class BackgroundRun:
+    """``cmd`` started in ``cwd``, its output (stdout and stderr) appended to ``log_path`` only, while the
+    caller goes on: ``poll()`` / ``wait()`` give the exit code, ``stop()`` asks it to stop and waits."""
+
+    def __init__(self, cmd: List[str], log_path: str, cwd: str, env: dict):
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        self.cmd, self.log_path = cmd, log_path
+        self.started = time.time()
+        self.ended: Optional[float] = None
+        with open(log_path, 'ab') as log:
+            log.write(f'\n$ {" ".join(cmd)}\n'.encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _ended(self, rc: Optional[int]) -> Optional[int]:
+        if rc is not None and self.ended is None:
+            self.ended = time.time()
+        return rc
+
+    def poll(self) -> Optional[int]:
+        """The exit code, or None while it runs."""
+        return self._ended(self.proc.poll())
+
+    def wait(self) -> int:
+        try:
+            return self._ended(self.proc.wait())
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def seconds(self) -> float:
+        """Wall time from the start to the end (or to now, while it runs)."""
+        return (self.ended or time.time()) - self.started
+
+    def stop(self, grace: float = 120.0) -> int:
+        """SIGTERM (a training writes its state and exits 75: ``utils.preemption``), then SIGKILL after
+        ``grace`` seconds; returns the exit code."""
+        if self.proc.poll() is not None:
+            return self._ended(self.proc.returncode)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self._ended(self.proc.wait(grace))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self._ended(self.proc.wait())
 
 
 def log_tail(log_path: str, size: int) -> str:
