@@ -10,6 +10,7 @@ import json
 import os
 import os.path as osp
 import random
+import re
 import shutil
 import signal
 import sys
@@ -255,3 +256,31 @@ def test_a_restarted_group_never_meets_on_the_old_groups_addresses(tmp_path):
                                           env=dict(env, TORCHELASTIC_RESTART_COUNT=str(attempt), **by_rank(rank))))
         errors = [p.communicate(timeout=60)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], f'attempt {attempt}:\n' + '\n'.join(e[-1500:] for e in errors)
+
+
+def test_stop_signal_to_the_whole_process_group_spares_the_loader_workers(embedded_data, tmp_path, experiment_name):
+    """torchrun and slurm signal every process of a job, data-loader workers included: the workers ignore
+    SIGTERM, so the training finishes its iteration, writes its state and exits 75 (a worker killed by it
+    would end the run with a DataLoader error instead)."""
+    import subprocess
+    run = experiment_name('fault_workers')
+    opt = train_options(embedded_data, run, total_iter=100_000)
+    opt['datasets']['train'].update(num_worker_per_gpu=2, dataset_enlarge_ratio=50)
+    path = write_options(tmp_path / f'{run}.yml', opt)
+    log = tmp_path / 'train.log'
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(TRAIN + ['-opt', path], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'),
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not re.search(r'iter:\s+5,', log.read_text()):
+            time.sleep(0.1)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGTERM)  # the main process and its loader workers
+        assert proc.wait(120) == EXIT_PREEMPTED, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stopped = load_state(latest_valid_state(experiment(run, 'training_states')))['iter']
+    assert stopped >= 5 and 'Stopped by SIGTERM after iteration' in log.read_text()

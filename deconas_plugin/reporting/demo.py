@@ -1,7 +1,7 @@
 """The one-command DeCoNAS demo (``tools/demo.py``): data -> search -> derive -> retrain -> CARN -> test -> report.
 
 Runs the whole pipeline on a machine with no dataset, on the scikit-image photos bundled with
-scikit-image (``deconas_plugin.utils.embedded_data``: train / reward / test splits), in about eight
+scikit-image (``deconas_plugin.utils.embedded_data``: train / reward / test splits), in 7-8
 minutes on 2 idle CPU cores, every training through the same entry points a user runs:
 
 1. ``prepare``: the embedded photos as BasicSR folders (HR, GTmod{s}, MATLAB-bicubic LRbicx{s});
@@ -65,7 +65,7 @@ ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
 STEPS = ('prepare', 'search', 'derive', 'retrain', 'carn', 'test', 'report')
 
-# Budgets. The default one takes about 8 minutes on 2 idle CPU cores (docs/demo.md); --fast is for the tests.
+# Budgets. The default one takes 7-8 minutes on 2 idle CPU cores (docs/demo.md); --fast is for the tests.
 FAST_OVERRIDES = {
     'search': {
         'network_g.num_feat': 8, 'network_g.num_blocks': 2, 'network_g.num_nodes': 3,
@@ -871,7 +871,7 @@ class Demo:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='One-command DeCoNAS demo: embedded data -> search -> derive -> retrain -> CARN -> test -> '
-        'report (about 8 minutes on 2 CPU cores).')
+        'report (7-8 minutes on 2 CPU cores).')
     p.add_argument('--out', default='demo_out', help='output folder (default: demo_out)')
     p.add_argument('--scale', type=int, default=2, choices=(2, 3, 4))
     p.add_argument('--fast', action='store_true', help='a much smaller budget (about a minute; used by the tests)')
