@@ -420,6 +420,22 @@ def test_demo_failure_stops_the_background_training(tmp_path, monkeypatch, capsy
         _cleanup(prefix)
 
 
+def test_waiting_for_a_background_training_shows_its_progress(tmp_path, monkeypatch, capsys):
+    """While the demo waits for a background training it prints the training's last iteration and eta."""
+    from deconas_plugin.reporting import demo as demo_lib
+    from deconas_plugin.utils.logged_run import BackgroundRun
+    monkeypatch.setattr(demo_lib, 'PROGRESS_EVERY', 0.2)
+    demo = demo_lib.Demo(demo_lib.parse_args(['--out', str(tmp_path / 'out'), '--device', 'cpu']))
+    lines = ["2026-11-30 04:32:21,154 INFO: [dpar_..][epoch:  2, iter:     {:,}, lr:(1.980e-03,)] [eta: 0:0{}:00, "
+             "time (data): 0.141 (0.024)] l_pix: 2.2479e-02".format(i, 9 - i // 1000) for i in (900, 2100)]
+    script = 'import time\n' + ''.join(f'print({line!r}, flush=True); time.sleep(0.6)\n' for line in lines)
+    run = BackgroundRun([sys.executable, '-c', script], str(tmp_path / 'fake.log'), str(tmp_path), os.environ.copy())
+    assert demo.finish_training(run, 'fake') == 'ran'
+    out = capsys.readouterr().out
+    assert 'fake: iteration 900, eta 0:09:00' in out and 'fake: iteration 2,100, eta 0:07:00' in out
+    assert demo_lib.training_progress(str(tmp_path / 'fake.log')) == 'iteration 2,100, eta 0:07:00'
+
+
 def test_demo_stops_on_a_missing_test_set_before_any_work(tmp_path):
     out = tmp_path / 'out'
     proc, _ = _run([osp.join(ROOT, 'tools', 'demo.py'), '--fast', '--out', str(out), '--test-sets',

@@ -48,6 +48,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -81,6 +82,7 @@ LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patche
 TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
 MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
 MIN_REWARD_STD = 10.0  # reward patches flatter than this (grey levels) are left out
+PROGRESS_EVERY = 30.0  # seconds between the progress lines of a background training the demo waits for
 SEED_SPREAD_FILE = osp.join(ROOT, 'benchmarks', 'cpu-2core', 'demo_seed_spread.json')  # measured, cited by the report
 
 
@@ -258,6 +260,12 @@ def set_dotted(opt: dict, dotted: str, value):
     derive_lib.set_option(opt, dotted, value)
 
 
+def training_progress(log_path: str) -> Optional[str]:
+    """``'iteration 2,100, eta 0:02:00'`` from the last progress line of a BasicSR training log, or None."""
+    found = re.findall(r'iter:\s*([\d,]+), lr:[^\]]*\] \[eta: ([^,]+),', log_tail(log_path, 20000))
+    return f'iteration {found[-1][0]}, eta {found[-1][1]}' if found else None
+
+
 def shown_command(cmd: List[str]) -> str:
     """A command as the banners show it: paths inside the project relative to it."""
     return ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
@@ -361,7 +369,10 @@ class Demo:
         """Wait for a ``start_training`` run; 'ran' / 'skipped', or DemoError with its log's last lines."""
         if run is None:
             return 'skipped'
-        rc = run.wait()
+        rc = run.wait(PROGRESS_EVERY)
+        while rc is None:
+            self.say(f'    {what}: {training_progress(run.log_path) or "starting"} ({run.seconds:.0f} s so far)')
+            rc = run.wait(PROGRESS_EVERY)
         if rc != 0:
             raise DemoError(f'{what} failed (exit code {rc}); full log: {run.log_path}\n--- last lines ---\n'
                             f'{log_tail(run.log_path, 3000)}')

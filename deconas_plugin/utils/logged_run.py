@@ -65,9 +65,12 @@ class BackgroundRun:
         """The exit code, or None while it runs."""
         return self._ended(self.proc.poll())
 
-    def wait(self) -> int:
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The exit code once it has ended; None when ``timeout`` seconds pass first. An interrupt stops it."""
         try:
-            return self._ended(self.proc.wait())
+            return self._ended(self.proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            return None
         except BaseException:
             self.stop()
             raise
