@@ -21,8 +21,8 @@ from .complexity import count_params
 from .genotype import Genotype
 from .model_options import SEARCH_DEFAULTS, controller_options
 from .reward import psnr_y
-from .search_cost import SearchCost, search_cost
-from .utils.checkpoint import atomic_write_text, load_state  # noqa: F401 (atomic_write_text: used by tools)
+from .search_cost import SearchCost
+from .utils.checkpoint import load_state
 from .utils.option_file import read_option_file
 
 PROJECT_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))

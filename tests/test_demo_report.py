@@ -16,6 +16,7 @@ import os
 import os.path as osp
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -338,7 +339,8 @@ def test_compare_settings_two_tiny_searches(demo, tmp_path):
     opt['search']['alpha'] = 2.0
     opt['train']['total_iter'] = 20
     opt_b = str(tmp_path / 'search_b.yml')
-    report_lib.derive_lib.atomic_write_text(opt_b, report_lib.derive_lib.dump_options(opt))
+    with open(opt_b, 'w') as f:
+        f.write(report_lib.derive_lib.dump_options(opt))
     proc, _ = _run([osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_b])
     _check(proc)
     out = tmp_path / 'compare'
@@ -417,6 +419,44 @@ def test_demo_failure_stops_the_background_training(tmp_path, monkeypatch, capsy
         assert glob.glob(osp.join(ROOT, 'experiments', f'{prefix}_CARN_x2', 'training_states', '*.state'))
         assert _summary(out_dir)['failed'] == 'search'
     finally:
+        _cleanup(prefix)
+
+
+def test_sigterm_to_the_demo_stops_its_trainings_with_their_states(tmp_path):
+    """``kill <demo>`` (or a batch system's SIGTERM): the demo stops the running step and the background
+    CARN training with SIGTERM, each writes its state, no process is left, and the demo exits 143."""
+    out_dir, prefix = tmp_path / 'out', f'{PREFIX}_sigterm'
+    code = (f'import sys\nsys.path.insert(0, {ROOT!r})\nfrom deconas_plugin.reporting import demo as d\n'
+            'carn_options = d.Demo.carn_options\n'
+            'def long_carn(self):\n    opt = carn_options(self)\n    opt["train"]["total_iter"] = 100_000\n'
+            '    return opt\n'
+            'd.Demo.carn_options = long_carn\n'
+            f'd.main(["--fast", "--out", {str(out_dir)!r}, "--prefix", {prefix!r}, "--quiet"])\n')
+    proc = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        log, t = out_dir / 'logs' / 'carn.log', time.time()
+        while 'Start training' not in (log.read_text() if log.exists() else '') and time.time() - t < 120:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=180)[0]
+        assert proc.returncode == 143, output
+        assert 'carn stopped (exit code 75; its training state is saved, the next run resumes it)' in output
+        assert 'Stopped by SIGTERM after iteration' in log.read_text()
+        assert glob.glob(osp.join(ROOT, 'experiments', f'{prefix}_CARN_x2', 'training_states', '*.state'))
+        left = []
+        for cmdline in glob.glob('/proc/[0-9]*/cmdline'):
+            try:
+                with open(cmdline, 'rb') as f:
+                    if str(out_dir).encode() in f.read():
+                        left.append(cmdline)
+            except OSError:
+                pass
+        assert not left, left  # neither the foreground step nor CARN outlives the demo
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         _cleanup(prefix)
 
 

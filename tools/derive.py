@@ -22,7 +22,8 @@ import torch  # noqa: E402
 
 from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.genotype import Genotype  # noqa: E402
-from deconas_plugin.utils.checkpoint import atomic_save  # noqa: E402
+from deconas_plugin.search_cost import search_cost  # noqa: E402
+from deconas_plugin.utils.checkpoint import atomic_save, atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 
@@ -67,15 +68,15 @@ def main(argv=None):
     alpha = derive.search_alpha(opt) if args.alpha is None else args.alpha
     crop = (opt.get('search') or {}).get('reward_crop_border')
     crop = supernet.upscale if crop is None else crop
-    cost = derive.search_cost(opt.get('search') or {}, supernet)  # search.penalty: params, MACs or latency
+    cost = search_cost(opt.get('search') or {}, supernet)  # search.penalty: params, MACs or latency
     rows = derive.score(supernet, genotypes, batches, crop, alpha, cost=cost)
     chosen = derive.choose(rows, args.max_params)
     genotype = Genotype.parse(chosen['genotype'], num_nodes=supernet.num_nodes, num_blocks=supernet.num_blocks)
 
     tables = derive.ranking_tables(rows)
-    derive.atomic_write_text(osp.join(out_dir, 'ranking.csv'), tables['csv'])
-    derive.atomic_write_text(osp.join(out_dir, 'ranking.md'), tables['md'])
-    derive.atomic_write_text(osp.join(out_dir, 'chosen.json'), json.dumps(
+    atomic_write_text(osp.join(out_dir, 'ranking.csv'), tables['csv'])
+    atomic_write_text(osp.join(out_dir, 'ranking.md'), tables['md'])
+    atomic_write_text(osp.join(out_dir, 'chosen.json'), json.dumps(
         dict(chosen, genotype_dict=genotype.to_dict(), alpha=alpha, scored_on=args.scored_on,
              samples=len(genotypes), distinct=len(rows)), indent=2) + '\n')
     pretrain = None
@@ -87,7 +88,7 @@ def main(argv=None):
     retrain = derive.retrain_options(genotype, opt, derive.read_options(template_path), args.data_from_search,
                                      pretrain, args.set)
     option_path = osp.join(out_dir, 'train_DeCoNASNet.yml')
-    derive.atomic_write_text(option_path, f'# Written by tools/derive.py from {args.opt}: genotype {genotype}\n'
+    atomic_write_text(option_path, f'# Written by tools/derive.py from {args.opt}: genotype {genotype}\n'
                              + derive.dump_options(retrain))
     print(tables['md'] if len(rows) <= 20 else ''.join(tables['md'].splitlines(True)[:22]) + '...\n')
     shown = '' if cost.penalty == 'params' else f', {cost.format(chosen["cost"])}'

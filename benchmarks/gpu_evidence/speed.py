@@ -18,7 +18,6 @@ import time
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..common import _batch as _random_batch
 from ..retrain import _error, _retrain_models, count_cuda_kernels, cuda_graph_step

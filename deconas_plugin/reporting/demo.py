@@ -49,7 +49,9 @@ import json
 import os
 import os.path as osp
 import re
+import signal
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -258,6 +260,12 @@ def seed_spread_md(result: dict) -> str:
 
 def set_dotted(opt: dict, dotted: str, value):
     derive_lib.set_option(opt, dotted, value)
+
+
+def _exit_on_sigterm(signum, frame):
+    # SIGTERM to the demo (a batch system, `kill`) ends it like an interrupt: the running training and the
+    # background one get SIGTERM in turn, write their states, and the next run resumes them.
+    raise SystemExit(128 + signum)
 
 
 def training_progress(log_path: str) -> Optional[str]:
@@ -779,6 +787,9 @@ class Demo:
         threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
         self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '
                  f'experiments {self.prefix}_*, device {self.torch_device} (num_gpu {self.num_gpu}), {threads}')
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self._run_steps()
             if self.args.seed_spread is not None:
@@ -795,6 +806,8 @@ class Demo:
                 self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
         finally:
             self.stop_background()
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
         summary = self._write_summary()
         self.say('\nstep      status   time')
         for r in self.results:

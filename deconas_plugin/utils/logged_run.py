@@ -17,10 +17,22 @@ def child_env(threads: Optional[int]) -> dict:
     return env
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 120.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code. A training given SIGTERM finishes its
+    iteration, writes its state and exits 75 (``utils.preemption``)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 def run_logged(cmd: List[str], log_path: str, cwd: str, env: dict, echo: bool = True) -> int:
     """Run ``cmd`` in ``cwd``; append the command and its output (stdout and stderr) to ``log_path``
     and, with ``echo``, copy the output to this process's stdout as it comes. Returns the exit code;
-    an interrupt kills the child before it propagates."""
+    an interrupt (or a SystemExit) stops the child (``stop_process``) before it propagates."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, 'ab') as log:
         log.write(f'\n$ {" ".join(cmd)}\n'.encode())
@@ -37,8 +49,7 @@ def run_logged(cmd: List[str], log_path: str, cwd: str, env: dict, echo: bool = 
                     sys.stdout.flush()
             return proc.wait()
         except BaseException:
-            proc.kill()
-            proc.wait()
+            stop_process(proc)
             raise
 
 
@@ -83,14 +94,7 @@ class BackgroundRun:
     def stop(self, grace: float = 120.0) -> int:
         """SIGTERM (a training writes its state and exits 75: ``utils.preemption``), then SIGKILL after
         ``grace`` seconds; returns the exit code."""
-        if self.proc.poll() is not None:
-            return self._ended(self.proc.returncode)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self._ended(self.proc.wait(grace))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self._ended(self.proc.wait())
+        return self._ended(stop_process(self.proc, grace))
 
 
 def log_tail(log_path: str, size: int) -> str:
