@@ -14,6 +14,8 @@ import json
 import math
 import os
 import os.path as osp
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -152,8 +154,42 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     assert stamps == [os.stat(osp.join(ROOT, 'experiments', r['experiment'], 'models', 'net_g_latest.pth'))
                       .st_mtime_ns for r in rows]
 
+    # --jobs 2: the same retrains two at a time (one thread each), the same numbers.
+    prefix2 = experiment_name('test_svr_jobs')
+    args2 = [a if a != prefix else prefix2 for a in args]
+    args2[args2.index(str(out))] = str(tmp_path / 'svr_jobs')
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert tool.main(args2 + ['--jobs', '2']) == 0
+    assert buf.getvalue().count('retrain ran') == 3 and buf.getvalue().count('test ran') == 3, buf.getvalue()
+    with open(tmp_path / 'svr_jobs' / 'search_vs_random.json') as f:
+        rows2 = json.load(f)['rows']
+    same = ('genotype', 'params', 'kind', 'seed', 'manual_seed', 'psnr', 'ssim', 'supernet_psnr', 'test')
+    assert [{k: r[k] for k in same} for r in rows2] == [{k: r[k] for k in same} for r in rows]
+
 
 # ------------------------------------------------------------------------------------ parts
+def test_run_all_stops_the_other_runs_at_the_first_failure(tmp_path):
+    """--jobs 2: a run that fails stops the one beside it (SIGTERM), and the queued ones never start."""
+    runner = svr.Runner(str(tmp_path), threads=1, quiet=True, concurrent=True)
+    started = []
+
+    def work(n, seconds):
+        started.append(n)
+        code = f'import sys, time; time.sleep({seconds}); sys.exit(3)'
+        runner.run_cmd([sys.executable, '-c', code], f'run{n}', f'run {n}')
+        return n
+
+    t = time.time()
+    with pytest.raises(svr.ProtocolError, match=r'run 2 failed \(exit code 3\)'):
+        svr.run_all(runner, work, [60, 0.5, 60, 60], jobs=2)
+    assert time.time() - t < 30  # run 1 (60 s) was stopped, not waited for
+    assert sorted(started) == [1, 2] or sorted(started) == [1, 2, 3]  # 3 may start before the stop, 4 never
+    assert 4 not in started and not runner.live
+    assert svr.run_all(svr.Runner(str(tmp_path), concurrent=True), lambda n, x: (n, x), 'abc', jobs=2) == \
+        [(1, 'a'), (2, 'b'), (3, 'c')]
+
+
 def test_kendall_tau_hand_computed():
     # 6 pairs, one discordant (2, 3): (5 - 1) / 6.
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)

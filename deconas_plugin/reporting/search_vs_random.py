@@ -28,9 +28,13 @@ genotypes as their retrained PSNR does (Kendall tau)?
    A test whose log is newer than its checkpoint and option file is skipped.
 6. ``<out>/search_vs_random.json`` (the fields are listed in ``result_fields``), ``.md`` and ``.png``.
 
-Subprocess output goes to ``<out>/logs/<run>.log`` (and to the console unless ``quiet``);
-option files to ``<out>/options/``.
+Subprocess output goes to ``<out>/logs/<run>.log`` (and to the console unless ``quiet`` or
+``jobs`` > 1); option files to ``<out>/options/``. ``jobs`` retrains (each followed by its test) run
+at once, each a process of ``threads`` threads; with one thread each their results are those of
+``jobs = 1``. The first failure stops the other runs (SIGTERM: a retrain writes its state) and
+starts no new one.
 """
+import concurrent.futures
 import copy
 import json
 import math
@@ -38,8 +42,9 @@ import os
 import os.path as osp
 import random
 import sys
+import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .. import derive as derive_lib
 from ..complexity import count_params
@@ -47,7 +52,7 @@ from ..derive import plain
 from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
-from ..utils.logged_run import child_env, log_tail, run_logged
+from ..utils.logged_run import BackgroundRun, child_env, log_tail, run_logged
 from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -332,12 +337,16 @@ def budget_of(opt: dict) -> dict:
 
 # ------------------------------------------------------------------------------------- runs
 class Runner:
-    """Runs the entry points as subprocesses from the project root, logging to ``<out>/logs``."""
+    """Runs the entry points as subprocesses from the project root, logging to ``<out>/logs``; with
+    ``concurrent``, from several threads at once (their output then only goes to the logs)."""
 
-    def __init__(self, out: str, threads: Optional[int] = None, quiet: bool = False):
-        self.out, self.threads, self.quiet = out, threads, quiet
+    def __init__(self, out: str, threads: Optional[int] = None, quiet: bool = False, concurrent: bool = False):
+        self.out, self.threads, self.quiet, self.concurrent = out, threads, quiet, concurrent
         self.options = osp.join(out, 'options')
         self.logs = osp.join(out, 'logs')
+        self.live = set()  # BackgroundRuns of the concurrent mode
+        self.lock = threading.Lock()
+        self.stopping = False
 
     def say(self, text: str):
         print(text, flush=True)
@@ -347,12 +356,32 @@ class Runner:
 
     def run_cmd(self, cmd: List[str], log_name: str, what: str):
         log_path = osp.join(self.logs, f'{log_name}.log')
-        rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.quiet)
+        if self.concurrent:
+            with self.lock:
+                if self.stopping:
+                    raise ProtocolError(f'{what}: not started, another run failed')
+                run = BackgroundRun(cmd, log_path, ROOT, self.env())
+                self.live.add(run)
+            try:
+                rc = run.wait()
+            finally:
+                with self.lock:
+                    self.live.discard(run)
+        else:
+            rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.quiet)
         if rc != 0:
             lines = log_tail(log_path, 20000).splitlines()
             errors = [line for line in lines if line.startswith('error:')]
             last = errors[-1] if errors else next((line for line in reversed(lines) if line.strip()), '')
             raise ProtocolError(f'{what} failed (exit code {rc}): {last.strip()} (full log: {log_path})')
+
+    def stop_all(self):
+        """Stop the runs of the other threads (SIGTERM: a retrain writes its state; a rerun resumes it)."""
+        with self.lock:
+            self.stopping = True
+            runs = list(self.live)
+        for run in runs:
+            run.stop()
 
     def write_options(self, name: str, opt: dict, header: str) -> str:
         """``<out>/options/<name>.yml``, rewritten only when its content changes (keeps mtimes)."""
@@ -393,6 +422,27 @@ class Runner:
         if not set(metrics) >= names:
             raise ProtocolError(f"test {opt['name']}: no metrics of {sorted(names - set(metrics))} in {log}")
         return 'ran', metrics
+
+
+def run_all(runner: Runner, work: Callable[[int, tuple], dict], items: Sequence[tuple], jobs: int) -> List[dict]:
+    """``[work(1, items[0]), work(2, items[1]), ...]``, ``jobs`` at a time (threads whose runs go through
+    ``runner``). The first failure stops the running ones (``Runner.stop_all``), starts no other, and is raised."""
+    if jobs == 1:
+        return [work(n, item) for n, item in enumerate(items, 1)]
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    futures = [pool.submit(work, n, item) for n, item in enumerate(items, 1)]
+    try:
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+        if failed:
+            raise failed[0].exception()
+        return [f.result() for f in futures]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        runner.stop_all()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -483,11 +533,14 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
         opt_path: Optional[str] = None, iteration: str = 'latest', scored_on: Optional[str] = None,
         params_tolerance: float = DEFAULT_TOLERANCE, draw_seed: int = 0, prefix: Optional[str] = None,
         data_from_search: bool = False, overrides: Sequence[str] = (), device: str = 'auto',
-        threads: Optional[int] = None, quiet: bool = False) -> dict:
-    """The whole protocol (see the module doc); returns what it writes to search_vs_random.json."""
+        threads: Optional[int] = None, quiet: bool = False, jobs: int = 1) -> dict:
+    """The whole protocol (see the module doc); returns what it writes to search_vs_random.json. ``jobs``
+    retrains (each with its test) run at once."""
     import torch
     if random_count < 1 or seeds < 1:
         raise ProtocolError(f'--random and --seeds must be at least 1, got {random_count} and {seeds}')
+    if jobs < 1:
+        raise ProtocolError(f'--jobs must be at least 1, got {jobs}')
     if iterations is not None and iterations < 1:
         raise ProtocolError(f'--iterations must be at least 1, got {iterations}')
     if not 0 < params_tolerance < 1:
@@ -547,7 +600,7 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
 
     # Every option file is built (and the first checked) before anything runs.
     from ..utils.option_check import OptionError, check_options
-    jobs = []
+    planned = []
     for kind, index, genotype in entries:
         label = 'found' if kind == 'found' else f'random{index}'
         for s, manual_seed in enumerate(manual_seeds):
@@ -556,23 +609,24 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
                                     False, overrides)
             checkpoint = osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth')
             test = test_options(train, checkpoint, sets, f'{name}_test')
-            jobs.append((kind, index, genotype, s, manual_seed, label, train, test))
+            planned.append((kind, index, genotype, s, manual_seed, label, train, test))
     cwd = os.getcwd()
     try:
         os.chdir(ROOT)  # relative dataset paths are relative to the project root, where the runs start
-        check_options(copy.deepcopy(jobs[0][6]))
-        check_options(dict(copy.deepcopy(jobs[0][7]), path={}))
+        check_options(copy.deepcopy(planned[0][6]))
+        check_options(dict(copy.deepcopy(planned[0][7]), path={}))
     except OptionError as e:
         raise ProtocolError(f'retrain/test options from {template_path}: {e}') from None
     finally:
         os.chdir(cwd)
 
-    runner = Runner(out, threads, quiet)
-    rows = []
-    for n, (kind, index, genotype, s, manual_seed, label, train, test) in enumerate(jobs, 1):
+    runner = Runner(out, threads, quiet, concurrent=jobs > 1)
+
+    def retrain_and_test(n: int, job: tuple) -> dict:
+        kind, index, genotype, s, manual_seed, label, train, test = job
         params = genotype_params(genotype, sizes)
-        head = f'[{n}/{len(jobs)}] {label} seed {s} (manual_seed {manual_seed}) {genotype} ({params:,} params)'
-        say(head)
+        head = f'[{n}/{len(planned)}] {label} seed {s}'
+        say(f'{head} (manual_seed {manual_seed}) {genotype} ({params:,} params)' + (': started' if jobs > 1 else ''))
         t = time.time()
         trained = runner.train(train, f'# Written by tools/search_vs_random.py: {label}, seed {s}, from '
                                       f'{template_path}\n')
@@ -580,20 +634,22 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
         t = time.time()
         tested, metrics = runner.test(test, f'# Written by tools/search_vs_random.py: test of {train["name"]}\n')
         primary = metrics[sets[0]['name']]
-        say(f"    retrain {trained} ({t_train:.1f} s), test {tested} ({time.time() - t:.1f} s): PSNR-Y "
-            f"{primary.get('psnr', float('nan')):.4f} dB, SSIM-Y {primary.get('ssim', float('nan')):.4f}")
-        rows.append({'genotype': genotype.to_string(), 'bits': genotype.to_string('bits'), 'params': params,
-                     'kind': kind, 'index': index, 'seed': s, 'manual_seed': manual_seed,
-                     'experiment': train['name'], 'psnr': primary.get('psnr'), 'ssim': primary.get('ssim'),
-                     'supernet_psnr': supernet_psnr[genotype.to_string()],
-                     'test': {name: metrics[name] for name in (d['name'] for d in sets)}})
+        say(f"{head if jobs > 1 else '   '} retrain {trained} ({t_train:.1f} s), test {tested} "
+            f"({time.time() - t:.1f} s): PSNR-Y {primary.get('psnr', float('nan')):.4f} dB, SSIM-Y "
+            f"{primary.get('ssim', float('nan')):.4f}")
+        return {'genotype': genotype.to_string(), 'bits': genotype.to_string('bits'), 'params': params,
+                'kind': kind, 'index': index, 'seed': s, 'manual_seed': manual_seed,
+                'experiment': train['name'], 'psnr': primary.get('psnr'), 'ssim': primary.get('ssim'),
+                'supernet_psnr': supernet_psnr[genotype.to_string()],
+                'test': {name: metrics[name] for name in (d['name'] for d in sets)}}
 
+    rows = run_all(runner, retrain_and_test, planned, jobs)
     settings = {
         'search_experiment': experiment, 'search_options': osp.abspath(search_opt_path),
         'template': template_path, 'data_from_search': data_from_search, 'overrides': list(overrides),
-        'iterations': jobs[0][6]['train']['total_iter'], 'seeds': seeds, 'manual_seeds': manual_seeds,
+        'iterations': planned[0][6]['train']['total_iter'], 'seeds': seeds, 'manual_seeds': manual_seeds,
         'random': random_count, 'params_tolerance': params_tolerance, 'draw_seed': draw_seed,
-        'budget': budget_of(jobs[0][6]), 'scale': search_opt['scale'], 'network': sizes,
+        'budget': budget_of(planned[0][6]), 'scale': search_opt['scale'], 'network': sizes,
         'test_sets': [{'name': d['name'], 'dataroot_gt': d.get('dataroot_gt'), 'dataroot_lq': d.get('dataroot_lq')}
                       for d in sets],
         'test_set': sets[0]['name'], 'test_seen_by_search': test_seen_by_search,
