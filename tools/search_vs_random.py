@@ -74,7 +74,9 @@ def main(argv=None):
     from deconas_plugin.reporting.demo import default_threads
     threads = args.threads if args.threads is not None else default_threads(args.jobs)
     kwargs = {k: v for k, v in vars(args).items() if k not in ('search_exp', 'out', 'random', 'threads')}
-    svr.run(args.search_exp, args.out, random_count=args.random, threads=threads, **kwargs)
+    from deconas_plugin.utils.logged_run import exit_on_sigterm
+    with exit_on_sigterm():  # `kill` stops the running retrains with their states, as Ctrl-C does
+        svr.run(args.search_exp, args.out, random_count=args.random, threads=threads, **kwargs)
     return 0
 
 

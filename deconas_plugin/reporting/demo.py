@@ -49,9 +49,7 @@ import json
 import os
 import os.path as osp
 import re
-import signal
 import sys
-import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -59,7 +57,7 @@ from typing import Dict, List, Optional, Tuple
 from .. import derive as derive_lib
 from ..derive import plain
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
-from ..utils.logged_run import BackgroundRun, child_env, log_tail, run_logged
+from ..utils.logged_run import BackgroundRun, child_env, exit_on_sigterm, log_tail, run_logged
 from ..utils.machine import describe_machine
 from ..utils.preemption import EXIT_PREEMPTED
 from ..utils.sr_data import prepared_test_set
@@ -260,12 +258,6 @@ def seed_spread_md(result: dict) -> str:
 
 def set_dotted(opt: dict, dotted: str, value):
     derive_lib.set_option(opt, dotted, value)
-
-
-def _exit_on_sigterm(signum, frame):
-    # SIGTERM to the demo (a batch system, `kill`) ends it like an interrupt: the running training and the
-    # background one get SIGTERM in turn, write their states, and the next run resumes them.
-    raise SystemExit(128 + signum)
 
 
 def training_progress(log_path: str) -> Optional[str]:
@@ -787,27 +779,23 @@ class Demo:
         threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
         self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '
                  f'experiments {self.prefix}_*, device {self.torch_device} (num_gpu {self.num_gpu}), {threads}')
-        previous_handler = None
-        if threading.current_thread() is threading.main_thread():
-            previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        try:
-            self._run_steps()
-            if self.args.seed_spread is not None:
-                t = time.time()
-                self.say(f'[demo] seed spread: the found network and CARN again with manual_seed '
-                         f'{self.args.seed_spread}')
-                try:
-                    self.measure_seed_spread(self.args.seed_spread)
-                except DemoError:
-                    self._write_summary(failed='seed-spread')
-                    raise
-                self.ran_any = True
-                self.step_report()  # the report cites the new measurement
-                self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
-        finally:
-            self.stop_background()
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+        with exit_on_sigterm():  # `kill` stops the running step and the background training cleanly
+            try:
+                self._run_steps()
+                if self.args.seed_spread is not None:
+                    t = time.time()
+                    self.say(f'[demo] seed spread: the found network and CARN again with manual_seed '
+                             f'{self.args.seed_spread}')
+                    try:
+                        self.measure_seed_spread(self.args.seed_spread)
+                    except DemoError:
+                        self._write_summary(failed='seed-spread')
+                        raise
+                    self.ran_any = True
+                    self.step_report()  # the report cites the new measurement
+                    self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
+            finally:
+                self.stop_background()
         summary = self._write_summary()
         self.say('\nstep      status   time')
         for r in self.results:

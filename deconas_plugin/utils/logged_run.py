@@ -1,8 +1,10 @@
 """Run a project entry point as a child process, its output teed into a log file (demo, search vs random)."""
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -15,6 +17,25 @@ def child_env(threads: Optional[int]) -> dict:
             env[key] = str(threads)
     env['PYTHONUNBUFFERED'] = '1'
     return env
+
+
+@contextlib.contextmanager
+def exit_on_sigterm():
+    """Within it, SIGTERM (``kill``, a batch system) raises SystemExit(143) in the main thread, so that the
+    ``except``/``finally`` blocks that stop child runs (``run_logged``, ``BackgroundRun``) run as on an
+    interrupt, instead of the process dying and leaving its children running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 120.0) -> int:
