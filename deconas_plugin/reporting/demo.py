@@ -19,8 +19,8 @@ minutes on 2 idle CPU cores, every training through the same entry points a user
    needs no search result, so it starts in the background when the search starts and trains beside
    search, derive and retrain (output in ``<out>/logs/carn.log``); this step waits for it. On 2
    cores each process gets one thread and the results are those of the one-at-a-time run
-   (``--sequential``), which takes about 5 minutes longer. If the demo fails or is interrupted,
-   CARN's training is stopped with SIGTERM: it writes its state and the next run resumes it.
+   (``--sequential``), which takes about 5 minutes longer. If a step fails or the demo gets
+   SIGTERM, CARN's training is stopped with SIGTERM: it writes its state and the next run resumes it.
 6. ``test``: ``python deconas_plugin/test.py`` for Bicubic, CARN and the found network on the
    test sets (PSNR/SSIM on Y, border = scale; images saved for the visual comparison).
 7. ``report``: ``deconas_plugin.reporting.report.build_report`` into ``<out>/report``.
