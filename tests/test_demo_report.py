@@ -598,10 +598,16 @@ def test_demo_with_user_option_files(embedded_data, tmp_path, experiment_name):
     _seed_cache(cache)  # the fixed-size reference networks, as in the demo fixture
     proc, _ = _run([osp.join(ROOT, 'tools', 'demo.py'), '--out', str(out), '--prefix', prefix, '--quiet',
                     '--search-opt', search_opt, '--train-opt', train_opt, '--test-sets', embedded_data['test'],
-                    '--num-samples', '4', '--complexity-cache', str(cache)])
+                    '--num-samples', '4', '--complexity-cache', str(cache), '--sequential'])
     _check(proc)
-    status = {s['step']: s['status'] for s in _summary(str(out))['steps']}
+    steps = _summary(str(out))['steps']
+    status = {s['step']: s['status'] for s in steps}
     assert status['prepare'] == 'skipped' and all(v == 'ran' for k, v in status.items() if k != 'prepare'), status
+    # --sequential: CARN after the retrain, in the foreground
+    assert not any('beside' in s for s in steps) and 'in the background' not in proc.stdout
+    assert proc.stdout.index('[demo 4/7] retrain  ran') < proc.stdout.index('[demo 5/7] carn     started')
+    carn = report_lib.derive_lib.read_options(str(out / 'options' / 'train_CARN.yml'))
+    assert carn['train']['total_iter'] == 3 and carn['datasets'] == train_options(embedded_data, 'x')['datasets']
     assert not osp.exists(out / 'data' / 'embedded')  # nothing prepared: the user's data are used
     assert osp.isfile(osp.join(ROOT, 'experiments', search_name, 'search_history.jsonl'))
     assert osp.isfile(out / 'options' / 'my_search.yml')  # stored under the user's file name
