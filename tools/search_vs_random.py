@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
                    help="auto: the template's num_gpu, supernet on CUDA if available; cpu: num_gpu 0; cuda: num_gpu 1")
     p.add_argument('--jobs', type=int, default=1,
-                   help='retrains (each with its test) run at once (1); on 2 cores, 2 take about half the time')
+                   help='retrains (each with its test) run at once (1); on 2 cores, 2 took about half the time of 1')
     p.add_argument('--threads', type=int, help='OMP/MKL threads per process (default: 1 on a machine with at most 2 '
                    "cores or a busy one, else the cores shared out between the jobs; 0: PyTorch's default)")
     p.add_argument('--quiet', action='store_true', help='retrain/test output only into <out>/logs/, not the console')
