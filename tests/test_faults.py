@@ -151,7 +151,7 @@ def test_stop_signal_on_one_rank_stops_both_after_a_state_and_resume_is_exact(
     path = fault_options(embedded_data, tmp_path, run)
     seed = int.from_bytes(os.urandom(4), 'little')
     rng = random.Random(seed)
-    target, victim, delay = rng.randint(1, 10), rng.randrange(2), rng.uniform(0, 0.3)
+    target, victim, delay = rng.randint(1, 8), rng.randrange(2), rng.uniform(0, 0.3)
     where = f'seed {seed}: SIGTERM to rank {victim} {delay:.2f} s after iteration {target}'
     env = rank_env(free_port())
     procs, logs = start_ranks(TRAIN + ['-opt', path, '--launcher', 'pytorch'], tmp_path, env, by_rank)
@@ -164,6 +164,12 @@ def test_stop_signal_on_one_rank_stops_both_after_a_state_and_resume_is_exact(
     time.sleep(delay)
     procs[victim].send_signal(signal.SIGTERM)
     codes, outputs = finish_ranks(procs, logs)
+    if codes == [0, 0]:  # a fast machine ran the last iterations before the signal came: the run just finished
+        for rank in (0, 1):
+            with open(experiment(run, f'rank{rank}_trace.jsonl')) as f:
+                assert sum('"child"' in line for line in f) == 12, f'{where}: rank {rank}'
+        assert_same_run(ref, run)
+        return
     assert codes == [EXIT_PREEMPTED] * 2, f'{where}\n{show(outputs)}'
     state = latest_valid_state(experiment(run, 'training_states'))
     stopped = load_state(state)['iter']
