@@ -13,14 +13,13 @@ import importlib
 import json
 import os
 import os.path as osp
-import signal
 import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from deconas_plugin.utils.checkpoint import atomic_write_text
-from deconas_plugin.utils.logged_run import log_tail
+from deconas_plugin.utils.logged_run import BackgroundRun, log_tail
 from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -82,37 +81,16 @@ def part_function(spec: str) -> Callable:
 
 
 def run_isolated(cmd: List[str], limit_s: float, log_path: str, env: Optional[dict] = None) -> dict:
-    """Run ``cmd`` in its own process group, output appended to ``log_path``; at ``limit_s`` the whole group
-    gets SIGTERM, then SIGKILL after ``KILL_GRACE_S``. ``{'returncode', 'timed_out', 'wall_s'}``."""
-    os.makedirs(osp.dirname(log_path), exist_ok=True)
+    """Run ``cmd`` in its own process group, output appended to ``log_path``; at ``limit_s`` (or on an
+    interrupt of the runner) the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE_S``.
+    ``{'returncode', 'timed_out', 'wall_s'}``."""
     t0 = time.perf_counter()
-    with open(log_path, 'ab') as log:
-        log.write(f'\n$ {" ".join(cmd)}\n'.encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        timed_out = False
-        try:
-            proc.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, signal.SIGKILL)
-                proc.wait()
-        except BaseException:  # an interrupt of the runner ends its part too
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
-            raise
-    return {'returncode': proc.returncode, 'timed_out': timed_out, 'wall_s': time.perf_counter() - t0}
-
-
-def _kill_group(proc: subprocess.Popen, sig: int):
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
+    run = BackgroundRun(cmd, log_path, ROOT, env, own_group=True, grace=KILL_GRACE_S)
+    returncode = run.wait(limit_s)
+    timed_out = returncode is None
+    if timed_out:
+        returncode = run.stop()
+    return {'returncode': returncode, 'timed_out': timed_out, 'wall_s': time.perf_counter() - t0}
 
 
 class Runner:

@@ -38,15 +38,22 @@ def exit_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 120.0) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code. A training given SIGTERM finishes its
-    iteration, writes its state and exits 75 (``utils.preemption``)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def stop_process(proc: subprocess.Popen, grace: float = 120.0, group: bool = False) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, to ``proc`` (with ``group``: to its whole process
+    group, which it leads); the exit code. A training given SIGTERM finishes its iteration, writes its
+    state and exits 75 (``utils.preemption``)."""
+    def send(sig):
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None or group:  # a group may outlive its leader
+        send(signal.SIGTERM)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            send(signal.SIGKILL)
     return proc.wait()
 
 
@@ -78,15 +85,19 @@ class BackgroundRun:
     """``cmd`` started in ``cwd``, its output (stdout and stderr) appended to ``log_path`` only, while the
     caller goes on: ``poll()`` / ``wait()`` give the exit code, ``stop()`` asks it to stop and waits."""
 
-    def __init__(self, cmd: List[str], log_path: str, cwd: str, env: dict):
+    def __init__(self, cmd: List[str], log_path: str, cwd: str, env: Optional[dict] = None,
+                 own_group: bool = False, grace: float = 120.0):
+        """``own_group``: the run leads a process group of its own, and ``stop()`` signals the whole group
+        (its children too); ``grace``: seconds ``stop()`` gives SIGTERM before SIGKILL."""
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        self.cmd, self.log_path = cmd, log_path
+        self.cmd, self.log_path, self.own_group, self.grace = cmd, log_path, own_group, grace
         self.started = time.time()
         self.ended: Optional[float] = None
         with open(log_path, 'ab') as log:
             log.write(f'\n$ {" ".join(cmd)}\n'.encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=own_group)
 
     def _ended(self, rc: Optional[int]) -> Optional[int]:
         if rc is not None and self.ended is None:
@@ -112,10 +123,10 @@ class BackgroundRun:
         """Wall time from the start to the end (or to now, while it runs)."""
         return (self.ended or time.time()) - self.started
 
-    def stop(self, grace: float = 120.0) -> int:
+    def stop(self) -> int:
         """SIGTERM (a training writes its state and exits 75: ``utils.preemption``), then SIGKILL after
         ``grace`` seconds; returns the exit code."""
-        return self._ended(stop_process(self.proc, grace))
+        return self._ended(stop_process(self.proc, self.grace, self.own_group))
 
 
 def log_tail(log_path: str, size: int) -> str:
