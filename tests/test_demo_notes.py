@@ -67,7 +67,8 @@ def _row(label, arch, psnr, params=None, spread=None):
 
 
 def test_caption_says_which_network_is_not_above_bicubic():
-    from deconas_plugin.reporting.report import gains_over_bicubic, results_table, table_caption
+    from deconas_plugin.reporting.markdown import results_table, table_caption
+    from deconas_plugin.reporting.metrics import gains_over_bicubic
     rows = [_row('Bicubic', 'Bicubic', 30.0), _row('CARN', 'CARN', 29.9, 50_000),
             _row('Found', 'DeCoNASNet', 30.4, 20_000)]
     gains_over_bicubic(rows, ['photos'])
@@ -92,7 +93,7 @@ def test_caption_says_which_network_is_not_above_bicubic():
 
 
 def _report(signal, spreads=(None, None)):
-    from deconas_plugin.reporting.report import gains_over_bicubic
+    from deconas_plugin.reporting.metrics import gains_over_bicubic
     rows = [_row('Bicubic', 'Bicubic', 30.0), _row('CARN (C=16)', 'CARN', 30.3, 50_000, spreads[0]),
             _row('DeCoNASNet (found)', 'DeCoNASNet', 30.5, 20_000, spreads[1])]
     gains_over_bicubic(rows, ['photos'])
@@ -105,7 +106,7 @@ def _report(signal, spreads=(None, None)):
 
 
 def test_first_screen_answers_in_numbers():
-    from deconas_plugin.reporting.report import first_screen
+    from deconas_plugin.reporting.markdown import first_screen
     noise = {'full_psnr': 30.01, 'empty_psnr': 30.0, 'median_snr': 0.4, 'phases': 16, 'learned_from_noise': True}
     lines = first_screen(_report(noise))
     text = '\n'.join(lines)

@@ -34,6 +34,8 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.options import ordered_yaml
 
+from deconas_plugin.reporting import figures as report_figures
+from deconas_plugin.reporting import metrics as report_metrics
 from deconas_plugin.reporting import report as report_lib
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
@@ -72,9 +74,9 @@ def _check(proc):
 
 def _seed_cache(path):
     data = {}
-    for _, net in report_lib.reference_networks(2):
+    for _, net in report_metrics.reference_networks(2):
         params, macs = REFERENCE_X2[net['type']]
-        data[report_lib.ComplexityCache.key(net, 2)] = {
+        data[report_metrics.ComplexityCache.key(net, 2)] = {
             'arch': net['type'], 'scale': 2, 'params': params, 'macs': macs, 'lr_w': 640, 'lr_h': 360,
             'macs_method': 'scaled (a*h*w + d, verified at 32x40)'}
     with open(path, 'w') as f:
@@ -117,7 +119,7 @@ def test_demo_fast_end_to_end(demo):
     for name in ('search_x2', 'found_x2', 'CARN_x2'):
         assert osp.isfile(osp.join(ROOT, 'experiments', f'{PREFIX}_{name}', 'models', 'net_g_latest.pth'))
     for method in ('bicubic', 'carn', 'found'):
-        assert report_lib.find_test_log(osp.join(ROOT, 'results', f'{PREFIX}_test_{method}_x2'))
+        assert report_metrics.find_test_log(osp.join(ROOT, 'results', f'{PREFIX}_test_{method}_x2'))
         assert osp.isfile(osp.join(demo['out'], 'options', f'test_{method}.yml'))
     # CARN: single-scale, same budget as the found network's retrain
     carn = report_lib.derive_lib.read_options(osp.join(demo['out'], 'options', 'train_CARN.yml'))
@@ -280,7 +282,7 @@ def test_report_pngs_are_real_and_not_blank(demo):
     _check(demo['first'])
     rep = _report(demo['out'])
     folder = osp.join(demo['out'], 'report')
-    expected = dict(report_lib.FIGURE_SIZES, cell=figure_pixels(Genotype.parse(rep['genotype']['decimal'])))
+    expected = dict(report_figures.FIGURE_SIZES, cell=figure_pixels(Genotype.parse(rep['genotype']['decimal'])))
     assert set(rep['figures']) == set(expected)
     for kind, name in rep['figures'].items():
         size, pixels = _png(osp.join(folder, name))
@@ -311,7 +313,7 @@ def test_report_cli_standalone(demo, tmp_path):
 
 def test_report_markdown_of_a_search_without_signal_probe(demo):
     """A search run with ``search.signal_probe: 0`` has no signal rows: the report says so instead."""
-    from deconas_plugin.reporting.report import render_markdown
+    from deconas_plugin.reporting.markdown import render_markdown
     r = _report(demo['out'])
     assert r['search'].get('signal')  # the demo probes; drop it as a search without the probe would have
     r['search']['signal'] = None
@@ -326,7 +328,7 @@ def test_parse_test_log(tmp_path):
                    '2026-01-01 00:00:01,000 INFO: Validation Set5\n\t # psnr: 33.6600\tBest: 33.6600 @ x iter\n'
                    '\t # ssim: 0.9299\tBest: 0.9299 @ x iter\n\n'
                    '2026-01-01 00:00:02,000 INFO: Validation Set 14\n\t # psnr: 30.2400\n')
-    assert report_lib.parse_test_log(str(log)) == {'Set5': {'psnr': 33.66, 'ssim': 0.9299},
+    assert report_metrics.parse_test_log(str(log)) == {'Set5': {'psnr': 33.66, 'ssim': 0.9299},
                                                    'Set 14': {'psnr': 30.24}}
 
 
@@ -544,7 +546,7 @@ def test_seed_spread_is_measured_and_cited(demo, tmp_path):
         if row['arch'] == 'Bicubic':
             continue
         net = spread['networks'][row['arch']]
-        seed11 = report_lib.parse_test_log(report_lib.find_test_log(
+        seed11 = report_metrics.parse_test_log(report_metrics.find_test_log(
             osp.join(ROOT, 'results', f"{PREFIX}_test_{keys[row['arch']]}_seed11_x2")))['embedded_test']
         assert net['psnr'] == [row['metrics']['embedded_test']['psnr'], seed11['psnr']]
         assert net['psnr_spread'] == pytest.approx(abs(net['psnr'][0] - net['psnr'][1]), abs=1e-4)

@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from deconas_plugin import derive  # noqa: E402
-from deconas_plugin.reporting.report import atomic_write_text, new_figure_of_size, save_figure  # noqa: E402
+from deconas_plugin.reporting.figures import new_figure_of_size, save_figure  # noqa: E402
+from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf')

@@ -75,7 +75,7 @@ def retrain_one(ctx: dict, label: str, seed: int, iterations: int, batch: int, l
     steps, then test it on the prepared test sets."""
     import time
 
-    from deconas_plugin.reporting.report import find_test_log, parse_test_log
+    from deconas_plugin.reporting.metrics import find_test_log, parse_test_log
     from deconas_plugin.reporting.search_vs_random import (genotype_params, retrain_options, test_options)
     from deconas_plugin.utils.sr_data import prepared_test_set
     opt, sizes, chosen = genotypes(ctx)

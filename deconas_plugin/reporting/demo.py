@@ -163,7 +163,7 @@ def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std
 def per_image_psnr(test_opt_path: str) -> Dict[str, Dict[str, float]]:
     """{test set: {image: PSNR-Y}} of the images a test run saved (``results/<name>/visualization/<set>/``),
     with the test's protocol (``report.per_image_metrics``)."""
-    from .report import per_image_metrics
+    from ..reporting.metrics import per_image_metrics
     opt = read_yaml(test_opt_path)
     method = {'name': opt['name'], 'results_dir': osp.join(ROOT, 'results', opt['name'])}
     out = {}
@@ -579,7 +579,7 @@ class Demo:
         """Write ``<out>/options/test_<key>.yml`` for ``method`` (a ``test_methods`` dict) on ``sets`` and run
         ``deconas_plugin/test.py`` unless its log is newer than the option file and the checkpoint;
         returns (option file, 'ran' / 'skipped')."""
-        from .report import find_test_log, parse_test_log
+        from ..reporting.metrics import find_test_log, parse_test_log
         opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
         opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
         opt['scale'] = self.scale
@@ -669,7 +669,7 @@ class Demo:
     def measure_seed_spread(self, seed: int) -> dict:
         """Retrain the found network and CARN with ``manual_seed`` = ``seed`` (everything else as the demo's),
         test them like the demo's, and write the measurement (JSON and Markdown) to ``--seed-spread-file``."""
-        from .report import find_test_log, parse_test_log, per_image_metrics
+        from ..reporting.metrics import find_test_log, parse_test_log, per_image_metrics
         setting = self.spread_setting()
         if setting is None:
             raise DemoError('--seed-spread measures the demo\'s own setting: not with --search-opt, --train-opt '
@@ -733,7 +733,7 @@ class Demo:
         seed_spread = self.seed_spread()
         if not self.ran_any and self._reported_seed_spread(osp.join(report_dir, 'report.json')) == [seed_spread]:
             return 'skipped'
-        from .report import build_report
+        from ..reporting.report import build_report
         timings = {r['step']: r['made_in_seconds'] for r in self.results if r.get('made_in_seconds') is not None}
         carn = read_yaml(self.paths['carn_train_opt'])
         found = read_yaml(self.paths['found_train_opt'])

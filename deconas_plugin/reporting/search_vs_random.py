@@ -407,7 +407,7 @@ class Runner:
 
     def test(self, opt: dict, header: str) -> tuple:
         """Test (or reuse a newer test log); ('ran' or 'skipped', {set: {metric: value}})."""
-        from .report import find_test_log, parse_test_log
+        from ..reporting.metrics import find_test_log, parse_test_log
         path = self.write_options(opt['name'], opt, header)
         results = osp.join(ROOT, 'results', opt['name'])
         names = {d['name'] for d in opt['datasets'].values()}
@@ -500,7 +500,7 @@ def markdown(result: dict) -> str:
 def plot(result: dict, path: str):
     """Test PSNR-Y per genotype (seeds as points, mean as a bar) against params and against the
     supernet's PSNR-Y; the found genotype in red."""
-    from .report import new_figure_of_size, save_figure
+    from ..reporting.figures import new_figure_of_size, save_figure
     fig = new_figure_of_size((10.0, 4.0))
     axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], 'params', 'params'), (axes[1], 'supernet_psnr', 'supernet PSNR-Y (dB)')):
