@@ -8,7 +8,7 @@ import torch
 from deconas_plugin.genotype import Genotype
 
 
-def _batch(cfg: dict, device: torch.device, seed: int, channels_last: bool = False):
+def random_batch(cfg: dict, device: torch.device, seed: int, channels_last: bool = False):
     gen = torch.Generator().manual_seed(seed)
     p, b = cfg['patch'], cfg['batch']
     x = torch.rand(b, 3, p, p, generator=gen).to(device)
@@ -18,24 +18,24 @@ def _batch(cfg: dict, device: torch.device, seed: int, channels_last: bool = Fal
     return x, y
 
 
-def _genotypes(cfg: dict, n: int, seed_offset: int = 0, fusion: bool = False) -> List[Genotype]:
+def random_genotypes(cfg: dict, n: int, seed_offset: int = 0, fusion: bool = False) -> List[Genotype]:
     rng = random.Random(cfg['seed'] * 1000 + seed_offset)
     return [Genotype.random(cfg['num_nodes'], num_blocks=cfg['num_blocks'], fusion=fusion, rng=rng,
                             density=cfg['density']) for _ in range(n)]
 
 
-def _supernet(cfg: dict, device: torch.device, fusion: bool = False):
+def make_supernet(cfg: dict, device: torch.device, fusion: bool = False):
     from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
     torch.manual_seed(cfg['seed'])
     return DeCoNetSupernet(num_feat=cfg['num_feat'], num_blocks=cfg['num_blocks'], num_nodes=cfg['num_nodes'],
                            upscale=2, feature_fusion_search=fusion).to(device)
 
 
-def _log(msg: str):
+def say(msg: str):
     print(msg, flush=True)
 
 
-def _f(v, nd=2):
+def fmt(v, nd=2):
     if v is None:
         return '-'
     if isinstance(v, bool):
@@ -45,5 +45,5 @@ def _f(v, nd=2):
     return f'{v:.{nd}f}'
 
 
-def _faster(speedup: float) -> str:
+def faster_text(speedup: float) -> str:
     return f'{speedup:.2f}x faster' if speedup >= 1 else f'{1 / speedup:.2f}x slower'

@@ -3,7 +3,7 @@ from typing import Callable, List
 
 import torch
 
-from .common import _log
+from .common import say
 from .timing import interleaved, median_ms
 
 
@@ -67,7 +67,7 @@ def bench_controller(cfg: dict, device: torch.device) -> dict:
             ctrl = DeCoNASController(num_nodes=8, num_blocks=16, feature_fusion_search=ff).to(dev)
             row = {'ff': ff, **_bench_controller_on(ctrl, dev, cfg)}
             configs.append(row)
-            _log(f'  {dev} FF{int(ff)}: sample + log-prob single {row["single_ms"]:.2f} ms, batched '
+            say(f'  {dev} FF{int(ff)}: sample + log-prob single {row["single_ms"]:.2f} ms, batched '
                  f'{row["batched_ms"]:.3f} ms/genotype; child draws single {row["child_draw_single_ms"]:.2f} ms, '
                  f'batched {row["child_draw_batched_ms"]:.3f} ms/genotype')
     cpu_rows = [r for r in configs if r['device'] == 'cpu']
@@ -77,7 +77,7 @@ def bench_controller(cfg: dict, device: torch.device) -> dict:
             'meets_goal': paths['single'] or paths['batched']}
 
 
-def _md_controller(s, cfg, result):
+def md_controller(s, cfg, result):
     out = ['ms per genotype. single = `sample()`: one sequential unroll (`decide`) + one teacher-forced '
            '`score` (log-prob and entropy), what each controller (REINFORCE) step does; batched = '
            f'`sample_many(B)` (B = {cfg["controller_batch"]}), per genotype. Child draws = `decide` without '

@@ -11,14 +11,16 @@ from typing import Optional
 
 import torch
 
-from .common import _f, _log
+from deconas_plugin.utils.cli import load_tool
+
+from .common import fmt, say
 from .timing import timed
 
 
 def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192, step: int = 96) -> dict:
     """HR/LR x2 sub-image folders and LMDBs of the embedded train split, under ``root``."""
     from deconas_plugin.utils.embedded_data import SPLITS, prepare_embedded
-    tool = _load_tool('prepare_train')
+    tool = load_tool('prepare_train')
     layout, prepare_train = tool.layout, tool.prepare_train
     names = SPLITS['train'] if images is None else SPLITS['train'][:images]
     prepare_embedded(osp.join(root, 'embedded'), scales=(), splits={'train': names})  # HR only
@@ -27,16 +29,6 @@ def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192,
                             n_thread=1, lmdb=True)
     return {'dirs': layout(out, 'bench', [2]), 'num_subimages': len(summary['keys']), 'crop': crop, 'step': step,
             'images': list(names)}
-
-
-def _load_tool(name: str):
-    """``tools/<name>.py`` of this checkout as a module (``tools`` is not a package)."""
-    import importlib.util
-    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_deconas_tools_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -> dict:
@@ -77,7 +69,7 @@ def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -
                 ds, idx = datasets[key], order[key][start:start + chunk]
                 times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
         rate = {k: 1 / statistics.median(v) for k, v in times.items()}
-        _log(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
+        say(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
              f'{rate["lmdb"]:.0f} samples/s, disk {rate["disk"]:.0f} samples/s')
         out = {'lmdb_samples_per_s': rate['lmdb'], 'disk_samples_per_s': rate['disk'],
                'ratio_lmdb_over_disk': rate['lmdb'] / rate['disk'], 'num_subimages': sets['num_subimages'],
@@ -110,7 +102,7 @@ def _bench_reward_patches(root: str, cfg: dict) -> dict:
             img = cv2.imread(osp.join(photos, 'HR', f'{name}.png'), cv2.IMREAD_COLOR)
             write_png_atomic(cv2.resize(img, (2040, 1356), interpolation=cv2.INTER_CUBIC),
                              osp.join(whole_hr, f'{name}.png'))
-        tool = _load_tool('prepare_train')
+        tool = load_tool('prepare_train')
         tool.prepare_train(whole_hr, osp.join(root, 'sub'), [2], name='reward', crop=480, step=240, n_thread=1,
                            lmdb=True)
         dirs = tool.layout(osp.join(root, 'sub'), 'reward', [2])
@@ -131,23 +123,23 @@ def _bench_reward_patches(root: str, cfg: dict) -> dict:
             idx = [rng.randrange(len(ds)) for _ in range(cfg['reward_patches'])]
             times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    _log(f'  reward patches: whole {ms["whole"]:.1f} ms, 480-px sub-images (LMDB) {ms["sub_lmdb"]:.1f} ms per patch')
+    say(f'  reward patches: whole {ms["whole"]:.1f} ms, 480-px sub-images (LMDB) {ms["sub_lmdb"]:.1f} ms per patch')
     return {'whole_ms_per_patch': ms['whole'], 'sub_lmdb_ms_per_patch': ms['sub_lmdb'],
             'speedup': ms['whole'] / ms['sub_lmdb'], 'image_size': [2040, 1356], 'images': len(images),
             'num_subimages': len(datasets['sub_lmdb']), 'patches_per_step': cfg['reward_patches']}
 
 
-def _md_data(s, cfg, result):
+def md_data(s, cfg, result):
     return [f'{s["num_subimages"]} sub-images ({s["subimage_crop"]} px HR, step {s["subimage_step"]}) of the embedded '
             f'train split ({", ".join(s["images"])}), x2, made with `tools/prepare_train.py`; random crop '
             f'gt_size {s["gt_size"]}, flips + rotations, num_workers 0, {s["samples"]} samples per backend '
-            f'(interleaved chunks, median). Same sample from both backends: {_f(s["same_samples"])}.', '',
+            f'(interleaved chunks, median). Same sample from both backends: {fmt(s["same_samples"])}.', '',
             '| backend | samples/s |', '|---|---:|',
             f'| LMDB | {s["lmdb_samples_per_s"]:.0f} |', f'| disk folders | {s["disk_samples_per_s"]:.0f} |',
-            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |'] + _md_reward(s.get('reward'))
+            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |'] + md_reward(s.get('reward'))
 
 
-def _md_reward(r):
+def md_reward(r):
     if not r:
         return []
     return ['', f'Reward patches ({r["patches_per_step"]} per controller step, 96 px HR random crops, x2) from '

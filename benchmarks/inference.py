@@ -2,7 +2,7 @@
 import torch
 
 from deconas_plugin.genotype import PAPER_GENOTYPE
-from .common import _f, _log
+from .common import fmt, say
 from .timing import interleaved, median_ms
 
 
@@ -43,12 +43,12 @@ def bench_inference(cfg: dict, device: torch.device) -> dict:
         rows.append({'model': name, 'lr_hw': [size, size], 'ms': ms, 'params': info['params'], 'macs': info['macs'],
                      'gmac_per_s': (info['macs'] / ms / 1e6) if info['macs'] else None,
                      'macs_method': info['macs_method']})
-        _log(f'  {name} @ {size}x{size}: {ms:.1f} ms, {info["params"]:,} params, '
+        say(f'  {name} @ {size}x{size}: {ms:.1f} ms, {info["params"]:,} params, '
              f'{(info["macs"] or 0) / 1e9:.2f} GMAC, {rows[-1]["gmac_per_s"] or 0:.1f} GMAC/s')
     return {'rows': rows, 'reps': cfg['inference_reps'], 'scale': 2}
 
 
-def _md_inference(s, cfg, result):
+def md_inference(s, cfg, result):
     out = ['One LR image, `torch.no_grad()`, eval mode; median of '
            f'{s["reps"]} runs after a warm-up, models run round robin. MACs by `complexity_table.model_complexity` '
            'at the same input size.', '',
@@ -56,7 +56,7 @@ def _md_inference(s, cfg, result):
     for r in s['rows']:
         h, w = r['lr_hw']
         out.append(f'| {r["model"]} | {w}x{h} | {r["ms"]:.1f} | {r["params"]:,} | '
-                   f'{(r["macs"] or 0) / 1e9:.2f} | {_f(r["gmac_per_s"], 1)} |')
+                   f'{(r["macs"] or 0) / 1e9:.2f} | {fmt(r["gmac_per_s"], 1)} |')
     sizes = {tuple(r['lr_hw']) for r in s['rows']}
     if len(sizes) > 1:
         out += ['', 'RDN runs at a smaller input (see LR input) to keep the run short on a CPU; compare GMAC/s.']

@@ -5,20 +5,18 @@ from typing import Optional
 import torch
 from torch import nn
 
-from deconas_plugin.utils.machine import describe_machine, load_average, usable_cores
+from deconas_plugin.utils.machine import default_threads, describe_machine, load_average, usable_cores
 
 from .timing import interleaved, median_ms
-
-
-_usable_cores = usable_cores
 
 
 def choose_threads(spec: str, device: torch.device):
     """(torch intra-op threads, reason) for ``--threads`` = a number, ``'all'`` or ``'auto'``.
 
-    ``auto``: on a CPU whose 1-minute load average already fills the usable cores, 1 thread: on an
-    oversubscribed machine every multi-threaded op waits at an OpenMP barrier for a descheduled
-    thread (measured here: a child step 0.75 s with 1 thread, 4-15 s with 2). Otherwise torch's default.
+    ``auto``: on a CPU, the project's rule for one process (``utils.machine.default_threads``: 1 thread on
+    at most 2 cores or a busy machine, where every multi-threaded op waits at an OpenMP barrier for a
+    descheduled thread; measured here: a child step 0.75 s with 1 thread, 4-15 s with 2). Otherwise torch's
+    default.
     """
     default = torch.get_num_threads()
     if spec == 'all':
@@ -27,15 +25,16 @@ def choose_threads(spec: str, device: torch.device):
         return int(spec), 'requested'
     if device.type == 'cuda':
         return default, 'auto: CUDA run, torch default'
-    load, cores = (_loadavg() or [0.0])[0], _usable_cores()
-    if cores > 1 and load >= cores - 0.5:
-        return 1, f'auto: load average {load:.1f} on {cores} usable cores, a busy machine'
+    load, cores = (load_average() or [0.0])[0], usable_cores()
+    threads = default_threads()
+    if threads:
+        return threads, f'auto: load average {load:.1f} on {cores} usable cores, {threads} thread(s)'
     return default, f'auto: load average {load:.1f} on {cores} usable cores, torch default'
 
 
 def threads_probe(device: torch.device, reps: int = 5) -> Optional[dict]:
     """ms of a small conv forward+backward with 1 thread vs all usable cores (CPU only; interleaved)."""
-    cores = _usable_cores()
+    cores = usable_cores()
     if device.type != 'cpu' or cores < 2:
         return None
     keep = torch.get_num_threads()
@@ -59,5 +58,3 @@ def machine_info(device: torch.device) -> dict:
     """``describe_machine`` and the intra-op threads probe."""
     return {**describe_machine(device), 'threads_probe': threads_probe(device)}
 
-
-_loadavg = load_average

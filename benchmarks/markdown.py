@@ -2,20 +2,20 @@
 renderer (each lives in its section's module)."""
 from typing import List
 
-from .common import _f, _faster
+from .common import fmt, faster_text
 from .config import TITLES
-from .controller import _md_controller
-from .data import _md_data
-from .inference import _md_inference
-from .options import _defaults_text, _md_options
-from .precision import _md_precision
-from .retrain import _md_retrain, _summary_retrain
-from .supernet import _md_supernet
-from .zeromask import _md_zeromask
+from .controller import md_controller
+from .data import md_data
+from .inference import md_inference
+from .options import defaults_text, md_options
+from .precision import md_precision
+from .retrain import md_retrain, summary_retrain
+from .supernet import md_supernet
+from .zeromask import md_zeromask
 
-RENDERERS = {'supernet': _md_supernet, 'zeromask': _md_zeromask, 'controller': _md_controller,
-             'inference': _md_inference, 'data': _md_data, 'options': _md_options, 'precision': _md_precision,
-             'retrain': _md_retrain}
+RENDERERS = {'supernet': md_supernet, 'zeromask': md_zeromask, 'controller': md_controller,
+             'inference': md_inference, 'data': md_data, 'options': md_options, 'precision': md_precision,
+             'retrain': md_retrain}
 
 
 def render_markdown(result: dict) -> str:
@@ -34,12 +34,12 @@ def render_markdown(result: dict) -> str:
         f'- command: `{" ".join(result.get("command") or [])}`' + (
             ' (other sections kept from earlier runs: see each section)' if '--merge' in (result.get('command') or [])
             else ''),
-    ] + _md_probe(m) + [
+    ] + md_probe(m) + [
         '',
         'Ratios are measured side by side in one process (A/B interleaved ABBA, each after a warm-up, '
         'medians); absolute times on a shared machine are noisy, the ratios much less.',
         '',
-    ] + _md_summary(result)
+    ] + md_summary(result)
     for name, sec in result['sections'].items():
         lines += [f'## {TITLES[name]}', '']
         if 'error' in sec and name != 'zeromask':
@@ -52,7 +52,7 @@ def render_markdown(result: dict) -> str:
     return '\n'.join(lines).rstrip() + '\n'
 
 
-def _md_summary(result) -> List[str]:
+def md_summary(result) -> List[str]:
     secs = {k: v for k, v in result['sections'].items() if 'error' not in v or k == 'zeromask'}
     if not secs:
         return []
@@ -88,7 +88,7 @@ def _md_summary(result) -> List[str]:
         if dn and carn and dn['lr_hw'] == carn['lr_hw']:
             out.append(f'| 4. inference x2 {dn["lr_hw"][1]}x{dn["lr_hw"][0]}, DeCoNASNet / CARN time | '
                        f'{dn["ms"] / carn["ms"]:.2f} (MACs {dn["macs"] / carn["macs"]:.2f}; '
-                       f'{_f(dn["gmac_per_s"], 1)} vs {_f(carn["gmac_per_s"], 1)} GMAC/s) | - | |')
+                       f'{fmt(dn["gmac_per_s"], 1)} vs {fmt(carn["gmac_per_s"], 1)} GMAC/s) | - | |')
     s = secs.get('data')
     if s:
         out.append(f'| 5. PairedImageDataset samples/s, LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} '
@@ -99,21 +99,21 @@ def _md_summary(result) -> List[str]:
                        f'({r["whole_ms_per_patch"]:.1f} vs {r["sub_lmdb_ms_per_patch"]:.1f} ms) | - | |')
     s = secs.get('options')
     if s:
-        out.append(f'| 6. child-step defaults | {_defaults_text(s, secs.get("precision"))} | - | |')
+        out.append(f'| 6. child-step defaults | {defaults_text(s, secs.get("precision"))} | - | |')
     s = secs.get('precision')
     if s:
         for r in (r for r in s['variants'] if r['autocast']):
             out.append(f'| 7. retrain PSNR-Y, {r["name"]} - fp32 ({s["setup"]["iters"]} iterations; fp32 seed noise) | '
                        f'{r["psnr_diff"]:+.3f} dB (seed noise {s["seed_noise_psnr_db"]:.3f} dB): '
-                       f'{"within" if r["within_seed_noise"] else "beyond"} seed noise; {_faster(r["speedup"])} | '
+                       f'{"within" if r["within_seed_noise"] else "beyond"} seed noise; {faster_text(r["speedup"])} | '
                        f'- | |')
     s = secs.get('retrain')
     if s:
-        out += _summary_retrain(s)
+        out += summary_retrain(s)
     return out + ['']
 
 
-def _md_probe(m) -> List[str]:
+def md_probe(m) -> List[str]:
     p = m.get('threads_probe')
     if not p:
         return []

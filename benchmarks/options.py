@@ -1,5 +1,5 @@
 """Section 6, ``options``: the supernet child step with channels_last, autocast and torch.compile,
-and the defaults derived from them (``_recommend``)."""
+and the defaults derived from them (``recommend``)."""
 import contextlib
 import copy
 import os
@@ -11,8 +11,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .common import _batch, _f, _genotypes, _log, _supernet
-from .precision import _precision_verdict
+from .common import random_batch, fmt, random_genotypes, say, make_supernet
+from .precision import precision_verdict
 from .timing import TrainStep, interleaved, median_ms, timed
 
 
@@ -31,16 +31,16 @@ def _loss_tolerance(amp_dtype) -> float:
 
 
 def bench_options(cfg: dict, device: torch.device) -> dict:
-    base = _supernet(cfg, device)
+    base = make_supernet(cfg, device)
     state = copy.deepcopy(base.state_dict())
-    genotypes = _genotypes(cfg, cfg['options_genotypes'], seed_offset=2)
+    genotypes = random_genotypes(cfg, cfg['options_genotypes'], seed_offset=2)
     variants = _variants(device)
     steps, models = {}, {}
     for name, cl, amp in variants:
         model = copy.deepcopy(base)
         if cl:
             model = model.to(memory_format=torch.channels_last)
-        x, y = _batch(cfg, device, cfg['seed'] + 2, channels_last=cl)
+        x, y = random_batch(cfg, device, cfg['seed'] + 2, channels_last=cl)
         steps[name] = TrainStep(model, x, y, genotypes[0], amp_dtype=amp)
         models[name] = model
 
@@ -65,7 +65,7 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
         t = interleaved(steps, cfg['options_reps'], cfg['warmup'], device)
         for name in steps:
             per_g[name].append(median_ms(t[name]))
-        _log(f'  [{i + 1}/{len(genotypes)}] {g}: ' + ', '.join(f'{n} {per_g[n][-1]:.1f} ms' for n in steps))
+        say(f'  [{i + 1}/{len(genotypes)}] {g}: ' + ', '.join(f'{n} {per_g[n][-1]:.1f} ms' for n in steps))
     for name in steps:
         speedups = [d / v for d, v in zip(per_g['default'], per_g[name])]
         rows[name].update(ms=statistics.median(per_g[name]), per_genotype_ms=per_g[name],
@@ -78,8 +78,8 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
             out['compile'] = _bench_compile(cfg, device, base, state, genotypes)
         except Exception as e:  # noqa: BLE001  (no compiler, unsupported backend: report, go on)
             out['compile'] = {'error': f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ""}'[:300]}
-            _log(f'  torch.compile failed: {out["compile"]["error"]}')
-    out['recommended'] = _recommend(out)
+            say(f'  torch.compile failed: {out["compile"]["error"]}')
+    out['recommended'] = recommend(out)
     return out
 
 
@@ -125,9 +125,9 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
     comp_model = copy.deepcopy(base)
     comp_model.load_state_dict(state)
     compiled = torch.compile(comp_model)
-    x, y = _batch(cfg, device, cfg['seed'] + 3)
+    x, y = random_batch(cfg, device, cfg['seed'] + 3)
     g0 = genotypes[0]
-    fresh = _genotypes(cfg, cfg['compile_fresh'], seed_offset=3)
+    fresh = random_genotypes(cfg, cfg['compile_fresh'], seed_offset=3)
     eager_step = TrainStep(eager, x, y, g0)
     comp_step = TrainStep(compiled, x, y, g0, params=comp_model.parameters())
     first = timed(comp_step, device)  # compile (forward + backward graphs) + one step
@@ -141,7 +141,7 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
     for g in fresh:
         comp_step.genotype = g
         fresh_s.append(timed(comp_step, device))
-        _log(f'  torch.compile: fresh genotype {g}: first step {fresh_s[-1]:.1f} s')
+        say(f'  torch.compile: fresh genotype {g}: first step {fresh_s[-1]:.1f} s')
     comp_step.genotype = g0
     repeated_ms = 1000 * timed(comp_step, device)  # back to the first genotype: cached graph?
     try:
@@ -158,13 +158,13 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
            'break_even_steps_per_genotype': (
                statistics.median(f - steady / 1000 for f in fresh_s) / ((eager_ms - steady) / 1000)
                if eager_ms > steady and fresh_s else None)}
-    _log(f'  torch.compile: first compile {res["first_compile_s"]:.1f} s, steady {steady:.1f} ms vs eager '
+    say(f'  torch.compile: first compile {res["first_compile_s"]:.1f} s, steady {steady:.1f} ms vs eager '
          f'{eager_ms:.1f} ms ({res["steady_speedup"]:.2f}x), repeated genotype first step {repeated_ms:.1f} ms')
     torch._dynamo.reset()
     return res
 
 
-def _recommend(out: dict, precision: Optional[dict] = None) -> dict:
+def recommend(out: dict, precision: Optional[dict] = None) -> dict:
     """Defaults from the measurements: an option is on if it is >= 5 % faster with matching losses.
 
     ``channels_last`` is judged alone. ``autocast`` stays off (fp32) whatever its speed: it changes
@@ -181,7 +181,7 @@ def _recommend(out: dict, precision: Optional[dict] = None) -> dict:
     best_amp = max(amp, key=lambda r: r['speedup']) if amp else None
     rec = {'channels_last': good.get('channels_last', False), 'autocast': None,
            'autocast_fastest': best_amp['amp_dtype'] if best_amp else None,
-           'autocast_psnr': _precision_verdict(precision, best_amp['amp_dtype']) if best_amp else None}
+           'autocast_psnr': precision_verdict(precision, best_amp['amp_dtype']) if best_amp else None}
     comp = out.get('compile', {})
     rec['torch_compile_search'] = False
     rec['torch_compile_retrain'] = bool(comp.get('steady_speedup', 0) >= 1.05
@@ -189,7 +189,7 @@ def _recommend(out: dict, precision: Optional[dict] = None) -> dict:
     return rec
 
 
-def _md_options(s, cfg, result):
+def md_options(s, cfg, result):
     st = s['setup']
     out = [f'Supernet child step, C={st["num_feat"]}, batch {st["batch"]}, LR patch {st["patch"]}; speedup = '
            f'default ms / variant ms (mean over genotypes); losses of the first {s["loss_steps"]} steps from '
@@ -197,7 +197,7 @@ def _md_options(s, cfg, result):
            '| variant | ms | speedup | loss rel. diff | loss matches |', '|---|---:|---:|---:|---|']
     for r in s['variants']:
         out.append(f'| {r["name"]} | {r["ms"]:.1f} | {r["speedup"]:.2f}x | {r["loss_rel_diff"]:.1e} | '
-                   f'{_f(r["loss_ok"])} |')
+                   f'{fmt(r["loss_ok"])} |')
     c = s.get('compile')
     if c:
         out += ['']
@@ -215,8 +215,8 @@ def _md_options(s, cfg, result):
                     f'| steady speedup | {c["steady_speedup"]:.2f}x |',
                     f'| loss rel. diff vs eager | {c["loss_rel_diff"]:.1e} |',
                     f'| steps to repay the first compile (one fixed genotype, e.g. retraining) | '
-                    f'{_f(be0, 0) if be0 else "never"} |',
-                    f'| steps per fresh genotype to repay its recompile (search) | {_f(be, 0) if be else "never"} |',
+                    f'{fmt(be0, 0) if be0 else "never"} |',
+                    f'| steps per fresh genotype to repay its recompile (search) | {fmt(be, 0) if be else "never"} |',
                     f'| dynamo recompile limit | {c["recompile_limit"]} |']
     out += ['', '**Conclusion.** ' + _options_conclusion(s, result)]
     return out
@@ -234,7 +234,7 @@ def _options_conclusion(s, result) -> str:
     c = s.get('compile', {})
     if c and 'error' not in c:
         fresh = ', '.join(f'{v:.0f}' for v in c['fresh_compile_s'])
-        repaid = _f(c['break_even_steps_first'], 0) if c['break_even_steps_first'] else 'never'
+        repaid = fmt(c['break_even_steps_first'], 0) if c['break_even_steps_first'] else 'never'
         text += (f' torch.compile recompiles for every new genotype ({fresh} s '
                  f'each here, vs a {c["eager_ms"]:.0f} ms eager step) and falls back to eager after '
                  f'{c["recompile_limit"]} graphs; the search draws a fresh genotype nearly every step, so compile is '
@@ -243,12 +243,12 @@ def _options_conclusion(s, result) -> str:
                  f'compile is repaid after {repaid} '
                  'steps.')
     text += (' **Defaults from these numbers** (' + result['machine']['device'] + '): '
-             + _defaults_text(s, result['sections'].get('precision')) + '.')
+             + defaults_text(s, result['sections'].get('precision')) + '.')
     return text
 
 
-def _defaults_text(s, precision: Optional[dict] = None) -> str:
-    rec = _recommend(s, precision)
+def defaults_text(s, precision: Optional[dict] = None) -> str:
+    rec = recommend(s, precision)
     rows = {r['name']: r for r in s['variants']}
     amp = rec['autocast_fastest']
     amp_row = next((r for r in s['variants'] if r.get('amp_dtype') == amp and not r.get('channels_last')), None)

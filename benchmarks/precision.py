@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deconas_plugin.genotype import PAPER_GENOTYPE
-from .common import _faster, _log
+from .common import faster_text, say
 from .timing import TrainStep, median_ms, timed
 
 
@@ -152,7 +152,7 @@ def bench_precision(cfg: dict, device: torch.device) -> dict:
             run['losses'].append(loss[0])
             run['sched'].step()
         if (it + 1) % max(1, iters // 10) == 0 or it + 1 == iters:
-            _log(f'  iter {it + 1}/{iters} ({time.perf_counter() - t0:.0f} s): ' + ', '.join(
+            say(f'  iter {it + 1}/{iters} ({time.perf_counter() - t0:.0f} s): ' + ', '.join(
                 f'{r["name"]} loss {statistics.mean(r["losses"][-max(1, iters // 10):]):.4f}' for r in runs))
     tail = max(1, iters // 10)
     rows = []
@@ -163,7 +163,7 @@ def bench_precision(cfg: dict, device: torch.device) -> dict:
                      'batch_seed': run['seed'], 'ms_per_iter': median_ms(run['times']),
                      'final_loss': statistics.mean(run['losses'][-tail:]), 'first_loss': run['losses'][0],
                      'nonfinite_losses': nonfinite, **ev})
-        _log(f'  {run["name"]}: {rows[-1]["ms_per_iter"]:.1f} ms/iter, final loss {rows[-1]["final_loss"]:.4f}, '
+        say(f'  {run["name"]}: {rows[-1]["ms_per_iter"]:.1f} ms/iter, final loss {rows[-1]["final_loss"]:.4f}, '
              f'PSNR-Y {ev["psnr_y"]:.3f} dB, SSIM-Y {ev["ssim_y"]:.4f}')
     ref = rows[0]
     for r in rows:
@@ -184,7 +184,7 @@ def bench_precision(cfg: dict, device: torch.device) -> dict:
                       'params': sum(p.numel() for p in base.parameters()), 'loss_tail': tail}}
 
 
-def _precision_verdict(precision: Optional[dict], dtype: Optional[str]) -> Optional[str]:
+def precision_verdict(precision: Optional[dict], dtype: Optional[str]) -> Optional[str]:
     """'within seed noise' / 'beyond seed noise' for ``dtype``'s PSNR in section 7, or 'not measured'."""
     if not dtype:
         return None
@@ -196,7 +196,7 @@ def _precision_verdict(precision: Optional[dict], dtype: Optional[str]) -> Optio
     return 'within seed noise' if row['within_seed_noise'] else 'beyond seed noise'
 
 
-def _md_precision(s, cfg, result):
+def md_precision(s, cfg, result):
     st = s['setup']
     out = [f'DeCoNASNet `{st["genotype"]}` (paper genotype; N={st["num_blocks"]}, M={st["num_nodes"]}, '
            f'C={st["num_feat"]}, {st["params"]:,} params), x{st["scale"]}, trained {st["iters"]} iterations per '
@@ -227,7 +227,7 @@ def _md_precision(s, cfg, result):
         diffs = [(a['psnr_y'] - b['psnr_y'], a['image'], abs(c['psnr_y'] - b['psnr_y']))
                  for a, b, c in zip(r['per_image'], ref, other)]
         worst = max(diffs, key=lambda d: abs(d[0]))
-        parts.append(f'{r["name"]} is {_faster(r["speedup"])} per iteration and changes the test PSNR-Y by '
+        parts.append(f'{r["name"]} is {faster_text(r["speedup"])} per iteration and changes the test PSNR-Y by '
                      f'{r["psnr_diff"]:+.3f} dB (SSIM-Y {r["ssim_diff"]:+.4f}), '
                      f'{"within" if r["within_seed_noise"] else "beyond"} the {s["seed_noise_psnr_db"]:.3f} dB between '
                      f'two fp32 runs with different batch seeds (largest change: {worst[1]} {worst[0]:+.3f} dB, seed '

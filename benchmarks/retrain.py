@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
 from deconas_plugin.genotype import PAPER_GENOTYPE
 from deconas_plugin.utils.op_count import train_step_op_counts
-from .common import _f, _log
+from .common import fmt, say
 from .timing import TrainStep, interleaved, median_ms
 
 GOAL_RETRAIN_OPS = 800
@@ -27,7 +27,7 @@ GOAL_RETRAIN_OPS = 800
 OPS_BEFORE = {'forward_backward': 1169, 'step': 1554, 'supernet_forward_backward': 1313, 'supernet_step': 1698}
 
 
-def _retrain_models():
+def retrain_models():
     from basicsr.utils.registry import ARCH_REGISTRY
     return {
         'DeCoNASNet': lambda: ARCH_REGISTRY.get('DeCoNASNet')(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4,
@@ -88,19 +88,19 @@ def _compiled_step(model, x, y, amp_dtype):
     return run
 
 
-def _error(e: Exception) -> str:
+def error_text(e: Exception) -> str:
     return f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:300]
 
 
 def bench_retrain(cfg: dict, device: torch.device) -> dict:
-    builders = _retrain_models()
+    builders = retrain_models()
     # 1. dispatched ops (CPU, a small input: the count does not depend on the input size)
     ops = {}
     for name, build in builders.items():
         torch.manual_seed(cfg['seed'])
         counts = train_step_op_counts(build())
         ops[name] = counts
-        _log(f'  {name}: {counts["forward_backward"]} ops forward + L1 + backward, {counts["step"]} with Adam')
+        say(f'  {name}: {counts["forward_backward"]} ops forward + L1 + backward, {counts["step"]} with Adam')
     from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
     torch.manual_seed(cfg['seed'])  # the search's child step on the paper genotype (weight slices, no capture)
     out_supernet = train_step_op_counts(DeCoNetSupernet(num_feat=64, num_blocks=4, num_nodes=4, upscale=2),
@@ -126,7 +126,7 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
     ms = {k: median_ms(v) for k, v in t.items()}
     out['step_ms'] = ms
     out['ratio_vs_edsr'] = {prec: ms[f'DeCoNASNet {prec}'] / ms[f'EDSR-baseline {prec}'] for prec in precisions}
-    _log('  ' + ', '.join(f'{k} {v:.1f} ms' for k, v in ms.items()))
+    say('  ' + ', '.join(f'{k} {v:.1f} ms' for k, v in ms.items()))
     del steps
 
     # 3. DeCoNASNet with each separable-conv implementation (fp32)
@@ -138,7 +138,7 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
     t = interleaved(dw_steps, cfg['retrain_reps'], cfg['warmup'], device)
     out['depthwise_ms'] = {k: median_ms(v) for k, v in t.items()}
     out['depthwise_fastest'] = min(out['depthwise_ms'], key=out['depthwise_ms'].get)
-    _log('  depthwise: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in out['depthwise_ms'].items()))
+    say('  depthwise: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in out['depthwise_ms'].items()))
     del dw_steps
 
     if device.type == 'cuda':
@@ -154,7 +154,7 @@ def _bench_cuda_paths(cfg: dict, device: torch.device, models: dict, x, y) -> di
         try:
             res['kernels'][name] = count_cuda_kernels(step, device)
         except Exception as e:  # noqa: BLE001  (a profiler without CUPTI: report and go on)
-            res['kernels'][name] = _error(e)
+            res['kernels'][name] = error_text(e)
     fused = {}
     for kind, kwargs in (('foreach', {'foreach': True}), ('fused', {'fused': True})):
         st = TrainStep(copy.deepcopy(models['DeCoNASNet']), x, y)
@@ -174,8 +174,8 @@ def _bench_cuda_paths(cfg: dict, device: torch.device, models: dict, x, y) -> di
                     t = interleaved({key: fn}, cfg['retrain_reps'], cfg['warmup'] + 2, device)
                     res[kind][key] = median_ms(t[key])
                 except Exception as e:  # noqa: BLE001
-                    res[kind][key] = _error(e)
-                _log(f'  {kind} {key}: {res[kind][key]}')
+                    res[kind][key] = error_text(e)
+                say(f'  {kind} {key}: {res[kind][key]}')
     return res
 
 
@@ -183,7 +183,7 @@ def _ms(v) -> str:
     return f'{v:.1f}' if isinstance(v, (int, float)) else f'failed: `{v}`'
 
 
-def _md_retrain(s, cfg, result):
+def md_retrain(s, cfg, result):
     ops, before = s['ops'], s['ops_before']
     dn = ops['DeCoNASNet']
     out = ['Dispatched aten ops of one retrain step (L1 loss, Adam; `utils.op_count`: a TorchDispatchMode counter, '
@@ -214,7 +214,7 @@ def _md_retrain(s, cfg, result):
     c = s.get('cuda')
     if c:
         out += ['', '| CUDA | DeCoNASNet | EDSR-baseline | CARN |', '|---|---:|---:|---:|',
-                '| kernels per step (fp32) | ' + ' | '.join(_f(c['kernels'].get(n)) if isinstance(
+                '| kernels per step (fp32) | ' + ' | '.join(fmt(c['kernels'].get(n)) if isinstance(
                     c['kernels'].get(n), int) else str(c['kernels'].get(n)) for n in ops) + ' |', '']
         out += [f'Adam on DeCoNASNet: foreach {_ms(c["adam"].get("foreach"))} ms, fused '
                 f'{_ms(c["adam"].get("fused"))} ms per step.', '', '| step | fp32 ms | bf16 ms |', '|---|---:|---:|']
@@ -226,7 +226,7 @@ def _md_retrain(s, cfg, result):
     return out
 
 
-def _summary_retrain(s) -> list:
+def summary_retrain(s) -> list:
     ops, r = s['ops'], s['ratio_vs_edsr']
     dn = ops['DeCoNASNet']
     rows = [f'| 8. retrain step ops, DeCoNASNet (forward + L1 + backward / with Adam) vs EDSR-baseline, CARN | '

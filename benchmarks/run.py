@@ -9,14 +9,16 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .common import _log
+from .common import say
 from .config import SECTIONS, TITLES
 from .controller import bench_controller
 from .data import bench_data
 from .inference import bench_inference
-from .machine import _loadavg, machine_info
+from deconas_plugin.utils.machine import load_average
+
+from .machine import machine_info
 from .markdown import render_markdown
-from .options import _recommend, bench_options
+from .options import bench_options, recommend
 from .precision import bench_precision
 from .retrain import bench_retrain
 from .supernet import bench_supernet
@@ -69,7 +71,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
             sec.setdefault('command', old.get('command'))
     t0 = time.perf_counter()
     for name in sections:
-        _log(f'== {TITLES[name]}')
+        say(f'== {TITLES[name]}')
         ts = time.perf_counter()
         try:
             res = RUNNERS[name](cfg, device)
@@ -81,7 +83,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
         result['sections'][name] = res
         result['sections'] = {k: result['sections'][k] for k in SECTIONS if k in result['sections']}
         result['wall_s'] = time.perf_counter() - t0
-        result['machine']['load_avg_end'] = _loadavg()
+        result['machine']['load_avg_end'] = load_average()
         write_results(result, out_dir)
     return result
 
@@ -90,7 +92,7 @@ def write_results(result: dict, out_dir: str):
     from deconas_plugin.utils.checkpoint import atomic_write_text
     opts = result.get('sections', {}).get('options')
     if opts and 'error' not in opts:  # its autocast entry depends on section 7
-        opts['recommended'] = _recommend(opts, result['sections'].get('precision'))
+        opts['recommended'] = recommend(opts, result['sections'].get('precision'))
     atomic_write_text(osp.join(out_dir, 'benchmark.json'), json.dumps(result, indent=2, default=str) + '\n')
     atomic_write_text(osp.join(out_dir, 'benchmark.md'), render_markdown(result))
 

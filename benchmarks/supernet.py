@@ -3,7 +3,7 @@ import statistics
 
 import torch
 
-from .common import _batch, _genotypes, _log, _supernet
+from .common import random_batch, random_genotypes, say, make_supernet
 from .timing import TrainStep, interleaved, median_ms
 
 
@@ -11,12 +11,12 @@ GOAL_SUPERNET_RATIO = 1.10
 
 
 def bench_supernet(cfg: dict, device: torch.device) -> dict:
-    net = _supernet(cfg, device)
-    x, y = _batch(cfg, device, cfg['seed'])
+    net = make_supernet(cfg, device)
+    x, y = random_batch(cfg, device, cfg['seed'])
     sn_step = None
     rows = []
     max_diff = 0.0
-    for i, g in enumerate(_genotypes(cfg, cfg['genotypes'])):
+    for i, g in enumerate(random_genotypes(cfg, cfg['genotypes'])):
         fixed = net.extract(g)
         if i == 0:  # the extracted network computes the same function (checked once, before any step)
             with torch.no_grad():
@@ -30,7 +30,7 @@ def bench_supernet(cfg: dict, device: torch.device) -> dict:
                'supernet_ms': median_ms(t['supernet']), 'fixed_ms': median_ms(t['fixed'])}
         row['ratio'] = row['supernet_ms'] / row['fixed_ms']
         rows.append(row)
-        _log(f'  [{i + 1}/{cfg["genotypes"]}] {g}: supernet {row["supernet_ms"]:.1f} ms, fixed '
+        say(f'  [{i + 1}/{cfg["genotypes"]}] {g}: supernet {row["supernet_ms"]:.1f} ms, fixed '
              f'{row["fixed_ms"]:.1f} ms, ratio {row["ratio"]:.3f}')
     ratios = [r['ratio'] for r in rows]
     mean = sum(ratios) / len(ratios)
@@ -41,7 +41,7 @@ def bench_supernet(cfg: dict, device: torch.device) -> dict:
                                           'reps', 'warmup')}}
 
 
-def _md_supernet(s, cfg, result):
+def md_supernet(s, cfg, result):
     st = s['setup']
     out = [f'Random genotypes: {len(s["per_genotype"])}, density {st["density"]}, M={st["num_nodes"]}, '
            f'N={st["num_blocks"]}, C={st["num_feat"]}, LR patch {st["patch"]}, batch {st["batch"]}; Adam; '

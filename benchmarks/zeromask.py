@@ -9,7 +9,7 @@ from torch import nn
 
 from deconas_plugin.archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
 from deconas_plugin.genotype import NUM_OPS, Genotype
-from .common import _batch, _genotypes, _log, _supernet
+from .common import random_batch, random_genotypes, say, make_supernet
 from .timing import TrainStep, interleaved, median_ms
 
 
@@ -76,10 +76,10 @@ class ZeroMaskSupernet(nn.Module):
 
 
 def bench_zeromask(cfg: dict, device: torch.device) -> dict:
-    net = _supernet(cfg, device, fusion=True)
+    net = make_supernet(cfg, device, fusion=True)
     masked = ZeroMaskSupernet(copy.deepcopy(net))
-    x, y = _batch(cfg, device, cfg['seed'] + 1)
-    genotypes = _genotypes(cfg, cfg['zeromask_genotypes'], seed_offset=1, fusion=True)
+    x, y = random_batch(cfg, device, cfg['seed'] + 1)
+    genotypes = random_genotypes(cfg, cfg['zeromask_genotypes'], seed_offset=1, fusion=True)
     diffs = []
     with torch.no_grad(), strict_fp32():  # same weights, before any step
         for g in genotypes:
@@ -87,7 +87,7 @@ def bench_zeromask(cfg: dict, device: torch.device) -> dict:
     max_diff = max(diffs)
     out = {'max_abs_diff': max_diff, 'equivalent': max_diff < EQUIVALENCE_BOUND, 'feature_fusion_search': True,
            'goal_speedup_min': GOAL_ZEROMASK_SPEEDUP, 'equivalence_bound': EQUIVALENCE_BOUND, 'strict_fp32': True}
-    _log(f'  zero-mask vs sliced output: max abs diff {max_diff:.2e} over {len(genotypes)} genotypes')
+    say(f'  zero-mask vs sliced output: max abs diff {max_diff:.2e} over {len(genotypes)} genotypes')
     if not out['equivalent']:
         out['error'] = f'zero-mask supernet differs from the sliced one (max abs diff {max_diff:.3g})'
         return out
@@ -100,7 +100,7 @@ def bench_zeromask(cfg: dict, device: torch.device) -> dict:
                'sliced_ms': median_ms(t['sliced']), 'zeromask_ms': median_ms(t['zeromask']), 'max_abs_diff': diffs[i]}
         row['speedup'] = row['zeromask_ms'] / row['sliced_ms']
         rows.append(row)
-        _log(f'  [{i + 1}/{len(genotypes)}] {g}: sliced {row["sliced_ms"]:.1f} ms, zero-mask '
+        say(f'  [{i + 1}/{len(genotypes)}] {g}: sliced {row["sliced_ms"]:.1f} ms, zero-mask '
              f'{row["zeromask_ms"]:.1f} ms, sliced {row["speedup"]:.2f}x faster')
     speedups = [r['speedup'] for r in rows]
     mean = sum(speedups) / len(speedups)
@@ -110,7 +110,7 @@ def bench_zeromask(cfg: dict, device: torch.device) -> dict:
     return out
 
 
-def _md_zeromask(s, cfg, result):
+def md_zeromask(s, cfg, result):
     out = [f'Zero-mask supernet (every op of node i reads all i inputs with its full weight, unchosen inputs '
            f'x 0; LFF/GFF masked too; ops with no chosen input skipped in both) vs the sliced supernet, on '
            f'feature-fusion (FF1) genotypes so that the LFF/GFF masks matter. Same output before timing: '
