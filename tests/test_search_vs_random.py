@@ -25,7 +25,7 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import img2tensor, tensor2img
 
-from deconas_plugin.reporting import search_vs_random as svr
+from deconas_plugin.pipelines import search_vs_random as svr
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.search_signal import kendall_tau

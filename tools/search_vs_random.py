@@ -6,7 +6,7 @@ budget and S seeds, tested on held-out images (PSNR/SSIM on Y, border = scale), 
 the search's supernet; writes DIR/search_vs_random.{json,md,png}: the found network's rank, its
 mean and std against the random ones', and the Kendall tau between supernet and retrained PSNR.
 A rerun skips finished retrains and tests (and resumes an interrupted retrain).
-See deconas_plugin/reporting/search_vs_random.py and the README section "Search vs random".
+See deconas_plugin/pipelines/search_vs_random.py and the README section "Search vs random".
 
 Examples:
     python tools/search_vs_random.py --search-exp experiments/demo_search_x2 --out results/search_vs_random \\
@@ -24,7 +24,7 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
 
-from deconas_plugin.reporting import search_vs_random as svr  # noqa: E402
+from deconas_plugin.pipelines import search_vs_random as svr  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from deconas_plugin.reporting.demo import default_threads
+    from deconas_plugin.utils.machine import default_threads
     threads = args.threads if args.threads is not None else default_threads(args.jobs)
     kwargs = {k: v for k, v in vars(args).items() if k not in ('search_exp', 'out', 'random', 'threads')}
     from deconas_plugin.utils.logged_run import exit_on_sigterm
