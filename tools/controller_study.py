@@ -39,6 +39,7 @@ from deconas_plugin.models import deconas_search_model  # noqa: E402
 from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 
 DEFAULT_SETTINGS = [
     'fresh_ema:reward_mode=fresh,baseline_samples=0,lr=3e-4',
@@ -179,6 +180,7 @@ def render(summary, meta) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    use_threads(default_threads())  # scoring on a busy machine: one thread, not spinning ones
     opt = derive.read_options(args.opt)
     settings = [parse_setting(s) for s in args.settings]
     supernet, _ = derive.load_search(opt, args.experiment, args.iter, 'cpu')

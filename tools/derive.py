@@ -25,6 +25,7 @@ from deconas_plugin.genotype import Genotype  # noqa: E402
 from deconas_plugin.search_cost import search_cost  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_save, atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -54,6 +55,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    use_threads(default_threads())  # scoring on a busy machine: one thread, not spinning ones
     opt = derive.read_options(args.opt)
     experiment = args.experiment or osp.join(derive.PROJECT_ROOT, 'experiments', opt['name'])
     out_dir = args.out_dir or osp.join(experiment, 'derive')

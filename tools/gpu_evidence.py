@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument('--force', action='store_true', help='rerun a stage (or remake the data) that is done')
     parser.add_argument('--tiny', action='store_true', help='tiny sizes on a CPU: a dry run, not a measurement')
     parser.add_argument('--plan', action='store_true', help='print the plan and its time estimate, run nothing')
+    parser.add_argument('--threads', type=int, help='torch threads of each part (default: 1 on a machine with at '
+                        "most 2 cores or a busy one, else PyTorch's default; 0: PyTorch's default)")
     parser.add_argument('--commit', help='the commit of this tree, recorded when it has no .git (a copied tree)')
     parser.add_argument('--in-process', action='store_true',
                         help='run parts in this process (no per-part time limit); the default is one process per part')
@@ -76,7 +78,8 @@ def main(argv=None):
         if not args.stage:
             return 0
         device = args.device or ('cuda' if torch.cuda.is_available() or not args.tiny else 'cpu')
-        runner = Runner(args.out, data, device, tiny=args.tiny, isolate=not args.in_process, commit=args.commit)
+        runner = Runner(args.out, data, device, tiny=args.tiny, isolate=not args.in_process, commit=args.commit,
+                        threads=args.threads)
         stages = list(STAGES) if args.stage == 'all' else [args.stage]
         if args.plan:
             print(runner.plan_text(stages, args.force))

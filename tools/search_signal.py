@@ -31,6 +31,7 @@ from deconas_plugin import derive, search_signal  # noqa: E402
 from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -105,6 +106,7 @@ def render(r: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    use_threads(default_threads())  # scoring on a busy machine: one thread, not spinning ones
     opt = derive.read_options(args.opt)
     result = measure(opt, args.experiment, args.iteration, args.genotypes, args.batches, args.patches, args.seed,
                      args.reward_mode, args.device)

@@ -81,9 +81,8 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
             limit_mb: float = DATA_LIMIT_MB, say=print) -> dict:
     """Write the data (see the module doc); returns ``prepared.json``'s content. EvidenceError names a
     missing input folder or a result over ``limit_mb``."""
-    from benchmarks.data import _load_tool
-    from deconas_plugin.reporting.demo import write_textured_meta_info
-    from deconas_plugin.utils.sr_data import list_images
+    from deconas_plugin.utils.cli import load_tool
+    from deconas_plugin.utils.sr_data import list_images, write_textured_meta_info
     sizes = TINY if tiny else FULL
     sources = {k: osp.join(shared, k, 'HR') for k in ('train_small', 'Set5', 'Set14', 'B100')}
     for key, path in sources.items():
@@ -102,7 +101,7 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
         shutil.rmtree(out)
     os.makedirs(out)
     t0 = time.perf_counter()
-    prepare_train, prepare_benchmark = _load_tool('prepare_train'), _load_tool('prepare_benchmark')
+    prepare_train, prepare_benchmark = load_tool('prepare_train'), load_tool('prepare_benchmark')
     names = [osp.basename(p) for p in list_images(sources['train_small'])]
     split = split_train_small(names, sizes['train_images'])
     if tiny:

@@ -1,18 +1,23 @@
 """Stage ``retrain``: the genotype the search stage derived against random genotypes of the same parameter
 count (within 10%; ``search_vs_random.draw_random_genotypes``), each retrained from scratch with one short
 budget (``deconas_plugin/train.py``) and tested (``deconas_plugin/test.py``: PSNR-Y and SSIM-Y, border =
-scale, on Set5, Set14 and B100 as prepared). One part per (genotype, seed): seed 0 of every genotype
+scale, on Set5, Set14 and B100 as prepared), by the runs of search vs random (``search_vs_random.Runner``:
+options written, a finished run skipped, an interrupted one resumed, the test log read back) with each entry
+point run in the part's process. One part per (genotype, seed): seed 0 of every genotype
 first, seed 1 where the stage's time allows. The answer: per test set, found minus the random genotypes'
 mean, and whether that exceeds the seed noise (the pooled std over seeds of the genotypes retrained
 twice), nothing more.
 """
 import os.path as osp
+import time
 from typing import List, Optional
 
+from deconas_plugin.derive import read_options
+from deconas_plugin.pipelines import search_vs_random as svr
 from .entry import run_entry
 from .prepare import SCALE, paths
 from .runner import ROOT, EvidenceError
-from .search import _dump, options_path
+from .search import options_path
 
 RANDOM_COUNT = 2
 DRAW_SEED = 0
@@ -51,21 +56,27 @@ def retrain_template(ctx: dict, batch: int, lr_patch: int, num_workers: int) -> 
     }
 
 
+class EntryRunner(svr.Runner):
+    """Search vs random's runs, each entry point run in this process (``run_entry``: torch and BasicSR are
+    imported once per part) instead of a child process."""
+
+    def run_cmd(self, cmd: List[str], log_name: str, what: str):
+        run_entry(osp.relpath(cmd[1], ROOT), cmd[2:])
+
+
 def genotypes(ctx: dict):
     """(search options, {'found': genotype, 'random1': ..., 'random2': ...}) from the search stage's results."""
     from deconas_plugin.genotype import Genotype
-    from deconas_plugin.reporting.search_vs_random import draw_random_genotypes, network_sizes
-    from .search import _read_yaml
     search = ctx['results'].get('search') or {}
     found = (search.get('summary') or {}).get('found')
     opt = ((search.get('parts') or {}).get('search') or {}).get('result', {}).get('options')
     if opt is None and osp.isfile(options_path(ctx, 'search')):  # a search stopped at its limit left no result
-        opt = _read_yaml(options_path(ctx, 'search'))
+        opt = read_options(options_path(ctx, 'search'))
     if not found or not opt:
         raise EvidenceError('no derived genotype or search options in the search stage\'s results: run --stage search')
-    sizes = network_sizes(opt)
+    sizes = svr.network_sizes(opt)
     g = Genotype.parse(found, num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks'])
-    randoms = draw_random_genotypes(g, sizes, RANDOM_COUNT, seed=DRAW_SEED)
+    randoms = svr.draw_random_genotypes(g, sizes, RANDOM_COUNT, seed=DRAW_SEED)
     return opt, sizes, {'found': g, **{f'random{i}': r for i, r in enumerate(randoms, 1)}}
 
 
@@ -73,45 +84,36 @@ def retrain_one(ctx: dict, label: str, seed: int, iterations: int, batch: int, l
                 num_workers: int) -> dict:
     """Retrain genotype ``label`` with seed ``seed`` (manual_seed ``BASE_SEED + seed``) for ``iterations``
     steps, then test it on the prepared test sets."""
-    import time
-
-    from deconas_plugin.reporting.metrics import find_test_log, parse_test_log
-    from deconas_plugin.reporting.search_vs_random import (genotype_params, retrain_options, test_options)
     from deconas_plugin.utils.sr_data import prepared_test_set
     opt, sizes, chosen = genotypes(ctx)
     genotype = chosen[label]
     name = f'{ctx["prefix"]}_retrain_{label}_seed{seed}'
-    train = retrain_options(genotype, opt, retrain_template(ctx, batch, lr_patch, num_workers), name,
-                            BASE_SEED + seed, iterations, num_gpu=1 if ctx['device'].startswith('cuda') else 0)
+    train = svr.retrain_options(genotype, opt, retrain_template(ctx, batch, lr_patch, num_workers), name,
+                                BASE_SEED + seed, iterations, num_gpu=1 if ctx['device'].startswith('cuda') else 0)
     train['logger']['save_checkpoint_freq'] = iterations
-    path = options_path(ctx, name)
-    _dump(path, train, f'# Written by tools/gpu_evidence.py (retrain stage): {label}, seed {seed}\n')
+    runner = EntryRunner(ctx['out'], quiet=True)
     t0 = time.perf_counter()
-    run_entry('deconas_plugin/train.py', ['-opt', path, '--auto_resume'])
-    train_s = time.perf_counter() - t0
-    sets = [prepared_test_set(folder, SCALE, name=set_name) for set_name, folder in paths(ctx['data'])['test'].items()]
-    checkpoint = osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth')
-    if not osp.isfile(checkpoint):
-        raise EvidenceError(f'the retrain {name} left no {checkpoint}')
-    test = test_options(train, checkpoint, sets, f'{name}_test')
-    test['num_gpu'] = train['num_gpu']
-    test_path = options_path(ctx, f'{name}_test')
-    _dump(test_path, test, f'# Written by tools/gpu_evidence.py (retrain stage): test of {name}\n')
-    t0 = time.perf_counter()
-    run_entry('deconas_plugin/test.py', ['-opt', test_path])
-    log = find_test_log(osp.join(ROOT, 'results', f'{name}_test'))
-    metrics = parse_test_log(log) if log else {}
-    missing = sorted({s['name'] for s in sets} - set(metrics))
-    if missing:
-        raise EvidenceError(f'test of {name}: no metrics of {missing} in {log}')
-    return {'label': label, 'seed': seed, 'genotype': str(genotype), 'params': genotype_params(genotype, sizes),
+    try:
+        runner.train(train, f'# Written by tools/gpu_evidence.py (retrain stage): {label}, seed {seed}\n')
+        train_s = time.perf_counter() - t0
+        sets = [prepared_test_set(folder, SCALE, name=set_name)
+                for set_name, folder in paths(ctx['data'])['test'].items()]
+        checkpoint = osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth')
+        if not osp.isfile(checkpoint):
+            raise EvidenceError(f'the retrain {name} left no {checkpoint}')
+        test = svr.test_options(train, checkpoint, sets, f'{name}_test')
+        t0 = time.perf_counter()
+        _, metrics = runner.test(test, f'# Written by tools/gpu_evidence.py (retrain stage): test of {name}\n')
+    except svr.ProtocolError as e:
+        raise EvidenceError(str(e)) from None
+    return {'label': label, 'seed': seed, 'genotype': str(genotype), 'params': svr.genotype_params(genotype, sizes),
             'iterations': iterations, 'batch': batch, 'lr_patch': lr_patch, 'train_s': train_s,
             'test_s': time.perf_counter() - t0, 'test': metrics}
 
 
 # ------------------------------------------------------------------------------------------ the answer
 def summarize(parts: dict, ctx: dict) -> dict:
-    from deconas_plugin.reporting.search_vs_random import mean, std
+    mean, std = svr.mean, svr.std
     rows = [p['result'] for p in parts.values() if p.get('status') == 'done']
     if not rows:
         return {}

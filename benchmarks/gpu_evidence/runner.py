@@ -19,7 +19,8 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from deconas_plugin.utils.checkpoint import atomic_write_text
-from deconas_plugin.utils.logged_run import BackgroundRun, log_tail
+from deconas_plugin.utils.logged_run import BackgroundRun, child_env, log_tail
+from deconas_plugin.utils.machine import default_threads, use_threads
 from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -95,16 +96,18 @@ def run_isolated(cmd: List[str], limit_s: float, log_path: str, env: Optional[di
 
 class Runner:
     """Runs stages into ``out``. ``isolate``: every part in its own process under its time limit (the
-    default); without, parts run in this process (the tests' tiny runs) and the limits are not enforced."""
+    default); without, parts run in this process (the tests' tiny runs) and the limits are not enforced.
+    ``threads``: torch threads of a part (default ``default_threads()``, the rule of every tool; 0: PyTorch's)."""
 
     def __init__(self, out: str, data: str = DEFAULT_DATA, device: str = 'cuda', tiny: bool = False,
                  isolate: bool = True, prefix: Optional[str] = None, say: Callable[[str], None] = print,
-                 commit: Optional[str] = None):
+                 commit: Optional[str] = None, threads: Optional[int] = None):
         self.out, self.data, self.device, self.tiny, self.isolate = osp.abspath(out), osp.abspath(data), device, tiny, \
             isolate
         self.plan = make_plan(tiny)
         self.prefix = prefix or f'gpu_evidence_{osp.basename(osp.normpath(self.out))}'
         self.say, self.commit = say, commit
+        self.threads = default_threads() if threads is None else threads
 
     # ------------------------------------------------------------------------------------------ state
     def result_path(self, stage: str, ext: str = 'json') -> str:
@@ -199,12 +202,15 @@ class Runner:
         rec = {'limit_s': part['limit_s'], 'args': part['args'], 'stamp': stamp(self.device, self.commit)}
         t0 = time.perf_counter()
         if not self.isolate:
+            threads = use_threads(self.threads)
             try:
                 rec.update(status='done', result=part_function(part['fn'])(ctx, **part['args']))
             except Exception as e:  # noqa: BLE001  (recorded; the stage goes on with its next part)
                 import traceback
                 traceback.print_exc()
                 rec.update(status='failed', error=f'{type(e).__name__}: {e}'[:1000])
+            finally:
+                use_threads(threads)
             rec['wall_s'] = time.perf_counter() - t0
             return rec
         work = osp.join(self.out, 'logs', f'{stage}.{part["name"]}')
@@ -213,7 +219,7 @@ class Runner:
             json.dump({'fn': part['fn'], 'args': part['args'], 'context': ctx}, f)
         if osp.exists(work + '.out.json'):
             os.remove(work + '.out.json')
-        env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=os.pathsep.join(
+        env = dict(child_env(self.threads), PYTHONPATH=os.pathsep.join(
             [ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
         run = run_isolated([sys.executable, '-m', f'{__package__}.worker', work], part['limit_s'], work + '.log', env)
         rec['wall_s'] = run['wall_s']

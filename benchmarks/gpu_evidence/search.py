@@ -27,7 +27,9 @@ import os.path as osp
 import random
 from typing import List, Optional
 
+from deconas_plugin.derive import dump_options, read_options
 from deconas_plugin.utils.checkpoint import atomic_write_text
+from deconas_plugin.utils.cli import load_tool
 from .entry import run_entry
 from .prepare import SCALE, paths
 from .runner import ROOT, EvidenceError
@@ -39,13 +41,7 @@ def check_inputs(runner, stage):
     paths(runner.data)
 
 
-def _read_yaml(path: str) -> dict:
-    from deconas_plugin.derive import read_options
-    return read_options(path)
-
-
 def _dump(path: str, opt: dict, header: str):
-    from deconas_plugin.derive import dump_options
     os.makedirs(osp.dirname(path), exist_ok=True)
     atomic_write_text(path, header + dump_options(opt))
 
@@ -71,7 +67,7 @@ def search_options(ctx: dict, num_feat: int, num_blocks: int, num_nodes: int, ba
     """The search option file of this stage (see the module doc)."""
     from deconas_plugin.model_options import SEARCH_DEFAULTS
     d = paths(ctx['data'])
-    opt = _read_yaml(SEARCH_TEMPLATE)
+    opt = read_options(SEARCH_TEMPLATE)
     opt.update(name=f'{ctx["prefix"]}_search', scale=SCALE, num_gpu=1 if ctx['device'].startswith('cuda') else 0,
                manual_seed=10)
     opt['network_g'].update(num_feat=num_feat, num_blocks=num_blocks, num_nodes=num_nodes, upscale=SCALE)
@@ -125,13 +121,12 @@ def search(ctx: dict, child_budget_s: float, child_step_s: float, min_child_step
 
 
 def derive(ctx: dict, samples: int) -> dict:
-    from benchmarks.data import _load_tool
     exp = experiment_dir(ctx)
     path = options_path(ctx, 'search')
     if not osp.isdir(osp.join(exp, 'models')):
         raise EvidenceError(f'no search checkpoints in {exp}: the search part did not run')
     out_dir = osp.join(exp, 'derive')
-    _load_tool('derive').main(['-opt', path, '--experiment', exp, '--num-samples', str(samples), '--seed', '0',
+    load_tool('derive').main(['-opt', path, '--experiment', exp, '--num-samples', str(samples), '--seed', '0',
                                '--scored-on', 'reward', '--data-from-search', '--device', ctx['device'],
                                '--out-dir', out_dir])
     with open(osp.join(out_dir, 'chosen.json')) as f:
@@ -148,7 +143,7 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     from deconas_plugin.genotype import Genotype
     from deconas_plugin.search_signal import draw_batch, empty_genotype, score_table
     exp, path = experiment_dir(ctx), options_path(ctx, 'search')
-    opt = _read_yaml(path)
+    opt = read_options(path)
     device = torch.device(ctx['device'])
     torch.manual_seed(0)
     supernet, controller = derive_lib.load_search(opt, exp, 'latest', device)

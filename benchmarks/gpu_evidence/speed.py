@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..common import _batch as _random_batch
-from ..retrain import _error, _retrain_models, count_cuda_kernels, cuda_graph_step
+from ..common import make_supernet, random_batch
+from ..retrain import count_cuda_kernels, cuda_graph_step, error_text, retrain_models
 from ..timing import TrainStep, interleaved, median_ms
 from ..zeromask import strict_fp32
 
@@ -46,7 +46,7 @@ def _networks(nets: Optional[dict]) -> dict:
     """Builders of the retrain networks: the benchmark's (paper DeCoNASNet C=64, EDSR-baseline, CARN), or with
     ``nets`` (the tiny plan) DeCoNASNet of the full genotype at ``nets['DeCoNASNet']`` sizes and EDSR / CARN
     with ``nets[name]`` arguments."""
-    builders = _retrain_models()
+    builders = retrain_models()
     if nets:
         from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -62,7 +62,7 @@ def _networks(nets: Optional[dict]) -> dict:
 
 def _batch(batch: int, patch: int, device: torch.device, seed: int = 0):
     """(x (batch, 3, patch, patch), y (batch, 3, 2 patch, 2 patch)) uniform in [0, 1), fixed by ``seed``."""
-    return _random_batch({'batch': batch, 'patch': patch}, device, seed)
+    return random_batch({'batch': batch, 'patch': patch}, device, seed)
 
 
 def _fresh(build, device, seed: int = 0):
@@ -110,7 +110,7 @@ def retrain_eager(ctx: dict, batch: int, patch: int, reps: int, warmup: int, net
             try:
                 kernels[key] = count_cuda_kernels(step, device)
             except Exception as e:  # noqa: BLE001  (a profiler without CUPTI: recorded)
-                kernels[key] = _error(e)
+                kernels[key] = error_text(e)
     return {'step_ms': ms, 'kernels': kernels, 'params': params, 'batch': batch, 'lr_patch': patch,
             'precisions': list(precisions)}
 
@@ -176,7 +176,7 @@ def cuda_graph(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_
             try:
                 rows[key] = _graph_vs_eager(build, x, y, PRECISIONS[prec], reps, warmup, check_steps, device)
             except Exception as e:  # noqa: BLE001  (a capture failure is a result)
-                rows[key] = {'error': _error(e)}
+                rows[key] = {'error': error_text(e)}
     return {'rows': rows}
 
 
@@ -211,7 +211,7 @@ def compile_step(ctx: dict, batch: int, patch: int, reps: int, warmup: int, chec
             rows[prec] = _compiled_vs_eager(build, x, y, PRECISIONS[prec], compile_args, reps, warmup, check_steps,
                                             device)
         except Exception as e:  # noqa: BLE001  (a compile failure is a result)
-            rows[prec] = {'error': _error(e)}
+            rows[prec] = {'error': error_text(e)}
         torch._dynamo.reset()
     return {'compile_args': compile_args, 'rows': rows}
 
@@ -259,7 +259,6 @@ def supernet(ctx: dict, batch: int, patch: int, reps: int, warmup: int, genotype
     from deconas_plugin.archs.deconas_controller_arch import DeCoNASController
     from deconas_plugin.reward import psnr_y
 
-    from ..common import _supernet
     from ..config import make_config
     from ..supernet import bench_supernet
     device = _device(ctx)
@@ -267,7 +266,7 @@ def supernet(ctx: dict, batch: int, patch: int, reps: int, warmup: int, genotype
     cfg = make_config(device, quick=bool(nets), genotypes=genotypes, reps=reps, warmup=warmup, patch=patch,
                       batch=batch, **sizes)
     child = bench_supernet(cfg, device)
-    net = _supernet(cfg, device).eval()
+    net = make_supernet(cfg, device).eval()
     controller = DeCoNASController(num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks']).to(device)
     opt = torch.optim.Adam(controller.parameters(), lr=3e-4)
     lq, gt = _batch(reward_patches, reward_patch, device, seed=1)

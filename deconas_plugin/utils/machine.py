@@ -27,13 +27,16 @@ def default_threads(processes: int = 1) -> Optional[int]:
     """OpenMP threads of each of ``processes`` trainings or scorings that run at once, the one rule of every
     tool (``--threads`` overrides it): 1 on a machine with at most 2 usable cores or an already busy one
     (1-minute load average above half the cores), else the cores shared out (None, PyTorch's default of
-    one thread per core, for a single process).
+    one thread per core, for a single process). An ``OMP_NUM_THREADS`` of the environment wins.
 
     PyTorch's OpenMP threads spin at every barrier: when another process takes one of the two
     cores, a 2-thread training step waits for it and becomes 5-10 times slower (measured on 2
     shared cores: 1.0-1.25 s per search step with 2 threads, 0.19 s with 1), while one thread on
     an idle 2-core machine costs at most a factor of ~1.7.
     """
+    explicit = os.environ.get('OMP_NUM_THREADS', '')
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
     cores = usable_cores()
     load = (load_average() or [0.0])[0]
     if cores <= 2 or load > 0.5 * cores:

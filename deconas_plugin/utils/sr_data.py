@@ -7,7 +7,7 @@ Never OpenCV's ``INTER_CUBIC``. Single-channel files stay single-channel.
 """
 import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -15,10 +15,11 @@ from PIL import Image
 
 from basicsr.data.transforms import mod_crop
 from basicsr.utils.matlab_functions import imresize
-from deconas_plugin.utils.checkpoint import TMP_PREFIX, atomic_open
+from deconas_plugin.utils.checkpoint import TMP_PREFIX, atomic_open, atomic_write_text
 from deconas_plugin.utils.y_protocol import SINGLE_CHANNEL_MODES
 
 IMG_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.ppm', '.webp')
+MIN_REWARD_STD = 10.0  # reward patches flatter than this (grey levels) are left out
 
 
 class DataToolError(Exception):
@@ -149,3 +150,21 @@ def prepared_test_set(folder: str, scale: int, name: Optional[str] = None) -> di
                          f'python tools/prepare_benchmark.py --input <HR folder> --output {folder} --scales {scale}')
     return {'name': name or osp.basename(osp.normpath(folder)), 'type': 'PairedImageDataset', 'dataroot_gt': gt,
             'dataroot_lq': lq, 'io_backend': {'type': 'disk'}}
+
+
+def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std: float = MIN_REWARD_STD) -> int:
+    """List the sub-images of ``hr_folder`` whose pixel std is at least ``min_std`` (BasicSR's
+    ``meta_info_file`` of a PairedImageDataset); returns how many were kept.
+
+    Near-constant patches (sky, background) have a very high PSNR whose batch-to-batch spread
+    (several dB) would drown the differences between genotypes.
+    """
+    kept = []
+    for key in keys:
+        img = cv2.imread(osp.join(hr_folder, f'{key}.png'), cv2.IMREAD_UNCHANGED)
+        if img is not None and float(img.std()) >= min_std:
+            kept.append(f'{key}.png ({img.shape[0]},{img.shape[1]},{1 if img.ndim == 2 else img.shape[2]})\n')
+    if not kept:
+        raise DataToolError(f'no textured reward patch in {hr_folder}')
+    atomic_write_text(path, ''.join(kept))
+    return len(kept)
