@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from deconas_plugin.reporting.demo import below_bicubic_notes, per_image_psnr
+from deconas_plugin.reporting.markdown import below_bicubic_notes
+from deconas_plugin.reporting.metrics import per_image_psnr
 from shared_data import ROOT
 
 

@@ -366,7 +366,7 @@ def test_compare_settings_two_tiny_searches(demo, tmp_path):
 
 def _demo_in_process(out, prefix, capsys):
     """Run tools/demo.py --fast in this process (so that a test can patch ``Demo``); (SystemExit, stdout)."""
-    from deconas_plugin.reporting import demo as demo_lib
+    from deconas_plugin.pipelines import demo as demo_lib
     with pytest.raises(SystemExit) as exc:
         demo_lib.main(['--fast', '--out', str(out), '--prefix', prefix, '--quiet'])
     return exc.value, capsys.readouterr().out
@@ -374,7 +374,7 @@ def _demo_in_process(out, prefix, capsys):
 
 def test_demo_reports_a_failed_background_training(tmp_path, monkeypatch, capsys):
     """CARN trains in the background: when it fails, the demo stops with its step, exit code and log tail."""
-    from deconas_plugin.reporting import demo as demo_lib
+    from deconas_plugin.pipelines import demo as demo_lib
     carn_options = demo_lib.Demo.carn_options
 
     def broken_carn(self):
@@ -397,7 +397,7 @@ def test_demo_reports_a_failed_background_training(tmp_path, monkeypatch, capsys
 
 def test_demo_failure_stops_the_background_training(tmp_path, monkeypatch, capsys):
     """A failing step stops CARN's background training with SIGTERM: it writes its state (exit 75)."""
-    from deconas_plugin.reporting import demo as demo_lib
+    from deconas_plugin.pipelines import demo as demo_lib
     carn_options = demo_lib.Demo.carn_options
     out_dir, prefix = tmp_path / 'out', f'{PREFIX}_bgstop'
 
@@ -428,7 +428,7 @@ def test_sigterm_to_the_demo_stops_its_trainings_with_their_states(tmp_path):
     """``kill <demo>`` (or a batch system's SIGTERM): the demo stops the running step and the background
     CARN training with SIGTERM, each writes its state, no process is left, and the demo exits 143."""
     out_dir, prefix = tmp_path / 'out', f'{PREFIX}_sigterm'
-    code = (f'import sys\nsys.path.insert(0, {ROOT!r})\nfrom deconas_plugin.reporting import demo as d\n'
+    code = (f'import sys\nsys.path.insert(0, {ROOT!r})\nfrom deconas_plugin.pipelines import demo as d\n'
             'carn_options = d.Demo.carn_options\n'
             'def long_carn(self):\n    opt = carn_options(self)\n    opt["train"]["total_iter"] = 100_000\n'
             '    return opt\n'
@@ -464,7 +464,7 @@ def test_sigterm_to_the_demo_stops_its_trainings_with_their_states(tmp_path):
 
 def test_waiting_for_a_background_training_shows_its_progress(tmp_path, monkeypatch, capsys):
     """While the demo waits for a background training it prints the training's last iteration and eta."""
-    from deconas_plugin.reporting import demo as demo_lib
+    from deconas_plugin.pipelines import demo as demo_lib
     from deconas_plugin.utils.logged_run import BackgroundRun
     monkeypatch.setattr(demo_lib, 'PROGRESS_EVERY', 0.2)
     demo = demo_lib.Demo(demo_lib.parse_args(['--out', str(tmp_path / 'out'), '--device', 'cpu']))

@@ -45,10 +45,30 @@ def test_imports_run_one_way():
     for name, path in _package_modules():
         for target in _imports(path):
             if _under(name, 'deconas_plugin.utils') and _under(target, *(f'deconas_plugin.{p}' for p in (
-                    'archs', 'models', 'losses', 'data', 'reporting'))):
-                wrong.append(f'{name} -> {target} (utils/ reads no registered component and no reporting)')
-            if not _under(name, 'deconas_plugin.reporting') and _under(target, 'deconas_plugin.reporting'):
+                    'archs', 'models', 'losses', 'data', 'reporting', 'pipelines'))):
+                wrong.append(f'{name} -> {target} (utils/ reads no registered component, reporting or pipeline)')
+            if not _under(name, 'deconas_plugin.reporting', 'deconas_plugin.pipelines') and \
+                    _under(target, 'deconas_plugin.reporting'):
                 wrong.append(f'{name} -> {target} (the method does not import its reporting)')
+            if not _under(name, 'deconas_plugin.pipelines') and _under(target, 'deconas_plugin.pipelines'):
+                wrong.append(f'{name} -> {target} (the method and the reporting import no pipeline)')
             if _under(target, 'benchmarks', 'tools'):
                 wrong.append(f'{name} -> {target} (the package imports no benchmark or tool)')
+    assert not wrong, '\n'.join(wrong)
+
+
+# Folders whose modules import no private (`_`) name of another module.
+PUBLIC_ONLY = ('benchmarks', 'tools', osp.join('deconas_plugin', 'reporting'), osp.join('deconas_plugin', 'pipelines'))
+
+
+def test_no_module_imports_a_private_name_of_another():
+    wrong = []
+    for folder in PUBLIC_ONLY:
+        for path in sorted(glob.glob(osp.join(ROOT, folder, '**', '*.py'), recursive=True)):
+            with open(path) as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and not (node.module or '').startswith(('torch', '__future__')):
+                    wrong += [f'{osp.relpath(path, ROOT)}: from {"." * node.level}{node.module or ""} import {a.name}'
+                              for a in node.names if a.name.startswith('_')]
     assert not wrong, '\n'.join(wrong)

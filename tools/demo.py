@@ -1,7 +1,7 @@
 """One-command DeCoNAS demo: embedded data -> search -> derive -> retrain -> CARN -> test -> report.
 
 Needs no dataset (the scikit-image photos bundled with scikit-image) and about ten minutes on
-2 CPU cores. A second run reuses what the first made. See ``deconas_plugin/reporting/demo.py``.
+2 CPU cores. A second run reuses what the first made. See ``deconas_plugin/pipelines/demo.py``.
 
 Examples:
     python tools/demo.py                        # -> demo_out/report/report.md
@@ -17,7 +17,7 @@ if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
-from deconas_plugin.reporting.demo import main  # noqa: E402
+from deconas_plugin.pipelines.demo import main  # noqa: E402
 
 if __name__ == '__main__':
     main()

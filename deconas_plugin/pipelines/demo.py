@@ -55,12 +55,14 @@ from typing import Dict, List, Optional, Tuple
 
 
 from .. import derive as derive_lib
-from ..derive import plain
+from ..derive import plain, read_options as read_yaml, set_option as set_dotted
+from ..reporting.markdown import below_bicubic_notes, seed_spread_md
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
+from ..utils.cli import load_tool
 from ..utils.logged_run import BackgroundRun, child_env, exit_on_sigterm, log_tail, run_logged
-from ..utils.machine import describe_machine
+from ..utils.machine import default_threads, describe_machine
 from ..utils.preemption import EXIT_PREEMPTED
-from ..utils.sr_data import prepared_test_set
+from ..utils.sr_data import MIN_REWARD_STD, DataToolError, prepared_test_set, write_textured_meta_info
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -81,7 +83,6 @@ DEFAULT_SAMPLES, FAST_SAMPLES = 100, 8
 LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patches
 TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
 MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
-MIN_REWARD_STD = 10.0  # reward patches flatter than this (grey levels) are left out
 PROGRESS_EVERY = 30.0  # seconds between the progress lines of a background training the demo waits for
 SEED_SPREAD_FILE = osp.join(ROOT, 'benchmarks', 'cpu-2core', 'demo_seed_spread.json')  # measured, cited by the report
 
@@ -91,20 +92,6 @@ class DemoError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------- helpers
-def load_tool(name: str):
-    """A module of ``tools/`` (not a package) by file path."""
-    import importlib.util
-    path = osp.join(ROOT, 'tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'deconas_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def read_yaml(path: str) -> dict:
-    return derive_lib.read_options(path)
-
-
 def write_options(path: str, opt: dict, header: str = '') -> bool:
     return write_text_if_changed(path, header + derive_lib.dump_options(opt))
 
@@ -120,92 +107,6 @@ def archive(path: str) -> str:
     return new
 
 
-def default_threads(processes: int = 1) -> Optional[int]:
-    """OpenMP threads of each of ``processes`` trainings that run at once: 1 on a machine with at most
-    2 cores or an already busy one (1-min load average above half the cores), else the cores shared
-    out (None, PyTorch's default of one thread per core, for a single process).
-
-    PyTorch's OpenMP threads spin at every barrier: when another process takes one of the two
-    cores, a 2-thread training step waits for it and becomes 5-10 times slower (measured on 2
-    shared cores: 1.0-1.25 s per search step with 2 threads, 0.19 s with 1), while one thread on
-    an idle 2-core machine costs at most a factor of ~1.7.
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    if cores <= 2 or load > 0.5 * cores:
-        return 1
-    return max(1, cores // processes) if processes > 1 else None
-
-
-def write_textured_meta_info(hr_folder: str, keys: List[str], path: str, min_std: float = None) -> int:
-    """List the sub-images of ``hr_folder`` whose pixel std is at least ``min_std`` (BasicSR's
-    ``meta_info_file`` of a PairedImageDataset); returns how many were kept.
-
-    Near-constant patches (sky, background) have a very high PSNR whose batch-to-batch spread
-    (several dB) would drown the differences between genotypes.
-    """
-    import cv2
-    min_std = MIN_REWARD_STD if min_std is None else min_std
-    kept = []
-    for key in keys:
-        img = cv2.imread(osp.join(hr_folder, f'{key}.png'), cv2.IMREAD_UNCHANGED)
-        if img is not None and float(img.std()) >= min_std:
-            kept.append(f'{key}.png ({img.shape[0]},{img.shape[1]},{1 if img.ndim == 2 else img.shape[2]})\n')
-    if not kept:
-        raise DemoError(f'no textured reward patch in {hr_folder}')
-    atomic_write_text(path, ''.join(kept))
-    return len(kept)
-
-
-def per_image_psnr(test_opt_path: str) -> Dict[str, Dict[str, float]]:
-    """{test set: {image: PSNR-Y}} of the images a test run saved (``results/<name>/visualization/<set>/``),
-    with the test's protocol (``report.per_image_metrics``)."""
-    from ..reporting.metrics import per_image_metrics
-    opt = read_yaml(test_opt_path)
-    method = {'name': opt['name'], 'results_dir': osp.join(ROOT, 'results', opt['name'])}
-    out = {}
-    for key, dataset in sorted((opt.get('datasets') or {}).items()):
-        values = per_image_metrics(method, dict(dataset, name=dataset.get('name', key)), opt['scale'])
-        if values:
-            out[dataset.get('name', key)] = {k: v['psnr'] for k, v in values.items()}
-    return out
-
-
-def below_bicubic_notes(methods: List[dict], test_opts: List[tuple], iterations: int,
-                        demo_budget: bool = True) -> List[str]:
-    """A plain note for every trained method whose mean PSNR-Y on a test set is below bicubic's: the
-    per-image differences, and which image the mean follows; with ``demo_budget`` also why (the
-    README's demo section measured it for CARN)."""
-    scores = {m['key']: (m['label'], per_image_psnr(path)) for m, (_, path) in zip(methods, test_opts)}
-    if 'bicubic' not in scores:
-        return []
-    notes = []
-    for key, (label, sets) in scores.items():
-        for name, values in sets.items():
-            bic = scores['bicubic'][1].get(name, {})
-            common = [k for k in values if k in bic]
-            if not common:
-                continue
-            mean, mean_bic = (sum(v[k] for k in common) / len(common) for v in (values, bic))
-            if key == 'bicubic' or mean >= mean_bic:
-                continue
-            worst = min(common, key=lambda k: values[k] - bic[k])
-            diffs = ', '.join(f'{k} {values[k] - bic[k]:+.2f}' for k in common)
-            note = (f'{label} scores below bicubic on {name} ({mean:.2f} vs {mean_bic:.2f} dB). Per image, {label} '
-                    f'minus bicubic: {diffs} dB; the mean of {len(common)} images follows {worst}, where bicubic '
-                    f'reaches {bic[worst]:.1f} dB.')
-            if demo_budget:
-                note += (f' On a smooth image every stray grey level costs a lot of PSNR, and a small network trained '
-                         f'{iterations:,} iterations from scratch has not yet learned to leave flat areas alone: this '
-                         'is the demo budget, not a broken network (the paper\'s CARN is 4.1 dB above bicubic on '
-                         'Set5; docs/demo.md retrains this CARN at other learning rates and budgets).')
-            notes.append(note)
-    return notes
-
-
 def machine_text(threads: Optional[int]) -> str:
     """The machine a measurement ran on, in one line (``utils.machine.describe_machine``)."""
     import torch
@@ -213,51 +114,6 @@ def machine_text(threads: Optional[int]) -> str:
     load = ', '.join(f'{x:.1f}' for x in (info['load_avg_start'] or [])) or 'unknown'
     return (f"{info['cpu']}, {info['usable_cores']} usable cores, torch {info['torch']}, "
             f"{threads or 'default'} thread(s) per process, load average {load} when written")
-
-
-def _inline(options: dict) -> str:
-    """``{'type': 'Adam', 'lr': 0.002}`` as ``Adam (lr 0.002)``: an option block in one line of prose."""
-    rest = ', '.join(f'{k} {v}' for k, v in options.items() if k != 'type')
-    return f"{options.get('type', '')} ({rest})" if rest else str(options.get('type', ''))
-
-
-def seed_spread_md(result: dict) -> str:
-    """The Markdown page of a seed-spread measurement (``Demo.measure_seed_spread``)."""
-    set_ = result['setting']
-    lines = ['# Seed spread of the demo\'s trainings', '',
-             f"Measured {result['date']} on {result['machine']}.  ",
-             f"Command: `{result['command']}`  ",
-             f"Setting: x{set_['scale']}, {'--fast' if set_['fast'] else 'default'} budget, "
-             f"{set_['train']['total_iter']:,} iterations, batch {set_['batch_size_per_gpu']}, "
-             f"LR patch {set_['gt_size'] // set_['scale']}, {_inline(set_['train']['optim_g'])}, "
-             f"{_inline(set_['train']['scheduler'])}, warmup_iter {set_['train'].get('warmup_iter')}; found genotype "
-             f"`{result['genotype']}` (N, M, C = {set_['found_space']['num_blocks']}, "
-             f"{set_['found_space']['num_nodes']}, {set_['found_space']['num_feat']}), {_inline(set_['carn'])}.  ",
-             f"Test set: {result['test_set']} ({', '.join(set_['test_images'])}).", '',
-             'Each network trained twice from scratch, the runs differing only in `manual_seed` (initial weights '
-             'and the order of the training patches); test-set mean PSNR-Y (dB) / SSIM-Y of each, and how far '
-             'apart they land:', '',
-             '| Network | ' + ' | '.join(f'seed {s}' for s in result['seeds'])
-             + ' | PSNR-Y spread (dB) | SSIM-Y spread |',
-             '|---|' + '---:|' * (len(result['seeds']) + 2)]
-    for arch, row in result['networks'].items():
-        cells = ' | '.join(f'{p:.2f}/{q:.4f}' for p, q in zip(row['psnr'], row['ssim']))
-        lines.append(f"| {row['label']} | {cells} | {row['psnr_spread']:.3f} | {row['ssim_spread']:.4f} |")
-    lines += ['', 'Per image, PSNR-Y (dB):', '',
-              '| Image | ' + ' | '.join(f"{row['label']}, seed {s}" for row in result['networks'].values()
-                                       for s in row['seeds']) + ' |',
-              '|---|' + '---:|' * sum(len(row['seeds']) for row in result['networks'].values())]
-    for image in set_['test_images']:
-        cells = [row['per_image'].get(str(s), {}).get(image, {}).get('psnr') for row in result['networks'].values()
-                 for s in row['seeds']]
-        lines.append(f'| {image} | ' + ' | '.join('-' if c is None else f'{c:.2f}' for c in cells) + ' |')
-    lines += ['', 'Two seeds give one sample of the spread, not its distribution: read it as the size of a '
-              'difference that means nothing, not as a confidence interval.', '']
-    return '\n'.join(lines)
-
-
-def set_dotted(opt: dict, dotted: str, value):
-    derive_lib.set_option(opt, dotted, value)
 
 
 def training_progress(log_path: str) -> Optional[str]:
@@ -269,6 +125,13 @@ def training_progress(log_path: str) -> Optional[str]:
 def shown_command(cmd: List[str]) -> str:
     """A command as the banners show it: paths inside the project relative to it."""
     return ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
+
+
+def check_exit(rc: int, what: str, log_path: str):
+    """DemoError with the last lines of its log when a step's process exited non-zero."""
+    if rc != 0:
+        raise DemoError(f'{what} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n'
+                        f'{log_tail(log_path, 3000)}')
 
 
 def fmt_s(seconds: float) -> str:
@@ -325,10 +188,7 @@ class Demo:
         log_path = osp.join(self.logs, f'{log_name}.log')
         shown = shown_command(cmd)
         self.say(f'    $ {shown}')
-        rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.args.quiet)
-        if rc != 0:
-            raise DemoError(f'{shown} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n'
-                            f'{log_tail(log_path, 3000)}')
+        check_exit(run_logged(cmd, log_path, ROOT, self.env(), echo=not self.args.quiet), shown, log_path)
 
     def training_command(self, opt_path: str, user_given: bool = False) -> Optional[List[str]]:
         """The ``train.py`` command of a BasicSR training, or None when its experiment can be reused (a run made
@@ -373,9 +233,7 @@ class Demo:
         while rc is None:
             self.say(f'    {what}: {training_progress(run.log_path) or "starting"} ({run.seconds:.0f} s so far)')
             rc = run.wait(PROGRESS_EVERY)
-        if rc != 0:
-            raise DemoError(f'{what} failed (exit code {rc}); full log: {run.log_path}\n--- last lines ---\n'
-                            f'{log_tail(run.log_path, 3000)}')
+        check_exit(rc, what, run.log_path)
         return 'ran'
 
     # ------------------------------------------------------------------------------------ steps
@@ -418,8 +276,11 @@ class Demo:
             summary = prepare_train.prepare_train(
                 osp.join(split_dirs['reward'], 'HR'), osp.join(self.data, 'reward_sub'), [s], name='reward',
                 crop=crop, step=crop, n_thread=1, lmdb=False)
-            kept = write_textured_meta_info(osp.join(self.data, 'reward_sub', 'reward_train_HR_sub'),
-                                            summary['keys'], osp.join(self.data, 'reward_sub', 'meta_info.txt'))
+            try:
+                kept = write_textured_meta_info(osp.join(self.data, 'reward_sub', 'reward_train_HR_sub'),
+                                                summary['keys'], osp.join(self.data, 'reward_sub', 'meta_info.txt'))
+            except DataToolError as e:
+                raise DemoError(str(e)) from None
             self.say(f"    reward patches: {kept} of {len(summary['keys'])} sub-images of {crop} px kept "
                      f'(HR std >= {MIN_REWARD_STD} grey levels)')
         atomic_write_text(marker, json.dumps(want, indent=2) + '\n')

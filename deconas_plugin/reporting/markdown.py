@@ -2,6 +2,8 @@
 and complexity tables, the first screen (plain answers with numbers) and ``report.md`` itself."""
 from typing import List, Optional
 
+from .metrics import per_image_psnr
+
 PAPER_X2 = [  # x2, Y, PSNR/SSIM on Set5, Set14, B100, Urban100: DeCoNAS paper Table II; RDN: Zhang et al. 2018
     ('Bicubic', '-', ('33.66/0.9299', '-', '-', '-')),
     ('CARN', '1,592K', ('37.76/0.9590', '33.52/0.9166', '32.09/0.8978', '31.92/0.9256')),
@@ -251,3 +253,77 @@ def render_markdown(r: dict, table: str) -> str:
     if r['notes']:
         out += ['## Notes', ''] + [f'- {n}' for n in r['notes']] + ['']
     return '\n'.join(out)
+
+
+# ------------------------------------------------------------------------------------ demo notes
+def below_bicubic_notes(methods: List[dict], test_opts: List[tuple], iterations: int,
+                        demo_budget: bool = True) -> List[str]:
+    """A plain note for every trained method whose mean PSNR-Y on a test set is below bicubic's: the
+    per-image differences, and which image the mean follows; with ``demo_budget`` also why (the
+    README's demo section measured it for CARN)."""
+    scores = {m['key']: (m['label'], per_image_psnr(path)) for m, (_, path) in zip(methods, test_opts)}
+    if 'bicubic' not in scores:
+        return []
+    notes = []
+    for key, (label, sets) in scores.items():
+        for name, values in sets.items():
+            bic = scores['bicubic'][1].get(name, {})
+            common = [k for k in values if k in bic]
+            if not common:
+                continue
+            mean, mean_bic = (sum(v[k] for k in common) / len(common) for v in (values, bic))
+            if key == 'bicubic' or mean >= mean_bic:
+                continue
+            worst = min(common, key=lambda k: values[k] - bic[k])
+            diffs = ', '.join(f'{k} {values[k] - bic[k]:+.2f}' for k in common)
+            note = (f'{label} scores below bicubic on {name} ({mean:.2f} vs {mean_bic:.2f} dB). Per image, {label} '
+                    f'minus bicubic: {diffs} dB; the mean of {len(common)} images follows {worst}, where bicubic '
+                    f'reaches {bic[worst]:.1f} dB.')
+            if demo_budget:
+                note += (f' On a smooth image every stray grey level costs a lot of PSNR, and a small network trained '
+                         f'{iterations:,} iterations from scratch has not yet learned to leave flat areas alone: this '
+                         'is the demo budget, not a broken network (the paper\'s CARN is 4.1 dB above bicubic on '
+                         'Set5; docs/demo.md retrains this CARN at other learning rates and budgets).')
+            notes.append(note)
+    return notes
+
+
+def _inline(options: dict) -> str:
+    """``{'type': 'Adam', 'lr': 0.002}`` as ``Adam (lr 0.002)``: an option block in one line of prose."""
+    rest = ', '.join(f'{k} {v}' for k, v in options.items() if k != 'type')
+    return f"{options.get('type', '')} ({rest})" if rest else str(options.get('type', ''))
+
+
+def seed_spread_md(result: dict) -> str:
+    """The Markdown page of a seed-spread measurement (``pipelines.demo.Demo.measure_seed_spread``)."""
+    set_ = result['setting']
+    lines = ['# Seed spread of the demo\'s trainings', '',
+             f"Measured {result['date']} on {result['machine']}.  ",
+             f"Command: `{result['command']}`  ",
+             f"Setting: x{set_['scale']}, {'--fast' if set_['fast'] else 'default'} budget, "
+             f"{set_['train']['total_iter']:,} iterations, batch {set_['batch_size_per_gpu']}, "
+             f"LR patch {set_['gt_size'] // set_['scale']}, {_inline(set_['train']['optim_g'])}, "
+             f"{_inline(set_['train']['scheduler'])}, warmup_iter {set_['train'].get('warmup_iter')}; found genotype "
+             f"`{result['genotype']}` (N, M, C = {set_['found_space']['num_blocks']}, "
+             f"{set_['found_space']['num_nodes']}, {set_['found_space']['num_feat']}), {_inline(set_['carn'])}.  ",
+             f"Test set: {result['test_set']} ({', '.join(set_['test_images'])}).", '',
+             'Each network trained twice from scratch, the runs differing only in `manual_seed` (initial weights '
+             'and the order of the training patches); test-set mean PSNR-Y (dB) / SSIM-Y of each, and how far '
+             'apart they land:', '',
+             '| Network | ' + ' | '.join(f'seed {s}' for s in result['seeds'])
+             + ' | PSNR-Y spread (dB) | SSIM-Y spread |',
+             '|---|' + '---:|' * (len(result['seeds']) + 2)]
+    for arch, row in result['networks'].items():
+        cells = ' | '.join(f'{p:.2f}/{q:.4f}' for p, q in zip(row['psnr'], row['ssim']))
+        lines.append(f"| {row['label']} | {cells} | {row['psnr_spread']:.3f} | {row['ssim_spread']:.4f} |")
+    lines += ['', 'Per image, PSNR-Y (dB):', '',
+              '| Image | ' + ' | '.join(f"{row['label']}, seed {s}" for row in result['networks'].values()
+                                       for s in row['seeds']) + ' |',
+              '|---|' + '---:|' * sum(len(row['seeds']) for row in result['networks'].values())]
+    for image in set_['test_images']:
+        cells = [row['per_image'].get(str(s), {}).get(image, {}).get('psnr') for row in result['networks'].values()
+                 for s in row['seeds']]
+        lines.append(f'| {image} | ' + ' | '.join('-' if c is None else f'{c:.2f}' for c in cells) + ' |')
+    lines += ['', 'Two seeds give one sample of the spread, not its distribution: read it as the size of a '
+              'difference that means nothing, not as a confidence interval.', '']
+    return '\n'.join(lines)

@@ -212,3 +212,16 @@ def gains_over_bicubic(rows: List[dict], test_sets: List[str]) -> None:
             mine, ref = r['metrics'].get(ts, {}).get('psnr'), bicubic['metrics'].get(ts, {}).get('psnr')
             gains[ts] = None if mine is None or ref is None else round(mine - ref, 4)
         r['gain_over_bicubic'] = gains
+
+
+def per_image_psnr(test_opt_path: str) -> Dict[str, Dict[str, float]]:
+    """{test set: {image: PSNR-Y}} of the images a test run saved (``results/<name>/visualization/<set>/``),
+    with the test's protocol (``per_image_metrics``)."""
+    opt = derive_lib.read_options(test_opt_path)
+    method = {'name': opt['name'], 'results_dir': osp.join(derive_lib.PROJECT_ROOT, 'results', opt['name'])}
+    out = {}
+    for key, dataset in sorted((opt.get('datasets') or {}).items()):
+        values = per_image_metrics(method, dict(dataset, name=dataset.get('name', key)), opt['scale'])
+        if values:
+            out[dataset.get('name', key)] = {k: v['psnr'] for k, v in values.items()}
+    return out
