@@ -11,7 +11,7 @@
 """
 import contextlib
 import copy
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +78,36 @@ def cuda_graph_step(model, x, y, amp_dtype=None, lr: float = 1e-4) -> Callable:
     return graph.replay
 
 
-def _compiled_step(model, x, y, amp_dtype):
-    compiled = torch.compile(model, mode='reduce-overhead')
-    step = TrainStep(compiled, x, y, amp_dtype=amp_dtype, params=model.parameters())
+def compiled_step(model, x, y, amp_dtype=None, compile_args: Optional[dict] = None) -> Callable:
+    """The retrain step of ``torch.compile(model, **compile_args)`` (default: ``mode='reduce-overhead'``)."""
+    compile_args = compile_args or {'mode': 'reduce-overhead'}
+    step = TrainStep(torch.compile(model, **compile_args), x, y, amp_dtype=amp_dtype, params=model.parameters())
+    graphs = compile_args.get('mode') == 'reduce-overhead'
 
     def run():
-        torch.compiler.cudagraph_mark_step_begin()
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         return step()
     return run
+
+
+def depthwise_steps(model, x, y) -> Dict[str, TrainStep]:
+    """The retrain step of a copy of ``model`` per ``depthwise`` implementation."""
+    steps = {}
+    for impl in DEPTHWISE_IMPLS:
+        net = copy.deepcopy(model)
+        net.set_depthwise(impl)
+        steps[impl] = TrainStep(net, x, y)
+    return steps
+
+
+def adam_steps(model, x, y) -> Dict[str, TrainStep]:
+    """The retrain step of a copy of ``model`` with Adam ``foreach`` (PyTorch's default on CUDA) and ``fused``."""
+    steps = {}
+    for kind in ('foreach', 'fused'):
+        steps[kind] = TrainStep(copy.deepcopy(model), x, y)
+        steps[kind].optimizer = torch.optim.Adam(steps[kind].model.parameters(), lr=1e-4, **{kind: True})
+    return steps
 
 
 def error_text(e: Exception) -> str:
@@ -130,16 +152,10 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
     del steps
 
     # 3. DeCoNASNet with each separable-conv implementation (fp32)
-    dw_steps = {}
-    for impl in DEPTHWISE_IMPLS:
-        net = copy.deepcopy(models['DeCoNASNet'])
-        net.set_depthwise(impl)
-        dw_steps[impl] = TrainStep(net, x, y)
-    t = interleaved(dw_steps, cfg['retrain_reps'], cfg['warmup'], device)
+    t = interleaved(depthwise_steps(models['DeCoNASNet'], x, y), cfg['retrain_reps'], cfg['warmup'], device)
     out['depthwise_ms'] = {k: median_ms(v) for k, v in t.items()}
     out['depthwise_fastest'] = min(out['depthwise_ms'], key=out['depthwise_ms'].get)
     say('  depthwise: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in out['depthwise_ms'].items()))
-    del dw_steps
 
     if device.type == 'cuda':
         out['cuda'] = _bench_cuda_paths(cfg, device, models, x, y)
@@ -155,14 +171,9 @@ def _bench_cuda_paths(cfg: dict, device: torch.device, models: dict, x, y) -> di
             res['kernels'][name] = count_cuda_kernels(step, device)
         except Exception as e:  # noqa: BLE001  (a profiler without CUPTI: report and go on)
             res['kernels'][name] = error_text(e)
-    fused = {}
-    for kind, kwargs in (('foreach', {'foreach': True}), ('fused', {'fused': True})):
-        st = TrainStep(copy.deepcopy(models['DeCoNASNet']), x, y)
-        st.optimizer = torch.optim.Adam(st.model.parameters(), lr=1e-4, **kwargs)
-        fused[kind] = st
-    t = interleaved(fused, cfg['retrain_reps'], cfg['warmup'], device)
+    t = interleaved(adam_steps(models['DeCoNASNet'], x, y), cfg['retrain_reps'], cfg['warmup'], device)
     res['adam'] = {k: median_ms(v) for k, v in t.items()}
-    for kind, build in (('compile', _compiled_step), ('cuda_graph', None)):
+    for kind, build in (('compile', compiled_step), ('cuda_graph', None)):
         for name in ('DeCoNASNet', 'EDSR-baseline'):
             for prec, dt in (('fp32', None), ('bf16', torch.bfloat16)):
                 key = f'{name} {prec}'

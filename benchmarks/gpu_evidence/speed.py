@@ -20,7 +20,8 @@ from typing import Dict, List, Optional
 import torch
 
 from ..common import make_supernet, random_batch
-from ..retrain import count_cuda_kernels, cuda_graph_step, error_text, retrain_models
+from ..retrain import (adam_steps, compiled_step, count_cuda_kernels, cuda_graph_step, depthwise_steps, error_text,
+                       retrain_models)
 from ..timing import TrainStep, interleaved, median_ms
 from ..zeromask import strict_fp32
 
@@ -121,19 +122,13 @@ def adam(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_steps:
     weights after ``check_steps`` steps from the same start (strict fp32)."""
     device = _device(ctx)
     x, y = _batch(batch, patch, device)
-    build = _networks(nets)['DeCoNASNet']
-    variants = {'foreach': {'foreach': True}, 'fused': {'fused': True}}
-
-    def step(kwargs):
-        st = TrainStep(_fresh(build, device), x, y)
-        st.optimizer = torch.optim.Adam(st.model.parameters(), lr=1e-4, **kwargs)
-        return st
+    start = _fresh(_networks(nets)['DeCoNASNet'], device)
     with strict_fp32():
-        runs = {k: step(kw) for k, kw in variants.items()}
+        runs = adam_steps(start, x, y)
         for st in runs.values():
             _train(st, check_steps, device)
         diff = max_rel_diff(runs['foreach'].model, runs['fused'].model)
-    ms = _timing({k: step(kw) for k, kw in variants.items()}, reps, warmup, device)
+    ms = _timing(adam_steps(start, x, y), reps, warmup, device)
     return {'ms': ms, 'speedup': ms['foreach'] / ms['fused'], 'max_rel_weight_diff': diff, 'check_steps': check_steps}
 
 
@@ -151,12 +146,7 @@ def depthwise(ctx: dict, batch: int, patch: int, reps: int, warmup: int, nets: O
             net = copy.deepcopy(base)
             net.set_depthwise(impl)
             diffs[impl] = float((net(x) - ref).abs().max())
-    steps = {}
-    for impl in DEPTHWISE_IMPLS:
-        net = copy.deepcopy(base)
-        net.set_depthwise(impl)
-        steps[impl] = TrainStep(net, x, y)
-    ms = _timing(steps, reps, warmup, device)
+    ms = _timing(depthwise_steps(base, x, y), reps, warmup, device)
     return {'ms': ms, 'speedup_vs_grouped': {k: ms['grouped'] / v for k, v in ms.items()},
             'max_abs_output_diff': diffs}
 
@@ -216,24 +206,12 @@ def compile_step(ctx: dict, batch: int, patch: int, reps: int, warmup: int, chec
     return {'compile_args': compile_args, 'rows': rows}
 
 
-def _compiled_step(model, x, y, dtype, compile_args):
-    compiled = torch.compile(model, **compile_args)
-    step = TrainStep(compiled, x, y, amp_dtype=dtype, params=model.parameters())
-    graphs = compile_args.get('mode') == 'reduce-overhead'
-
-    def run():
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        return step()
-    return run
-
-
 def _compiled_vs_eager(build, x, y, dtype, compile_args, reps, warmup, check_steps, device) -> dict:
     """One compiled step function: its first (compiling) step timed; in fp32 it and an eager step from the
     same start take ``check_steps`` steps (strict fp32 on CUDA) and their weights are compared; then both
     are timed side by side (default precision; a recompile for it falls in the warm-up)."""
     model = _fresh(build, device)
-    run = _compiled_step(model, x, y, dtype, compile_args)
+    run = compiled_step(model, x, y, dtype, compile_args)
     check = dtype is None
     ctx = strict_fp32() if check and device.type == 'cuda' else contextlib.nullcontext()
     with ctx:

@@ -55,7 +55,7 @@ from typing import Dict, List, Optional, Tuple
 
 
 from .. import derive as derive_lib
-from ..derive import plain, read_options as read_yaml, set_option as set_dotted
+from ..derive import plain, read_options, set_option
 from ..reporting.markdown import below_bicubic_notes, seed_spread_md
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.cli import load_tool
@@ -193,11 +193,11 @@ class Demo:
     def training_command(self, opt_path: str, user_given: bool = False) -> Optional[List[str]]:
         """The ``train.py`` command of a BasicSR training, or None when its experiment can be reused (a run made
         with other options is archived first; an interrupted one resumes: ``--auto_resume``)."""
-        opt = read_yaml(opt_path)
+        opt = read_options(opt_path)
         exp = osp.join(ROOT, 'experiments', opt['name'])
         latest = osp.join(exp, 'models', 'net_g_latest.pth')
         stored = osp.join(exp, osp.basename(opt_path))
-        same = osp.isfile(stored) and plain(read_yaml(stored)) == plain(opt)
+        same = osp.isfile(stored) and plain(read_options(stored)) == plain(opt)
         if osp.isfile(latest) and (same or user_given):
             if not same:
                 self.say(f'    note: {exp} was made with another option file than {opt_path}; reused as is')
@@ -289,11 +289,11 @@ class Demo:
     def search_options(self) -> dict:
         s = self.scale
         if self.args.search_opt:
-            opt = read_yaml(self.args.search_opt)
+            opt = read_options(self.args.search_opt)
             if self.args.num_gpu is not None or self.args.device != 'auto':
                 opt['num_gpu'] = self.num_gpu
             return opt
-        opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_search.yml'))
+        opt = read_options(osp.join(DEMO_OPTIONS, 'demo_search.yml'))
         opt['name'] = f'{self.prefix}_search_x{s}'
         opt['scale'] = s
         opt['num_gpu'] = self.num_gpu
@@ -318,7 +318,7 @@ class Demo:
                 if key == 'datasets.train.gt_size_lr':
                     train['gt_size'] = value * s
                 else:
-                    set_dotted(opt, key, value)
+                    set_option(opt, key, value)
         return opt
 
     def write_search_options(self) -> str:
@@ -339,12 +339,12 @@ class Demo:
     def retrain_template(self) -> str:
         if self.args.train_opt:
             return osp.abspath(self.args.train_opt)
-        opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_train.yml'))
+        opt = read_options(osp.join(DEMO_OPTIONS, 'demo_train.yml'))
         opt['scale'] = self.scale
         opt['val']['metrics']['psnr']['crop_border'] = self.scale
         if self.fast:
             for key, value in FAST_OVERRIDES['train'].items():
-                set_dotted(opt, key, value)
+                set_option(opt, key, value)
         path = osp.join(self.options, 'train_template.yml')
         write_options(path, opt, '# Written by tools/demo.py from options/demo/demo_train.yml\n')
         return path
@@ -383,13 +383,13 @@ class Demo:
         """CARN's option file: the one ``tools/derive.py`` writes for the found network (same template, search
         data and overrides: ``derive.training_options``) with CARN as ``network_g``. It needs no search result,
         so CARN can train while the search runs."""
-        search_opt = read_yaml(self.write_search_options())
+        search_opt = read_options(self.write_search_options())
         net_g = search_opt['network_g']
         network_g = {'type': 'CARN', 'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3),
                      'num_feat': self.args.carn_feat or net_g.get('num_feat', 64), 'upscale': self.scale,
                      'multi_scale': False}
         name = f'{self.prefix}_CARN_x{self.scale}'
-        return derive_lib.training_options(network_g, search_opt, read_yaml(self.retrain_template()), name,
+        return derive_lib.training_options(network_g, search_opt, read_options(self.retrain_template()), name,
                                            data_from_search=not self.args.train_opt,
                                            overrides=self.derive_overrides(name))
 
@@ -420,8 +420,8 @@ class Demo:
 
     def test_methods(self) -> List[dict]:
         """(key, label, network_g, checkpoint) of the tested methods, Bicubic first."""
-        found = read_yaml(self.paths['found_train_opt'])
-        carn = read_yaml(self.paths['carn_train_opt'])
+        found = read_options(self.paths['found_train_opt'])
+        carn = read_options(self.paths['carn_train_opt'])
 
         def ckpt(opt):
             return osp.join(ROOT, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
@@ -441,7 +441,7 @@ class Demo:
         ``deconas_plugin/test.py`` unless its log is newer than the option file and the checkpoint;
         returns (option file, 'ran' / 'skipped')."""
         from ..reporting.metrics import find_test_log, parse_test_log
-        opt = read_yaml(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
+        opt = read_options(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
         opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
         opt['scale'] = self.scale
         opt['num_gpu'] = self.num_gpu
@@ -472,7 +472,7 @@ class Demo:
 
     def training_text(self) -> str:
         """One sentence: how the found network and CARN were trained (the results table's caption)."""
-        opt = read_yaml(self.paths['found_train_opt'])
+        opt = read_options(self.paths['found_train_opt'])
         train, data = opt['train'], (opt.get('datasets') or {}).get('train') or {}
         optim, sched = train.get('optim_g') or {}, train.get('scheduler') or {}
         warmup = train.get('warmup_iter') or -1
@@ -494,7 +494,7 @@ class Demo:
         None when the demo runs a user's option files or test sets (the stored measurement is the demo's)."""
         if self.args.search_opt or self.args.train_opt or self.args.test_sets:
             return None
-        found, carn = read_yaml(self.paths['found_train_opt']), read_yaml(self.paths['carn_train_opt'])
+        found, carn = read_options(self.paths['found_train_opt']), read_options(self.paths['carn_train_opt'])
         data = found['datasets']['train']
         test_gt = self.test_sets()[0]['dataroot_gt']
         return {'scale': self.scale, 'fast': self.fast, 'max_side': FAST_MAX_SIDE if self.fast else MAX_SIDE,
@@ -521,7 +521,7 @@ class Demo:
             return None
         cited = {k: stored[k] for k in ('date', 'machine', 'command', 'seeds', 'networks')}
         cited['file'] = osp.relpath(path, ROOT) if path.startswith(ROOT) else path
-        genotype = read_yaml(self.paths['found_train_opt'])['network_g'].get('genotype')
+        genotype = read_options(self.paths['found_train_opt'])['network_g'].get('genotype')
         cited['note'] = (None if stored.get('genotype') == genotype else
                          f"The found network's spread was measured on genotype `{stored.get('genotype')}`; this run "
                          f"found `{genotype}` (same N, M, C).")
@@ -539,7 +539,7 @@ class Demo:
         demo_methods = {m['key']: m for m in self.test_methods()}
         trainings = {}  # key: (option file, demo's seed, its name)
         for key, train_key in (('found', 'found_train_opt'), ('carn', 'carn_train_opt')):
-            opt = read_yaml(self.paths[train_key])
+            opt = read_options(self.paths[train_key])
             base_seed = opt['manual_seed']
             if seed == base_seed:
                 raise DemoError(f'--seed-spread {seed} is the demo\'s own manual_seed; give another one')
@@ -568,7 +568,7 @@ class Demo:
                           seed: self.run_test(method, sets)[0]}
             row = {'label': method['label'], 'seeds': [base_seed, seed], 'psnr': [], 'ssim': [], 'per_image': {}}
             for s, test_path in test_paths.items():
-                test_opt = read_yaml(test_path)
+                test_opt = read_options(test_path)
                 results_dir = osp.join(ROOT, 'results', test_opt['name'])
                 metrics = parse_test_log(find_test_log(results_dir))[sets[0]['name']]
                 row['psnr'].append(metrics['psnr'])
@@ -580,7 +580,7 @@ class Demo:
             networks[demo_methods[key]['network_g']['type']] = row
         result = {'date': time.strftime('%Y-%m-%d'), 'machine': machine_text(self.threads),
                   'command': 'python tools/demo.py ' + ' '.join(self.argv), 'setting': setting,
-                  'genotype': read_yaml(self.paths['found_train_opt'])['network_g'].get('genotype'),
+                  'genotype': read_options(self.paths['found_train_opt'])['network_g'].get('genotype'),
                   'test_set': sets[0]['name'], 'seeds': networks['CARN']['seeds'], 'networks': networks}
         path = self.args.seed_spread_file
         os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
@@ -596,8 +596,8 @@ class Demo:
             return 'skipped'
         from ..reporting.report import build_report
         timings = {r['step']: r['made_in_seconds'] for r in self.results if r.get('made_in_seconds') is not None}
-        carn = read_yaml(self.paths['carn_train_opt'])
-        found = read_yaml(self.paths['found_train_opt'])
+        carn = read_options(self.paths['carn_train_opt'])
+        found = read_options(self.paths['found_train_opt'])
         notes = [
             f"CARN is the single-scale model (multi_scale: false) with num_feat {carn['network_g']['num_feat']}, "
             'trained with the same option file as the found network (same iterations, batch, patch, optimiser and '
@@ -738,7 +738,7 @@ class Demo:
     def _experiment_dirs(self):
         for key in ('search_opt', 'found_train_opt', 'carn_train_opt'):
             if key in self.paths and osp.isfile(self.paths[key]):
-                yield osp.join(ROOT, 'experiments', read_yaml(self.paths[key])['name'])
+                yield osp.join(ROOT, 'experiments', read_options(self.paths[key])['name'])
 
 
 def parse_args(argv=None):
