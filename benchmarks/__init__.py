@@ -72,7 +72,7 @@ holds ``error``), ``wall_s``. Per section:
 Package layout: ``config`` (SECTIONS, TITLES, ``make_config``), ``machine`` (``machine_info``,
 ``choose_threads``), ``timing`` (``timed``, ``interleaved``, ``median_ms``, ``TrainStep``), ``common``
 (shared builders and number formatting), one module per section holding its ``bench_<name>`` and its
-``_md_<name>`` renderer (``supernet``, ``zeromask``, ``controller``, ``inference``, ``data``,
+``md_<name>`` renderer (``supernet``, ``zeromask``, ``controller``, ``inference``, ``data``,
 ``options``, ``precision``, ``retrain``), ``markdown`` (``render_markdown``: header, summary, section dispatch)
 and ``run`` (``run_benchmark``, ``write_results``, ``rerender``, ``parse_only``, RUNNERS).
 """

@@ -1,4 +1,4 @@
-"""``benchmark.md`` from a result: the header, the summary table, and one section per ``_md_<name>``
+"""``benchmark.md`` from a result: the header, the summary table, and one section per ``md_<name>``
 renderer (each lives in its section's module)."""
 from typing import List
 
