@@ -341,3 +341,32 @@ def test_no_chosen_genotype_and_bad_template_are_user_errors(embedded_data, tmp_
         svr.run(str(exp), str(tmp_path / 'out'), train_opt=path)
     with pytest.raises(svr.ProtocolError, match='retrain template not found'):
         svr.run(str(exp), str(tmp_path / 'out'), train_opt=str(tmp_path / 'missing.yml'))
+
+
+def test_retrain_only_mode_needs_a_template_and_genotypes(tmp_path):
+    with pytest.raises(svr.ProtocolError, match='without --search-exp, pass --train-opt and --genotypes'):
+        svr.run(None, str(tmp_path / 'out'), train_opt=str(tmp_path / 'missing.yml'))
+    with pytest.raises(svr.ProtocolError, match='no runs/ folder of run records'):
+        svr.run(None, str(tmp_path / 'out'), extra_genotypes=['7 7 7'], train_opt='x.yml', reuse=[str(tmp_path)])
+
+
+def test_summary_standard_error_and_params_tau():
+    def row(genotype, kind, index, seed, psnr, params):
+        return {'genotype': genotype, 'bits': genotype, 'params': params, 'kind': kind, 'index': index, 'seed': seed,
+                'manual_seed': seed, 'experiment': f'{kind}{index}_{seed}', 'psnr': psnr, 'ssim': None,
+                'supernet_psnr': None, 'test': {}, 'train_seconds': 36.0, 'record': ''}
+    rows = [row('f', 'found', 0, 0, 30.0, 100), row('f', 'found', 0, 1, 30.2, 100),
+            row('a', 'random', 1, 0, 29.9, 101), row('a', 'random', 1, 1, 29.9, 101),
+            row('b', 'random', 2, 0, 30.3, 99), row('b', 'random', 2, 1, 30.1, 99),
+            row('e', 'extra', 1, 0, 29.0, 10)]
+    genotypes, s = svr.summarize(rows, {'f': 1.0, 'a': 0.5, 'b': 2.0, 'e': 0.0}, {})
+    assert s['found_minus_random'] == pytest.approx(30.1 - 30.05)
+    # found: std 0.1414 over 2 seeds; random genotype means 29.9 and 30.2: std 0.2121 over 2 genotypes
+    assert s['found_minus_random_se'] == pytest.approx(math.sqrt(0.02 / 2 + 0.045 / 2))
+    assert s['found_rank'] == 2 and s['num_ranked'] == 3 and s['num_genotypes'] == 4  # the extra is not ranked
+    assert s['random_better_than_found'] == 1
+    assert s['kendall_tau'] == pytest.approx(1.0)  # supernet order f < b, a < f ... matches the means exactly
+    assert s['params_tau'] == kendall_tau([100, 101, 99, 10], [30.1, 29.9, 30.2, 29.0])
+    assert s['train_hours'] == pytest.approx(7 * 36 / 3600)
+    scale_genotypes, scale = svr.summarize([r for r in rows if r['kind'] == 'extra'], {}, {})
+    assert scale['found_mean'] is None and scale['found_rank'] is None and scale['kendall_tau'] is None

@@ -677,22 +677,20 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     if search_exp is None:
         if not train_opt or not extra_genotypes:
             raise ProtocolError('without --search-exp, pass --train-opt and --genotypes (the genotypes to retrain)')
-        experiment = None
+        experiment = search_opt_path = chosen = None
     else:
         experiment = find_experiment(search_exp)
+        search_opt_path, search_opt = find_search_options(experiment, opt_path)
+        chosen = read_chosen(experiment, network_sizes(search_opt))
     template_path = osp.abspath(train_opt or osp.join(experiment, 'derive', 'train_DeCoNASNet.yml'))
     if not osp.isfile(template_path):
         raise ProtocolError(f'retrain template not found: {template_path}' + (
             '' if train_opt else ' (tools/derive.py writes it); pass --train-opt'))
     template = read_options(template_path)
     if experiment is None:  # the template gives the network sizes a search would
-        search_opt_path = None
         search_opt = {'name': template.get('name', 'retrain'), 'scale': template['scale'],
                       'network_g': dict(template.get('network_g') or {}), 'datasets': template.get('datasets')}
-    else:
-        search_opt_path, search_opt = find_search_options(experiment, opt_path)
     sizes = network_sizes(search_opt)
-    chosen = read_chosen(experiment, sizes) if experiment else None
     if data_from_search:
         template['datasets'] = copy.deepcopy(search_opt['datasets'])
     check_template(template, template_path)
