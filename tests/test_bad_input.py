@@ -26,8 +26,8 @@ import yaml
 from basicsr.archs import build_network
 
 from deconas_plugin.archs.deconas_blocks import build_op
-from deconas_plugin.model_options import controller_options
-from deconas_plugin.utils.option_check import OptionError, check_options
+from deconas_plugin.options import controller_options
+from deconas_plugin.options import OptionError, check_options
 from script_runner import run_script
 from shared_data import ROOT
 from tiny_options import TINY_NET, paired, parsed_options, search_options, train_options
@@ -213,7 +213,7 @@ def test_garbage_png_named_by_the_dataset(data):
     """The loader-level backstop (folders too big to verify up front): the dataset names the bad pair."""
     from basicsr.data.paired_image_dataset import PairedImageDataset
 
-    from deconas_plugin.utils.compat import patch_basicsr
+    from deconas_plugin.utils.basicsr_patches import patch_basicsr
     patch_basicsr()
     bad = osp.join(data['train'], 'LRbicx2', 'rocket.png')
     with open(bad, 'wb') as f:

@@ -259,7 +259,7 @@ def _norm(name: str) -> str:
 def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
     """The GPU plan's search and retrain option files (full sizes, on any prepared data) are valid, and the
     search gets at least 4,000 child steps: about 200 s of them at the planned or measured step time."""
-    from deconas_plugin.utils.option_check import check_options
+    from deconas_plugin.options import check_options
     from benchmarks.gpu_evidence.retrain import retrain_template
     from benchmarks.gpu_evidence.search import child_step_count, child_step_estimate_s, search_options
     full = {p['name']: p['args'] for stage in ('search', 'retrain') for p in plan()[stage]}

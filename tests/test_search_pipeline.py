@@ -23,7 +23,7 @@ from basicsr.utils.options import ordered_yaml
 
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
-from deconas_plugin.model_options import SEARCH_DEFAULTS, controller_options
+from deconas_plugin.options import SEARCH_DEFAULTS, controller_options
 from deconas_plugin.models.deconas_search_model import DeCoNASSearchModel
 import tiny_options
 from script_runner import run_script

@@ -22,7 +22,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-import deconas_plugin.utils.compat  # noqa: F401,E402  (torchvision shim, before basicsr)
+import deconas_plugin.utils.torchvision_shim  # noqa: F401,E402  (before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, list_images, prepare_pair,  # noqa: E402
                                           remove_stale_tmp)
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-import deconas_plugin.utils.compat  # noqa: F401,E402  (torchvision shim, before basicsr)
+import deconas_plugin.utils.torchvision_shim  # noqa: F401,E402  (before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, bicubic_downscale, has_image, list_images,  # noqa: E402
                                           prepare_pair, read_header, read_image, remove_stale_tmp,
                                           write_png_atomic)

@@ -599,7 +599,7 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
         f"{kind if kind == 'found' else f'random{i}'} {supernet_psnr[g.to_string()]:.3f}" for kind, i, g in entries))
 
     # Every option file is built (and the first checked) before anything runs.
-    from ..utils.option_check import OptionError, check_options
+    from ..options import OptionError, check_options
     planned = []
     for kind, index, genotype in entries:
         label = 'found' if kind == 'found' else f'random{index}'
