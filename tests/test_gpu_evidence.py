@@ -94,9 +94,8 @@ def test_tiny_speed_stage(tiny_data, tmp_path):
     assert set(got['retrain_eager']['step_ms']) == {'DeCoNASNet fp32', 'EDSR-baseline fp32', 'CARN fp32'}
     assert got['adam']['max_rel_weight_diff'] < 1e-5  # fused Adam takes the same steps
     assert got['compile']['rows']['fp32']['max_rel_weight_diff'] < 1e-5
-    assert all(d < 1e-4 for d in got['depthwise']['max_abs_output_diff'].values())
     verdicts = result['summary']['verdicts']
-    assert {'optim_g.fused', 'train.compile (fp32)', 'network_g.depthwise: dense'} <= set(verdicts)
+    assert {'optim_g.fused', 'train.compile (fp32)'} <= set(verdicts)
     assert {v['verdict'] for v in verdicts.values()} == {'not a GPU measurement'}
     assert got['supernet']['search_hours_paper'] > 0 and all(r['tmac_per_s'] > 0 for r in got['inference']['rows'])
     md = (out / 'speed.md').read_text()

@@ -3,7 +3,7 @@
 Stages (each at most 7 minutes on one H200; every part under its own time limit):
   check    tests/test_cuda.py in selections: every CUDA path of the docs run once
   speed    retrain step DeCoNASNet / EDSR-baseline / CARN (fp32, bf16; kernels per step), default vs fused
-           Adam, each depthwise implementation, eager vs whole-step CUDA graph vs torch.compile, supernet
+           Adam, eager vs whole-step CUDA graph vs torch.compile, supernet
            child step and reward step (the paper's search in hours), inference TMAC/s; the verdict on
            every opt-in CUDA path (faster and as correct as eager?)
   search   the paper's N4 M4 C64 space on the prepared training images, alpha 0, at least 4,000 child

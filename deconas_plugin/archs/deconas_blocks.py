@@ -117,28 +117,13 @@ class ConvOp(SubsetInput):
         return F.conv2d(x, self.param('weight', ids), self.bias, padding=self.padding, dilation=self.dilation)
 
 
-DEPTHWISE_IMPLS = ('grouped', 'channels_last', 'dense')
-
-
-def check_depthwise(impl: str) -> str:
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f'depthwise must be one of {", ".join(DEPTHWISE_IMPLS)}, got {impl!r}')
-    return impl
-
-
 class SepConvOp(SubsetInput):
     """Depthwise-separable 3x3: ReLU, depthwise 3x3 (no bias) over the concat, pointwise 1x1 to C (bias).
 
-    ``depthwise`` picks how it is computed (same parameters, same numbers up to float rounding), so that
-    a GPU can be measured with each: ``grouped`` (default) a grouped conv then the 1x1 conv;
-    ``channels_last`` the same on an NHWC copy of the input (cuDNN's NHWC depthwise kernels instead of
-    PyTorch's own NCHW ones); ``dense`` one dense 3x3 conv with the product weight
-    ``pointwise[o, i] * depthwise[i]`` (more MACs, one big cuDNN kernel instead of two small ones).
     Shapes: ``feats`` = len(ids) tensors (B, C, H, W), or their concat as one tensor -> (B, C, H, W).
     """
 
     sliced_dims = {'depthwise_weight': 0, 'pointwise_weight': 1}
-    depthwise = 'grouped'
 
     def __init__(self, num_inputs: int, num_feat: int):
         super().__init__(num_inputs, num_feat)
@@ -154,15 +139,8 @@ class SepConvOp(SubsetInput):
         x = self.concat(feats)
         if not activated:
             x = F.relu(x)
-        depthwise, pointwise = self.param('depthwise_weight', ids), self.param('pointwise_weight', ids)
-        if self.depthwise == 'dense':  # (C_out, C_in, 1, 1) * (1, C_in, 3, 3): the composed 3x3 kernel
-            return F.conv2d(x, pointwise * depthwise.transpose(0, 1), self.pointwise_bias, padding=1)
-        if self.depthwise == 'channels_last':
-            x = x.contiguous(memory_format=torch.channels_last)
-            x = F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
-            return F.conv2d(x, pointwise, self.pointwise_bias).contiguous()
-        x = F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
-        return F.conv2d(x, pointwise, self.pointwise_bias)
+        x = F.conv2d(x, self.param('depthwise_weight', ids), padding=1, groups=x.shape[1])
+        return F.conv2d(x, self.param('pointwise_weight', ids), self.pointwise_bias)
 
 
 def build_op(op: int, num_inputs: int, num_feat: int) -> SubsetInput:
@@ -329,15 +307,12 @@ class DeCoNASBody(nn.Module):
         upscale: 2, 3 or 4.
         img_range, rgb_mean: EDSR-style input normalisation ``(x - mean) * img_range`` undone at the
             output; a buffer, no parameters. Defaults: 1.0 and the DIV2K RGB mean.
-        depthwise: how the separable convs are computed: ``grouped`` (default), ``channels_last`` or
-            ``dense`` (see ``SepConvOp``; same parameters and numbers, different kernels on a GPU).
     """
 
     def __init__(self, genotype: Optional[Genotype], num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
                  num_blocks: int = 4, num_nodes: int = 4, upscale: int = 2, img_range: float = 1.0,
-                 rgb_mean: Optional[Sequence[float]] = None, depthwise: str = 'grouped'):
+                 rgb_mean: Optional[Sequence[float]] = None):
         super().__init__()
-        check_depthwise(depthwise)
         if upscale not in (2, 3, 4):
             raise ValueError(f'upscale must be 2, 3 or 4, got {upscale!r}')
         for key, value in (('num_feat', num_feat), ('num_blocks', num_blocks), ('num_nodes', num_nodes)):
@@ -370,14 +345,6 @@ class DeCoNASBody(nn.Module):
         self.global_conv = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-        self.set_depthwise(depthwise)
-
-    def set_depthwise(self, impl: str):
-        """Compute every separable conv the ``impl`` way (``DEPTHWISE_IMPLS``; see ``SepConvOp``)."""
-        self.depthwise = check_depthwise(impl)
-        for m in self.modules():
-            if isinstance(m, SepConvOp):
-                m.depthwise = impl
 
     def size(self) -> dict:
         """The sizes ``complexity.count_params`` needs besides the genotype."""
