@@ -66,15 +66,16 @@ def measure() -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.partition('\n')[0])
     p.add_argument('--out', required=True, help='folder of attention_backward.json')
+    p.add_argument('--runs', type=int, default=2, help='measurements, one after the other (2)')
     args = p.parse_args(argv)
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     result = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'commit': commit, 'machine': describe_machine(torch.device('cpu')), 'threads': 1,
-              'load_average': load_average(), 'command': 'python -m benchmarks.attention_backward --out ' + args.out,
-              'sizes': measure()}
+              'load_average': load_average(), 'command': f'python -m benchmarks.attention_backward --out {args.out} --runs {args.runs}',
+              'runs': [measure() for _ in range(args.runs)]}
     with open(osp.join(args.out, 'attention_backward.json'), 'w') as f:
         json.dump(result, f, indent=2)
-    for name, r in result['sizes'].items():
+    for name, r in ((n, r) for run in result['runs'] for n, r in run.items()):
         print(f"{name}: hand-written {r['ms']['hand-written']:.1f} ms, autograd {r['ms']['autograd']:.1f} ms, "
               f"autograd / hand-written {r['speedup']:.3f}")
 
