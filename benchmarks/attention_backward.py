@@ -71,7 +71,8 @@ def main(argv=None):
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     result = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'commit': commit, 'machine': describe_machine(torch.device('cpu')), 'threads': 1,
-              'load_average': load_average(), 'command': f'python -m benchmarks.attention_backward --out {args.out} --runs {args.runs}',
+              'load_average': load_average(),
+              'command': f'python -m benchmarks.attention_backward --out {args.out} --runs {args.runs}',
               'runs': [measure() for _ in range(args.runs)]}
     with open(osp.join(args.out, 'attention_backward.json'), 'w') as f:
         json.dump(result, f, indent=2)

@@ -61,7 +61,8 @@ def controller_options(opt):
     for key, default in (('num_nodes', 4), ('num_blocks', 4), ('feature_fusion_search', False)):
         net_c.setdefault(key, net_g.get(key, default))
         if net_c[key] != net_g.get(key, default):
-            raise OptionError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = {net_g.get(key, default)}')
+            raise OptionError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = '
+                              f'{net_g.get(key, default)}')
     return net_c
 
 
@@ -99,7 +100,8 @@ def compile_settings(value, device_type: str):
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(COMPILE_KEYS))
         if unknown:
-            raise OptionError(f'train.compile: unknown torch.compile argument(s) {unknown}; known: {list(COMPILE_KEYS)}')
+            raise OptionError(f'train.compile: unknown torch.compile argument(s) {unknown}; '
+                              f'known: {list(COMPILE_KEYS)}')
         return dict(value)
     raise OptionError(f'train.compile must be {COMPILE_VALUES}, got {value!r}')
 

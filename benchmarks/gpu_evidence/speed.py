@@ -3,8 +3,8 @@ CUDA path on (side-by-side ratios, interleaved ABBA medians, plus a correctness 
 
 Parts: ``retrain_eager`` (retrain step of DeCoNASNet, EDSR-baseline and CARN, fp32 and bf16 autocast, and
 CUDA kernels per step), ``adam`` (Adam ``foreach``, PyTorch's default on CUDA, vs ``fused=True``),
-``cuda_graph`` (eager vs the whole step replayed as one CUDA graph), ``compile`` (eager vs ``torch.compile``), ``supernet`` (child step supernet / fixed
-net, the reward step and the paper's N4 M4 search-hour estimate), ``inference`` (TMAC/s at x2). Timing helpers,
+``cuda_graph`` (eager vs the whole step replayed as one CUDA graph), ``compile`` (eager vs ``torch.compile``),
+``supernet`` (child step supernet / fixed net, the reward step and the paper's N4 M4 search-hour estimate), ``inference`` (TMAC/s at x2). Timing helpers,
 networks and the CUDA graph / kernel counter are the benchmark's (``benchmarks.timing``, ``.retrain``).
 
 A path "would be switched on" when it is at least ``SWITCH_SPEEDUP`` times faster than eager and its

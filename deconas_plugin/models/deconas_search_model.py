@@ -18,9 +18,18 @@ from ..reward import draw_patches, patch_seed, penalized_reward, psnr_y, rank_sh
 from ..search_cost import search_cost
 from ..search_signal import probe_genotypes, score_table, summarize
 from ..utils import dist as dist_util
+from ..utils.checkpoint import atomic_write_text
 from .base import DeCoNASBaseModel
 
 CHILD_DRAWS_MAX = 1000  # child genotypes drawn in one batched controller unroll
+
+
+def _iteration(row: str) -> float:
+    """The ``iter`` of a JSON row; infinite for a row cut off by a kill."""
+    try:
+        return json.loads(row)['iter']
+    except json.JSONDecodeError:
+        return math.inf
 
 
 def _digest(net) -> str:
@@ -222,7 +231,7 @@ class DeCoNASSearchModel(DeCoNASBaseModel):
                 'p': [round(float(v), 4) for v in probs]})
             self._trace({'iter': current_iter, 'controller': genotype.to_string(), 'psnr': psnr})
         self.net_g.train()
-        self._append_history(rows)
+        self._append_rows(self.history_path, rows)
         if rows:
             for key in ('reward', 'baseline', 'entropy', 'psnr'):
                 self.log_dict[key] = sum(r[key] for r in rows) / len(rows)
@@ -281,9 +290,6 @@ class DeCoNASSearchModel(DeCoNASBaseModel):
             with open(path, 'a') as f:
                 f.write(json.dumps(row) + '\n')
 
-    def _append_history(self, rows):
-        self._append_rows(self.history_path, rows)
-
     def _append_rows(self, path, rows):
         if self.opt['rank'] != 0 or not rows:
             return
@@ -339,24 +345,12 @@ class DeCoNASSearchModel(DeCoNASBaseModel):
         self._truncate_history(state['iter'])
 
     def _truncate_history(self, resume_iter):
-        """Drop history (and signal) rows written after the resumed checkpoint, so that none is duplicated."""
-        for path in (self.history_path, self.signal_path):
-            self._truncate_rows(path, resume_iter)
-
-    def _truncate_rows(self, path, resume_iter):
-        if self.opt['rank'] != 0 or not osp.exists(path):
+        """Drop history (and signal) rows written after the resumed checkpoint, so that none is duplicated
+        (and a row cut off by a kill)."""
+        if self.opt['rank'] != 0:
             return
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
-        keep = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a row cut off by a kill
-                continue
-            if row['iter'] <= resume_iter:
-                keep.append(line if line.endswith('\n') else line + '\n')
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
+        for path in (p for p in (self.history_path, self.signal_path) if osp.exists(p)):
+            with open(path) as f:
+                lines = [line.rstrip('\n') for line in f if line.strip()]
+            keep = [line for line in lines if _iteration(line) <= resume_iter]
+            atomic_write_text(path, ''.join(line + '\n' for line in keep))
