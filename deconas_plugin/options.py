@@ -70,13 +70,18 @@ AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 AUTOCAST_VALUES = '~ (or false: fp32, the default), bf16 or fp16'
 
 
-def autocast_dtype(value):
-    """The dtype of ``train.autocast``: None for ``~``/false (fp32), bfloat16 for bf16, float16 for fp16."""
+def autocast_dtype(value, device_type: str = 'cuda', why: str = ''):
+    """The dtype of ``train.autocast``: None for ``~``/false (fp32), bfloat16 for bf16, float16 for fp16,
+    which needs CUDA: on another ``device_type`` (``why``: how the run got there) it raises."""
     if value is None or value is False:
         return None
-    if isinstance(value, str) and value in AUTOCAST_DTYPES:
-        return AUTOCAST_DTYPES[value]
-    raise OptionError(f'train.autocast must be {AUTOCAST_VALUES}, got {value!r}')
+    if not isinstance(value, str) or value not in AUTOCAST_DTYPES:
+        raise OptionError(f'train.autocast must be {AUTOCAST_VALUES}, got {value!r}')
+    if value == 'fp16' and device_type != 'cuda':
+        raise OptionError(f'train.autocast: fp16 needs CUDA (with a GradScaler), and this run is on the '
+                          f'{"CPU" if device_type == "cpu" else device_type}{f" ({why})" if why else ""}; '
+                          'use autocast: bf16 on a CPU (or ~ for fp32)')
+    return AUTOCAST_DTYPES[value]
 
 
 COMPILE_VALUES = ('~, auto or false (eager, the default), true (torch.compile: mode reduce-overhead on CUDA, torch\'s '
@@ -301,12 +306,12 @@ def check_autocast(opt: dict):
     train = opt.get('train') or {}
     if not isinstance(train, dict) or 'autocast' not in train:
         return
-    if autocast_dtype(train['autocast']) == torch.float16:
-        num_gpu = opt.get('num_gpu', 'auto')
-        if num_gpu == 0 or not torch.cuda.is_available():
-            where = 'num_gpu: 0' if num_gpu == 0 else f'num_gpu: {num_gpu} but no CUDA GPU is available'
-            raise OptionError(f'train.autocast: fp16 needs CUDA (with a GradScaler), and this run is on the CPU '
-                              f'({where}); use autocast: bf16 on a CPU (or ~ for fp32)')
+    num_gpu = opt.get('num_gpu', 'auto')
+    if num_gpu != 0 and torch.cuda.is_available():
+        autocast_dtype(train['autocast'])
+    else:
+        autocast_dtype(train['autocast'], 'cpu', 'num_gpu: 0' if num_gpu == 0 else
+                       f'num_gpu: {num_gpu} but no CUDA GPU is available')
 
 
 def check_compile(opt: dict):

@@ -5,9 +5,9 @@ They are what a run on a GPU machine does first (``tools/gpu_evidence.py --stage
 (``train.autocast: fp16`` with its GradScaler, saved and resumed), ``tools/benchmark.py --quick --device
 cuda`` with every section, and, with two GPUs, the distributed search on nccl with identical ranks. The
 throughput paths, each opt-in: a default retrain is plain eager PyTorch; ``train.compile: true``
-(mode reduce-overhead) with ``optim_g.fused: true``, saved and resumed; the DNB's hand-written
-channel-attention backward against the plain formula in strict fp32 and under bf16/fp16 autocast; the
-benchmark's kernel counter and whole-step CUDA graph.
+(mode reduce-overhead) with ``optim_g.fused: true``, saved and resumed; the DNB's lean ops against the
+plain formula in strict fp32 and under bf16/fp16 autocast; the benchmark's kernel counter and whole-step
+CUDA graph.
 """
 import json
 import os.path as osp
@@ -130,8 +130,8 @@ def test_retrain_default_is_eager_and_compile_with_fused_adam_is_opt_in(embedded
 
 
 def test_lean_ops_on_cuda():
-    """The DNB's hand-written channel-attention backward on CUDA: the same numbers as the plain formula in
-    strict fp32, finite gradients under bf16 and fp16 autocast."""
+    """The DNB's lean ops on CUDA: the same numbers as the plain formula in strict fp32, finite gradients
+    under bf16 and fp16 autocast."""
     from test_op_count import _assert_same, _plain_run
 
     from deconas_plugin.archs.deconas_arch import DeCoNASNet

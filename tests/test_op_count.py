@@ -1,5 +1,5 @@
-"""The DNB's lean op implementations (shared ReLU and concats, the mean folded into a hand-written
-channel-attention backward) against the plain formula, and the dispatched-op ceiling of a retrain step."""
+"""The DNB's lean op implementations (shared ReLU and concats, a node's mean as one division) against the
+plain formula, and the dispatched-op ceiling of a retrain step."""
 import random
 
 import pytest
@@ -12,7 +12,7 @@ from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
 from deconas_plugin.genotype import NUM_OPS, PAPER_GENOTYPE, Genotype
 from deconas_plugin.utils.op_count import count_ops, train_step_op_counts
 
-PAPER_STEP_OP_CEILING = 800  # forward + L1 + backward of the paper network (a plain formula dispatches 1,169)
+PAPER_STEP_OP_CEILING = 934  # forward + L1 + backward of the paper network (a plain formula dispatches 1,169)
 
 
 def _plain_block(block, x, g, fixed):
@@ -60,7 +60,7 @@ def _assert_same(net, lean, plain, x, y):
     for k in grads_a:
         scale = grads_b[k].abs().max() + 1e-12
         assert (grads_a[k] - grads_b[k]).abs().max() <= 1e-5 * scale, k
-    with torch.no_grad():  # inference takes the plain-op path of the channel attention
+    with torch.no_grad():
         assert (lean(x) - out_b).abs().max() <= 1e-6
 
 
@@ -76,7 +76,7 @@ def test_lean_block_matches_the_plain_formula_fixed_and_supernet():
         _assert_same(sup, lambda t, g=g: sup(t, g), lambda t, g=g: _plain_run(sup, t, g), x, y)
 
 
-def test_channel_attention_backward_under_bf16_autocast():
+def test_backward_under_bf16_autocast():
     torch.manual_seed(0)
     net = DeCoNASNet(PAPER_GENOTYPE, num_feat=8, num_blocks=1, num_nodes=4)
     x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
@@ -88,7 +88,7 @@ def test_channel_attention_backward_under_bf16_autocast():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_paper_network_retrain_step_dispatches_at_most_800_ops():
+def test_paper_network_retrain_step_dispatches_at_most_934_ops():
     torch.manual_seed(0)
     counts = train_step_op_counts(DeCoNASNet(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4))
     assert counts['forward_backward'] <= PAPER_STEP_OP_CEILING, counts['top']

@@ -58,13 +58,8 @@ class DeCoNASBaseModel(SRModel):
     # ---------------------------------------------------------------------------------- autocast
     def setup_autocast(self):
         """Read ``train.autocast``; create the GradScaler of fp16 training."""
-        self.amp_dtype = autocast_dtype((self.opt.get('train') or {}).get('autocast'))
-        self.grad_scaler = None
-        if self.amp_dtype == torch.float16:
-            if self.device.type != 'cuda':
-                raise ValueError(f'train.autocast: fp16 needs CUDA, but this run is on {self.device}; '
-                                 'use autocast: bf16 on a CPU')
-            self.grad_scaler = torch.amp.GradScaler(self.device.type)
+        self.amp_dtype = autocast_dtype((self.opt.get('train') or {}).get('autocast'), self.device.type)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         if self.amp_dtype is not None:
             get_root_logger().info(f'Training steps run under torch.autocast({self.device.type!r}, '
                                    f'{str(self.amp_dtype).replace("torch.", "")})'
