@@ -97,7 +97,7 @@ class DeCoNASSearchModel(DeCoNASBaseModel):
         self.probe = None  # signal_probe: (genotypes, batches), made at the first phase
         self.log_dict = OrderedDict()
 
-    def reward_patches(self, *keys):
+    def draw_reward_patches(self, *keys):
         """This rank's share of ``reward_patches`` reward patches, fixed by the option file's seed and ``keys``.
 
         Images and crops are drawn without touching the global random state, so a resumed search
@@ -200,12 +200,12 @@ class DeCoNASSearchModel(DeCoNASBaseModel):
         if opt['signal_probe']:
             self.probe_signal(current_iter)
         common = opt['reward_mode'] == 'common'
-        self.phase_batch = self.reward_patches(1, current_iter) if common else None
+        self.phase_batch = self.draw_reward_patches(1, current_iter) if common else None
         if opt['baseline_samples']:
             self.reset_baseline(opt['baseline_samples'])
         rows = []
         for _ in range(opt['controller_steps']):
-            lq, gt = self.phase_batch if common else self.reward_patches(self.controller_step)
+            lq, gt = self.phase_batch if common else self.draw_reward_patches(self.controller_step)
             genotype, log_prob, entropy, probs = self._sample()
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
@@ -267,7 +267,7 @@ class DeCoNASSearchModel(DeCoNASBaseModel):
             seed = patch_seed(self.opt.get('manual_seed'), 0, 2)  # the same genotypes on every rank
             genotypes = probe_genotypes(sup.num_nodes, sup.num_blocks, sup.feature_fusion_search,
                                         self.search_opt['signal_probe'], seed)
-            batches = [self.reward_patches(3, b) for b in range(2)]  # this rank's share of 2 fixed batches
+            batches = [self.draw_reward_patches(3, b) for b in range(2)]  # this rank's share of 2 fixed batches
             self.probe = genotypes, batches
         genotypes, batches = self.probe
         table = torch.from_numpy(score_table(self.net_g, genotypes, batches, self.reward_crop_border))
