@@ -200,3 +200,15 @@ def test_prepare_train_clear_errors(tmp_path):
         prepare_train.main(['--input', src, '--output', str(tmp_path / 'out'), '--scales', '3', '--crop-size', '100'])
     assert 'multiples' in str(exc.value)
     assert not (tmp_path / 'out').exists()
+
+
+def test_gpu_evidence_prepare_needs_a_data_root(monkeypatch, capsys):
+    """``tools/gpu_evidence.py --prepare`` reads no folder by default either: --data-root or $DECONAS_DATA."""
+    import gpu_evidence
+    monkeypatch.delenv('DECONAS_DATA', raising=False)
+    with pytest.raises(SystemExit) as exc:
+        gpu_evidence.parse_args(['--prepare'])
+    assert exc.value.code == 2 and '--prepare needs --data-root' in capsys.readouterr().err
+    monkeypatch.setenv('DECONAS_DATA', '/some/where')
+    assert gpu_evidence.parse_args(['--prepare'])[1].data_root == '/some/where'
+    assert gpu_evidence.parse_args(['--prepare', '--data-root', 'x'])[1].data_root == 'x'
