@@ -119,7 +119,7 @@ def test_tables_declare_existing_sources():
         assert len(rows) >= 3 and set(rows[1][0]) <= set('-: '), f'{doc}:{line}: no table under the marker'
 
 
-@pytest.mark.parametrize('doc,line,sources,rows', _all_tables(), ids=lambda v: v if isinstance(v, (str, int)) else '')
+@pytest.mark.parametrize('doc,line,sources,rows', _all_tables(), ids=lambda v: str(v) if isinstance(v, (str, int)) else '')
 def test_table_numbers_are_their_sources(doc, line, sources, rows):
     numbers = sorted({n for s in sources for n in source_numbers(osp.join(ROOT, s))})
     bad = table_mismatches(rows, numbers)
