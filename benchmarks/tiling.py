@@ -39,7 +39,8 @@ def measure(net, scale: int, images: Dict[str, np.ndarray], tiles: Sequence[int]
 
 
 def markdown(rows: List[dict]) -> str:
-    lines = ['| tile (LR px) | context (px) | PSNR tiled vs whole, min-max over the images (dB) | largest grey-level difference |',
+    lines = ['| tile (LR px) | context (px) | PSNR tiled vs whole, min-max over the images (dB) '
+             '| largest grey-level difference |',
              '|---:|---:|---:|---:|']
     for r in rows:
         values = sorted(r['psnr'].values())

@@ -205,7 +205,8 @@ def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_f
 
 def test_options(train_opt: dict, template: dict) -> dict:
     """The test option file of the network ``train_opt`` trains: ``template``'s test sets and metrics (a
-    template of the same scale: ``options/test/test_DeCoNASNet_x<s>.yml``), that network (genotype, N, M, C, scale) and the checkpoint the retrain writes last
+    template of the same scale: ``options/test/test_DeCoNASNet_x<s>.yml``), that network (genotype, N, M, C,
+    scale) and the checkpoint the retrain writes last
     (``experiments/<name>/models/net_g_latest.pth``; its EMA weights when the retrain keeps them)."""
     opt = copy.deepcopy(template)
     opt['name'] = f"test_{train_opt['name']}"

@@ -18,7 +18,6 @@ import subprocess
 import sys
 
 import cv2
-import pytest
 import yaml
 
 from conftest import new_experiment_name, remove_experiment

@@ -17,9 +17,9 @@ Writes <out>/<stage>.json and <out>/<stage>.md after every part (GPU, driver, to
 date in each); logs in <out>/logs/. A stage whose results are complete is skipped unless --force; a
 stage cut short keeps its finished parts and runs the rest. The plan and its time estimate print first.
 
-Data: --prepare (once) writes what the stages read into .gpu/data (MATLAB-bicubic x2 from --data-root
-or $DECONAS_DATA: a folder holding train_small/HR, Set5/HR, Set14/HR and B100/HR; docs/gpu.md). --tiny runs every stage at tiny sizes on a
-CPU in seconds (a dry run of the same code; not a measurement).
+Data: --prepare (once) writes what the stages read into .gpu/data (MATLAB-bicubic x2 from --data-root or
+$DECONAS_DATA: a folder holding train_small/HR, Set5/HR, Set14/HR and B100/HR; docs/gpu.md). --tiny runs
+every stage at tiny sizes on a CPU in seconds (a dry run of the same code; not a measurement).
 
 Examples:
     python tools/gpu_evidence.py --prepare --data-root <folder with train_small/HR, Set5/HR, ...>
