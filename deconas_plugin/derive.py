@@ -183,6 +183,24 @@ def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_f
                             data_from_search, pretrain, overrides)
 
 
+def test_options(train_opt: dict, template: dict) -> dict:
+    """The test option file of the network ``train_opt`` trains: ``template``'s test sets and metrics (a
+    template of the same scale: ``options/test/test_DeCoNASNet_x<s>.yml``), that network (genotype, N, M, C,
+    scale) and the checkpoint the retrain writes last
+    (``experiments/<name>/models/net_g_latest.pth``; its EMA weights when the retrain keeps them)."""
+    opt = copy.deepcopy(template)
+    opt['name'] = f"test_{train_opt['name']}"
+    opt['model_type'] = train_opt.get('model_type', opt.get('model_type'))
+    opt['scale'] = train_opt['scale']
+    opt['network_g'] = copy.deepcopy(train_opt['network_g'])
+    ema = float((train_opt.get('train') or {}).get('ema_decay') or 0) > 0
+    path = opt.setdefault('path', {})
+    path['pretrain_network_g'] = osp.join(PROJECT_ROOT, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
+    path['param_key_g'] = 'params_ema' if ema else 'params'
+    path['strict_load_g'] = True
+    return opt
+
+
 def dump_options(opt: dict) -> str:
     return yaml.dump(plain(opt), Dumper=ordered_yaml()[1], sort_keys=False, default_flow_style=False)
 

@@ -24,9 +24,8 @@ Idempotent: files already there with the right size are kept; an LMDB whose meta
 exactly the expected keys is kept. Files are written under temporary names and renamed; an LMDB
 is built in a temporary folder and renamed when complete.
 
-Example (train_small as a DIV2K stand-in):
-    python tools/prepare_train.py --input ../shared/datasets/train_small/HR --output datasets/DIV2K \\
-        --scales 2 3 4 --val-count 2
+Example (DIV2K's 800 training images; where to download them: docs/data.md):
+    python tools/prepare_train.py --input <DIV2K_train_HR> --output datasets/DIV2K --scales 2 3 4
 """
 import argparse
 import math

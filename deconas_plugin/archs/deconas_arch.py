@@ -9,7 +9,7 @@ from .deconas_blocks import DeCoNASBody
 
 @ARCH_REGISTRY.register()
 class DeCoNASNet(DeCoNASBody):
-    """The fixed network of one genotype (Ahn & Cho, DeCoNAS), built as ``DESIGN.md`` describes.
+    """The fixed network of one genotype (Ahn & Cho, DeCoNAS), built as docs/networks.md describes.
 
     Only the layers the genotype uses exist. The paper genotype ``"7 6 4 3 0 2 2 3 4 1"`` at x2 with
     N = 4, M = 4, C = 64 has 1,693,251 parameters.
