@@ -5,7 +5,6 @@
   and backward of DeCoNASNet in at most 800 ops;
 * ms per retrain step (zero_grad, forward, L1, backward, Adam) of each network in fp32 and with bf16 autocast,
   interleaved, and the DeCoNASNet / EDSR-baseline ratios;
-* DeCoNASNet with each separable-conv implementation (``depthwise``: grouped, channels_last, dense);
 * on CUDA only: CUDA kernels per step (torch.profiler), fused vs foreach Adam, the step through
   ``torch.compile(mode='reduce-overhead')`` (``train.compile``) and the whole step replayed as one CUDA graph.
 """
@@ -16,7 +15,6 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
 from deconas_plugin.genotype import PAPER_GENOTYPE
 from deconas_plugin.utils.op_count import train_step_op_counts
 from .common import fmt, say
@@ -91,16 +89,6 @@ def compiled_step(model, x, y, amp_dtype=None, compile_args: Optional[dict] = No
     return run
 
 
-def depthwise_steps(model, x, y) -> Dict[str, TrainStep]:
-    """The retrain step of a copy of ``model`` per ``depthwise`` implementation."""
-    steps = {}
-    for impl in DEPTHWISE_IMPLS:
-        net = copy.deepcopy(model)
-        net.set_depthwise(impl)
-        steps[impl] = TrainStep(net, x, y)
-    return steps
-
-
 def adam_steps(model, x, y) -> Dict[str, TrainStep]:
     """The retrain step of a copy of ``model`` with Adam ``foreach`` (PyTorch's default on CUDA) and ``fused``."""
     steps = {}
@@ -150,12 +138,6 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
     out['ratio_vs_edsr'] = {prec: ms[f'DeCoNASNet {prec}'] / ms[f'EDSR-baseline {prec}'] for prec in precisions}
     say('  ' + ', '.join(f'{k} {v:.1f} ms' for k, v in ms.items()))
     del steps
-
-    # 3. DeCoNASNet with each separable-conv implementation (fp32)
-    t = interleaved(depthwise_steps(models['DeCoNASNet'], x, y), cfg['retrain_reps'], cfg['warmup'], device)
-    out['depthwise_ms'] = {k: median_ms(v) for k, v in t.items()}
-    out['depthwise_fastest'] = min(out['depthwise_ms'], key=out['depthwise_ms'].get)
-    say('  depthwise: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in out['depthwise_ms'].items()))
 
     if device.type == 'cuda':
         out['cuda'] = _bench_cuda_paths(cfg, device, models, x, y)
@@ -217,11 +199,7 @@ def md_retrain(s, cfg, result):
     for name in ops:
         out.append(f'| {name} | {s["step_ms"][f"{name} fp32"]:.1f} | {s["step_ms"][f"{name} bf16"]:.1f} |')
     r = s['ratio_vs_edsr']
-    out += ['', f'DeCoNASNet / EDSR-baseline step time: fp32 **{r["fp32"]:.2f}**, bf16 **{r["bf16"]:.2f}**.', '',
-            '| DeCoNASNet separable conv (`depthwise`) | ms per step |', '|---|---:|']
-    for k, v in s['depthwise_ms'].items():
-        out.append(f'| {k} | {v:.1f} |')
-    out += ['', f'Fastest here: `{s["depthwise_fastest"]}`.']
+    out += ['', f'DeCoNASNet / EDSR-baseline step time: fp32 **{r["fp32"]:.2f}**, bf16 **{r["bf16"]:.2f}**.']
     c = s.get('cuda')
     if c:
         out += ['', '| CUDA | DeCoNASNet | EDSR-baseline | CARN |', '|---|---:|---:|---:|',
