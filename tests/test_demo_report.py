@@ -187,6 +187,21 @@ def test_report_json_values_are_sane(demo):
     assert space == {'num_blocks': 2, 'num_nodes': 3, 'num_feat': 8, 'feature_fusion_search': False}
     assert rep['search']['history_rows'] == 15  # controller phases at iterations 10, 20, 30; 5 steps each
     assert 1 <= rep['search']['distinct_genotypes'] <= 15 and rep['search']['last_iter'] == 30
+    # One row per probed phase: the probe's numbers and the policy of that phase's controller steps.
+    exp = rep['search']['experiment']
+    with open(osp.join(exp, 'search_signal.jsonl')) as f:
+        probes = [json.loads(line) for line in f if line.strip()]
+    with open(osp.join(exp, 'search_history.jsonl')) as f:
+        steps = [json.loads(line) for line in f if line.strip()]
+    phases = rep['search']['phases']
+    assert [p['iter'] for p in phases] == [p['iter'] for p in probes] and phases
+    for phase, probe in zip(phases, probes):
+        assert phase['full_minus_empty'] == pytest.approx(probe['full_psnr'] - probe['empty_psnr'])
+        assert phase['genotype_std'] == probe['genotype_std'] and phase['snr'] == probe['snr']
+        mine = [r for r in steps if r['iter'] == probe['iter']]
+        assert phase['policy_params'] == (pytest.approx(np.mean([r['params'] for r in mine])) if mine else None)
+    with open(osp.join(demo['out'], 'report', 'report.md')) as f:
+        assert '| child steps | genotype std (dB) | interaction std (dB) |' in f.read()
     g = rep['genotype']
     genotype = Genotype.parse(g['decimal'])
     assert list(genotype.codes) == g['codes'] and len(g['codes']) == 6

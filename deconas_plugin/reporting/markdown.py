@@ -235,7 +235,7 @@ def render_markdown(r: dict, table: str) -> str:
             out += ['**Warning: the controller learned from noise.** Over the search the architecture moved the '
                     'reward less than the reward noise did (median SNR below 1): whatever the controller '
                     'converged to says little about which architecture is better.', '']
-        out += [f"![search signal]({r['figures']['signal']})", '']
+        out += phase_md(s.get('phases') or []) + [f"![search signal]({r['figures']['signal']})", '']
     elif s['history_rows']:
         out += ['The search did not probe the architecture signal (`search.signal_probe: 0`); '
                 '`tools/search_signal.py` measures it on a checkpoint.', '']
@@ -327,3 +327,17 @@ def seed_spread_md(result: dict) -> str:
     lines += ['', 'Two seeds give one sample of the spread, not its distribution: read it as the size of a '
               'difference that means nothing, not as a confidence interval.', '']
     return '\n'.join(lines)
+
+
+def phase_md(phases: List[dict]) -> List[str]:
+    """The signal probe and the policy, phase by phase (``search.phases`` of report.json)."""
+    if not phases:
+        return []
+    out = ['| child steps | genotype std (dB) | interaction std (dB) | SNR | full - empty (dB) | policy: mean params '
+           '| policy entropy (nats) |', '|---:|---:|---:|---:|---:|---:|---:|']
+    for p in phases:
+        params = 'n/a' if p['policy_params'] is None else f"{p['policy_params']:,.0f}"
+        entropy = 'n/a' if p['policy_entropy'] is None else f"{p['policy_entropy']:.2f}"
+        out.append(f"| {p['iter']:,} | {p['genotype_std']:.3f} | {p['interaction_std']:.3f} | {p['snr']:.2f} | "
+                   f"{p['full_minus_empty']:+.3f} | {params} | {entropy} |")
+    return out + ['']

@@ -127,6 +127,21 @@ def entropy_summary(history: List[dict]) -> Optional[dict]:
     return {'first_phase': first, 'last_phase': last, 'drop': 1 - last / first if first else None}
 
 
+def phase_table(history: List[dict], signal_rows: List[dict]) -> List[dict]:
+    """One row per probed controller phase: the child step, the probe's genotype and interaction std,
+    SNR and full minus empty PSNR-Y, and the policy the controller sampled in that phase (mean params
+    and entropy of its samples; None before the first controller phase)."""
+    table = []
+    for r in signal_rows:
+        steps = [h for h in history if h['iter'] == r['iter']]
+        table.append({
+            'iter': r['iter'], 'genotype_std': r['genotype_std'], 'interaction_std': r['interaction_std'],
+            'snr': r['snr'], 'full_minus_empty': r['full_psnr'] - r['empty_psnr'],
+            'policy_params': float(np.mean([h['params'] for h in steps])) if steps else None,
+            'policy_entropy': float(np.mean([h['entropy'] for h in steps])) if steps else None})
+    return table
+
+
 def signal_summary(rows: List[dict]) -> Optional[dict]:
     """The last probe row, the number of phases probed, the median SNR and whether it stayed below 1."""
     if not rows:

@@ -48,6 +48,9 @@ JSON fields of ``report.json`` (a test checks that each one is present):
 - ``search.signal`` (dict or null): the last row of ``search_signal.jsonl`` (``genotype_std``, ``batch_std``,
   ``interaction_std``, ``snr``, ``empty_psnr``, ``full_psnr``...), ``phases`` (rows), ``median_snr`` over the
   phases, and ``learned_from_noise`` (true when that median SNR is below 1).
+- ``search.phases`` (list): one dict per probed phase (``metrics.phase_table``): ``iter``, ``genotype_std``,
+  ``interaction_std``, ``snr``, ``full_minus_empty``, and the phase's policy: ``policy_params`` (mean params
+  of its samples) and ``policy_entropy``.
 - ``genotype.decimal`` (str): the found genotype, decimal codes (paper notation).
 - ``genotype.bits`` (str): the same, K bits per (node, input) group.
 - ``genotype.codes`` (list of int): the decimal codes.
@@ -95,7 +98,7 @@ from .figures import FIGURE_FILES, draw_curves, draw_policy, draw_scatter, draw_
 from .markdown import first_screen, render_markdown, results_table, table_caption
 from .metrics import (ComplexityCache, ReportError, count_network_params, entropy_summary, find_search_option,
                       find_test_log, gains_over_bicubic, parse_test_log, per_image_metrics, read_history,
-                      reference_networks, signal_summary)
+                      reference_networks, signal_summary, phase_table)
 
 ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
@@ -245,6 +248,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
             'reward_mode': (sopt.get('search') or {}).get('reward_mode', 'fresh'),
             'entropy': entropy_summary(history),
             'signal': signal_summary(signal_rows),
+            'phases': phase_table(history, signal_rows),
         },
         'genotype': {
             'decimal': genotype.to_string(), 'bits': genotype.to_string('bits'), 'codes': list(genotype.codes),
