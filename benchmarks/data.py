@@ -83,10 +83,48 @@ def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -
                'ratio_lmdb_over_disk': rate['lmdb'] / rate['disk'], 'num_subimages': sets['num_subimages'],
                'samples': n, 'gt_size': 96, 'subimage_crop': sets['crop'], 'subimage_step': sets['step'],
                'images': sets['images'], 'same_samples': same, 'prepare_s': prep_s, 'num_workers': 0}
+        out['lmdb_level'] = _bench_lmdb_level(sets, common, cfg)
         out['reward'] = _bench_reward_patches(osp.join(tmp, 'reward'), cfg)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_lmdb_level(sets: dict, common: dict, cfg: dict) -> dict:
+    """Training samples/s from LMDBs of the same sub-images stored as PNG level 1 (BasicSR's) and level 0
+    (``tools/prepare_train.py --lmdb-compression 0``): the pixels, so every sample, are the same."""
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    tool = _load_tool('prepare_train')
+    dirs, keys = sets['dirs'], [osp.splitext(f)[0] for f in sorted(os.listdir(sets['dirs']['hr_sub']))]
+    root = osp.dirname(dirs['hr_lmdb'])
+    paths = {}
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        for level in (1, 0):
+            paths[level] = (osp.join(root, f'level{level}_HR.lmdb'), osp.join(root, f'level{level}_LR.lmdb'))
+            tool.build_lmdb(dirs['hr_sub'], paths[level][0], keys, 1, level)
+            tool.build_lmdb(dirs['lr2_sub'], paths[level][1], keys, 1, level)
+    datasets = {level: PairedImageDataset({**common, 'dataroot_gt': gt, 'dataroot_lq': lq,
+                                           'io_backend': {'type': 'lmdb'}}) for level, (gt, lq) in paths.items()}
+    state = random.getstate()
+    random.seed(1)
+    a = datasets[1][0]
+    random.seed(1)
+    b = datasets[0][0]
+    random.setstate(state)
+    same = bool(torch.equal(a['gt'], b['gt']) and torch.equal(a['lq'], b['lq']))
+    rng = random.Random(cfg['seed'])
+    n, chunk = cfg['data_samples'], cfg['data_chunk']
+    picks = [rng.randrange(len(datasets[1])) for _ in range(n)]
+    times = {level: [] for level in datasets}
+    for i, start in enumerate(range(0, n, chunk)):  # interleaved chunks, ABBA
+        for level in ((1, 0) if i % 2 == 0 else (0, 1)):
+            ds, idx = datasets[level], picks[start:start + chunk]
+            times[level].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
+    rate = {level: 1 / statistics.median(v) for level, v in times.items()}
+    size = {level: sum(os.path.getsize(osp.join(p, 'data.mdb')) for p in paths[level]) for level in paths}
+    _log(f'  LMDB PNG level 1 {rate[1]:.0f} samples/s, level 0 {rate[0]:.0f} samples/s')
+    return {'level1_samples_per_s': rate[1], 'level0_samples_per_s': rate[0], 'ratio_level0_over_level1':
+            rate[0] / rate[1], 'level1_bytes': size[1], 'level0_bytes': size[0], 'same_samples': same}
 
 
 def _bench_reward_patches(root: str, cfg: dict) -> dict:
@@ -144,7 +182,19 @@ def _md_data(s, cfg, result):
             f'(interleaved chunks, median). Same sample from both backends: {_f(s["same_samples"])}.', '',
             '| backend | samples/s |', '|---|---:|',
             f'| LMDB | {s["lmdb_samples_per_s"]:.0f} |', f'| disk folders | {s["disk_samples_per_s"]:.0f} |',
-            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |'] + _md_reward(s.get('reward'))
+            f'| ratio LMDB / disk | {s["ratio_lmdb_over_disk"]:.2f} |'] + _md_level(s.get('lmdb_level')) + \
+        _md_reward(s.get('reward'))
+
+
+def _md_level(r):
+    if not r:
+        return []
+    return ['', 'The same sub-images in LMDBs of PNG level 1 (BasicSR\'s `make_lmdb_from_imgs` default) and level 0 '
+            f'(`tools/prepare_train.py --lmdb-compression 0`), same samples: {_f(r["same_samples"])}.', '',
+            '| LMDB images | samples/s | size (HR + LR) |', '|---|---:|---:|',
+            f'| PNG level 1 | {r["level1_samples_per_s"]:.0f} | {r["level1_bytes"] / 2**20:.1f} MiB |',
+            f'| PNG level 0 | {r["level0_samples_per_s"]:.0f} | {r["level0_bytes"] / 2**20:.1f} MiB |',
+            f'| ratio level 0 / level 1 | {r["ratio_level0_over_level1"]:.2f} | |']
 
 
 def _md_reward(r):

@@ -185,3 +185,35 @@ def test_prepare_train_clear_errors(tmp_path):
         prepare_train.main(['--input', src, '--output', str(tmp_path / 'out'), '--scales', '3', '--crop-size', '100'])
     assert 'multiples' in str(exc.value)
     assert not (tmp_path / 'out').exists()
+
+
+def test_prepare_train_lmdb_compression_level(tmp_path, capsys):
+    """--lmdb-compression 0 stores the same pixels at PNG level 0; a rerun at another level rebuilds."""
+    src = _need(osp.join(SHARED, 'train_small', 'HR'))
+    out = tmp_path / 'out'
+    args = ['--input', src, '--output', str(out), '--scales', '2', '--crop-size', '96', '--step', '96',
+            '--limit', '1', '--n-thread', '1', '--name', 'lvl']
+    prepare_train.main(args)
+    hr_lmdb = out / 'lvl_train_HR_sub.lmdb'
+
+    def images():
+        env = lmdb.open(str(hr_lmdb), readonly=True, lock=False, readahead=False)
+        with env.begin() as txn:
+            found = {m[0]: cv2.imdecode(np.frombuffer(txn.get(m[0][:-len('.png')].encode()), np.uint8),
+                                        cv2.IMREAD_UNCHANGED) for m in _meta(hr_lmdb)}
+        env.close()
+        return found
+
+    level1 = images()
+    assert all(m[2] == '1' for m in _meta(hr_lmdb))
+    size1 = os.path.getsize(hr_lmdb / 'data.mdb')
+    capsys.readouterr()
+    prepare_train.main(args + ['--lmdb-compression', '0'])
+    assert 'LMDBs built: 2' in capsys.readouterr().out
+    assert all(m[2] == '0' for m in _meta(hr_lmdb))
+    level0 = images()
+    assert level0.keys() == level1.keys() and all(np.array_equal(level0[k], level1[k]) for k in level0)
+    assert os.path.getsize(hr_lmdb / 'data.mdb') > size1
+    with pytest.raises(SystemExit) as exc:
+        prepare_train.main(args + ['--lmdb-compression', '10'])
+    assert '--lmdb-compression' in str(exc.value) and '10' in str(exc.value)

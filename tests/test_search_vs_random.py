@@ -141,18 +141,82 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     assert summary['kendall_tau'] == kendall_tau([g['supernet_psnr'] for g in genotypes],
                                                        [g['psnr_mean'] for g in genotypes])
 
-    # A rerun skips every retrain and test, and writes the same rows.
+    # Every run is recorded with its measurement, time and code.
+    for row in rows:
+        with open(osp.join(ROOT, row['record'])) as f:
+            record = json.load(f)
+        assert record['experiment'] == row['experiment'] and record['test'] == row['test']
+        assert record['measurement']['train']['network_g']['genotype'] == row['genotype']
+        assert 'name' not in record['measurement']['train'] and record['train_seconds'] > 0
+        assert record['commit'] and record['commit'] == summary['settings']['commit']
+    assert summary['train_hours'] == pytest.approx(sum(r['train_seconds'] for r in rows) / 3600)
+    assert summary['params_tau'] == kendall_tau([g['params'] for g in genotypes], [g['psnr_mean'] for g in genotypes])
+
+    # A rerun takes every run from its record (no retrain, no test), even without the checkpoints, and
+    # writes the same rows.
     stamps = [os.stat(osp.join(ROOT, 'experiments', r['experiment'], 'models', 'net_g_latest.pth')).st_mtime_ns
               for r in rows]
+    moved = osp.join(ROOT, 'experiments', rows[1]['experiment'] + '_moved')
+    os.replace(osp.join(ROOT, 'experiments', rows[1]['experiment']), moved)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         tool.main(args)
-    assert buf.getvalue().count('retrain skipped') == 3 and buf.getvalue().count('test skipped') == 3
+    os.replace(moved, osp.join(ROOT, 'experiments', rows[1]['experiment']))
+    assert buf.getvalue().count('recorded in') == 3, buf.getvalue()
     assert ' ran ' not in buf.getvalue(), buf.getvalue()
     with open(out / 'search_vs_random.json') as f:
         assert json.load(f)['rows'] == rows
     assert stamps == [os.stat(osp.join(ROOT, 'experiments', r['experiment'], 'models', 'net_g_latest.pth'))
                       .st_mtime_ns for r in rows]
+
+    # A record of another options is not taken: a changed budget retrains.
+    with open(osp.join(ROOT, rows[0]['record'])) as f:
+        record = json.load(f)
+    record['measurement']['train']['train']['total_iter'] = 3
+    with open(osp.join(ROOT, rows[0]['record']), 'w') as f:
+        json.dump(record, f)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tool.main(args)
+    # (its checkpoint is there with the same options: the retrain and its test are not run again)
+    assert buf.getvalue().count('recorded in') == 2 and buf.getvalue().count('retrain skipped') == 1, buf.getvalue()
+
+    # Without a search: a scale check of extra genotypes; its records are reused by a search-vs-random
+    # run that asks for the same measurements (other run names), with more seeds for the found genotype.
+    full = Genotype.full(2).to_string()
+    empty = Genotype.parse(' '.join('0' for _ in full.split()), num_nodes=2).to_string()
+    scale_out = tmp_path / 'scale'
+    scale_args = ['--train-opt', str(out / 'options' / f"{rows[0]['experiment']}.yml"), '--genotypes', empty, full,
+                  '--seeds', '1', '--prefix', experiment_name('test_svr_scale'), '--out', str(scale_out),
+                  '--test-opt', str(out / 'options' / f"{rows[0]['experiment']}_test.yml"),
+                  '--device', 'cpu', '--threads', '1', '--quiet']
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert tool.main(scale_args) == 0
+    assert buf.getvalue().count('retrain ran') == 2, buf.getvalue()
+    with open(scale_out / 'search_vs_random.json') as f:
+        scale = json.load(f)
+    assert [g['kind'] for g in scale['genotypes']] == ['extra', 'extra'] and scale['summary']['found_mean'] is None
+    assert {r['genotype'] for r in scale['rows']} == {empty, full} and scale['summary']['kendall_tau'] is None
+    assert (scale_out / 'search_vs_random.md').read_text().startswith('# Retrained genotypes')
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert tool.main(args + ['--found-seeds', '2', '--genotypes', empty, full, '--reuse', str(scale_out)]) == 0
+    text = buf.getvalue()
+    assert text.count('recorded in') == 5 and text.count('retrain ran') == 1, text  # found seed 1 only
+    with open(out / 'search_vs_random.json') as f:
+        result = json.load(f)
+    extra_rows = [r for r in result['rows'] if r['kind'] == 'extra']
+    by_genotype = {r['genotype']: r for r in scale['rows']}
+    assert [r['test'] for r in extra_rows] == [by_genotype[r['genotype']]['test'] for r in extra_rows]
+    assert all(r['supernet_psnr'] is not None for r in result['rows'])
+    s = result['summary']
+    assert s['num_genotypes'] == 5 and s['num_ranked'] == 3 and s['found_std'] is not None
+    assert s['found_minus_random_se'] == pytest.approx(math.sqrt(
+        s['found_std']**2 / 2 + s['random_genotype_means_std']**2 / 2))
+    assert s['kendall_tau'] == kendall_tau([g['supernet_psnr'] for g in result['genotypes']],
+                                           [g['psnr_mean'] for g in result['genotypes']])
 
     # --jobs 2: the same retrains two at a time (one thread each), the same numbers.
     prefix2 = experiment_name('test_svr_jobs')
@@ -277,3 +341,32 @@ def test_no_chosen_genotype_and_bad_template_are_user_errors(embedded_data, tmp_
         svr.run(str(exp), str(tmp_path / 'out'), train_opt=path)
     with pytest.raises(svr.ProtocolError, match='retrain template not found'):
         svr.run(str(exp), str(tmp_path / 'out'), train_opt=str(tmp_path / 'missing.yml'))
+
+
+def test_retrain_only_mode_needs_a_template_and_genotypes(tmp_path):
+    with pytest.raises(svr.ProtocolError, match='without --search-exp, pass --train-opt and --genotypes'):
+        svr.run(None, str(tmp_path / 'out'), train_opt=str(tmp_path / 'missing.yml'))
+    with pytest.raises(svr.ProtocolError, match='no runs/ folder of run records'):
+        svr.run(None, str(tmp_path / 'out'), extra_genotypes=['7 7 7'], train_opt='x.yml', reuse=[str(tmp_path)])
+
+
+def test_summary_standard_error_and_params_tau():
+    def row(genotype, kind, index, seed, psnr, params):
+        return {'genotype': genotype, 'bits': genotype, 'params': params, 'kind': kind, 'index': index, 'seed': seed,
+                'manual_seed': seed, 'experiment': f'{kind}{index}_{seed}', 'psnr': psnr, 'ssim': None,
+                'supernet_psnr': None, 'test': {}, 'train_seconds': 36.0, 'record': ''}
+    rows = [row('f', 'found', 0, 0, 30.0, 100), row('f', 'found', 0, 1, 30.2, 100),
+            row('a', 'random', 1, 0, 29.9, 101), row('a', 'random', 1, 1, 29.9, 101),
+            row('b', 'random', 2, 0, 30.3, 99), row('b', 'random', 2, 1, 30.1, 99),
+            row('e', 'extra', 1, 0, 29.0, 10)]
+    genotypes, s = svr.summarize(rows, {'f': 1.0, 'a': 0.5, 'b': 2.0, 'e': 0.0}, {})
+    assert s['found_minus_random'] == pytest.approx(30.1 - 30.05)
+    # found: std 0.1414 over 2 seeds; random genotype means 29.9 and 30.2: std 0.2121 over 2 genotypes
+    assert s['found_minus_random_se'] == pytest.approx(math.sqrt(0.02 / 2 + 0.045 / 2))
+    assert s['found_rank'] == 2 and s['num_ranked'] == 3 and s['num_genotypes'] == 4  # the extra is not ranked
+    assert s['random_better_than_found'] == 1
+    assert s['kendall_tau'] == pytest.approx(1.0)  # supernet order f < b, a < f ... matches the means exactly
+    assert s['params_tau'] == kendall_tau([100, 101, 99, 10], [30.1, 29.9, 30.2, 29.0])
+    assert s['train_hours'] == pytest.approx(7 * 36 / 3600)
+    scale_genotypes, scale = svr.summarize([r for r in rows if r['kind'] == 'extra'], {}, {})
+    assert scale['found_mean'] is None and scale['found_rank'] is None and scale['kendall_tau'] is None

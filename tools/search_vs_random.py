@@ -5,7 +5,8 @@ chose and K uniform random genotypes within 10% of its params are each retrained
 budget and S seeds, tested on held-out images (PSNR/SSIM on Y, border = scale), and scored with
 the search's supernet; writes DIR/search_vs_random.{json,md,png}: the found network's rank, its
 mean and std against the random ones', and the Kendall tau between supernet and retrained PSNR.
-A rerun skips finished retrains and tests (and resumes an interrupted retrain).
+A rerun skips finished retrains and tests (each recorded in DIR/runs/) and resumes an interrupted retrain.
+Without --search-exp it retrains and tests --genotypes only (a scale check of a setting).
 See deconas_plugin/reporting/search_vs_random.py and the README section "Search vs random".
 
 Examples:
@@ -32,11 +33,20 @@ def parse_args(argv=None):
     summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
     p = argparse.ArgumentParser(description=summary, epilog=details,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--search-exp', required=True, help='the search experiment: a folder, or a name under experiments/')
+    p.add_argument('--search-exp', help='the search experiment: a folder, or a name under experiments/ (without it: '
+                   'retrain and test --genotypes only, with --train-opt)')
     p.add_argument('--out', required=True, help='output folder (search_vs_random.{json,md,png}, options/, logs/)')
     p.add_argument('--random', type=int, default=5, help='K: random genotypes (5)')
     p.add_argument('--seeds', type=int, default=2,
                    help="S: retrains per genotype, manual_seed = the template's + 0..S-1 (2)")
+    p.add_argument('--found-seeds', type=int, help='retrains of the found genotype (default: --seeds)')
+    p.add_argument('--genotypes', nargs='+', default=(), metavar='GENOTYPE', dest='extra_genotypes',
+                   help='extra genotypes retrained and scored beside them, e.g. "0 0 0 0 0 0 0 0 0 0" (the empty '
+                   'cell) up to the full one: their ranks widen the Kendall taus; not ranked against the found one')
+    p.add_argument('--extra-seeds', type=int, help='retrains of each extra genotype (default: --seeds)')
+    p.add_argument('--reuse', nargs='+', default=(), metavar='DIR',
+                   help='earlier --out folders whose run records (runs/*.json) of the same measurement are taken '
+                   'instead of retraining')
     p.add_argument('--train-opt', help='retrain template (default: <exp>/derive/train_DeCoNASNet.yml, written by '
                    'tools/derive.py); its genotype, name, seed and pretrained weights are replaced')
     p.add_argument('--data-from-search', action='store_true', help="retrain on the search option file's datasets")

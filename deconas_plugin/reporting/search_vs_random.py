@@ -26,7 +26,21 @@ genotypes as their retrained PSNR does (Kendall tau)?
    border = scale; BasicSR's metrics on 8-bit images) on the held-out test sets: the val sets of
    the retrain template by default, or the datasets of ``--test-opt``, or ``--test-sets`` folders.
    A test whose log is newer than its checkpoint and option file is skipped.
-6. ``<out>/search_vs_random.json`` (the fields are listed in ``result_fields``), ``.md`` and ``.png``.
+6. ``<out>/search_vs_random.json`` (the fields are listed in ``ROW_FIELDS``, ``GENOTYPE_FIELDS`` and
+   ``SUMMARY_FIELDS``), ``.md`` and ``.png``.
+
+Extra genotypes (``extra_genotypes``, e.g. from the empty to the full cell) are retrained and scored
+beside them, so that the Kendall tau of the supernet's ranking, and the tau of the parameter count
+alone (the baseline any ranking must beat), span more sizes than the random genotypes do; the found
+genotype's rank counts the found and random genotypes only. Without a search experiment, only the
+extra genotypes are retrained and tested (a scale check: does the cell matter in this setting?).
+
+Every finished retrain and test is recorded in ``<out>/runs/<run>.json``: its training options (but
+its name), its test data and metrics, its time and the commit of the code. A run whose record exists
+is neither retrained nor tested, so a rerun needs no checkpoint of a finished run (records can be
+kept in git and the protocol finished on another machine); with ``reuse`` folders, a record of the
+same measurement there (same options, test data and metrics, any run name) is taken too. Supernet
+scores are kept in ``<out>/supernet_scores.json`` for the same reason.
 
 Subprocess output goes to ``<out>/logs/<run>.log`` (and to the console unless ``quiet`` or
 ``jobs`` > 1); option files to ``<out>/options/``. ``jobs`` retrains (each followed by its test) run
@@ -53,6 +67,7 @@ from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
 from ..utils.checkpoint import atomic_write_text, write_text_if_changed
 from ..utils.logged_run import BackgroundRun, child_env, log_tail, run_logged
+from ..utils.machine import source_commit
 from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -62,12 +77,16 @@ MAX_DRAWS = 200_000  # rejection sampling gives up after this many draws
 
 # What search_vs_random.json holds (checked by the tests, listed in the README).
 ROW_FIELDS = ('genotype', 'bits', 'params', 'kind', 'index', 'seed', 'manual_seed', 'experiment', 'psnr', 'ssim',
-              'supernet_psnr', 'test')
+              'supernet_psnr', 'test', 'train_seconds', 'record')
 GENOTYPE_FIELDS = ('genotype', 'bits', 'params', 'params_ratio', 'kind', 'index', 'supernet_psnr', 'psnr_mean',
                    'psnr_std', 'ssim_mean', 'psnrs', 'rank')
 SUMMARY_FIELDS = ('found_genotype', 'found_params', 'found_mean', 'found_std', 'random_mean', 'random_std',
-                  'random_genotype_means_std', 'random_best_mean', 'found_minus_random', 'seed_std', 'found_rank',
-                  'num_genotypes', 'random_better_than_found', 'kendall_tau', 'settings')
+                  'random_genotype_means_std', 'random_best_mean', 'found_minus_random', 'found_minus_random_se',
+                  'seed_std', 'found_rank', 'num_ranked', 'num_genotypes', 'random_better_than_found', 'kendall_tau',
+                  'params_tau', 'train_hours', 'settings')
+RUNS_DIR = 'runs'  # <out>/runs/<run>.json: one record per finished retrain and test
+SCORES_FILE = 'supernet_scores.json'
+
 
 
 class ProtocolError(Exception):
@@ -187,11 +206,16 @@ def std(values: Sequence[float]) -> Optional[float]:
 def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict):
     """(genotype rows, summary) from the per-run rows (fields ``ROW_FIELDS``).
 
-    found/random mean and std are over runs (the found genotype's S seeds; the K x S random runs);
-    ``random_genotype_means_std`` is the spread of the K random genotypes' seed means; ``seed_std``
-    the pooled within-genotype std over seeds (the noise of one retrain); ``found_rank`` is 1 + the
-    number of genotypes whose mean PSNR is higher than the found one's; ``kendall_tau`` (tau-b)
-    pairs each genotype's supernet PSNR with its mean retrained PSNR.
+    found/random mean and std are over runs (the found genotype's seeds; the K x S random runs);
+    ``random_genotype_means_std`` is the spread of the K random genotypes' seed means;
+    ``found_minus_random_se`` the standard error of found - random (the found mean's over its seeds,
+    the random mean's over the K genotype means, added in quadrature; the pooled seed std stands in
+    for the found one's with a single seed); ``seed_std`` the pooled within-genotype std over seeds
+    (the noise of one retrain); ``found_rank`` is 1 + the number of random genotypes whose mean PSNR
+    is higher than the found one's (extra genotypes are not ranked); ``kendall_tau`` (tau-b) pairs
+    each genotype's supernet PSNR with its mean retrained PSNR, ``params_tau`` its parameter count,
+    over every genotype (extra ones too). Without a found genotype (a scale check) the found and
+    random fields are None.
     """
     genotypes: Dict[str, dict] = {}
     for row in rows:
@@ -201,31 +225,42 @@ def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict)
         g['psnrs'].append(row['psnr'])
         g['ssims'].append(row['ssim'])
     found = next((g for g in genotypes.values() if g['kind'] == 'found'), None)
-    if found is None:
-        raise ProtocolError('no row of the found genotype')
     for g in genotypes.values():
-        g['params_ratio'] = g['params'] / found['params']
+        g['params_ratio'] = g['params'] / found['params'] if found else None
         g['psnr_mean'], g['psnr_std'] = mean(g['psnrs']), std(g['psnrs'])
         ssims = [s for s in g.pop('ssims') if s is not None]
         g['ssim_mean'] = mean(ssims)
-    ordered = sorted(genotypes.values(), key=lambda g: (-g['psnr_mean'], g['index']))
+    kind_order = {'found': 0, 'random': 1, 'extra': 2}
+    ordered = sorted(genotypes.values(), key=lambda g: (-g['psnr_mean'], kind_order[g['kind']], g['index']))
     for g in ordered:
         g['rank'] = 1 + sum(o['psnr_mean'] > g['psnr_mean'] for o in ordered)
     random_runs = [r['psnr'] for r in rows if r['kind'] == 'random']
     random_means = [g['psnr_mean'] for g in ordered if g['kind'] == 'random']
     within = [g['psnr_std']**2 for g in ordered if g['psnr_std'] is not None]
+    seed_std = math.sqrt(mean(within)) if within else None
     scored = [g for g in ordered if g['supernet_psnr'] is not None]
+    diff = se = None
+    if found and random_runs:
+        diff = found['psnr_mean'] - mean(random_runs)
+        found_spread = found['psnr_std'] if found['psnr_std'] is not None else seed_std
+        random_spread = std(random_means)
+        if found_spread is not None and random_spread is not None:
+            se = math.sqrt(found_spread**2 / len(found['psnrs']) + random_spread**2 / len(random_means))
+    seconds = [r['train_seconds'] for r in rows if r.get('train_seconds') is not None]
     summary = {
-        'found_genotype': found['genotype'], 'found_params': found['params'],
-        'found_mean': found['psnr_mean'], 'found_std': found['psnr_std'],
+        'found_genotype': found and found['genotype'], 'found_params': found and found['params'],
+        'found_mean': found and found['psnr_mean'], 'found_std': found and found['psnr_std'],
         'random_mean': mean(random_runs), 'random_std': std(random_runs),
         'random_genotype_means_std': std(random_means),
         'random_best_mean': max(random_means) if random_means else None,
-        'found_minus_random': found['psnr_mean'] - mean(random_runs) if random_runs else None,
-        'seed_std': math.sqrt(mean(within)) if within else None,
-        'found_rank': found['rank'], 'num_genotypes': len(ordered),
-        'random_better_than_found': sum(m > found['psnr_mean'] for m in random_means),
-        'kendall_tau': kendall_tau([g['supernet_psnr'] for g in scored], [g['psnr_mean'] for g in scored]),
+        'found_minus_random': diff, 'found_minus_random_se': se, 'seed_std': seed_std,
+        'found_rank': found and 1 + sum(m > found['psnr_mean'] for m in random_means),
+        'num_ranked': (1 + len(random_means)) if found else None, 'num_genotypes': len(ordered),
+        'random_better_than_found': found and sum(m > found['psnr_mean'] for m in random_means),
+        'kendall_tau': kendall_tau([g['supernet_psnr'] for g in scored], [g['psnr_mean'] for g in scored])
+        if len(scored) > 1 else None,
+        'params_tau': kendall_tau([g['params'] for g in ordered], [g['psnr_mean'] for g in ordered]),
+        'train_hours': sum(seconds) / 3600 if len(seconds) == len(rows) else None,
         'settings': settings,
     }
     return [{k: g[k] for k in GENOTYPE_FIELDS} for g in ordered], summary
@@ -424,6 +459,35 @@ class Runner:
         return 'ran', metrics
 
 
+def measurement(train: dict, test: dict) -> dict:
+    """What makes two runs the same measurement: the training options but the run's name, and the test
+    data and metrics (paths relative to the project root), as plain JSON values."""
+    train = plain(copy.deepcopy(train))
+    train.pop('name', None)
+    sets = [{k: shown(v) if k.startswith('dataroot') else v for k, v in plain(d).items()}
+            for d in test['datasets'].values()]
+    return json.loads(json.dumps({'train': train, 'test_sets': sets, 'metrics': plain(test['val']['metrics'])}))
+
+
+def find_record(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) -> Optional[dict]:
+    """The record of this measurement: ``<out>/runs/<name>.json``, else any record of the same
+    measurement in ``<reuse>/runs/`` (copied into ``<out>/runs/<name>.json``); None when there is none."""
+    own = osp.join(out, RUNS_DIR, f'{name}.json')
+    candidates = [own] + [osp.join(d, RUNS_DIR, f) for d in reuse if osp.isdir(osp.join(d, RUNS_DIR))
+                          for f in sorted(os.listdir(osp.join(d, RUNS_DIR))) if f.endswith('.json')]
+    for path in candidates:
+        if not osp.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if record.get('measurement') == wanted:
+            if path != own:
+                record = dict(record, experiment=name, reused_from=shown(path))
+                atomic_write_text(own, json.dumps(record, indent=2) + '\n')
+            return record
+    return None
+
+
 def run_all(runner: Runner, work: Callable[[int, tuple], dict], items: Sequence[tuple], jobs: int) -> List[dict]:
     """``[work(1, items[0]), work(2, items[1]), ...]``, ``jobs`` at a time (threads whose runs go through
     ``runner``). The first failure stops the running ones (``Runner.stop_all``), starts no other, and is raised."""
@@ -459,15 +523,23 @@ def fmt(value, digits=3, signed=False):
 
 def markdown(result: dict) -> str:
     s, settings = result['summary'], result['summary']['settings']
-    seeds = settings['manual_seeds']
-    lines = [
-        '# Search vs random', '',
-        f"Search `{shown(settings['search_experiment'])}`: the found genotype and {settings['random']} random "
-        f"genotypes within {settings['params_tolerance']:.0%} of its params, each retrained with {len(seeds)} seed(s) "
-        f"(manual_seed {', '.join(map(str, seeds))}), {settings['budget']['total_iter']:,} iterations each, "
-        f"tested on {', '.join(t['name'] for t in settings['test_sets'])} (PSNR-Y / SSIM-Y, border "
-        f"{settings['scale']}); supernet PSNR-Y: shared weights of iteration {settings['supernet']['iteration']} on "
-        f"the {settings['supernet']['scored_on']} data.", '']
+    seeds = f"manual_seed {settings['manual_seeds'][0]} + seed index"
+    budget = (f"{settings['budget']['total_iter']:,} iterations each, tested on "
+              f"{', '.join(t['name'] for t in settings['test_sets'])} (PSNR-Y / SSIM-Y, border {settings['scale']})")
+    extras = settings['extra_genotypes']
+    if settings['search_experiment'] is None:
+        lines = ['# Retrained genotypes', '',
+                 f"{len(extras)} genotype(s), {settings['extra_seeds']} seed(s) each ({seeds}), {budget}; "
+                 f"template `{shown(settings['template'])}`, code {settings['commit']}.", '']
+    else:
+        lines = [
+            '# Search vs random', '',
+            f"Search `{shown(settings['search_experiment'])}`: the found genotype ({settings['found_seeds']} seed(s)) "
+            f"and {settings['random']} random genotypes within {settings['params_tolerance']:.0%} of its params "
+            f"({settings['seeds']} seed(s) each)" + (f", and {len(extras)} extra genotype(s) ({settings['extra_seeds']} "
+                                                     f"seed(s) each)" if extras else '') +
+            f" ({seeds}), {budget}; supernet PSNR-Y: shared weights of iteration {settings['supernet']['iteration']} "
+            f"on the {settings['supernet']['scored_on']} data; code {settings['commit']}.", '']
     if settings['test_seen_by_search']:
         lines += [f"**Not held out: the test set {', '.join(settings['test_seen_by_search'])} is the search's "
                   'validation or reward data** (its datasets.val or search.reward_dataset); pass --test-sets or '
@@ -476,25 +548,36 @@ def markdown(result: dict) -> str:
         '| rank | kind | genotype | params | supernet PSNR-Y | test PSNR-Y per seed | mean ± std | SSIM-Y |',
         '|---:|---|---|---:|---:|---|---:|---:|']
     for g in result['genotypes']:
-        kind = '**found**' if g['kind'] == 'found' else f"random {g['index']}"
+        kind = '**found**' if g['kind'] == 'found' else f"{g['kind']} {g['index']}"
         lines.append(f"| {g['rank']} | {kind} | `{g['genotype']}` | {g['params']:,} | {fmt(g['supernet_psnr'])} | "
                      f"{', '.join(fmt(p) for p in g['psnrs'])} | {fmt(g['psnr_mean'])} ± {fmt(g['psnr_std'])} | "
                      f"{fmt(g['ssim_mean'], 4)} |")
-    tau = s['kendall_tau']
-    lines += [
-        '', f"- found: {fmt(s['found_mean'])} ± {fmt(s['found_std'])} dB; random: {fmt(s['random_mean'])} ± "
-        f"{fmt(s['random_std'])} dB over {settings['random'] * len(seeds)} runs (spread of the random genotypes' "
-        f"means {fmt(s['random_genotype_means_std'])} dB, best {fmt(s['random_best_mean'])} dB); found - random "
-        f"{fmt(s['found_minus_random'], signed=True)} dB.",
-        f"- seed noise (pooled std of one genotype over seeds): {fmt(s['seed_std'])} dB.",
-        f"- the found network ranks {s['found_rank']} of {s['num_genotypes']}; {s['random_better_than_found']} "
-        f"random genotype(s) have a higher mean.",
-        f"- Kendall tau-b between supernet PSNR-Y and mean retrained PSNR-Y over the {s['num_genotypes']} genotypes: "
-        f"{fmt(tau)}.",
-        '', 'How to read it: the found network beats chance only if its mean is above the random ones by more '
-        'than the seed noise (and ranks first); a Kendall tau near 0 means the shared weights do not order the '
-        'genotypes as training them does, so the search cannot find better networks whatever its controller.', '']
-    return '\n'.join(lines)
+    lines.append('')
+    if s['found_mean'] is not None:
+        lines += [
+            f"- found: {fmt(s['found_mean'])} ± {fmt(s['found_std'])} dB; random: {fmt(s['random_mean'])} ± "
+            f"{fmt(s['random_std'])} dB over {settings['random'] * settings['seeds']} runs (spread of the random "
+            f"genotypes' means {fmt(s['random_genotype_means_std'])} dB, best {fmt(s['random_best_mean'])} dB); "
+            f"found - random {fmt(s['found_minus_random'], signed=True)} ± {fmt(s['found_minus_random_se'])} dB "
+            f"(standard error).",
+            f"- the found network ranks {s['found_rank']} of {s['num_ranked']} (found and random); "
+            f"{s['random_better_than_found']} random genotype(s) have a higher mean."]
+    lines.append(f"- seed noise (pooled std of one genotype over seeds): {fmt(s['seed_std'])} dB.")
+    if s['kendall_tau'] is not None or settings['search_experiment'] is not None:
+        lines.append(f"- Kendall tau-b of the mean retrained PSNR-Y with the supernet PSNR-Y: {fmt(s['kendall_tau'])}; "
+                     f"with the parameter count alone: {fmt(s['params_tau'])} (over the {s['num_genotypes']} "
+                     'genotypes).')
+    else:
+        lines.append(f"- Kendall tau-b of the mean retrained PSNR-Y with the parameter count: {fmt(s['params_tau'])} "
+                     f"(over the {s['num_genotypes']} genotypes).")
+    if s['train_hours'] is not None:
+        lines.append(f"- training time of the runs: {s['train_hours']:.2f} core-hours (one thread each).")
+    if settings['search_experiment'] is not None:
+        lines += [
+            '', 'How to read it: the found network beats chance only if its mean is above the random ones by more '
+            'than twice the standard error (and ranks first); a supernet tau no higher than the parameter count\'s '
+            'means the shared weights order the genotypes no better than their size does.']
+    return '\n'.join(lines + [''])
 
 
 def plot(result: dict, path: str):
@@ -509,7 +592,7 @@ def plot(result: dict, path: str):
             if x is None:
                 continue
             found = g['kind'] == 'found'
-            colour = 'tab:red' if found else 'tab:blue'
+            colour = {'found': 'tab:red', 'random': 'tab:blue', 'extra': 'tab:gray'}[g['kind']]
             ax.scatter([x] * len(g['psnrs']), g['psnrs'], s=14, color=colour, alpha=0.5, zorder=2)
             ax.scatter([x], [g['psnr_mean']], s=120 if found else 220, marker='*' if found else '_', color=colour,
                        linewidths=2, zorder=3, label='found (mean)' if found else None)
@@ -518,92 +601,154 @@ def plot(result: dict, path: str):
         ax.set_ylabel('test PSNR-Y (dB)')
         ax.grid(alpha=0.3)
     axes[0].scatter([], [], s=220, marker='_', linewidths=2, color='tab:blue', label='random (mean)')
+    if any(g['kind'] == 'extra' for g in result['genotypes']):
+        axes[0].scatter([], [], s=220, marker='_', linewidths=2, color='tab:gray', label='extra (mean)')
     axes[0].scatter([], [], s=14, color='tab:blue', alpha=0.5, label='seeds')
     axes[0].legend(loc='best', fontsize=8)
     s = result['summary']
-    axes[1].set_title(f"Kendall tau-b {fmt(s['kendall_tau'], 2)}", fontsize=9)
-    axes[0].set_title(f"found ranks {s['found_rank']} of {s['num_genotypes']}", fontsize=9)
+    axes[1].set_title(f"Kendall tau-b {fmt(s['kendall_tau'], 2)} (params alone {fmt(s['params_tau'], 2)})", fontsize=9)
+    if s['found_rank'] is not None:
+        axes[0].set_title(f"found ranks {s['found_rank']} of {s['num_ranked']}", fontsize=9)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------- protocol
-def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_opt: Optional[str] = None,
+def supernet_scores(out: str, entries: list, search_opt: dict, experiment: str, iteration: str, scored_on: str,
+                    torch_device: str, threads: Optional[int], quiet: bool) -> Dict[str, float]:
+    """Supernet PSNR-Y of every genotype of ``entries``: from ``<out>/supernet_scores.json`` when it holds
+    them for this search, checkpoint and data, else scored (``derive.score``) and added to it."""
+    import torch
+    path = osp.join(out, SCORES_FILE)
+    key = {'search': search_opt['name'], 'iteration': iteration, 'scored_on': scored_on}
+    cached = {}
+    if osp.isfile(path):
+        with open(path) as f:
+            stored = json.load(f)
+        if stored.get('key') == key:
+            cached = stored['scores']
+    missing = [g for _, _, g, _ in entries if g.to_string() not in cached]
+    if missing:
+        old_threads = torch.get_num_threads()
+        try:
+            if threads:
+                torch.set_num_threads(threads)
+            supernet, _ = derive_lib.load_search(search_opt, experiment, iteration, torch_device)
+            batches = derive_lib.validation_batches(search_opt, scored_on, torch_device)
+            crop = (search_opt.get('search') or {}).get('reward_crop_border')
+            crop = supernet.upscale if crop is None else crop
+            scores = derive_lib.score(supernet, missing, batches, crop, derive_lib.search_alpha(search_opt),
+                                      progress=not quiet)
+        except derive_lib.DeriveError as e:
+            raise ProtocolError(str(e)) from None
+        finally:
+            torch.set_num_threads(old_threads)
+        cached.update({r['genotype']: r['psnr'] for r in scores})
+        atomic_write_text(path, json.dumps({'key': key, 'crop_border': crop, 'scores': cached}, indent=2) + '\n')
+    return cached
+
+
+def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int = 2, train_opt: Optional[str] = None,
         test_opt: Optional[str] = None, test_sets: Sequence[str] = (), iterations: Optional[int] = None,
         opt_path: Optional[str] = None, iteration: str = 'latest', scored_on: Optional[str] = None,
         params_tolerance: float = DEFAULT_TOLERANCE, draw_seed: int = 0, prefix: Optional[str] = None,
         data_from_search: bool = False, overrides: Sequence[str] = (), device: str = 'auto',
-        threads: Optional[int] = None, quiet: bool = False, jobs: int = 1) -> dict:
+        threads: Optional[int] = None, quiet: bool = False, jobs: int = 1, found_seeds: Optional[int] = None,
+        extra_genotypes: Sequence[str] = (), extra_seeds: Optional[int] = None, reuse: Sequence[str] = ()) -> dict:
     """The whole protocol (see the module doc); returns what it writes to search_vs_random.json. ``jobs``
-    retrains (each with its test) run at once."""
+    retrains (each with its test) run at once. Without ``search_exp``, only ``extra_genotypes`` are
+    retrained (``train_opt`` gives their network sizes)."""
     import torch
-    if random_count < 1 or seeds < 1:
-        raise ProtocolError(f'--random and --seeds must be at least 1, got {random_count} and {seeds}')
+    found_seeds = seeds if found_seeds is None else found_seeds
+    extra_seeds = seeds if extra_seeds is None else extra_seeds
+    if min(random_count, seeds, found_seeds, extra_seeds) < 1:
+        raise ProtocolError(f'--random, --seeds, --found-seeds and --extra-seeds must be at least 1, got '
+                            f'{random_count}, {seeds}, {found_seeds} and {extra_seeds}')
     if jobs < 1:
         raise ProtocolError(f'--jobs must be at least 1, got {jobs}')
     if iterations is not None and iterations < 1:
         raise ProtocolError(f'--iterations must be at least 1, got {iterations}')
     if not 0 < params_tolerance < 1:
         raise ProtocolError(f'--params-tolerance must be in (0, 1), got {params_tolerance}')
+    for folder in reuse:
+        if not osp.isdir(osp.join(folder, RUNS_DIR)):
+            raise ProtocolError(f'--reuse {folder}: no {RUNS_DIR}/ folder of run records there')
     out = osp.abspath(out)
-    experiment = find_experiment(search_exp)
-    search_opt_path, search_opt = find_search_options(experiment, opt_path)
-    sizes = network_sizes(search_opt)
-    chosen = read_chosen(experiment, sizes)
-    found = chosen['parsed']
+    if search_exp is None:
+        if not train_opt or not extra_genotypes:
+            raise ProtocolError('without --search-exp, pass --train-opt and --genotypes (the genotypes to retrain)')
+        experiment = search_opt_path = chosen = None
+    else:
+        experiment = find_experiment(search_exp)
+        search_opt_path, search_opt = find_search_options(experiment, opt_path)
+        chosen = read_chosen(experiment, network_sizes(search_opt))
     template_path = osp.abspath(train_opt or osp.join(experiment, 'derive', 'train_DeCoNASNet.yml'))
     if not osp.isfile(template_path):
         raise ProtocolError(f'retrain template not found: {template_path}' + (
             '' if train_opt else ' (tools/derive.py writes it); pass --train-opt'))
     template = read_options(template_path)
+    if experiment is None:  # the template gives the network sizes a search would
+        search_opt = {'name': template.get('name', 'retrain'), 'scale': template['scale'],
+                      'network_g': dict(template.get('network_g') or {}), 'datasets': template.get('datasets')}
+    sizes = network_sizes(search_opt)
     if data_from_search:
         template['datasets'] = copy.deepcopy(search_opt['datasets'])
     check_template(template, template_path)
     sets = test_sets_of(template, read_options(test_opt) if test_opt else None, test_sets, search_opt['scale'])
     num_gpu = {'auto': None, 'cpu': 0, 'cuda': 1}[device]
     torch_device = 'cuda' if (device == 'cuda' or (device == 'auto' and torch.cuda.is_available())) else 'cpu'
-    seen = search_data_folders(search_opt)
+    seen = search_data_folders(search_opt) if experiment else set()
     test_seen_by_search = [d['name'] for d in sets if d.get('dataroot_gt') and osp.abspath(d['dataroot_gt']) in seen]
     prefix = prefix or f"svr_{search_opt['name']}"
     base_seed = int(template.get('manual_seed') or 0)
-    manual_seeds = [base_seed + s for s in range(seeds)]
-
     say = Runner(out, threads, quiet).say
-    randoms = draw_random_genotypes(found, sizes, random_count, params_tolerance, draw_seed)
-    entries = [('found', 0, found)] + [('random', i, g) for i, g in enumerate(randoms, 1)]
+
+    extras = []
+    for text in extra_genotypes:
+        try:
+            extras.append(Genotype.parse(text, num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks']))
+        except GenotypeError as e:
+            raise ProtocolError(f'--genotypes {text!r}: {e}') from None
+    entries = []  # (kind, index, genotype, seeds)
+    if chosen is not None:
+        found = chosen['parsed']
+        randoms = draw_random_genotypes(found, sizes, random_count, params_tolerance, draw_seed)
+        entries = [('found', 0, found, found_seeds)] + [('random', i, g, seeds) for i, g in enumerate(randoms, 1)]
+    taken = {g.to_string() for _, _, g, _ in entries}
+    for i, g in enumerate(extras, 1):
+        if g.to_string() in taken:
+            say(f'note: extra genotype {i} ({g}) is already the found or a random genotype: retrained once, there')
+            continue
+        taken.add(g.to_string())
+        entries.append(('extra', i, g, extra_seeds))
     if test_seen_by_search:
         say(f"note: not held out: the test set(s) {', '.join(test_seen_by_search)} are the search's validation or "
             'reward data (its datasets.val or search.reward_dataset); pass --test-sets or --test-opt')
-    say(f'search vs random: {experiment}, found {found} ({genotype_params(found, sizes):,} params) and '
-        f'{random_count} random genotype(s) within {params_tolerance:.0%}, {seeds} seed(s) each')
+    if chosen is not None:
+        say(f'search vs random: {experiment}, found {found} ({genotype_params(found, sizes):,} params, '
+            f'{found_seeds} seed(s)) and {random_count} random genotype(s) within {params_tolerance:.0%}, {seeds} '
+            f'seed(s) each' + (f', {len(extras)} extra genotype(s), {extra_seeds} seed(s) each' if extras else ''))
+    else:
+        say(f'retrain and test {len(entries)} genotype(s), {extra_seeds} seed(s) each, from {template_path}')
 
     # Supernet scores first: cheap, and a broken search experiment fails before hours of retraining.
-    scored_on = scored_on or chosen.get('scored_on') or 'reward'
-    old_threads = torch.get_num_threads()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        supernet, _ = derive_lib.load_search(search_opt, experiment, iteration, torch_device)
-        batches = derive_lib.validation_batches(search_opt, scored_on, torch_device)
-        crop = (search_opt.get('search') or {}).get('reward_crop_border')
-        crop = supernet.upscale if crop is None else crop
-        scores = derive_lib.score(supernet, [g for _, _, g in entries], batches, crop,
-                                  derive_lib.search_alpha(search_opt), progress=not quiet)
-    except derive_lib.DeriveError as e:
-        raise ProtocolError(str(e)) from None
-    finally:
-        torch.set_num_threads(old_threads)
-    supernet_psnr = {r['genotype']: r['psnr'] for r in scores}
-    del supernet, batches
-    say(f"supernet PSNR-Y ({scored_on} data, iteration {iteration}): " + ', '.join(
-        f"{kind if kind == 'found' else f'random{i}'} {supernet_psnr[g.to_string()]:.3f}" for kind, i, g in entries))
+    supernet_psnr: Dict[str, float] = {}
+    scored_on = iteration_shown = None
+    if experiment is not None:
+        scored_on = scored_on_arg = scored_on or chosen.get('scored_on') or 'reward'
+        supernet_psnr = supernet_scores(out, entries, search_opt, experiment, iteration, scored_on_arg,
+                                        torch_device, threads, quiet)
+        iteration_shown = iteration
+        say(f"supernet PSNR-Y ({scored_on} data, iteration {iteration}): " + ', '.join(
+            f'{label_of(kind, i)} {supernet_psnr[g.to_string()]:.3f}' for kind, i, g, _ in entries))
 
     # Every option file is built (and the first checked) before anything runs.
     from ..utils.option_check import OptionError, check_options
     planned = []
-    for kind, index, genotype in entries:
-        label = 'found' if kind == 'found' else f'random{index}'
-        for s, manual_seed in enumerate(manual_seeds):
+    for kind, index, genotype, n_seeds in entries:
+        label = label_of(kind, index)
+        for s in range(n_seeds):
+            manual_seed = base_seed + s
             name = f'{prefix}_{label}_seed{s}'
             train = retrain_options(genotype, search_opt, template, name, manual_seed, iterations, num_gpu,
                                     False, overrides)
@@ -621,41 +766,58 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
         os.chdir(cwd)
 
     runner = Runner(out, threads, quiet, concurrent=jobs > 1)
+    commit = source_commit(ROOT)
 
     def retrain_and_test(n: int, job: tuple) -> dict:
         kind, index, genotype, s, manual_seed, label, train, test = job
         params = genotype_params(genotype, sizes)
         head = f'[{n}/{len(planned)}] {label} seed {s}'
-        say(f'{head} (manual_seed {manual_seed}) {genotype} ({params:,} params)' + (': started' if jobs > 1 else ''))
-        t = time.time()
-        trained = runner.train(train, f'# Written by tools/search_vs_random.py: {label}, seed {s}, from '
-                                      f'{template_path}\n')
-        t_train = time.time() - t
-        t = time.time()
-        tested, metrics = runner.test(test, f'# Written by tools/search_vs_random.py: test of {train["name"]}\n')
-        primary = metrics[sets[0]['name']]
-        say(f"{head if jobs > 1 else '   '} retrain {trained} ({t_train:.1f} s), test {tested} "
-            f"({time.time() - t:.1f} s): PSNR-Y {primary.get('psnr', float('nan')):.4f} dB, SSIM-Y "
+        wanted = measurement(train, test)
+        record = find_record(train['name'], wanted, out, reuse)
+        if record is None:
+            say(f'{head} (manual_seed {manual_seed}) {genotype} ({params:,} params)' + (': started' if jobs > 1
+                                                                                         else ''))
+            t = time.time()
+            trained = runner.train(train, f'# Written by tools/search_vs_random.py: {label}, seed {s}, from '
+                                          f'{template_path}\n')
+            t_train = time.time() - t
+            t = time.time()
+            tested, metrics = runner.test(test, f'# Written by tools/search_vs_random.py: test of {train["name"]}\n')
+            t_test = time.time() - t
+            record = {'experiment': train['name'], 'genotype': genotype.to_string(), 'manual_seed': manual_seed,
+                      'measurement': wanted, 'test': {d['name']: metrics[d['name']] for d in sets},
+                      'train_seconds': round(t_train, 1) if trained == 'ran' else None,
+                      'test_seconds': round(t_test, 1), 'finished': time.strftime('%Y-%m-%d %H:%M:%S'),
+                      'commit': commit}
+            atomic_write_text(osp.join(out, RUNS_DIR, f"{train['name']}.json"), json.dumps(record, indent=2) + '\n')
+            what = f'retrain {trained} ({t_train:.1f} s), test {tested} ({t_test:.1f} s)'
+        else:
+            what = 'recorded in ' + shown(record.get('reused_from') or osp.join(out, RUNS_DIR, train['name'] + '.json'))
+        primary = record['test'][sets[0]['name']]
+        say(f"{head} {what}: PSNR-Y {primary.get('psnr', float('nan')):.4f} dB, SSIM-Y "
             f"{primary.get('ssim', float('nan')):.4f}")
         return {'genotype': genotype.to_string(), 'bits': genotype.to_string('bits'), 'params': params,
                 'kind': kind, 'index': index, 'seed': s, 'manual_seed': manual_seed,
                 'experiment': train['name'], 'psnr': primary.get('psnr'), 'ssim': primary.get('ssim'),
-                'supernet_psnr': supernet_psnr[genotype.to_string()],
-                'test': {name: metrics[name] for name in (d['name'] for d in sets)}}
+                'supernet_psnr': supernet_psnr.get(genotype.to_string()), 'test': record['test'],
+                'train_seconds': record.get('train_seconds'),
+                'record': shown(osp.join(out, RUNS_DIR, train['name'] + '.json'))}
 
     rows = run_all(runner, retrain_and_test, planned, jobs)
     settings = {
-        'search_experiment': experiment, 'search_options': osp.abspath(search_opt_path),
+        'search_experiment': experiment, 'search_options': search_opt_path and osp.abspath(search_opt_path),
         'template': template_path, 'data_from_search': data_from_search, 'overrides': list(overrides),
-        'iterations': planned[0][6]['train']['total_iter'], 'seeds': seeds, 'manual_seeds': manual_seeds,
-        'random': random_count, 'params_tolerance': params_tolerance, 'draw_seed': draw_seed,
+        'iterations': planned[0][6]['train']['total_iter'], 'seeds': seeds, 'found_seeds': found_seeds,
+        'extra_seeds': extra_seeds, 'manual_seeds': [base_seed + s for s in range(max(seeds, found_seeds))],
+        'random': random_count if chosen is not None else 0, 'params_tolerance': params_tolerance,
+        'draw_seed': draw_seed, 'extra_genotypes': [g.to_string() for g in extras],
         'budget': budget_of(planned[0][6]), 'scale': search_opt['scale'], 'network': sizes,
-        'test_sets': [{'name': d['name'], 'dataroot_gt': d.get('dataroot_gt'), 'dataroot_lq': d.get('dataroot_lq')}
-                      for d in sets],
+        'test_sets': [{'name': d['name'], 'dataroot_gt': d.get('dataroot_gt'), 'dataroot_lq': d.get('dataroot_lq'),
+                       'meta_info_file': d.get('meta_info_file')} for d in sets],
         'test_set': sets[0]['name'], 'test_seen_by_search': test_seen_by_search,
-        'supernet': {'iteration': iteration, 'scored_on': scored_on, 'crop_border': crop,
-                     'chosen_psnr': chosen.get('psnr')},
-        'prefix': prefix, 'device': torch_device,
+        'supernet': None if experiment is None else {
+            'iteration': iteration_shown, 'scored_on': scored_on, 'chosen_psnr': chosen.get('psnr')},
+        'prefix': prefix, 'device': torch_device, 'commit': commit, 'reuse': [shown(osp.abspath(d)) for d in reuse],
     }
     genotypes, summary = summarize(rows, supernet_psnr, settings)
     result = {'rows': rows, 'genotypes': genotypes, 'summary': summary}
@@ -667,3 +829,8 @@ def run(search_exp: str, out: str, random_count: int = 5, seeds: int = 2, train_
     say('\n' + text)
     say(f'written: {out}/{RESULT_FILE}.json, .md, .png')
     return result
+
+
+def label_of(kind: str, index: int) -> str:
+    """The run label of a genotype: found, random<k> or extra<k>."""
+    return 'found' if kind == 'found' else f'{kind}{index}'

@@ -52,3 +52,17 @@ def describe_machine(device: torch.device) -> dict:
         info['cuda'] = torch.version.cuda
         info['cudnn'] = torch.backends.cudnn.version()
     return info
+
+
+def source_commit(root: str) -> Optional[str]:
+    """The git commit of the checkout at ``root`` (``<sha>+dirty`` with uncommitted changes to tracked
+    files), or None outside a git checkout: which code produced a measurement."""
+    import subprocess
+    try:
+        sha = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no'],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ('+dirty' if dirty else '')
