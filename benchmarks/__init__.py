@@ -66,7 +66,7 @@ holds ``error``), ``wall_s``. Per section:
 * ``retrain``: ``ops`` (per network: ``forward_backward``, ``optimizer``, ``step``, ``top``),
   ``supernet_child_ops`` (the same for the supernet's child step on the paper genotype), ``goal_ops``,
   ``ops_before``, ``meets_goal``, ``step_ms`` (``<network> fp32|bf16``), ``ratio_vs_edsr`` (``fp32``, ``bf16``),
-  ``depthwise_ms``, ``depthwise_fastest``, ``setup``; on CUDA ``cuda`` (``kernels``, ``adam``, ``compile``,
+  ``setup``; on CUDA ``cuda`` (``kernels``, ``adam``, ``compile``,
   ``cuda_graph``: ms or an error string).
 
 Package layout: ``config`` (SECTIONS, TITLES, ``make_config``), ``machine`` (``machine_info``,

@@ -5,7 +5,6 @@
   and backward of DeCoNASNet in at most 800 ops;
 * ms per retrain step (zero_grad, forward, L1, backward, Adam) of each network in fp32 and with bf16 autocast,
   interleaved, and the DeCoNASNet / EDSR-baseline ratios;
-* DeCoNASNet with each separable-conv implementation (``depthwise``: grouped, channels_last, dense);
 * on CUDA only: CUDA kernels per step (torch.profiler), fused vs foreach Adam, the step through
   ``torch.compile(mode='reduce-overhead')`` (``train.compile``) and the whole step replayed as one CUDA graph.
 """
@@ -16,7 +15,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
 from deconas_plugin.genotype import PAPER_GENOTYPE
 from deconas_plugin.utils.op_count import train_step_op_counts
 from .common import _f, _log
@@ -129,18 +127,6 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
     _log('  ' + ', '.join(f'{k} {v:.1f} ms' for k, v in ms.items()))
     del steps
 
-    # 3. DeCoNASNet with each separable-conv implementation (fp32)
-    dw_steps = {}
-    for impl in DEPTHWISE_IMPLS:
-        net = copy.deepcopy(models['DeCoNASNet'])
-        net.set_depthwise(impl)
-        dw_steps[impl] = TrainStep(net, x, y)
-    t = interleaved(dw_steps, cfg['retrain_reps'], cfg['warmup'], device)
-    out['depthwise_ms'] = {k: median_ms(v) for k, v in t.items()}
-    out['depthwise_fastest'] = min(out['depthwise_ms'], key=out['depthwise_ms'].get)
-    _log('  depthwise: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in out['depthwise_ms'].items()))
-    del dw_steps
-
     if device.type == 'cuda':
         out['cuda'] = _bench_cuda_paths(cfg, device, models, x, y)
     return out
@@ -206,11 +192,7 @@ def _md_retrain(s, cfg, result):
     for name in ops:
         out.append(f'| {name} | {s["step_ms"][f"{name} fp32"]:.1f} | {s["step_ms"][f"{name} bf16"]:.1f} |')
     r = s['ratio_vs_edsr']
-    out += ['', f'DeCoNASNet / EDSR-baseline step time: fp32 **{r["fp32"]:.2f}**, bf16 **{r["bf16"]:.2f}**.', '',
-            '| DeCoNASNet separable conv (`depthwise`) | ms per step |', '|---|---:|']
-    for k, v in s['depthwise_ms'].items():
-        out.append(f'| {k} | {v:.1f} |')
-    out += ['', f'Fastest here: `{s["depthwise_fastest"]}`.']
+    out += ['', f'DeCoNASNet / EDSR-baseline step time: fp32 **{r["fp32"]:.2f}**, bf16 **{r["bf16"]:.2f}**.']
     c = s.get('cuda')
     if c:
         out += ['', '| CUDA | DeCoNASNet | EDSR-baseline | CARN |', '|---|---:|---:|---:|',

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from .complexity import count_params
 from .genotype import Genotype
-from .model_options import SEARCH_DEFAULTS, controller_options
-from .reward import psnr_y
+from . import reward
+from .options import SEARCH_DEFAULTS, controller_options
 from .search_cost import SearchCost
 from .utils.checkpoint import load_state
 from .utils.option_file import read_option_file
@@ -76,37 +76,16 @@ def validation_batches(opt: dict, which: str = 'val', device='cpu') -> List:
         if dataset_opt is None:
             raise DeriveError('the search option file has no datasets.val; use --scored-on reward')
         dataset_opt = dict(dataset_opt, phase='val', scale=opt['scale'])
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            path = dataset_opt.get(key)
+            if path and not osp.isabs(path):
+                dataset_opt[key] = osp.join(PROJECT_ROOT, path)
+            if path and not osp.exists(dataset_opt[key]):
+                raise DeriveError(f'{key} of the val dataset does not exist: {dataset_opt[key]}')
+        dataset = build_dataset(dataset_opt)
     else:
-        reward = (opt.get('search') or {}).get('reward_dataset')
-        if not reward:
-            raise DeriveError('the search option file has no search.reward_dataset')
-        dataset_opt = dict(reward, phase='val', scale=opt['scale'])
-    for key in ('dataroot_gt', 'dataroot_lq'):
-        path = dataset_opt.get(key)
-        if path and not osp.isabs(path):
-            dataset_opt[key] = osp.join(PROJECT_ROOT, path)
-        if path and not osp.exists(dataset_opt[key]):
-            raise DeriveError(f'{key} of the {which} dataset does not exist: {dataset_opt[key]}')
-    dataset = build_dataset(dataset_opt)
+        dataset = reward.reward_dataset(opt, 'val', PROJECT_ROOT, DeriveError)
     return [(d['lq'][None].to(device), d['gt'][None].to(device)) for d in (dataset[i] for i in range(len(dataset)))]
-
-
-def reward_dataset(opt: dict):
-    """The search's reward-validation dataset (``search.reward_dataset``) as the search reads it:
-    train mode (random ``gt_size`` crops), flips and rotations off unless the option file sets them."""
-    reward = (opt.get('search') or {}).get('reward_dataset')
-    if not reward:
-        raise DeriveError('the search option file has no search.reward_dataset')
-    dataset_opt = dict(reward, phase='train', scale=opt['scale'])
-    dataset_opt.setdefault('use_hflip', False)
-    dataset_opt.setdefault('use_rot', False)
-    for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
-        path = dataset_opt.get(key)
-        if path and not osp.isabs(path):
-            dataset_opt[key] = osp.join(PROJECT_ROOT, path)
-        if path and not osp.exists(dataset_opt[key]):
-            raise DeriveError(f'search.reward_dataset.{key} does not exist: {dataset_opt[key]}')
-    return build_dataset(dataset_opt)
 
 
 def score(supernet, genotypes: Sequence[Genotype], batches, crop_border: int, alpha: float,
@@ -114,16 +93,17 @@ def score(supernet, genotypes: Sequence[Genotype], batches, crop_border: int, al
     """PSNR-Y with the shared weights, exact params, cost and reward of each distinct genotype.
 
     ``cost``: the search's penalty (``search_cost.search_cost``); default the paper's, params.
-    Reward: ``PSNR-Y - alpha * cost / cost_max``, as the search computed it.
+    Reward: ``reward.penalized_reward``, as the search computed it.
     """
     size = supernet.size()
     cost = cost or SearchCost('params', num_nodes=supernet.num_nodes, **size)
     rows = []
     for g in tqdm(list(dict.fromkeys(genotypes)), desc='scoring genotypes', unit='genotype', disable=not progress):
-        psnr = sum(psnr_y(supernet, g, lq, gt, crop_border) for lq, gt in batches) / len(batches)
+        psnr = sum(reward.psnr_y(supernet, g, lq, gt, crop_border) for lq, gt in batches) / len(batches)
         params, c = count_params(g, **size), cost(g)
         rows.append({'genotype': g.to_string(), 'bits': g.to_string('bits'), 'params': params, 'psnr': psnr,
-                     'cost': c, 'cost_unit': cost.unit, 'reward': psnr - alpha * c / cost.cost_max})
+                     'cost': c, 'cost_unit': cost.unit,
+                     'reward': reward.penalized_reward(psnr, c, alpha, cost.cost_max)})
     rows.sort(key=lambda r: r['reward'], reverse=True)
     for rank, row in enumerate(rows, 1):
         row['rank'] = rank
@@ -201,6 +181,24 @@ def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_f
         'num_out_ch': net_g.get('num_out_ch', 3)}
     return training_options(network_g, search_opt, template, f"DeCoNASNet_x{search_opt['scale']}_{search_opt['name']}",
                             data_from_search, pretrain, overrides)
+
+
+def test_options(train_opt: dict, template: dict) -> dict:
+    """The test option file of the network ``train_opt`` trains: ``template``'s test sets and metrics (a
+    template of the same scale: ``options/test/test_DeCoNASNet_x<s>.yml``), that network (genotype, N, M, C,
+    scale) and the checkpoint the retrain writes last
+    (``experiments/<name>/models/net_g_latest.pth``; its EMA weights when the retrain keeps them)."""
+    opt = copy.deepcopy(template)
+    opt['name'] = f"test_{train_opt['name']}"
+    opt['model_type'] = train_opt.get('model_type', opt.get('model_type'))
+    opt['scale'] = train_opt['scale']
+    opt['network_g'] = copy.deepcopy(train_opt['network_g'])
+    ema = float((train_opt.get('train') or {}).get('ema_decay') or 0) > 0
+    path = opt.setdefault('path', {})
+    path['pretrain_network_g'] = osp.join(PROJECT_ROOT, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
+    path['param_key_g'] = 'params_ema' if ema else 'params'
+    path['strict_load_g'] = True
+    return opt
 
 
 def dump_options(opt: dict) -> str:

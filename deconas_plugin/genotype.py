@@ -130,7 +130,7 @@ class Genotype:
         node enters the LFF, so all are live; with them a node can be read by nothing (in
         ``'7 7 0 7 0 7 | 1 0 0 | 1 1'`` node 1 is): its ops and channel attention would never get a
         gradient, so the fixed network, the supernet's ``extract`` and ``count_params`` leave them
-        out, and the supernet skips them (DESIGN.md: a clean implementation has no dead layer).
+        out, and the supernet skips them (docs/networks.md: no layer the forward pass does not use).
         """
         cached = self.__dict__.get('_live_nodes')  # every block's forward asks: computed once
         if cached is None:

@@ -21,8 +21,7 @@ probe (``search.signal_probe``).
 """
 import math
 import random
-from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,29 +31,6 @@ from .reward import psnr_y
 
 
 RESOLUTION_DB = 1e-6  # PSNR differences below this are float round-off, not signal
-
-
-@contextmanager
-def seeded_python_random(seed: int):
-    """Run a block with Python's ``random`` seeded (BasicSR's crops and flips draw from it), then
-    restore the global state, so that a seeded draw does not move the training's random stream."""
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
-def draw_batch(dataset, size: int, seed: int, device='cpu') -> Tuple[torch.Tensor, torch.Tensor]:
-    """``size`` reward patches (lq, gt) of a BasicSR paired dataset in train mode, fixed by ``seed``:
-    which images (a torch generator) and where they are cropped (Python's ``random``)."""
-    index = torch.randint(len(dataset), (size, ), generator=torch.Generator().manual_seed(seed))
-    with seeded_python_random(seed):
-        items = [dataset[int(i)] for i in index]
-    lq = torch.stack([item['lq'] for item in items]).to(device)
-    gt = torch.stack([item['gt'] for item in items]).to(device)
-    return lq, gt
 
 
 def empty_genotype(num_nodes: int, num_blocks: Optional[int] = None, fusion: bool = False,

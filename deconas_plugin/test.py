@@ -6,8 +6,8 @@ if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
-from deconas_plugin.utils.compat import patch_basicsr  # noqa: E402
-from deconas_plugin.utils.option_check import preflight  # noqa: E402
+from deconas_plugin.utils.basicsr_patches import patch_basicsr  # noqa: E402
+from deconas_plugin.options import preflight  # noqa: E402
 
 patch_basicsr()
 from basicsr.test import test_pipeline  # noqa: E402

@@ -26,8 +26,8 @@ import yaml
 from basicsr.archs import build_network
 
 from deconas_plugin.archs.deconas_blocks import build_op
-from deconas_plugin.model_options import controller_options
-from deconas_plugin.utils.option_check import OptionError, check_options
+from deconas_plugin.options import controller_options
+from deconas_plugin.options import OptionError, check_options
 from script_runner import run_script
 from shared_data import ROOT
 from tiny_options import TINY_NET, paired, parsed_options, search_options, train_options
@@ -213,7 +213,7 @@ def test_garbage_png_named_by_the_dataset(data):
     """The loader-level backstop (folders too big to verify up front): the dataset names the bad pair."""
     from basicsr.data.paired_image_dataset import PairedImageDataset
 
-    from deconas_plugin.utils.compat import patch_basicsr
+    from deconas_plugin.utils.basicsr_patches import patch_basicsr
     patch_basicsr()
     bad = osp.join(data['train'], 'LRbicx2', 'rocket.png')
     with open(bad, 'wb') as f:
@@ -271,6 +271,12 @@ def test_unknown_network_key(data):
     expect_error(opt, 'network_g', "unknown option(s) ['foo'] for DeCoNASNet", 'accepted:', 'genotype')
 
 
+def test_removed_depthwise_key_is_an_unknown_option(data):
+    opt = train_options(data)
+    opt['network_g']['depthwise'] = 'dense'  # one separable-conv implementation is left: no option
+    expect_error(opt, "network_g: unknown option(s) ['depthwise'] for DeCoNASNet")
+
+
 def test_missing_genotype(data):
     opt = train_options(data)
     del opt['network_g']['genotype']
@@ -294,6 +300,7 @@ def test_unknown_search_key(data):
     ({'reward_mode': 'fresh', 'baseline_samples': 4}, 'search.baseline_samples needs search.reward_mode: common'),
     ({'reward_mode': 'common', 'baseline_samples': -1}, 'search.baseline_samples must be an integer >= 0'),
     ({'signal_probe': 2.5}, 'search.signal_probe must be an integer >= 0, got 2.5'),
+    ({'alpha': -1}, 'search.alpha must be a number >= 0 (the weight of the cost penalty), got -1'),
 ])
 def test_bad_reward_settings(data, change, fragment):
     opt = search_options(data)

@@ -155,7 +155,7 @@ def test_quick_retrain_section(tmp_path):
         assert c['step'] == c['forward_backward'] + c['optimizer'] and c['optimizer'] > 0
     assert ops['EDSR-baseline']['step'] == 446  # the figure the benchmark measured: the counter counts what it did
     assert set(sec['step_ms']) == {f'{n} {p}' for n in ops for p in ('fp32', 'bf16')}
-    assert set(sec['depthwise_ms']) == {'grouped', 'channels_last', 'dense'} and 'cuda' not in sec
+    assert 'cuda' not in sec
     assert sec['ratio_vs_edsr']['fp32'] == pytest.approx(sec['step_ms']['DeCoNASNet fp32']
                                                          / sec['step_ms']['EDSR-baseline fp32'])
     md = (out / 'benchmark.md').read_text()

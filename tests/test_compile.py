@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import tiny_options
-from deconas_plugin.model_options import compile_settings
-from deconas_plugin.utils.option_check import OptionError, check_compile
+from deconas_plugin.options import OptionError, check_compile, check_options, compile_settings
 
 
 def test_compile_settings():
@@ -46,9 +45,9 @@ def _steps(model, n=2):
 
 
 def test_default_retrain_step_is_plain_eager_pytorch(embedded_data, tmp_path):
-    """No train.compile / cuda_graph / optimizer flags: an eager step and torch's default Adam (not fused)."""
+    """No train.compile / optimizer flags: an eager step and torch's default Adam (not fused)."""
     model = _model(embedded_data, tmp_path / 'default', None)
-    assert model.train_forward is None and model.compile_args is None and not model.graph_wanted
+    assert model.train_forward is None and model.compile_args is None
     group = model.optimizer_g.param_groups[0]
     assert type(model.optimizer_g) is torch.optim.Adam and not group['fused'] and not group['capturable']
     fused = _model(embedded_data, tmp_path / 'fused', None, optim={'fused': True})
@@ -99,29 +98,14 @@ def test_a_compiled_first_step_that_fails_is_redone_eagerly(embedded_data, tmp_p
     assert model.train_forward is None and all(torch.equal(ref[k], got[k]) for k in ref)
 
 
-def test_cuda_graph_option_without_cuda_warns_and_trains_eagerly(embedded_data, tmp_path):
-    from deconas_plugin.models import deconas_sr_model
-    messages = []
-    logger = deconas_sr_model.get_root_logger()
-    logger.addHandler(handler := __import__('logging').Handler())
-    handler.emit = lambda record: messages.append(record.getMessage())
-    try:
-        model = _model(embedded_data, tmp_path / 'graph', False)
-        model.opt['train']['cuda_graph'] = True
-        model.setup_cuda_graph()
-        got = _steps(model)
-    finally:
-        logger.removeHandler(handler)
-    assert not model.graph_wanted and model.graph is None
-    assert 'train.cuda_graph: it needs CUDA; training steps run eagerly' in messages
-    ref = _steps(_model(embedded_data, tmp_path / 'eager', False))
-    assert all(torch.equal(ref[k], got[k]) for k in ref)
-    with pytest.raises(OptionError, match="train.cuda_graph must be true or false, got 'yes'"):
-        check_compile({'train': {'cuda_graph': 'yes'}})
+def test_removed_cuda_graph_option_is_named_with_its_replacement():
+    with pytest.raises(OptionError, match=r'train.cuda_graph is no longer an option; use train.compile: true'):
+        check_options({'scale': 2, 'train': {'cuda_graph': True}})
+    check_options({'scale': 2, 'train': {'compile': True}})
 
 
 def test_bf16_autocast_step_through_the_shared_loss_code(embedded_data, tmp_path):
-    """The autocast step (forward and pixel loss under autocast, then the loss code the graph step shares)
+    """The autocast step (forward and pixel loss under autocast, perceptual loss and optimizer step outside)
     trains, compiled or not, with fp32 weights."""
     for compile_opt in (False, {'backend': 'aot_eager'}):
         model = _model(embedded_data, tmp_path / str(bool(compile_opt)), compile_opt)

@@ -5,6 +5,7 @@ import deconas_plugin  # noqa: F401
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 from deconas_plugin.complexity import count_params, max_params
 from deconas_plugin.genotype import Genotype
+from deconas_plugin.reward import penalized_reward
 
 
 @pytest.mark.parametrize('fusion', [False, True])
@@ -103,9 +104,8 @@ def test_complexity_penalty_lowers_sampled_params():
     def mean_params(alpha):
         torch.manual_seed(1)
         ctrl = ARCH_REGISTRY.get('DeCoNASController')(num_nodes=m, num_blocks=n)
-        reward = LOSS_REGISTRY.get('ComplexityPenalizedReward')(alpha=alpha, params_max=pmax)
         psnr = lambda g: 0.05 * sum(a == b for a, b in zip(g.bits(), target.bits()))  # noqa: E731
-        run_reinforce(ctrl, lambda g: reward(psnr(g), count_params(g, n, c)), steps=60)
+        run_reinforce(ctrl, lambda g: penalized_reward(psnr(g), count_params(g, n, c), alpha, pmax), steps=60)
         with torch.no_grad():
             samples, _, _ = ctrl.sample_many(200)
         return sum(count_params(g, n, c) for g in samples) / len(samples)

@@ -77,6 +77,21 @@ def test_prepare_benchmark_missing_input(tmp_path):
     assert not out.exists()
 
 
+def test_prepare_benchmark_all_needs_a_data_root(tmp_path, monkeypatch, capsys):
+    """--all reads no folder by default: --data-root or $DECONAS_DATA, and a root without a set is named."""
+    monkeypatch.delenv('DECONAS_DATA', raising=False)
+    with pytest.raises(SystemExit) as exc:
+        prepare_benchmark.main(['--all', '--output', str(tmp_path / 'out')])
+    assert exc.value.code == 2 and '--all needs --data-root' in capsys.readouterr().err
+    (tmp_path / 'root' / 'Set5' / 'HR').mkdir(parents=True)
+    monkeypatch.setenv('DECONAS_DATA', str(tmp_path / 'root'))
+    with pytest.raises(SystemExit) as exc:
+        prepare_benchmark.main(['--all', '--output', str(tmp_path / 'out')])
+    assert osp.join(str(tmp_path / 'root'), 'Set14', 'HR') in str(exc.value)
+    assert osp.join(str(tmp_path / 'root'), 'Set5', 'HR') not in str(exc.value)
+    assert not (tmp_path / 'out').exists()
+
+
 def test_prepare_benchmark_removes_stale_temp_files(tmp_path):
     src = _need(osp.join(SHARED, 'Set5', 'HR'))
     (tmp_path / 'Set5' / 'LRbicx4').mkdir(parents=True)
@@ -217,3 +232,15 @@ def test_prepare_train_lmdb_compression_level(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         prepare_train.main(args + ['--lmdb-compression', '10'])
     assert '--lmdb-compression' in str(exc.value) and '10' in str(exc.value)
+
+
+def test_gpu_evidence_prepare_needs_a_data_root(monkeypatch, capsys):
+    """``tools/gpu_evidence.py --prepare`` reads no folder by default either: --data-root or $DECONAS_DATA."""
+    import gpu_evidence
+    monkeypatch.delenv('DECONAS_DATA', raising=False)
+    with pytest.raises(SystemExit) as exc:
+        gpu_evidence.parse_args(['--prepare'])
+    assert exc.value.code == 2 and '--prepare needs --data-root' in capsys.readouterr().err
+    monkeypatch.setenv('DECONAS_DATA', '/some/where')
+    assert gpu_evidence.parse_args(['--prepare'])[1].data_root == '/some/where'
+    assert gpu_evidence.parse_args(['--prepare', '--data-root', 'x'])[1].data_root == 'x'

@@ -178,7 +178,7 @@ def test_slurm_launcher_on_cpu(embedded_data, tmp_path, experiment_name):
 
 
 def test_slurm_launcher_names_missing_variable(monkeypatch):
-    from deconas_plugin.utils import compat
+    from deconas_plugin.utils import dist_launch
 
     for var in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST', 'SLURM_LOCALID'):
         monkeypatch.delenv(var, raising=False)
@@ -190,5 +190,5 @@ def test_slurm_launcher_names_missing_variable(monkeypatch):
 
     monkeypatch.setattr(torch.distributed, 'init_process_group', no_init)
     with pytest.raises(RuntimeError, match='SLURM_PROCID') as info:
-        compat.init_dist('slurm', backend='gloo')
+        dist_launch.init_dist('slurm', backend='gloo')
     assert 'SLURM_NTASKS' not in str(info.value) and 'SLURM_NODELIST' not in str(info.value)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deconas_plugin.model_options import SEARCH_DEFAULTS
+from deconas_plugin.options import SEARCH_DEFAULTS
 from shared_data import ROOT
 
 DOCS = [osp.join(ROOT, 'README.md'), osp.join(ROOT, 'CHANGELOG.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '*.md')))

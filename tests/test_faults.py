@@ -256,7 +256,7 @@ def test_stalled_rank_ends_the_run_with_an_error_naming_it(embedded_data, tmp_pa
 @pytest.mark.parametrize('value', [0, -5, 'ten', True, float('inf')])
 def test_bad_dist_timeout_is_one_clear_error(embedded_data, value):
     """dist_params.timeout must be a finite number of seconds > 0, else one error naming it (the pre-flight check)."""
-    from deconas_plugin.utils.option_check import OptionError, check_options
+    from deconas_plugin.options import OptionError, check_options
     opt = search_options(embedded_data)
     check_options(dict(opt, dist_params={'backend': 'gloo', 'timeout': 0.5}))
     with pytest.raises(OptionError, match=r'^dist_params\.timeout must be a finite number of seconds > 0'):

@@ -94,9 +94,8 @@ def test_tiny_speed_stage(tiny_data, tmp_path):
     assert set(got['retrain_eager']['step_ms']) == {'DeCoNASNet fp32', 'EDSR-baseline fp32', 'CARN fp32'}
     assert got['adam']['max_rel_weight_diff'] < 1e-5  # fused Adam takes the same steps
     assert got['compile']['rows']['fp32']['max_rel_weight_diff'] < 1e-5
-    assert all(d < 1e-4 for d in got['depthwise']['max_abs_output_diff'].values())
     verdicts = result['summary']['verdicts']
-    assert {'optim_g.fused', 'train.compile (fp32)', 'network_g.depthwise: dense'} <= set(verdicts)
+    assert {'optim_g.fused', 'train.compile (fp32)'} <= set(verdicts)
     assert {v['verdict'] for v in verdicts.values()} == {'not a GPU measurement'}
     assert got['supernet']['search_hours_paper'] > 0 and all(r['tmac_per_s'] > 0 for r in got['inference']['rows'])
     md = (out / 'speed.md').read_text()
@@ -259,7 +258,7 @@ def _norm(name: str) -> str:
 def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
     """The GPU plan's search and retrain option files (full sizes, on any prepared data) are valid, and the
     search gets at least 4,000 child steps: about 200 s of them at the planned or measured step time."""
-    from deconas_plugin.utils.option_check import check_options
+    from deconas_plugin.options import check_options
     from benchmarks.gpu_evidence.retrain import retrain_template
     from benchmarks.gpu_evidence.search import child_step_count, child_step_estimate_s, search_options
     full = {p['name']: p['args'] for stage in ('search', 'retrain') for p in plan()[stage]}
@@ -292,7 +291,7 @@ def test_check_stage_selections_run_every_cuda_test_once():
     def selected(select, name):
         expr = re.sub(r'\b(?!and\b|or\b|not\b)(\w+)\b', lambda m: repr(m.group(1).lower() in name.lower()), select)
         return eval(expr)  # noqa: S307  (a boolean expression of True/False literals)
-    assert len(names) >= 8
+    assert len(names) >= 7
     assert {n: sum(selected(s, n) for s in selects) for n in names} == {n: 1 for n in names}
 
 

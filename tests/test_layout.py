@@ -40,15 +40,44 @@ def _under(module, *packages):
     return any(module == p or module.startswith(p + '.') for p in packages)
 
 
+def _reached(name, graph):
+    """Every package module ``name`` imports, directly or through other package modules (an import names a
+    module, or a package whose ``__init__`` then counts; the parents' ``__init__`` are not followed)."""
+    seen, todo = set(), [name]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            while target not in graph and '.' in target:  # ``from package.module import name``
+                target = target.rsplit('.', 1)[0]
+            if target in graph and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    seen.discard(name)
+    return seen
+
+
+METHOD = tuple(f'deconas_plugin.{p}' for p in ('models', 'archs', 'losses', 'data', 'reporting', 'latency',
+                                                  'search_cost', 'complexity', 'genotype', 'options', 'reward',
+                                                  'derive', 'search_signal', 'genotype_source', 'inference'))
+
+
 def test_imports_run_one_way():
+    graph = {name: set(_imports(path)) for name, path in _package_modules()}
     wrong = []
     for name, path in _package_modules():
-        for target in _imports(path):
-            if _under(name, 'deconas_plugin.utils') and _under(target, *(f'deconas_plugin.{p}' for p in (
-                    'archs', 'models', 'losses', 'data', 'reporting'))):
-                wrong.append(f'{name} -> {target} (utils/ reads no registered component and no reporting)')
+        for target in graph[name]:
             if not _under(name, 'deconas_plugin.reporting') and _under(target, 'deconas_plugin.reporting'):
                 wrong.append(f'{name} -> {target} (the method does not import its reporting)')
             if _under(target, 'benchmarks', 'tools'):
                 wrong.append(f'{name} -> {target} (the package imports no benchmark or tool)')
+        if _under(name, 'deconas_plugin.utils'):
+            wrong += [f'{name} reaches {target} (utils/ imports nothing of the method, not even through another '
+                      f'module)' for target in sorted(_reached(name, graph)) if _under(target, *METHOD)]
     assert not wrong, '\n'.join(wrong)
+
+
+def test_the_import_graph_is_followed_transitively():
+    """The check sees an import through a chain of modules, not only a direct one."""
+    graph = {'deconas_plugin.utils.a': {'deconas_plugin.utils.b.name'}, 'deconas_plugin.utils.b': {'deconas_plugin'},
+             'deconas_plugin': {'deconas_plugin.options'}, 'deconas_plugin.options': {'torch'}}
+    assert _reached('deconas_plugin.utils.a', graph) == {'deconas_plugin.utils.b', 'deconas_plugin',
+                                                          'deconas_plugin.options'}

@@ -1,5 +1,5 @@
-"""The DNB's lean op implementations (shared ReLU and concats, the mean folded into a hand-written
-channel-attention backward) against the plain formula, and the dispatched-op ceiling of a retrain step."""
+"""The DNB's lean op implementations (shared ReLU and concats, a node's mean as one division) against the
+plain formula, and the dispatched-op ceiling of a retrain step."""
 import random
 
 import pytest
@@ -12,7 +12,7 @@ from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
 from deconas_plugin.genotype import NUM_OPS, PAPER_GENOTYPE, Genotype
 from deconas_plugin.utils.op_count import count_ops, train_step_op_counts
 
-PAPER_STEP_OP_CEILING = 800  # forward + L1 + backward of the paper network (a plain formula dispatches 1,169)
+PAPER_STEP_OP_CEILING = 934  # forward + L1 + backward of the paper network (a plain formula dispatches 1,169)
 
 
 def _plain_block(block, x, g, fixed):
@@ -60,7 +60,7 @@ def _assert_same(net, lean, plain, x, y):
     for k in grads_a:
         scale = grads_b[k].abs().max() + 1e-12
         assert (grads_a[k] - grads_b[k]).abs().max() <= 1e-5 * scale, k
-    with torch.no_grad():  # inference takes the plain-op path of the channel attention
+    with torch.no_grad():
         assert (lean(x) - out_b).abs().max() <= 1e-6
 
 
@@ -76,7 +76,7 @@ def test_lean_block_matches_the_plain_formula_fixed_and_supernet():
         _assert_same(sup, lambda t, g=g: sup(t, g), lambda t, g=g: _plain_run(sup, t, g), x, y)
 
 
-def test_channel_attention_backward_under_bf16_autocast():
+def test_backward_under_bf16_autocast():
     torch.manual_seed(0)
     net = DeCoNASNet(PAPER_GENOTYPE, num_feat=8, num_blocks=1, num_nodes=4)
     x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
@@ -88,7 +88,7 @@ def test_channel_attention_backward_under_bf16_autocast():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_paper_network_retrain_step_dispatches_at_most_800_ops():
+def test_paper_network_retrain_step_dispatches_at_most_934_ops():
     torch.manual_seed(0)
     counts = train_step_op_counts(DeCoNASNet(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4))
     assert counts['forward_backward'] <= PAPER_STEP_OP_CEILING, counts['top']
@@ -108,25 +108,3 @@ def test_img_range_normalisation_unchanged(img_range):
     x = torch.rand(1, 3, 6, 6)
     with torch.no_grad():
         assert (net(x) - _plain_run(net, x, net.genotype)).abs().max() <= 1e-6
-
-
-def test_every_depthwise_implementation_gives_the_same_output_and_gradients():
-    from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
-    gen = torch.Generator().manual_seed(2)
-    x, y = torch.rand(2, 3, 9, 9, generator=gen), torch.rand(2, 3, 18, 18, generator=gen)
-    torch.manual_seed(0)
-    sup = DeCoNetSupernet(num_feat=8, num_blocks=2, num_nodes=3)
-    g = Genotype.parse('2 2 2 3 3 7', num_nodes=3)  # separable convs reading one, two and three inputs
-    results = {}
-    for impl in DEPTHWISE_IMPLS:
-        sup.set_depthwise(impl)
-        results[impl] = _output_and_grads(sup, lambda t: sup(t, g), x, y)
-        assert sup.extract(g).depthwise == impl
-    out_ref, grads_ref = results['grouped']
-    for impl, (out, grads) in results.items():
-        assert (out - out_ref).abs().max() <= 1e-5, impl
-        assert grads.keys() == grads_ref.keys()
-        for k in grads:
-            assert (grads[k] - grads_ref[k]).abs().max() <= 1e-4 * (grads_ref[k].abs().max() + 1e-12), (impl, k)
-    with pytest.raises(ValueError, match='depthwise must be one of grouped, channels_last, dense'):
-        DeCoNASNet(PAPER_GENOTYPE, depthwise='winograd')

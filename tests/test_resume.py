@@ -75,7 +75,7 @@ if KILL_AT or KILL_WRITING:
     import io
     import torch
     import deconas_plugin
-    from deconas_plugin.models import deconas_search_model, deconas_sr_model
+    from deconas_plugin.models import base, deconas_search_model, deconas_sr_model
     from deconas_plugin.utils.checkpoint import atomic_open
 
     def die():
@@ -92,7 +92,7 @@ if KILL_AT or KILL_WRITING:
             if 'optimize_parameters' in vars(cls):
                 cls.optimize_parameters = wrap(vars(cls)['optimize_parameters'])
     if KILL_WRITING:
-        save = deconas_sr_model.atomic_save
+        save = base.atomic_save
 
         def atomic_save(obj, path):
             if os.path.basename(path) != KILL_WRITING:
@@ -104,7 +104,7 @@ if KILL_AT or KILL_WRITING:
                 f.flush()
                 os.fsync(f.fileno())
                 die()
-        deconas_sr_model.atomic_save = atomic_save
+        base.atomic_save = atomic_save
 """
 
 

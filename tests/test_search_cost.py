@@ -18,7 +18,7 @@ from deconas_plugin.genotype import NUM_OPS, PAPER_GENOTYPE, Genotype, num_group
 from deconas_plugin.latency import LatencyTableError, check_table, load_table, measure_table, predict
 from deconas_plugin.search_cost import SearchCost
 from deconas_plugin.reporting import complexity_table as ct
-from deconas_plugin.utils.option_check import OptionError, check_options
+from deconas_plugin.options import OptionError, check_options
 from shared_data import ROOT
 from tiny_options import TINY_SUPERNET, parsed_options, search_options
 

@@ -23,7 +23,7 @@ from basicsr.utils.options import ordered_yaml
 
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
-from deconas_plugin.model_options import SEARCH_DEFAULTS, controller_options
+from deconas_plugin.options import SEARCH_DEFAULTS, controller_options
 from deconas_plugin.models.deconas_search_model import DeCoNASSearchModel
 import tiny_options
 from script_runner import run_script
@@ -206,6 +206,13 @@ def test_fusion_search_derive_and_retrain(data, tmp_path, experiment_name):
     assert Genotype.parse(retrain['network_g']['genotype']) == Genotype.parse(chosen['genotype'])
     assert retrain['path']['pretrain_network_g'] == osp.join(out, 'DeCoNASNet_inherited.pth')
     assert retrain['datasets']['train']['dataroot_gt'] == osp.join(data['train'], 'GTmod2')
+    # ... and the test option file of that retrain: its network and the checkpoint it writes last
+    with open(osp.join(out, 'test_DeCoNASNet.yml')) as f:
+        test_opt = yaml.load(f, Loader=ordered_yaml()[0])
+    assert dict(test_opt['network_g']) == dict(retrain['network_g']) and test_opt['scale'] == retrain['scale']
+    assert test_opt['path']['pretrain_network_g'] == osp.join(ROOT, 'experiments', retrain_name, 'models',
+                                                              'net_g_latest.pth')
+    assert test_opt['name'] == f'test_{retrain_name}' and test_opt['datasets']['test_1']['name'] == 'Set5'
 
     # --inherit-weights: the retrain starts from the supernet's sub-network of the chosen genotype,
     # whose output equals the supernet's for that genotype (the search's last weights, as derive loads).

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import deconas_plugin  # noqa: F401
-from deconas_plugin import search_signal
+from deconas_plugin import reward, search_signal
 from deconas_plugin.complexity import count_params, max_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.losses.reinforce_loss import REINFORCELoss
@@ -86,7 +86,7 @@ def test_decompose_matches_a_hand_computed_table():
         search_signal.decompose(np.zeros((1, 3)))
 
 
-def test_draw_batch_is_fixed_by_its_seed_and_leaves_the_global_random_state(embedded_data):
+def test_draw_patches_is_fixed_by_its_seed_and_leaves_the_global_random_state(embedded_data):
     import random
 
     from basicsr.data import build_dataset
@@ -95,10 +95,10 @@ def test_draw_batch_is_fixed_by_its_seed_and_leaves_the_global_random_state(embe
                                  use_hflip=False, use_rot=False))
     random.seed(5)
     before = random.getstate()
-    a = search_signal.draw_batch(dataset, 3, seed=11)
+    a = reward.draw_patches(dataset, 3, seed=11)
     assert random.getstate() == before
-    b = search_signal.draw_batch(dataset, 3, seed=11)
-    c = search_signal.draw_batch(dataset, 3, seed=12)
+    b = reward.draw_patches(dataset, 3, seed=11)
+    c = reward.draw_patches(dataset, 3, seed=12)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
 

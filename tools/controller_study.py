@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 
-from deconas_plugin import derive, search_signal  # noqa: E402
+from deconas_plugin import derive, reward, search_signal  # noqa: E402
 from deconas_plugin.models import deconas_search_model  # noqa: E402
-from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
+from deconas_plugin.options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
@@ -107,7 +107,7 @@ def build_search_model(opt: dict, setting: dict, seed: int, steps: int, workdir:
 
 def planted_psnr(bit: int, delta: float):
     """``psnr_y`` of the search model, minus ``delta`` for genotypes whose decision ``bit`` is 1."""
-    original = search_signal.psnr_y
+    original = reward.psnr_y
 
     def psnr(supernet, genotype, lq, gt, crop_border):
         return original(supernet, genotype, lq, gt, crop_border) - delta * genotype.bits()[bit]
@@ -184,10 +184,10 @@ def main(argv=None):
     supernet, _ = derive.load_search(opt, args.experiment, args.iter, 'cpu')
     state = {k: v.clone() for k, v in supernet.state_dict().items()}
     os.makedirs(args.out, exist_ok=True)
-    dataset = derive.reward_dataset(opt)
+    dataset = reward.reward_dataset(opt, root=derive.PROJECT_ROOT)
     search = {**SEARCH_DEFAULTS, **opt['search']}
     crop = search['reward_crop_border'] or supernet.upscale
-    eval_batches = [search_signal.draw_batch(dataset, search['reward_patches'], 10_000 + b) for b in range(4)]
+    eval_batches = [reward.draw_patches(dataset, search['reward_patches'], 10_000 + b) for b in range(4)]
     probe = search_signal.probe_genotypes(supernet.num_nodes, supernet.num_blocks, supernet.feature_fusion_search,
                                           args.eval_samples, 1)
     table = search_signal.score_table(supernet, probe, eval_batches, crop)
@@ -206,7 +206,7 @@ def main(argv=None):
                       f"{100 * run['entropy_drop']:.1f}%, P(planted) {run['p_planted_last_phase']:.2f}, "
                       f"policy - uniform {run['policy_minus_uniform_psnr']:+.4f} dB", flush=True)
     finally:
-        deconas_search_model.psnr_y = search_signal.psnr_y
+        deconas_search_model.psnr_y = reward.psnr_y
     meta = {'phases': args.phases, 'steps': args.steps, 'planted_bit': args.planted_bit, 'delta': args.delta,
             'seeds': args.seeds, 'supernet': f"{opt['name']} @ {args.iter}",
             'signal': {k: signal[k] for k in ('genotype_std', 'batch_std', 'interaction_std')},

@@ -1,7 +1,7 @@
 """One-command DeCoNAS demo: embedded data -> search -> derive -> retrain -> CARN -> test -> report.
 
-Needs no dataset (the scikit-image photos bundled with scikit-image) and about ten minutes on
-2 CPU cores. A second run reuses what the first made. See ``deconas_plugin/reporting/demo.py``.
+Needs no dataset (the scikit-image photos bundled with scikit-image) and 7-8 minutes on 2 idle
+CPU cores (docs/demo.md). A second run reuses what the first made. See ``deconas_plugin/reporting/demo.py``.
 
 Examples:
     python tools/demo.py                        # -> demo_out/report/report.md

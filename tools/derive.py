@@ -3,11 +3,13 @@
 From a search checkpoint: sample N genotypes from the trained controller, score each with the
 shared supernet weights on the search's validation set, write the ranking (CSV + Markdown), choose
 one (best reward, or best PSNR within --max-params), and write a ready-to-run DeCoNASNet retrain
-option file with that genotype.
+option file with that genotype (train_DeCoNASNet.yml) and the option file that tests what the retrain
+writes (test_DeCoNASNet.yml: its checkpoint, genotype, N, M, C and scale).
 
 Example:
     python tools/derive.py -opt options/search/search_CB1_FF0.yml
     python deconas_plugin/train.py -opt experiments/search_CB1_FF0/derive/train_DeCoNASNet.yml
+    python deconas_plugin/test.py -opt experiments/search_CB1_FF0/derive/test_DeCoNASNet.yml
 """
 import argparse
 import json
@@ -42,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument('--max-params', type=int, help='choose the best PSNR among genotypes with at most this many params')
     p.add_argument('--genotype', help='skip sampling: score and write this genotype')
     p.add_argument('--template', help='retrain option file to fill in (default: options/train/train_DeCoNASNet_x<s>.yml)')
+    p.add_argument('--test-template',
+                   help='test option file to fill in (default: options/test/test_DeCoNASNet_x<s>.yml)')
     p.add_argument('--data-from-search', action='store_true', help='retrain on the datasets of the search option file')
     p.add_argument('--inherit-weights', action='store_true',
                    help='start the retrain from the supernet weights of the chosen genotype')
@@ -90,11 +94,17 @@ def main(argv=None):
     option_path = osp.join(out_dir, 'train_DeCoNASNet.yml')
     atomic_write_text(option_path, f'# Written by tools/derive.py from {args.opt}: genotype {genotype}\n'
                              + derive.dump_options(retrain))
+    test_template = args.test_template or osp.join(derive.PROJECT_ROOT, 'options', 'test',
+                                                   f"test_DeCoNASNet_x{opt['scale']}.yml")
+    test_path = osp.join(out_dir, 'test_DeCoNASNet.yml')
+    atomic_write_text(test_path, f'# Written by tools/derive.py: tests what {option_path} trains\n'
+                      + derive.dump_options(derive.test_options(retrain, derive.read_options(test_template))))
     print(tables['md'] if len(rows) <= 20 else ''.join(tables['md'].splitlines(True)[:22]) + '...\n')
     shown = '' if cost.penalty == 'params' else f', {cost.format(chosen["cost"])}'
     print(f"chosen: {genotype}  ({chosen['params']:,} params{shown}, PSNR-Y {chosen['psnr']:.3f} dB, "
           f"reward {chosen['reward']:.3f})")
-    print(f'ranking: {out_dir}/ranking.md, .csv\nretrain: python deconas_plugin/train.py -opt {option_path}')
+    print(f'ranking: {out_dir}/ranking.md, .csv\nretrain: python deconas_plugin/train.py -opt {option_path}'
+          f'\ntest:    python deconas_plugin/test.py -opt {test_path}')
     return option_path
 
 

@@ -3,7 +3,7 @@
 Stages (each at most 7 minutes on one H200; every part under its own time limit):
   check    tests/test_cuda.py in selections: every CUDA path of the docs run once
   speed    retrain step DeCoNASNet / EDSR-baseline / CARN (fp32, bf16; kernels per step), default vs fused
-           Adam, each depthwise implementation, eager vs whole-step CUDA graph vs torch.compile, supernet
+           Adam, eager vs whole-step CUDA graph vs torch.compile, supernet
            child step and reward step (the paper's search in hours), inference TMAC/s; the verdict on
            every opt-in CUDA path (faster and as correct as eager?)
   search   the paper's N4 M4 C64 space on the prepared training images, alpha 0, at least 4,000 child
@@ -17,18 +17,19 @@ Writes <out>/<stage>.json and <out>/<stage>.md after every part (GPU, driver, to
 date in each); logs in <out>/logs/. A stage whose results are complete is skipped unless --force; a
 stage cut short keeps its finished parts and runs the rest. The plan and its time estimate print first.
 
-Data: --prepare (here, once) writes what the stages read into .gpu/data (MATLAB-bicubic x2 from
-../shared/datasets; carried with .gpu to the GPU machine). --tiny runs every stage at tiny sizes on a
-CPU in seconds (a dry run of the same code; not a measurement).
+Data: --prepare (once) writes what the stages read into .gpu/data (MATLAB-bicubic x2 from --data-root or
+$DECONAS_DATA: a folder holding train_small/HR, Set5/HR, Set14/HR and B100/HR; docs/gpu.md). --tiny runs
+every stage at tiny sizes on a CPU in seconds (a dry run of the same code; not a measurement).
 
 Examples:
-    python tools/gpu_evidence.py --prepare
-    source .gpu/env.sh && python3 tools/gpu_evidence.py --stage check --out benchmarks/h200
-    python3 tools/gpu_evidence.py --stage all --out benchmarks/h200
+    python tools/gpu_evidence.py --prepare --data-root <folder with train_small/HR, Set5/HR, ...>
+    python tools/gpu_evidence.py --stage check --out benchmarks/<gpu>
+    python tools/gpu_evidence.py --stage all --out benchmarks/<gpu>
     python tools/gpu_evidence.py --tiny --prepare --data /tmp/tiny_data
     python tools/gpu_evidence.py --tiny --stage all --data /tmp/tiny_data --device cpu --out /tmp/tiny_evidence
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -46,7 +47,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', metavar='DIR', help='results folder, e.g. benchmarks/h200 (<stage>.json, <stage>.md)')
     parser.add_argument('--prepare', action='store_true', help='make the data the stages read (on this machine)')
     parser.add_argument('--data', default=None, help='prepared data folder (default .gpu/data)')
-    parser.add_argument('--shared', default=None, help='datasets to prepare from (default ../shared/datasets)')
+    parser.add_argument('--data-root', default=os.environ.get('DECONAS_DATA'),
+                        help='folder holding train_small/HR, Set5/HR, Set14/HR, B100/HR to prepare from '
+                        '(default: $DECONAS_DATA)')
     parser.add_argument('--device', default=None, help='cuda (default when available) or cpu')
     parser.add_argument('--force', action='store_true', help='rerun a stage (or remake the data) that is done')
     parser.add_argument('--tiny', action='store_true', help='tiny sizes on a CPU: a dry run, not a measurement')
@@ -57,6 +60,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not (args.prepare or args.stage):
         parser.error('nothing to do: give --stage and/or --prepare')
+    if args.prepare and not args.data_root:
+        parser.error('--prepare needs --data-root <folder holding train_small/HR, Set5/HR, Set14/HR, B100/HR> '
+                     '(or the environment variable DECONAS_DATA)')
     if args.stage and not args.out:
         parser.error('--stage needs --out DIR (e.g. benchmarks/h200)')
     return parser, args
@@ -68,11 +74,10 @@ def main(argv=None):
 
     import deconas_plugin  # noqa: F401  (torchvision shim before basicsr; registers the archs)
     from benchmarks.gpu_evidence import DEFAULT_DATA, STAGES, EvidenceError, Runner, prepare
-    from benchmarks.gpu_evidence.prepare import SHARED
     data = args.data or DEFAULT_DATA
     try:
         if args.prepare:
-            prepare(data, args.shared or SHARED, tiny=args.tiny, force=args.force)
+            prepare(data, args.data_root, tiny=args.tiny, force=args.force)
         if not args.stage:
             return 0
         device = args.device or ('cuda' if torch.cuda.is_available() or not args.tiny else 'cpu')

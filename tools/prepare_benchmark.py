@@ -9,11 +9,15 @@ downsampling (``basicsr.utils.matlab_functions.imresize``, antialiased; never Op
 Single-channel files stay single-channel. Files already there with the right size are skipped;
 each file is written to a temporary name and renamed.
 
+With --all, --data-root (or the environment variable DECONAS_DATA) is a folder holding Set5/HR,
+Set14/HR, B100/HR and Urban100/HR (where to download them: docs/data.md).
+
 Examples:
-    python tools/prepare_benchmark.py --input ../shared/datasets/Set5/HR --output datasets/Set5 --scales 2 3 4
-    python tools/prepare_benchmark.py --all --shared ../shared/datasets --output datasets
+    python tools/prepare_benchmark.py --input <Set5 HR folder> --output datasets/Set5 --scales 2 3 4
+    python tools/prepare_benchmark.py --all --data-root <folder with Set5/HR ...> --output datasets
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -22,7 +26,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-import deconas_plugin.utils.compat  # noqa: F401,E402  (torchvision shim, before basicsr)
+import deconas_plugin.utils.torchvision_shim  # noqa: F401,E402  (before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, list_images, prepare_pair,  # noqa: E402
                                           remove_stale_tmp)
 
@@ -55,18 +59,21 @@ def parse_args(argv=None):
     summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
     parser = argparse.ArgumentParser(description=summary, epilog=details,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--input', help='folder of HR images (e.g. ../shared/datasets/Set5/HR)')
+    parser.add_argument('--input', help='folder of HR images (e.g. the HR images of Set5)')
     parser.add_argument('--output', help='output folder of one set (e.g. datasets/Set5); '
                         'with --all, the root that receives one folder per set (default: datasets)')
     parser.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
-    parser.add_argument('--all', action='store_true', help=f'prepare {", ".join(BENCHMARK_SETS)} from --shared')
-    parser.add_argument('--shared', default='../shared/datasets',
-                        help='root holding <Set>/HR folders, used with --all (default: ../shared/datasets)')
+    parser.add_argument('--all', action='store_true', help=f'prepare {", ".join(BENCHMARK_SETS)} from --data-root')
+    parser.add_argument('--data-root', default=os.environ.get('DECONAS_DATA'),
+                        help='folder holding <Set>/HR folders, used with --all (default: $DECONAS_DATA)')
     parser.add_argument('--compression', type=int, default=3, help='PNG compression level 0-9 (default 3)')
     args = parser.parse_args(argv)
     if args.all:
         if args.input:
-            parser.error('--input cannot be combined with --all (use --shared)')
+            parser.error('--input cannot be combined with --all (use --data-root)')
+        if not args.data_root:
+            parser.error('--all needs --data-root <folder holding Set5/HR, Set14/HR, B100/HR, Urban100/HR> '
+                         '(or the environment variable DECONAS_DATA)')
         args.output = args.output or 'datasets'
     elif not (args.input and args.output):
         parser.error('give --input and --output, or --all')
@@ -78,13 +85,13 @@ def main(argv=None):
     try:
         scales = check_scales(args.scales)
         if args.all:
-            if not osp.isdir(args.shared):
-                raise DataToolError(f'shared datasets folder not found: {args.shared}')
-            missing = [osp.join(args.shared, s, 'HR') for s in BENCHMARK_SETS
-                       if not osp.isdir(osp.join(args.shared, s, 'HR'))]
+            if not osp.isdir(args.data_root):
+                raise DataToolError(f'--data-root folder not found: {args.data_root}')
+            missing = [osp.join(args.data_root, s, 'HR') for s in BENCHMARK_SETS
+                       if not osp.isdir(osp.join(args.data_root, s, 'HR'))]
             if missing:
                 raise DataToolError(f'input folder not found: {", ".join(missing)}')
-            jobs = [(osp.join(args.shared, s, 'HR'), osp.join(args.output, s), s) for s in BENCHMARK_SETS]
+            jobs = [(osp.join(args.data_root, s, 'HR'), osp.join(args.output, s), s) for s in BENCHMARK_SETS]
         else:
             jobs = [(args.input, args.output, None)]
         for input_dir, output_dir, name in jobs:

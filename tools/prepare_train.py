@@ -24,9 +24,8 @@ Idempotent: files already there with the right size are kept; an LMDB whose meta
 exactly the expected keys is kept. Files are written under temporary names and renamed; an LMDB
 is built in a temporary folder and renamed when complete.
 
-Example (train_small as a DIV2K stand-in):
-    python tools/prepare_train.py --input ../shared/datasets/train_small/HR --output datasets/DIV2K \\
-        --scales 2 3 4 --val-count 2
+Example (DIV2K's 800 training images; where to download them: docs/data.md):
+    python tools/prepare_train.py --input <DIV2K_train_HR> --output datasets/DIV2K --scales 2 3 4
 """
 import argparse
 import math
@@ -43,7 +42,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-import deconas_plugin.utils.compat  # noqa: F401,E402  (torchvision shim, before basicsr)
+import deconas_plugin.utils.torchvision_shim  # noqa: F401,E402  (before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, bicubic_downscale, has_image, list_images,  # noqa: E402
                                           prepare_pair, read_header, read_image, remove_stale_tmp,
                                           write_png_atomic)

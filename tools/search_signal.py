@@ -27,8 +27,8 @@ import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, lo
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from deconas_plugin import derive, search_signal  # noqa: E402
-from deconas_plugin.model_options import SEARCH_DEFAULTS  # noqa: E402
+from deconas_plugin import derive, reward, search_signal  # noqa: E402
+from deconas_plugin.options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import run_tool  # noqa: E402
 
@@ -61,9 +61,9 @@ def measure(opt: dict, experiment=None, iteration='latest', genotypes=12, batche
     supernet, controller = derive.load_search(opt, experiment, iteration, device)
     crop = search['reward_crop_border']
     crop = supernet.upscale if crop is None else crop
-    dataset = derive.reward_dataset(opt)
+    dataset = reward.reward_dataset(opt, root=derive.PROJECT_ROOT)
     size = patches or search['reward_patches']
-    batch_list = [search_signal.draw_batch(dataset, size, seed * 1000 + b, device) for b in range(batches)]
+    batch_list = [reward.draw_patches(dataset, size, seed * 1000 + b, device) for b in range(batches)]
     probe = search_signal.probe_genotypes(supernet.num_nodes, supernet.num_blocks, supernet.feature_fusion_search,
                                           genotypes, seed)
     with torch.no_grad():

@@ -1,8 +1,8 @@
 """Stage ``check``: the GPU paths run once. ``tests/test_cuda.py`` in selections (one part each), which
 exercises every CUDA claim of the docs: a search and an fp16-autocast retrain saved and resumed on one
 GPU, the default retrain being plain eager PyTorch, ``train.compile: true`` with fused Adam saved and
-resumed, the whole-step CUDA graph against eager steps, the separable-conv implementations and the
-hand-written channel-attention backward, the quick benchmark on CUDA, and nccl where 2 GPUs exist."""
+resumed, the benchmark's whole-step CUDA graph, the DNB's lean ops against the plain formula, the quick
+benchmark on CUDA, and nccl where 2 GPUs exist."""
 import os
 import os.path as osp
 import xml.etree.ElementTree as ET

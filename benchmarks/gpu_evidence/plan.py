@@ -39,8 +39,6 @@ FULL = {
          'args': {'batch': 16, 'patch': 64, 'reps': 7, 'warmup': 3}},
         {'name': 'adam', 'fn': 'speed:adam', 'limit_s': 40, 'estimate_s': 15,
          'args': {'batch': 16, 'patch': 64, 'reps': 9, 'warmup': 3, 'check_steps': 5}},
-        {'name': 'depthwise', 'fn': 'speed:depthwise', 'limit_s': 40, 'estimate_s': 15,
-         'args': {'batch': 16, 'patch': 64, 'reps': 7, 'warmup': 3}},
         {'name': 'cuda_graph', 'fn': 'speed:cuda_graph', 'limit_s': 60, 'estimate_s': 30,
          'args': {'batch': 16, 'patch': 64, 'reps': 7, 'warmup': 3, 'check_steps': 5}},
         {'name': 'compile', 'fn': 'speed:compile_step', 'limit_s': 120, 'estimate_s': 90,
@@ -76,7 +74,7 @@ FULL = {
 _TINY_ARGS = {
     'check': {'cuda_tests': {'select': 'not quick_benchmark and not compile'}},
     'speed': {name: {'batch': 1, 'patch': 8, 'reps': 1, 'warmup': 0} for name in
-              ('retrain_eager', 'adam', 'depthwise', 'cuda_graph', 'compile', 'supernet')},
+              ('retrain_eager', 'adam', 'cuda_graph', 'compile', 'supernet')},
     'search': {'search': {'num_feat': 4, 'num_blocks': 2, 'num_nodes': 2, 'batch': 2, 'lr_patch': 12,
                           'child_budget_s': 0, 'min_child_steps': 6, 'max_child_steps': 6, 'controller_start_iter': 4,
                           'child_steps': 2, 'controller_steps': 2, 'reward_patches': 2, 'reward_lr_patch': 12,

@@ -69,7 +69,7 @@ def search_options(ctx: dict, num_feat: int, num_blocks: int, num_nodes: int, ba
                    reward_patches: int, reward_lr_patch: int, signal_probe: int, num_workers: int,
                    lr: float = 1e-3) -> dict:
     """The search option file of this stage (see the module doc)."""
-    from deconas_plugin.model_options import SEARCH_DEFAULTS
+    from deconas_plugin.options import SEARCH_DEFAULTS
     d = paths(ctx['data'])
     opt = _read_yaml(SEARCH_TEMPLATE)
     opt.update(name=f'{ctx["prefix"]}_search', scale=SCALE, num_gpu=1 if ctx['device'].startswith('cuda') else 0,
@@ -146,7 +146,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
 
     from deconas_plugin import derive as derive_lib
     from deconas_plugin.genotype import Genotype
-    from deconas_plugin.search_signal import draw_batch, empty_genotype, score_table
+    from deconas_plugin.reward import draw_patches, reward_dataset
+    from deconas_plugin.search_signal import empty_genotype, score_table
     exp, path = experiment_dir(ctx), options_path(ctx, 'search')
     opt = _read_yaml(path)
     device = torch.device(ctx['device'])
@@ -156,8 +157,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     eval_opt = copy.deepcopy(opt)
     eval_opt['search']['reward_dataset'].update(name='eval', dataroot_gt=d['eval_hr'], dataroot_lq=d['eval_lr'],
                                                 meta_info_file=d['eval_meta'])
-    dataset = derive_lib.reward_dataset(eval_opt)
-    data = [draw_batch(dataset, patches, 1000 + b, device) for b in range(batches)]
+    dataset = reward_dataset(eval_opt, root=derive_lib.PROJECT_ROOT)
+    data = [draw_patches(dataset, patches, 1000 + b, device) for b in range(batches)]
     with torch.no_grad():
         policy, _, entropy = controller.sample_many(samples)
     rng = random.Random(0)

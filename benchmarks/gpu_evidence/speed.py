@@ -3,9 +3,8 @@ CUDA path on (side-by-side ratios, interleaved ABBA medians, plus a correctness 
 
 Parts: ``retrain_eager`` (retrain step of DeCoNASNet, EDSR-baseline and CARN, fp32 and bf16 autocast, and
 CUDA kernels per step), ``adam`` (Adam ``foreach``, PyTorch's default on CUDA, vs ``fused=True``),
-``depthwise`` (each separable-conv implementation vs ``grouped``), ``cuda_graph`` (eager vs the whole step
-replayed as one CUDA graph), ``compile`` (eager vs ``torch.compile``), ``supernet`` (child step supernet / fixed
-net, the reward step and the paper's N4 M4 search-hour estimate), ``inference`` (TMAC/s at x2). Timing helpers,
+``cuda_graph`` (eager vs the whole step replayed as one CUDA graph), ``compile`` (eager vs ``torch.compile``),
+``supernet`` (child step supernet / fixed net, the reward step and the paper's N4 M4 search-hour estimate), ``inference`` (TMAC/s at x2). Timing helpers,
 networks and the CUDA graph / kernel counter are the benchmark's (``benchmarks.timing``, ``.retrain``).
 
 A path "would be switched on" when it is at least ``SWITCH_SPEEDUP`` times faster than eager and its
@@ -137,33 +136,9 @@ def adam(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_steps:
     return {'ms': ms, 'speedup': ms['foreach'] / ms['fused'], 'max_rel_weight_diff': diff, 'check_steps': check_steps}
 
 
-def depthwise(ctx: dict, batch: int, patch: int, reps: int, warmup: int, nets: Optional[dict] = None) -> dict:
-    """DeCoNASNet's step with each ``depthwise`` implementation: ms, and the output's max abs difference
-    from ``grouped`` (strict fp32)."""
-    from deconas_plugin.archs.deconas_blocks import DEPTHWISE_IMPLS
-    device = _device(ctx)
-    x, y = _batch(batch, patch, device)
-    base = _fresh(_networks(nets)['DeCoNASNet'], device)
-    diffs = {}
-    with strict_fp32(), torch.no_grad():
-        ref = base(x)
-        for impl in DEPTHWISE_IMPLS:
-            net = copy.deepcopy(base)
-            net.set_depthwise(impl)
-            diffs[impl] = float((net(x) - ref).abs().max())
-    steps = {}
-    for impl in DEPTHWISE_IMPLS:
-        net = copy.deepcopy(base)
-        net.set_depthwise(impl)
-        steps[impl] = TrainStep(net, x, y)
-    ms = _timing(steps, reps, warmup, device)
-    return {'ms': ms, 'speedup_vs_grouped': {k: ms['grouped'] / v for k, v in ms.items()},
-            'max_abs_output_diff': diffs}
-
-
 def cuda_graph(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_steps: int,
                nets: Optional[dict] = None, precisions=tuple(PRECISIONS)) -> dict:
-    """Eager step vs the whole step replayed as one CUDA graph (``train.cuda_graph``): ms per network and
+    """Eager step vs the whole step replayed as one CUDA graph: ms per network and
     precision, and the weights after warm-up + ``check_steps`` steps of each (strict fp32). CUDA only."""
     device = _device(ctx)
     if device.type != 'cuda':
@@ -340,18 +315,11 @@ def summarize(parts: dict, ctx: dict) -> dict:
             'keep off: ' + row['error']}
     g = got.get('cuda_graph')
     for key, row in ((g or {}).get('rows') or {}).items():
-        verdicts[f'train.cuda_graph ({key})'] = {
+        verdicts[f'whole-step CUDA graph ({key})'] = {
             'speedup': row.get('speedup'), 'max_rel_weight_diff': row.get('max_rel_weight_diff'),
             'error': row.get('error'),
             'verdict': verdict(row.get('speedup'), row.get('max_rel_weight_diff')) if 'error' not in row else
             'keep off: ' + row['error']}
-    d = got.get('depthwise')
-    for impl, sp in ((d or {}).get('speedup_vs_grouped') or {}).items():
-        if impl != 'grouped':
-            diff = d['max_abs_output_diff'][impl]
-            verdicts[f'network_g.depthwise: {impl}'] = {
-                'speedup': sp, 'max_abs_output_diff': diff,
-                'verdict': verdict(sp, None if diff <= 1e-4 else 1.0)}
     s = got.get('supernet')
     return {'verdicts': verdicts, 'search_hours_paper': s['search_hours_paper'] if s else None}
 

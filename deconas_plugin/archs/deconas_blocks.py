@@ -12,10 +12,10 @@ channels each and ``forward(feats, ids)`` reads only the weight slices of the in
 ``DeCoNASBody`` is the whole network (SFENet, DNBs with dense inter-block connections, GFF, UPNet);
 ``DeCoNASNet`` (fixed genotype) and ``DeCoNetSupernet`` (genotype per forward) are thin subclasses.
 
-A training step of these layers is launch-bound on a GPU (many small kernels), so the DNB is written
-to dispatch few ops: one ReLU of x_0 per block, one concat per distinct input set, and the node mean +
-ReLU + channel attention as ``_AttendedReLU`` with a hand-written backward (``utils/op_count.py`` counts
-them; ``tests/test_op_count.py`` checks the numbers against the plain formula).
+A training step of these layers is launch-bound on a GPU (many small kernels), so the DNB dispatches
+few ops: one ReLU of x_0 per block, one concat per distinct input set, a node's mean as a sum divided
+once (``utils/op_count.py`` counts them; ``tests/test_op_count.py`` checks the numbers against the
+plain formula).
 """
 import math
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -117,28 +117,13 @@ class ConvOp(SubsetInput):
         return F.conv2d(x, self.param('weight', ids), self.bias, padding=self.padding, dilation=self.dilation)
 
 
-DEPTHWISE_IMPLS = ('grouped', 'channels_last', 'dense')
-
-
-def check_depthwise(impl: str) -> str:
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f'depthwise must be one of {", ".join(DEPTHWISE_IMPLS)}, got {impl!r}')
-    return impl
-
-
 class SepConvOp(SubsetInput):
     """Depthwise-separable 3x3: ReLU, depthwise 3x3 (no bias) over the concat, pointwise 1x1 to C (bias).
 
-    ``depthwise`` picks how it is computed (same parameters, same numbers up to float rounding), so that
-    a GPU can be measured with each: ``grouped`` (default) a grouped conv then the 1x1 conv;
-    ``channels_last`` the same on an NHWC copy of the input (cuDNN's NHWC depthwise kernels instead of
-    PyTorch's own NCHW ones); ``dense`` one dense 3x3 conv with the product weight
-    ``pointwise[o, i] * depthwise[i]`` (more MACs, one big cuDNN kernel instead of two small ones).
     Shapes: ``feats`` = len(ids) tensors (B, C, H, W), or their concat as one tensor -> (B, C, H, W).
     """
 
     sliced_dims = {'depthwise_weight': 0, 'pointwise_weight': 1}
-    depthwise = 'grouped'
 
     def __init__(self, num_inputs: int, num_feat: int):
         super().__init__(num_inputs, num_feat)
@@ -154,15 +139,8 @@ class SepConvOp(SubsetInput):
         x = self.concat(feats)
         if not activated:
             x = F.relu(x)
-        depthwise, pointwise = self.param('depthwise_weight', ids), self.param('pointwise_weight', ids)
-        if self.depthwise == 'dense':  # (C_out, C_in, 1, 1) * (1, C_in, 3, 3): the composed 3x3 kernel
-            return F.conv2d(x, pointwise * depthwise.transpose(0, 1), self.pointwise_bias, padding=1)
-        if self.depthwise == 'channels_last':
-            x = x.contiguous(memory_format=torch.channels_last)
-            x = F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
-            return F.conv2d(x, pointwise, self.pointwise_bias).contiguous()
-        x = F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
-        return F.conv2d(x, pointwise, self.pointwise_bias)
+        x = F.conv2d(x, self.param('depthwise_weight', ids), padding=1, groups=x.shape[1])
+        return F.conv2d(x, self.param('pointwise_weight', ids), self.pointwise_bias)
 
 
 def build_op(op: int, num_inputs: int, num_feat: int) -> SubsetInput:
@@ -176,76 +154,10 @@ def build_op(op: int, num_inputs: int, num_feat: int) -> SubsetInput:
     raise ValueError(f'unknown op {op}: DeCoNAS has ops 0 (conv3x3), 1 (sep_conv3x3), 2 (dil_conv3x3)')
 
 
-def _attended_relu(total: torch.Tensor, num_terms: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                   b2: torch.Tensor):
-    """``ChannelAttention(ReLU(h))`` of the mean ``h = total / num_terms`` (BasicSR's RCAN attention:
-    x * sigmoid(conv2(relu(conv1(mean_hw(x)))))), with the intermediates a backward pass needs:
-    (out, relu(h), pooled, hidden, attention)."""
-    y = torch.relu(total / num_terms if num_terms > 1 else total)
-    pooled = y.mean((2, 3), keepdim=True)
-    hidden = torch.relu(F.conv2d(pooled, w1, b1))
-    att = torch.sigmoid(F.conv2d(hidden, w2, b2))
-    return y * att, y, pooled, hidden, att
-
-
-_CONV_BACKWARD = torch.ops.aten.convolution_backward.default
-_SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.default
-_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
-
-
-def _conv1x1_backward(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor):
-    return _CONV_BACKWARD(grad, inp, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                          [True, True, True])
-
-
-class _AttendedReLU(torch.autograd.Function):
-    """``_attended_relu`` with a hand-written backward: 7 + 9 dispatched ops (kernels on a GPU) instead of
-    autograd's 10 + 14 for the same numbers (autograd adds detaches of saved outputs, the mean's
-    expand + divide and a gradient accumulation), and the mean's division folded into the backward.
-    Autocast: computed in ``total``'s dtype with autocast off (as autocast runs it: convs in that dtype).
-    The Python around the ops is kept short: on a CPU it costs about what the saved dispatches save."""
-
-    @staticmethod
-    def forward(ctx, total, num_terms, w1, b1, w2, b2):
-        ctx.autocast = torch.is_autocast_enabled(total.device.type)
-        if ctx.autocast:
-            with torch.autocast(total.device.type, enabled=False):
-                dt = total.dtype
-                w1, b1, w2, b2 = w1.to(dt), b1.to(dt), w2.to(dt), b2.to(dt)
-                out, y, pooled, hidden, att = _attended_relu(total, num_terms, w1, b1, w2, b2)
-        else:
-            out, y, pooled, hidden, att = _attended_relu(total, num_terms, w1, b1, w2, b2)
-        ctx.save_for_backward(y, pooled, hidden, att, w1, w2)
-        ctx.num_terms = num_terms
-        ctx.pool_scale = 1 / (total.shape[2] * total.shape[3] * num_terms)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        if torch.is_autocast_enabled(grad.device.type):  # a backward called inside autocast: keep the dtypes
-            with torch.autocast(grad.device.type, enabled=False):
-                return _AttendedReLU._backward(ctx, grad)
-        return _AttendedReLU._backward(ctx, grad)
-
-    @staticmethod
-    def _backward(ctx, grad):
-        y, pooled, hidden, att, w1, w2 = ctx.saved_tensors
-        grad_att = (grad * y).sum((2, 3), keepdim=True)
-        grad_hidden, grad_w2, grad_b2 = _conv1x1_backward(_SIGMOID_BACKWARD(grad_att, att), hidden, w2)
-        grad_pooled, grad_w1, grad_b1 = _conv1x1_backward(_THRESHOLD_BACKWARD(grad_hidden, hidden, 0), pooled, w1)
-        # d loss / d total = (grad * att + grad_pooled / num_pixels, ReLU-masked) / num_terms, in two ops
-        grad_y = torch.addcmul(grad_pooled * ctx.pool_scale, grad, att, value=1 / ctx.num_terms)
-        return _THRESHOLD_BACKWARD(grad_y, y, 0), None, grad_w1, grad_b1, grad_w2, grad_b2
-
-
 def attended_relu(total: torch.Tensor, attention: ChannelAttention, num_terms: int = 1) -> torch.Tensor:
-    """A node's output ``attention(ReLU(total / num_terms))`` with ``attention``'s parameters (the same
-    numbers as calling the module on it)."""
-    conv1, conv2 = attention.attention[1], attention.attention[3]
-    params = (conv1.weight, conv1.bias, conv2.weight, conv2.bias)
-    if torch.is_grad_enabled() and (total.requires_grad or any(t.requires_grad for t in params)):
-        return _AttendedReLU.apply(total, num_terms, *params)
-    return _attended_relu(total, num_terms, *params)[0]  # inference and export: plain ops
+    """A node's output ``attention(ReLU(total / num_terms))``: the channel attention of the mean of its
+    ``num_terms`` ops, given their sum (one division instead of a stack and a mean)."""
+    return attention(torch.relu(total / num_terms if num_terms > 1 else total))
 
 
 class DenseNodeBlock(nn.Module):
@@ -329,15 +241,12 @@ class DeCoNASBody(nn.Module):
         upscale: 2, 3 or 4.
         img_range, rgb_mean: EDSR-style input normalisation ``(x - mean) * img_range`` undone at the
             output; a buffer, no parameters. Defaults: 1.0 and the DIV2K RGB mean.
-        depthwise: how the separable convs are computed: ``grouped`` (default), ``channels_last`` or
-            ``dense`` (see ``SepConvOp``; same parameters and numbers, different kernels on a GPU).
     """
 
     def __init__(self, genotype: Optional[Genotype], num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
                  num_blocks: int = 4, num_nodes: int = 4, upscale: int = 2, img_range: float = 1.0,
-                 rgb_mean: Optional[Sequence[float]] = None, depthwise: str = 'grouped'):
+                 rgb_mean: Optional[Sequence[float]] = None):
         super().__init__()
-        check_depthwise(depthwise)
         if upscale not in (2, 3, 4):
             raise ValueError(f'upscale must be 2, 3 or 4, got {upscale!r}')
         for key, value in (('num_feat', num_feat), ('num_blocks', num_blocks), ('num_nodes', num_nodes)):
@@ -370,14 +279,6 @@ class DeCoNASBody(nn.Module):
         self.global_conv = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-        self.set_depthwise(depthwise)
-
-    def set_depthwise(self, impl: str):
-        """Compute every separable conv the ``impl`` way (``DEPTHWISE_IMPLS``; see ``SepConvOp``)."""
-        self.depthwise = check_depthwise(impl)
-        for m in self.modules():
-            if isinstance(m, SepConvOp):
-                m.depthwise = impl
 
     def size(self) -> dict:
         """The sizes ``complexity.count_params`` needs besides the genotype."""

@@ -23,14 +23,11 @@ class DeCoNetSupernet(DeCoNASBody):
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_blocks: int = 4,
                  num_nodes: int = 4, upscale: int = 2, img_range: float = 1.0,
-                 rgb_mean: Optional[Sequence[float]] = None, feature_fusion_search: bool = False,
-                 depthwise: str = 'grouped'):
-        super().__init__(None, num_in_ch, num_out_ch, num_feat, num_blocks, num_nodes, upscale, img_range, rgb_mean,
-                         depthwise)
+                 rgb_mean: Optional[Sequence[float]] = None, feature_fusion_search: bool = False):
+        super().__init__(None, num_in_ch, num_out_ch, num_feat, num_blocks, num_nodes, upscale, img_range, rgb_mean)
         self.feature_fusion_search = feature_fusion_search
         self.arch_args = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_blocks=num_blocks,
-                              num_nodes=num_nodes, upscale=upscale, img_range=img_range, rgb_mean=rgb_mean,
-                              depthwise=depthwise)
+                              num_nodes=num_nodes, upscale=upscale, img_range=img_range, rgb_mean=rgb_mean)
 
     def parse_genotype(self, genotype) -> Genotype:
         """Read and check a genotype for this supernet (fusion bits required iff feature_fusion_search)."""
@@ -52,7 +49,7 @@ class DeCoNetSupernet(DeCoNASBody):
         Its output equals ``self(x, genotype)``; use it to retrain from inherited weights.
         """
         g = self.parse_genotype(genotype)
-        net = DeCoNASNet(g, **{**self.arch_args, 'depthwise': self.depthwise}).to(next(self.parameters()).device)
+        net = DeCoNASNet(g, **self.arch_args).to(next(self.parameters()).device)
         state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         layers = dict(self.named_modules())
         for name, ids in self.subset_inputs(g):

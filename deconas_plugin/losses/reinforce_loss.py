@@ -6,27 +6,6 @@ from torch import nn
 
 
 @LOSS_REGISTRY.register()
-class ComplexityPenalizedReward(nn.Module):
-    """The DeCoNAS reward ``R = PSNR - alpha * params / params_max`` (paper Eq. 11-12).
-
-    Args:
-        alpha: weight of the complexity penalty (0 for the paper's CB0 setting, 2 for CB1).
-        params_max: cost of the largest genotype of the search space (set by the model): its parameter
-            count, or its MACs or latency with ``search.penalty`` (then ``params`` is that cost too).
-    """
-
-    def __init__(self, alpha: float = 0.0, params_max: float = 1):
-        super().__init__()
-        if alpha < 0:
-            raise ValueError(f'reward alpha must be >= 0, got {alpha}')
-        self.alpha = float(alpha)
-        self.params_max = float(params_max)  # a latency in ms is not an integer
-
-    def forward(self, psnr: float, params: int) -> float:
-        return float(psnr) - self.alpha * params / self.params_max
-
-
-@LOSS_REGISTRY.register()
 class REINFORCELoss(nn.Module):
     """REINFORCE with an exponential-moving-average baseline and an entropy bonus (ENAS).
 

@@ -8,20 +8,28 @@ from collections import OrderedDict
 
 import torch
 from basicsr.archs import build_network
-from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ..complexity import count_params
-from ..model_options import SEARCH_DEFAULTS, controller_options
-from ..reward import psnr_y
+from ..options import controller_options, search_options
+from ..reward import draw_patches, patch_seed, penalized_reward, psnr_y, rank_share, reward_dataset
 from ..search_cost import search_cost
-from ..search_signal import draw_batch, probe_genotypes, score_table, summarize
+from ..search_signal import probe_genotypes, score_table, summarize
 from ..utils import dist as dist_util
-from .deconas_sr_model import DeCoNASSRModel
+from ..utils.checkpoint import atomic_write_text
+from .base import DeCoNASBaseModel
 
 CHILD_DRAWS_MAX = 1000  # child genotypes drawn in one batched controller unroll
+
+
+def _iteration(row: str) -> float:
+    """The ``iter`` of a JSON row; infinite for a row cut off by a kill."""
+    try:
+        return json.loads(row)['iter']
+    except json.JSONDecodeError:
+        return math.inf
 
 
 def _digest(net) -> str:
@@ -33,7 +41,7 @@ def _digest(net) -> str:
 
 
 @MODEL_REGISTRY.register()
-class DeCoNASSearchModel(DeCoNASSRModel):
+class DeCoNASSearchModel(DeCoNASBaseModel):
     """Search with a weight-sharing supernet (``network_g``) and an LSTM controller (``network_c``).
 
     Every training iteration is one child step: the controller samples a genotype, the supernet
@@ -41,25 +49,14 @@ class DeCoNASSearchModel(DeCoNASSRModel):
     iterations (from ``controller_start_iter`` on) the controller takes ``controller_steps``
     REINFORCE steps, each rewarded with the PSNR-Y of a fresh sample on ``reward_patches``
     validation patches minus the complexity penalty. BasicSR's validation hook evaluates the
-    controller's greedy genotype. Options: the ``search`` section (see ``model_options.SEARCH_DEFAULTS``),
+    controller's greedy genotype. Options: the ``search`` section (see ``options.SEARCH_DEFAULTS``),
     ``network_c`` (its M, N and fusion flag default to those of ``network_g``), ``train.optim_c``
-    and ``train.reinforce_opt``. ``train.autocast`` (see ``DeCoNASSRModel``) applies to the child
+    and ``train.reinforce_opt``. ``train.autocast`` (see ``DeCoNASBaseModel``) applies to the child
     step only: rewards, validation and derivation are computed in fp32.
     """
 
     def __init__(self, opt):
-        search = dict(opt.get('search') or {})
-        unknown = sorted(set(search) - set(SEARCH_DEFAULTS))
-        if unknown:
-            raise KeyError(f'unknown key(s) {unknown} in the search section; known: {sorted(SEARCH_DEFAULTS)}')
-        self.search_opt = {**SEARCH_DEFAULTS, **search}
-        if self.search_opt['reward_mode'] == 'fresh' and 'baseline_samples' not in search:
-            self.search_opt['baseline_samples'] = 0  # the default applies to common patches only
-        if self.search_opt['reward_mode'] not in ('fresh', 'common'):
-            raise ValueError(f"search.reward_mode must be 'fresh' or 'common', got {self.search_opt['reward_mode']!r}")
-        if self.search_opt['baseline_samples'] and self.search_opt['reward_mode'] != 'common':
-            raise ValueError('search.baseline_samples needs search.reward_mode: common (the samples are scored on '
-                             "the phase's common patches)")
+        self.search_opt = search_options(opt)
         opt['network_c'] = controller_options(opt)
         super().__init__(opt)
 
@@ -85,11 +82,9 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.arch_size = supernet.size()
         self.cost_fn = search_cost(self.search_opt, supernet)  # search.penalty: params, MACs or latency
         self.cost_max = self.cost_fn.cost_max
-        self.reward_fn = build_loss({'type': 'ComplexityPenalizedReward', 'alpha': self.search_opt['alpha'],
-                                     'params_max': self.cost_max})
         crop = self.search_opt['reward_crop_border']
         self.reward_crop_border = supernet.upscale if crop is None else crop
-        self.reward_dataset = self._build_reward_dataset()
+        self.reward_dataset = reward_dataset(self.opt)
         self.setup_optimizers()
         self.setup_schedulers()
         self.setup_autocast()  # train.autocast: the child step's forward pass and loss (rewards stay fp32)
@@ -102,49 +97,15 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self.probe = None  # signal_probe: (genotypes, batches), made at the first phase
         self.log_dict = OrderedDict()
 
-    def _build_reward_dataset(self):
-        dataset_opt = self.search_opt['reward_dataset']
-        if not dataset_opt:
-            raise KeyError('search.reward_dataset is required: BasicSR dataset options of the reward-validation '
-                           'images (for example a PairedImageDataset of held-out images with gt_size)')
-        dataset_opt = dict(dataset_opt, phase='train', scale=self.opt['scale'])
-        dataset_opt.setdefault('use_hflip', False)
-        dataset_opt.setdefault('use_rot', False)
-        return build_dataset(dataset_opt)
+    def draw_reward_patches(self, *keys):
+        """This rank's share of ``reward_patches`` reward patches, fixed by the option file's seed and ``keys``.
 
-    def reward_batch(self):
-        """The reward-validation patches of the current controller step, on this rank.
-
-        Which images are used depends only on (seed, rank, controller step), and the crops draw
-        from the global RNG that checkpoints restore, so a resumed search scores the same patches.
-        Each rank takes its own share of ``reward_patches`` (the PSNR is averaged over ranks).
+        Images and crops are drawn without touching the global random state, so a resumed search
+        scores the same patches and draws the same child batches. The PSNR is averaged over ranks.
         """
-        world, rank = self.opt.get('world_size', 1), self.opt.get('rank', 0)
-        per_rank = -(-self.search_opt['reward_patches'] // world)
-        seed = ((self.opt.get('manual_seed') or 0) * 1_000_003 + self.controller_step) * 64 + rank
-        index = torch.randint(len(self.reward_dataset), (per_rank, ), generator=torch.Generator().manual_seed(seed))
-        items = [self.reward_dataset[int(i)] for i in index]
-        lq = torch.stack([item['lq'] for item in items]).to(self.device)
-        gt = torch.stack([item['gt'] for item in items]).to(self.device)
-        return lq, gt
-
-    def _rank_seed(self, *keys) -> int:
-        """A seed that depends only on the option file's seed, ``keys`` and this rank."""
-        seed = self.opt.get('manual_seed') or 0
-        for key in keys:
-            seed = seed * 1_000_003 + key
-        return seed * 64 + self.opt.get('rank', 0)
-
-    def _rank_patches(self) -> int:
-        return -(-self.search_opt['reward_patches'] // self.opt.get('world_size', 1))
-
-    def phase_reward_batch(self, current_iter: int):
-        """reward_mode common: the patches of the controller phase at ``current_iter`` (this rank's share).
-
-        Images and crops are fixed by (seed, iteration, rank) and drawn without touching the global
-        random state, so a resumed search scores the same patches and draws the same child batches.
-        """
-        return draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(1, current_iter), self.device)
+        share = rank_share(self.search_opt['reward_patches'], self.opt.get('world_size', 1))
+        seed = patch_seed(self.opt.get('manual_seed'), self.opt.get('rank', 0), *keys)
+        return draw_patches(self.reward_dataset, share, seed, self.device)
 
     def setup_optimizers(self):
         train_opt = self.opt['train']
@@ -239,17 +200,17 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         if opt['signal_probe']:
             self.probe_signal(current_iter)
         common = opt['reward_mode'] == 'common'
-        self.phase_batch = self.phase_reward_batch(current_iter) if common else None
+        self.phase_batch = self.draw_reward_patches(1, current_iter) if common else None
         if opt['baseline_samples']:
             self.reset_baseline(opt['baseline_samples'])
         rows = []
         for _ in range(opt['controller_steps']):
-            lq, gt = self.phase_batch if common else self.reward_batch()
+            lq, gt = self.phase_batch if common else self.draw_reward_patches(self.controller_step)
             genotype, log_prob, entropy, probs = self._sample()
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
             params, cost = count_params(genotype, **self.arch_size), self.cost_fn(genotype)
-            reward = self.reward_fn(psnr, cost)
+            reward = penalized_reward(psnr, cost, opt['alpha'], self.cost_max)
             self.controller_step += 1
             try:
                 loss, advantage = self.cri_reinforce(log_prob, entropy, reward)
@@ -270,7 +231,7 @@ class DeCoNASSearchModel(DeCoNASSRModel):
                 'p': [round(float(v), 4) for v in probs]})
             self._trace({'iter': current_iter, 'controller': genotype.to_string(), 'psnr': psnr})
         self.net_g.train()
-        self._append_history(rows)
+        self._append_rows(self.history_path, rows)
         if rows:
             for key in ('reward', 'baseline', 'entropy', 'psnr'):
                 self.log_dict[key] = sum(r[key] for r in rows) / len(rows)
@@ -287,7 +248,8 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             genotype = self.net_c.bits_to_genotype(b)
             psnr = dist_util.mean_over_ranks(psnr_y(self.net_g, genotype, lq, gt, self.reward_crop_border),
                                              self.device)
-            rewards.append(self.cri_reinforce.shaped_reward(self.reward_fn(psnr, self.cost_fn(genotype)), h))
+            reward = penalized_reward(psnr, self.cost_fn(genotype), self.search_opt['alpha'], self.cost_max)
+            rewards.append(self.cri_reinforce.shaped_reward(reward, h))
         rewards = [r for r in rewards if math.isfinite(r)]  # a non-finite reward never reaches the baseline
         if rewards:
             self.cri_reinforce.reset_baseline(sum(rewards) / len(rewards))
@@ -302,10 +264,10 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         """
         if self.probe is None:  # fixed for the whole search: drawn (and read from disk) once
             sup = self.get_bare_model(self.net_g)
+            seed = patch_seed(self.opt.get('manual_seed'), 0, 2)  # the same genotypes on every rank
             genotypes = probe_genotypes(sup.num_nodes, sup.num_blocks, sup.feature_fusion_search,
-                                        self.search_opt['signal_probe'], self._rank_seed(2) // 64)  # every rank's
-            batches = [draw_batch(self.reward_dataset, self._rank_patches(), self._rank_seed(3, b), self.device)
-                       for b in range(2)]  # this rank's share of 2 fixed batches
+                                        self.search_opt['signal_probe'], seed)
+            batches = [self.draw_reward_patches(3, b) for b in range(2)]  # this rank's share of 2 fixed batches
             self.probe = genotypes, batches
         genotypes, batches = self.probe
         table = torch.from_numpy(score_table(self.net_g, genotypes, batches, self.reward_crop_border))
@@ -327,9 +289,6 @@ class DeCoNASSearchModel(DeCoNASSRModel):
             path = osp.join(self.opt['path']['experiments_root'], f"rank{self.opt['rank']}_trace.jsonl")
             with open(path, 'a') as f:
                 f.write(json.dumps(row) + '\n')
-
-    def _append_history(self, rows):
-        self._append_rows(self.history_path, rows)
 
     def _append_rows(self, path, rows):
         if self.opt['rank'] != 0 or not rows:
@@ -386,24 +345,12 @@ class DeCoNASSearchModel(DeCoNASSRModel):
         self._truncate_history(state['iter'])
 
     def _truncate_history(self, resume_iter):
-        """Drop history (and signal) rows written after the resumed checkpoint, so that none is duplicated."""
-        for path in (self.history_path, self.signal_path):
-            self._truncate_rows(path, resume_iter)
-
-    def _truncate_rows(self, path, resume_iter):
-        if self.opt['rank'] != 0 or not osp.exists(path):
+        """Drop history (and signal) rows written after the resumed checkpoint, so that none is duplicated
+        (and a row cut off by a kill)."""
+        if self.opt['rank'] != 0:
             return
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
-        keep = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a row cut off by a kill
-                continue
-            if row['iter'] <= resume_iter:
-                keep.append(line if line.endswith('\n') else line + '\n')
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
+        for path in (p for p in (self.history_path, self.signal_path) if osp.exists(p)):
+            with open(path) as f:
+                lines = [line.rstrip('\n') for line in f if line.strip()]
+            keep = [line for line in lines if _iteration(line) <= resume_iter]
+            atomic_write_text(path, ''.join(line + '\n' for line in keep))

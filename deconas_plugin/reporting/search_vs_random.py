@@ -743,7 +743,7 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
             f'{label_of(kind, i)} {supernet_psnr[g.to_string()]:.3f}' for kind, i, g, _ in entries))
 
     # Every option file is built (and the first checked) before anything runs.
-    from ..utils.option_check import OptionError, check_options
+    from ..options import OptionError, check_options
     planned = []
     for kind, index, genotype, n_seeds in entries:
         label = label_of(kind, index)

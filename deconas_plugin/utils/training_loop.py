@@ -2,7 +2,7 @@
 
 The same steps as BasicSR's loop (options, resume, loggers, loaders, model, iterations with logging,
 checkpoints and validation), calling BasicSR's functions through ``basicsr.train`` so that the
-patches of ``utils.compat`` apply, plus:
+patches of ``utils.basicsr_patches`` apply, plus:
 
 * a stop signal (``utils.preemption``) ends the run after the current iteration, with a training
   state written by rank 0 and exit status 75 on every rank;

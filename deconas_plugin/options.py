@@ -1,9 +1,12 @@
-"""Pre-flight check of an option file: one clear error before anything is written.
+"""The option file: the sections the models read with their defaults, and every check of them.
 
-BasicSR creates the experiment folder, then fails deep inside a loader or a network with a
-traceback. ``preflight()`` (called by ``train.py``/``test.py``) checks first what a user most often
-gets wrong, and on a mistake prints one ``error: ...`` line naming the key, file or value and how
-to fix it, and exits with status 2, leaving nothing behind.
+The ``search`` section (``SEARCH_DEFAULTS``, ``search_options``), ``network_c``
+(``controller_options``), ``train.autocast`` (``autocast_dtype``) and ``train.compile``
+(``compile_settings``) are read by the models (``models/``) through the functions here, which raise
+``OptionError`` naming the key; ``check_options`` checks a whole option file before a run, and
+``preflight()`` (called by ``train.py``/``test.py``) prints the first mistake as one ``error: ...``
+line and exits with status 2, before BasicSR creates the experiment folder: BasicSR would fail deep
+inside a loader or a network with a traceback.
 """
 import inspect
 import os
@@ -11,14 +14,107 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
+import torch
+from basicsr.utils import scandir
+from basicsr.utils.registry import ARCH_REGISTRY
 from PIL import Image
 
-SCALES = (2, 3, 4)
-VERIFY_MAX_FILES = 3000  # full PNG verification of folders up to this size (a loader error names larger ones)
+from .latency import LatencyTableError
+from .search_cost import SearchCost
+from .utils.dist import DEFAULT_TIMEOUT_S
+from .utils.option_file import read_option_file
 
 
 class OptionError(ValueError):
     """A mistake in an option file or in the data it points to."""
+
+
+SEARCH_DEFAULTS = {
+    'child_steps': 1000,  # child (shared-weight) iterations between two controller phases
+    'controller_steps': 100,  # REINFORCE steps per controller phase
+    'controller_start_iter': 5000,  # child-only warm-up before the first controller phase
+    'alpha': 0.0,  # complexity penalty weight: R = PSNR - alpha * cost / cost_max
+    'penalty': 'params',  # the cost: params (paper), macs, or latency (ms from latency_table); see search_cost.py
+    'macs_lr_size': None,  # [h, w] of the LR input MACs are counted on; None: the LR of a 1280x720 output
+    'latency_table': None,  # penalty latency: a table of this space from tools/latency_table.py
+    'reward_patches': 10,  # validation patches per reward (a batch)
+    'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
+    'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
+    # The reward the controller learns from (README "Does the search search?": measured on the demo's space)
+    'reward_mode': 'common',  # 'common': one draw of patches per phase for every step; 'fresh': a draw per step (paper)
+    'baseline_samples': 4,  # >0: at each phase start the baseline restarts at the mean reward of this many
+    #                         policy samples scored on the phase's common patches (reward_mode common only)
+    'signal_probe': 4,  # >0: at each phase, this many random genotypes (+ empty and full) on 2 fixed batches
+    'history_file': 'search_history.jsonl',  # in the experiment folder
+    'signal_file': 'search_signal.jsonl',  # per-phase rows of the signal probe, in the experiment folder
+    'rank_trace': False,  # debugging: every rank appends its genotypes to rank<r>_trace.jsonl
+}
+
+
+def controller_options(opt):
+    """``network_c`` of a search option file, its M, N and fusion flag defaulting to network_g's."""
+    net_g = opt['network_g']
+    if net_g.get('type') != 'DeCoNetSupernet':
+        raise OptionError(f"a DeCoNAS search needs network_g type DeCoNetSupernet, got {net_g.get('type')!r}")
+    net_c = dict(opt.get('network_c') or {})
+    net_c.setdefault('type', 'DeCoNASController')
+    for key, default in (('num_nodes', 4), ('num_blocks', 4), ('feature_fusion_search', False)):
+        net_c.setdefault(key, net_g.get(key, default))
+        if net_c[key] != net_g.get(key, default):
+            raise OptionError(f'network_c.{key} = {net_c[key]} differs from network_g.{key} = '
+                              f'{net_g.get(key, default)}')
+    return net_c
+
+
+AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+AUTOCAST_VALUES = '~ (or false: fp32, the default), bf16 or fp16'
+
+
+def autocast_dtype(value, device_type: str = 'cuda', why: str = ''):
+    """The dtype of ``train.autocast``: None for ``~``/false (fp32), bfloat16 for bf16, float16 for fp16,
+    which needs CUDA: on another ``device_type`` (``why``: how the run got there) it raises."""
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str) or value not in AUTOCAST_DTYPES:
+        raise OptionError(f'train.autocast must be {AUTOCAST_VALUES}, got {value!r}')
+    if value == 'fp16' and device_type != 'cuda':
+        raise OptionError(f'train.autocast: fp16 needs CUDA (with a GradScaler), and this run is on the '
+                          f'{"CPU" if device_type == "cpu" else device_type}{f" ({why})" if why else ""}; '
+                          'use autocast: bf16 on a CPU (or ~ for fp32)')
+    return AUTOCAST_DTYPES[value]
+
+
+COMPILE_VALUES = ('~, auto or false (eager, the default), true (torch.compile: mode reduce-overhead on CUDA, torch\'s '
+                  'default mode elsewhere), or a mapping of torch.compile arguments (mode, backend, fullgraph, '
+                  'dynamic, options)')
+COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
+
+
+def compile_settings(value, device_type: str):
+    """The ``torch.compile`` keyword arguments of ``train.compile``, or None for an eager training step.
+
+    ``~``/``auto``/``false``: eager, on every device (no GPU measurement has shown a compiled step to be
+    faster and as correct; ``tools/gpu_evidence.py --stage speed`` measures it); ``true``: compiled
+    (``mode='reduce-overhead'``, CUDA graphs of the forward and backward pass, on CUDA; torch's default
+    mode elsewhere); a mapping: those arguments.
+    """
+    if value is None or value is False or value == 'auto':
+        return None
+    if value is True:
+        return {'mode': 'reduce-overhead'} if device_type == 'cuda' else {}
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(COMPILE_KEYS))
+        if unknown:
+            raise OptionError(f'train.compile: unknown torch.compile argument(s) {unknown}; '
+                              f'known: {list(COMPILE_KEYS)}')
+        return dict(value)
+    raise OptionError(f'train.compile must be {COMPILE_VALUES}, got {value!r}')
+
+
+SCALES = (2, 3, 4)
+VERIFY_MAX_FILES = 3000  # full PNG verification of folders up to this size (a loader error names larger ones)
+REMOVED_KEYS = {  # key -> what replaced it
+    'train.cuda_graph': 'train.compile: true (on CUDA, torch.compile in mode reduce-overhead replays CUDA graphs)'}
 
 
 def _accepted_args(cls) -> Optional[List[str]]:
@@ -30,9 +126,6 @@ def _accepted_args(cls) -> Optional[List[str]]:
 
 def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
     """Build ``opt[key]`` (or ``net_opt``); unknown type/keys, bad values and unfit checkpoints raise."""
-    import torch
-    from basicsr.utils.registry import ARCH_REGISTRY
-
     net_opt = dict(opt[key] if net_opt is None else net_opt)
     arch = net_opt.pop('type', None)
     if arch is None:
@@ -89,7 +182,6 @@ def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
 
 
 def _image_files(folder: str) -> List[str]:
-    from basicsr.utils import scandir
     return sorted(scandir(folder, full_path=True))
 
 
@@ -166,28 +258,37 @@ def check_dataset(where: str, dataset_opt: dict, scale: int, gt_size: Optional[i
                               f'lower gt_size or remove the image')
 
 
-def check_search_reward(search: dict):
-    """``search.reward_mode``, ``baseline_samples`` and ``signal_probe``."""
-    from ..model_options import SEARCH_DEFAULTS
-    explicit_baseline = 'baseline_samples' in search
-    search = {**SEARCH_DEFAULTS, **search}
-    mode = search['reward_mode']
-    if mode not in ('fresh', 'common'):
-        raise OptionError(f"search.reward_mode must be 'fresh' or 'common', got {mode!r}")
+def search_options(opt: dict) -> dict:
+    """The ``search`` section of a search option file with its defaults (``SEARCH_DEFAULTS``), checked."""
+    search = opt.get('search') or {}
+    unknown = sorted(set(search) - set(SEARCH_DEFAULTS))
+    if unknown:
+        raise OptionError(f'search: unknown option(s) {unknown}; known: {sorted(SEARCH_DEFAULTS)}')
+    if not search.get('reward_dataset'):
+        raise OptionError('search.reward_dataset is required (BasicSR dataset options of the reward-validation '
+                          'images, with gt_size)')
+    out = {**SEARCH_DEFAULTS, **search}
+    if out['reward_mode'] not in ('fresh', 'common'):
+        raise OptionError(f"search.reward_mode must be 'fresh' or 'common', got {out['reward_mode']!r}")
     for key in ('baseline_samples', 'signal_probe'):
-        value = search[key]
+        value = out[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise OptionError(f'search.{key} must be an integer >= 0, got {value!r}')
-    if explicit_baseline and search['baseline_samples'] and mode != 'common':
-        raise OptionError('search.baseline_samples needs search.reward_mode: common (the samples are scored on the '
-                          "phase's common patches)")
+    if out['reward_mode'] == 'fresh':
+        if 'baseline_samples' not in search:
+            out['baseline_samples'] = 0  # the default applies to common patches only
+        elif out['baseline_samples']:
+            raise OptionError('search.baseline_samples needs search.reward_mode: common (the samples are scored on '
+                              "the phase's common patches)")
+    alpha = out['alpha']
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float('inf'):
+        raise OptionError(f'search.alpha must be a number >= 0 (the weight of the cost penalty), got {alpha!r}')
+    return out
 
 
 def check_search_cost(opt: dict, search: dict):
     """``search.penalty`` / ``macs_lr_size`` / ``latency_table``: a known penalty, and a latency table that
     exists and was measured for the supernet's sizes (``deconas_plugin.search_cost``)."""
-    from ..latency import LatencyTableError
-    from ..search_cost import SearchCost
     net = opt.get('network_g') or {}
     sizes = {k: net.get(k, d) for k, d in (('num_nodes', 4), ('num_blocks', 4), ('num_feat', 64), ('upscale', 2),
                                            ('num_in_ch', 3), ('num_out_ch', 3))}
@@ -202,34 +303,32 @@ def check_search_cost(opt: dict, search: dict):
 
 def check_autocast(opt: dict):
     """``train.autocast`` is ~/false, bf16 or fp16, and fp16 only where CUDA is used."""
-    from ..model_options import AUTOCAST_VALUES, autocast_dtype
     train = opt.get('train') or {}
     if not isinstance(train, dict) or 'autocast' not in train:
         return
-    try:
-        dtype = autocast_dtype(train['autocast'])
-    except ValueError:
-        raise OptionError(f"train.autocast must be {AUTOCAST_VALUES}, got {train['autocast']!r}") from None
-    import torch
-    if dtype == torch.float16:
-        num_gpu = opt.get('num_gpu', 'auto')
-        if num_gpu == 0 or not torch.cuda.is_available():
-            where = 'num_gpu: 0' if num_gpu == 0 else f'num_gpu: {num_gpu} but no CUDA GPU is available'
-            raise OptionError(f'train.autocast: fp16 needs CUDA (with a GradScaler), and this run is on the CPU '
-                              f'({where}); use autocast: bf16 on a CPU (or ~ for fp32)')
+    num_gpu = opt.get('num_gpu', 'auto')
+    if num_gpu != 0 and torch.cuda.is_available():
+        autocast_dtype(train['autocast'])
+    else:
+        autocast_dtype(train['autocast'], 'cpu', 'num_gpu: 0' if num_gpu == 0 else
+                       f'num_gpu: {num_gpu} but no CUDA GPU is available')
 
 
 def check_compile(opt: dict):
-    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments; ``train.cuda_graph`` a bool."""
-    from ..model_options import compile_settings
+    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments."""
     train = opt.get('train') or {}
     if isinstance(train, dict) and 'compile' in train:
-        try:
-            compile_settings(train['compile'], 'cpu')
-        except ValueError as e:
-            raise OptionError(str(e)) from None
-    if isinstance(train, dict) and not isinstance(train.get('cuda_graph', False), bool):
-        raise OptionError(f"train.cuda_graph must be true or false, got {train['cuda_graph']!r}")
+        compile_settings(train['compile'], 'cpu')
+
+
+def check_removed_keys(opt: dict):
+    """A key this version no longer reads is named, with what replaced it (BasicSR would ignore it)."""
+    for dotted, instead in REMOVED_KEYS.items():
+        node = opt
+        for key in dotted.split('.'):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            raise OptionError(f'{dotted} is no longer an option; use {instead}')
 
 
 def check_dist_params(opt: dict):
@@ -240,7 +339,6 @@ def check_dist_params(opt: dict):
     if not isinstance(params, dict):
         raise OptionError(f'dist_params must be a mapping (backend, port, timeout), got {params!r}')
     if 'timeout' in params:
-        from .dist import DEFAULT_TIMEOUT_S
         value = params['timeout']
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float('inf'):
             raise OptionError(f'dist_params.timeout must be a finite number of seconds > 0 (how long a collective '
@@ -252,6 +350,7 @@ def check_options(opt: dict):
     scale = opt.get('scale')
     if scale not in SCALES:
         raise OptionError(f'scale must be 2, 3 or 4, got {scale!r}')
+    check_removed_keys(opt)
     check_autocast(opt)
     check_compile(opt)
     check_dist_params(opt)
@@ -260,24 +359,11 @@ def check_options(opt: dict):
             continue
         check_network(opt, key)
     if opt.get('model_type') == 'DeCoNASSearchModel':
-        from ..model_options import SEARCH_DEFAULTS, controller_options
-        try:
-            check_network(opt, 'network_c', controller_options(opt))
-        except ValueError as e:
-            if isinstance(e, OptionError):
-                raise
-            raise OptionError(str(e)) from None
-        search = opt.get('search') or {}
-        unknown = sorted(set(search) - set(SEARCH_DEFAULTS))
-        if unknown:
-            raise OptionError(f'search: unknown option(s) {unknown}; known: {sorted(SEARCH_DEFAULTS)}')
-        if not search.get('reward_dataset'):
-            raise OptionError('search.reward_dataset is required (BasicSR dataset options of the reward-validation '
-                              'images, with gt_size)')
+        check_network(opt, 'network_c', controller_options(opt))
+        search = search_options(opt)
         reward = search['reward_dataset']
         check_dataset('search.reward_dataset', reward, scale, reward.get('gt_size'))
         check_search_cost(opt, search)
-        check_search_reward(search)
     lmdbs = {}
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
         check_dataset(f'datasets.{phase}', dataset_opt, scale, dataset_opt.get('gt_size') if phase == 'train' else None)
@@ -293,8 +379,6 @@ def check_options(opt: dict):
 def preflight():
     """Check the option file of the command line (``-opt``); on a mistake print it and exit 2."""
     import argparse
-
-    from .option_file import read_option_file
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     args, _ = parser.parse_known_args()
