@@ -55,6 +55,9 @@ KILL_RANK = os.environ.get('DECONAS_TEST_KILL_RANK')
 FIRST_GROUP = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') == '0'
 if KILL_RANK is not None and os.environ.get('RANK') != KILL_RANK or not FIRST_GROUP:
     KILL_AT = KILL_WRITING = STALL_AT = None
+if KILL_AT or KILL_WRITING or STALL_AT:  # the checkout under test (the processes start in its root), not an
+    import sys                           # installed copy: this runs before the script puts its root on sys.path
+    sys.path.insert(0, os.getcwd())
 if STALL_AT:
     import sys
     import time

@@ -89,6 +89,38 @@ def init_process_group(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S):
     _GROUP.update(store=store, timeout_s=float(timeout_s))
 
 
+def end_process_group(clean: bool = True):
+    """Destroy the process group before the interpreter exits (nothing to do without one).
+
+    gloo's worker thread lets go of a collective only after the caller has returned from it. If the
+    interpreter is already finalizing then, releasing the collective's tensors needs the GIL, Python
+    ends the thread instead, and the process aborts ("terminate called without an active exception",
+    status -6) after a run that succeeded. Destroying the group joins gloo's threads first, once
+    nothing else holds the group (a DistributedDataParallel model does: let it go before).
+
+    ``clean``: every rank ends at the same point of the run (finished, or stopped by a signal). The
+    other ranks then tell rank 0, which may serve the store, that they no longer need it, and rank 0
+    waits for them (at most ``dist_params.timeout``) before it destroys the group. After a failed
+    collective (a peer died or stalled) nobody waits: gloo's group is destroyed at once (nothing is
+    queued any more: it cannot hang); nccl's teardown may wait for peers, so nccl leaves it to the exit.
+    """
+    import datetime
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    store, world_size = _GROUP['store'], dist.get_world_size()
+    if clean and store is not None and world_size > 1:
+        try:
+            if dist.get_rank() == 0:
+                store.wait([f'ended/{r}' for r in range(1, world_size)],
+                           datetime.timedelta(seconds=_GROUP['timeout_s']))
+            else:
+                store.set(f'ended/{dist.get_rank()}', '1')
+        except Exception:  # noqa: BLE001  (a rank left without ending, or the store's host is gone)
+            clean = False
+    if clean or dist.get_backend() == 'gloo':
+        dist.destroy_process_group()
+
+
 def set_step(current_iter: int):
     """Record the training iteration the next collectives belong to (named in a ``PeerError``)."""
     _STEP.update(iter=current_iter, collective=None)

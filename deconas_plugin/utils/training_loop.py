@@ -10,7 +10,9 @@ patches of ``utils.basicsr_patches`` apply, plus:
   ``utils.dist.wait_for_rank0``), so only a rank that stops answering hits ``dist_params.timeout``;
 * a collective that fails (a rank stalled past the timeout, or died) ends the run with one
   ``PeerError`` naming the iteration and the rank that did not answer;
-* a resumed run says where it resumed, in the log and in tensorboard (``resume`` text, ``resumed_at_iter``).
+* a resumed run says where it resumed, in the log and in tensorboard (``resume`` text, ``resumed_at_iter``);
+* the process group ends before the interpreter exits (``utils.dist.end_process_group``), so no
+  process of a finished, stopped or failed run aborts on gloo's threads at its exit.
 """
 import datetime
 import functools
@@ -67,18 +69,28 @@ def train_pipeline(root_path):
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = bt.create_train_val_dataloader(opt, logger)
     # torchrun signals a worker's whole process group: loader workers must not die of it
     train_loader.worker_init_fn = functools.partial(_worker_init, train_loader.worker_init_fn)
+    outcome = None  # None (finished), the stop's SystemExit or a PeerError
     try:
         _train(opt, logger, tb_logger, resume_state, train_loader, train_sampler, val_loaders, total_epochs,
                total_iters, build_model, AvgTimer, MessageLogger)
+    except SystemExit as e:
+        if e.code != EXIT_PREEMPTED:
+            raise
+        outcome = SystemExit(EXIT_PREEMPTED)
     except RuntimeError as e:
         if not (dist_util.is_distributed() and _is_collective_failure(e)):
             raise
-        error = dist_util.peer_error(e)
-        logger.error(str(error))
-        raise error from e
+        outcome = dist_util.peer_error(e)
+        outcome.__cause__ = e.with_traceback(None)
+        logger.error(str(outcome))
     finally:
         if tb_logger:
             tb_logger.close()
+    # Past the handlers no traceback holds _train's frame, so the model (a DDP model holds the group)
+    # is gone and ending the group joins its threads.
+    dist_util.end_process_group(clean=not isinstance(outcome, dist_util.PeerError))
+    if outcome is not None:
+        raise outcome
 
 
 def _train(opt, logger, tb_logger, resume_state, train_loader, train_sampler, val_loaders, total_epochs, total_iters,
