@@ -370,3 +370,19 @@ def test_summary_standard_error_and_params_tau():
     assert s['train_hours'] == pytest.approx(7 * 36 / 3600)
     scale_genotypes, scale = svr.summarize([r for r in rows if r['kind'] == 'extra'], {}, {})
     assert scale['found_mean'] is None and scale['found_rank'] is None and scale['kendall_tau'] is None
+
+
+def test_held_out_compares_images_not_folders(tmp_path):
+    """Two meta_info subsets of one folder share no image: the test set is held out; the whole folder is not."""
+    folder = tmp_path / 'GT'
+    folder.mkdir()
+    for name in ('a.png', 'b.png', 'c.png'):
+        (folder / name).write_bytes(b'')
+    (tmp_path / 'reward.txt').write_text('a.png (4,4,3)\nb.png (4,4,3)\n')
+    (tmp_path / 'test.txt').write_text('c.png (4,4,3)\n')
+    search = {'datasets': {'val': {'dataroot_gt': str(folder), 'meta_info_file': str(tmp_path / 'reward.txt')}},
+              'search': {'reward_dataset': {'dataroot_gt': str(folder), 'meta_info_file': str(tmp_path / 'reward.txt')}}}
+    seen = svr.search_data_images(search)
+    assert seen == {str(folder / 'a.png'), str(folder / 'b.png')}
+    assert not svr.dataset_images({'dataroot_gt': str(folder), 'meta_info_file': str(tmp_path / 'test.txt')}) & seen
+    assert svr.dataset_images({'dataroot_gt': str(folder)}) & seen
