@@ -352,12 +352,23 @@ def test_options(train_opt: dict, checkpoint: str, sets: List[dict], name: str) 
     }
 
 
-def search_data_folders(search_opt: dict) -> set:
-    """HR folders the search scored genotypes on (datasets.val, search.reward_dataset), absolute."""
+def dataset_images(d: dict) -> set:
+    """The HR images a dataset option reads, absolute: the names of its ``meta_info_file`` under its
+    ``dataroot_gt``, else the files of that folder (an LMDB or a missing folder: the path itself)."""
+    root = osp.abspath(osp.join(ROOT, d['dataroot_gt']))
+    if d.get('meta_info_file'):
+        with open(osp.join(ROOT, d['meta_info_file'])) as f:
+            return {osp.join(root, line.split()[0]) for line in f if line.strip()}
+    if osp.isdir(root) and not root.endswith('.lmdb'):
+        return {osp.join(root, name) for name in os.listdir(root)}
+    return {root}
+
+
+def search_data_images(search_opt: dict) -> set:
+    """HR images the search scored genotypes on (datasets.val, search.reward_dataset), absolute."""
     datasets = [d for k, d in (search_opt.get('datasets') or {}).items() if k.startswith('val')]
     datasets.append((search_opt.get('search') or {}).get('reward_dataset') or {})
-    return {osp.abspath(osp.join(ROOT, d['dataroot_gt'])) for d in datasets
-            if isinstance(d, dict) and d.get('dataroot_gt')}
+    return set().union(*(dataset_images(d) for d in datasets if isinstance(d, dict) and d.get('dataroot_gt')))
 
 
 def budget_of(opt: dict) -> dict:
@@ -699,8 +710,8 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     sets = test_sets_of(template, read_options(test_opt) if test_opt else None, test_sets, search_opt['scale'])
     num_gpu = {'auto': None, 'cpu': 0, 'cuda': 1}[device]
     torch_device = 'cuda' if (device == 'cuda' or (device == 'auto' and torch.cuda.is_available())) else 'cpu'
-    seen = search_data_folders(search_opt) if experiment else set()
-    test_seen_by_search = [d['name'] for d in sets if d.get('dataroot_gt') and osp.abspath(d['dataroot_gt']) in seen]
+    seen = search_data_images(search_opt) if experiment else set()
+    test_seen_by_search = [d['name'] for d in sets if d.get('dataroot_gt') and dataset_images(d) & seen]
     prefix = prefix or f"svr_{search_opt['name']}"
     base_seed = int(template.get('manual_seed') or 0)
     say = Runner(out, threads, quiet).say
