@@ -36,7 +36,9 @@ def read_options(path: str) -> dict:
     return read_option_file(path, DeriveError)
 
 
-def _checkpoint(models_dir: str, label: str, iteration: str) -> str:
+def checkpoint_path(models_dir: str, label: str, iteration: str) -> str:
+    """``<models_dir>/<label>_<iteration>.pth``; for ``latest``, the latest file or else the highest
+    iteration's. A missing checkpoint is a ``DeriveError``."""
     if iteration != 'latest':
         path = osp.join(models_dir, f'{label}_{iteration}.pth')
     else:
@@ -58,7 +60,7 @@ def load_search(opt: dict, experiment: Optional[str] = None, iteration: str = 'l
     supernet = build_network(copy.deepcopy(opt['network_g']))
     controller = build_network(controller_options(opt))
     for net, label in ((supernet, 'net_g'), (controller, 'net_c')):
-        path = _checkpoint(models_dir, label, iteration)
+        path = checkpoint_path(models_dir, label, iteration)
         state = load_state(path)
         try:
             net.load_state_dict(state.get('params', state))

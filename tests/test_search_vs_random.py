@@ -386,3 +386,28 @@ def test_held_out_compares_images_not_folders(tmp_path):
     assert seen == {str(folder / 'a.png'), str(folder / 'b.png')}
     assert not svr.dataset_images({'dataroot_gt': str(folder), 'meta_info_file': str(tmp_path / 'test.txt')}) & seen
     assert svr.dataset_images({'dataroot_gt': str(folder)}) & seen
+
+
+def test_supernet_scores_are_reused_only_for_the_same_weights(tmp_path):
+    import hashlib
+    g = Genotype.full(2)
+    entries = [('found', 0, g, 1)]
+    exp, out = tmp_path / 'exp', tmp_path / 'out'
+    (exp / 'models').mkdir(parents=True)
+    out.mkdir()
+    search_opt = {'name': 'tiny', 'scale': 2, 'network_g': {'num_blocks': 2, 'num_nodes': 2, 'num_feat': 4}}
+
+    def store(sha):
+        key = {'search': 'tiny', 'iteration': 'latest', 'scored_on': 'reward', 'checkpoint_sha256': sha}
+        (out / svr.SCORES_FILE).write_text(json.dumps({'key': key, 'scores': {g.to_string(): 30.0}}))
+
+    def scores():
+        return svr.supernet_scores(str(out), entries, search_opt, str(exp), 'latest', 'reward', 'cpu', 1, True)
+
+    store('0' * 64)
+    assert scores() == {g.to_string(): 30.0}  # no checkpoint here: the stored scores stand
+    (exp / 'models' / 'net_g_latest.pth').write_bytes(b'not the weights that were scored')
+    with pytest.raises(Exception):  # other weights: scored again (and this file is no checkpoint)
+        scores()
+    store(hashlib.sha256(b'not the weights that were scored').hexdigest())
+    assert scores() == {g.to_string(): 30.0}

@@ -50,6 +50,7 @@ starts no new one.
 """
 import concurrent.futures
 import copy
+import hashlib
 import json
 import math
 import os
@@ -632,12 +633,21 @@ def supernet_scores(out: str, entries: list, search_opt: dict, experiment: str, 
     import torch
     path = osp.join(out, SCORES_FILE)
     key = {'search': search_opt['name'], 'iteration': iteration, 'scored_on': scored_on}
+    try:  # the supernet's weights: scores of a search trained further are not reused
+        with open(derive_lib.checkpoint_path(osp.join(experiment, 'models'), 'net_g', iteration), 'rb') as f:
+            key['checkpoint_sha256'] = hashlib.sha256(f.read()).hexdigest()
+    except derive_lib.DeriveError:  # no checkpoint here (e.g. records kept without it): the stored scores
+        key['checkpoint_sha256'] = None
     cached = {}
     if osp.isfile(path):
         with open(path) as f:
             stored = json.load(f)
-        if stored.get('key') == key:
+        old = dict(stored.get('key') or {})
+        if key['checkpoint_sha256'] is None:
+            old['checkpoint_sha256'] = None
+        if old == key:
             cached = stored['scores']
+            key = stored['key']
     missing = [g for _, _, g, _ in entries if g.to_string() not in cached]
     if missing:
         old_threads = torch.get_num_threads()
