@@ -26,7 +26,7 @@ Sections (``--only`` takes these names, or their numbers 1-8):
 5. ``data`` -- BasicSR ``PairedImageDataset`` (train mode: crop, flips, rotations) samples/s from
    LMDB vs from folders of the same sub-images (made with ``tools/prepare_train.py``); and ms per
    reward patch from whole DIV2K-sized images vs from their 480-px sub-images in an LMDB.
-6. ``options`` -- the supernet child step with channels_last, autocast (bf16; fp16 on CUDA) and
+6. ``options`` -- the supernet child step with autocast (bf16; fp16 on CUDA) and
    ``torch.compile`` (compile time for the first, a fresh and a repeated genotype; steady state),
    speed ratios vs the default and whether the losses match.
 7. ``precision`` -- a small DeCoNASNet (paper genotype, N = 4, M = 4, C = 16) retrained from the same
@@ -55,9 +55,9 @@ holds ``error``), ``wall_s``. Per section:
   ``num_subimages``, ``reward`` (``whole_ms_per_patch``, ``sub_lmdb_ms_per_patch``, ``speedup``).
 * ``options``: ``variants`` (``name``, ``ms``, ``speedup``, ``loss_rel_diff``, ``loss_ok``),
   ``compile`` (``first_compile_s``, ``fresh_compile_s``, ``repeated_first_step_ms``,
-  ``steady_ms``, ``eager_ms``, ``steady_speedup`` or ``error``), ``recommended`` (``channels_last``,
-  ``autocast`` (always None: fp32 is the default), ``autocast_fastest``, ``autocast_psnr`` (section 7's
-  verdict), ``torch_compile_search``, ``torch_compile_retrain``).
+  ``steady_ms``, ``eager_ms``, ``steady_speedup`` or ``error``), ``recommended`` (``autocast`` (always
+  None: fp32 is the default), ``autocast_fastest``, ``autocast_psnr`` (section 7's verdict),
+  ``torch_compile_search``, ``torch_compile_retrain``).
 * ``precision``: ``variants`` (``name``, ``autocast`` (None, ``bfloat16``, ``float16``), ``batch_seed``
   (A, B), ``ms_per_iter``, ``speedup`` (vs fp32 seed A), ``first_loss``, ``final_loss``,
   ``nonfinite_losses``, ``psnr_y``, ``ssim_y``, ``per_image``, ``psnr_diff``, ``ssim_diff`` (vs fp32 seed
@@ -74,25 +74,6 @@ Package layout: ``config`` (SECTIONS, TITLES, ``make_config``), ``machine`` (``m
 (shared builders and number formatting), one module per section holding its ``bench_<name>`` and its
 ``md_<name>`` renderer (``supernet``, ``zeromask``, ``controller``, ``inference``, ``data``,
 ``options``, ``precision``, ``retrain``), ``markdown`` (``render_markdown``: header, summary, section dispatch)
-and ``run`` (``run_benchmark``, ``write_results``, ``rerender``, ``parse_only``, RUNNERS).
+and ``run`` (``run_benchmark``, ``write_results``, ``rerender``, ``parse_only``, RUNNERS). Import them from
+their modules (``from benchmarks.run import run_benchmark``): the package itself re-exports nothing.
 """
-from .config import SECTIONS, TITLES, make_config
-from .controller import GOAL_CONTROLLER_MS, bench_controller
-from .data import bench_data, make_subimage_sets
-from .inference import bench_inference
-from .machine import choose_threads, machine_info, threads_probe
-from .markdown import render_markdown
-from .options import bench_options
-from .precision import PRECISION_SEEDS, PatchSampler, bench_precision, evaluate_sr
-from .run import RUNNERS, parse_only, rerender, run_benchmark, write_results
-from .supernet import GOAL_SUPERNET_RATIO, bench_supernet
-from .timing import TrainStep, interleaved, median_ms, timed
-from .zeromask import GOAL_ZEROMASK_SPEEDUP, ZeroMaskSupernet, bench_zeromask
-
-__all__ = [
-    'SECTIONS', 'TITLES', 'RUNNERS', 'GOAL_SUPERNET_RATIO', 'GOAL_ZEROMASK_SPEEDUP', 'GOAL_CONTROLLER_MS',
-    'PRECISION_SEEDS', 'make_config', 'choose_threads', 'machine_info', 'threads_probe', 'timed', 'interleaved',
-    'median_ms', 'TrainStep', 'ZeroMaskSupernet', 'PatchSampler', 'evaluate_sr', 'make_subimage_sets',
-    'bench_supernet', 'bench_zeromask', 'bench_controller', 'bench_inference', 'bench_data', 'bench_options',
-    'bench_precision', 'parse_only', 'run_benchmark', 'write_results', 'rerender', 'render_markdown',
-]

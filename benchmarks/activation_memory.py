@@ -12,7 +12,6 @@ import argparse
 import os.path as osp
 import random
 import sys
-import time
 from typing import Callable, List, Tuple
 
 import torch
@@ -37,10 +36,8 @@ def saved_bytes(forward: Callable[[], torch.Tensor]) -> int:
 
 def networks(scale: int = 2) -> List[Tuple[str, Callable[[], torch.nn.Module], Callable]]:
     """(label, build, forward(model, x)) of the networks a paper-scale run trains."""
-    import deconas_plugin  # noqa: F401  (registers the archs)
+    from deconas_plugin.genotype import PAPER_GENOTYPE, Genotype  # the package first: it registers the archs
     from basicsr.utils.registry import ARCH_REGISTRY
-
-    from deconas_plugin.genotype import PAPER_GENOTYPE, Genotype
 
     def supernet(n, m, genotype):
         return (lambda: ARCH_REGISTRY.get('DeCoNetSupernet')(num_feat=64, num_blocks=n, num_nodes=m, upscale=scale),
@@ -108,18 +105,15 @@ def main(argv=None):
     table = markdown(rows, args.batch, args.patch)
     print(table)
     if args.out:
-        from deconas_plugin.utils.machine import describe_machine
-        cpu = describe_machine(torch.device('cpu'))['cpu']
-        argv_text = ' '.join(sys.argv[1:] if argv is None else argv)
-        with open(args.out, 'w') as f:
-            f.write(f'# Activation memory of one training step (batch {args.batch}, LR patch {args.patch}, fp32, x2)\n\n'
-                    f'Counted {time.strftime("%Y-%m-%d")} on {cpu}, torch {torch.__version__}.\n'
-                    f'Command: `python -m benchmarks.activation_memory {argv_text}`\n\n'
-                    'What autograd keeps for the backward pass of one forward (each storage once), counted on '
-                    f'the CPU at (batch, LR patch) = {", ".join(map(str, SIZES))}, fitted as a * batch * pixels + b '
-                    'from the first two sizes, checked on the third (within 1%) and extrapolated: the same '
-                    'tensors a GPU keeps, so a lower bound of the peak of a GPU step (which adds the output, '
-                    "the loss, cuDNN's workspace, the allocator's slack and the CUDA context).\n\n" + table)
+        from benchmarks.common import write_measurement
+        title = f'Activation memory of one training step (batch {args.batch}, LR patch {args.patch}, fp32, x2)'
+        write_measurement(args.out, title, 'activation_memory', argv,
+                          'What autograd keeps for the backward pass of one forward (each storage once), counted on '
+                          f'the CPU at (batch, LR patch) = {", ".join(map(str, SIZES))}, fitted as '
+                          'a * batch * pixels + b from the first two sizes, checked on the third (within 1%) and '
+                          'extrapolated: the same tensors a GPU keeps, so a lower bound of the peak of a GPU step (which '
+                          "adds the output, the loss, cuDNN's workspace, the allocator's slack and the CUDA context).\n\n"
+                          + table)
 
 
 if __name__ == '__main__':

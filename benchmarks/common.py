@@ -1,5 +1,7 @@
 """Helpers shared by the sections: the supernet, batches and random genotypes they time, the progress
 log, and the number formatting of the Markdown report."""
+import contextlib
+import os
 import random
 from typing import List
 
@@ -33,6 +35,26 @@ def make_supernet(cfg: dict, device: torch.device, fusion: bool = False):
 
 def say(msg: str):
     print(msg, flush=True)
+
+
+@contextlib.contextmanager
+def quiet():
+    """No stdout or stderr (tqdm bars, LMDB logs) from the data a section prepares before it measures."""
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
+
+
+def write_measurement(path: str, title: str, module: str, argv, text: str):
+    """A measurement page at ``path``: ``title``, the date, the CPU, the torch version and the command
+    (``python -m benchmarks.<module> <argv>``; None: this process's), then ``text``."""
+    import sys
+    import time
+
+    from deconas_plugin.utils.machine import describe_machine
+    argv_text = ' '.join(sys.argv[1:] if argv is None else argv)
+    with open(path, 'w') as f:
+        f.write(f'# {title}\n\nMeasured {time.strftime("%Y-%m-%d")} on {describe_machine(torch.device("cpu"))["cpu"]}, '
+                f'torch {torch.__version__}.\nCommand: `python -m benchmarks.{module} {argv_text}`\n\n{text}')
 
 
 def fmt(v, nd=2):

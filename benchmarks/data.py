@@ -1,5 +1,4 @@
 """Section 5, ``data``: ``PairedImageDataset`` samples/s from LMDB vs from folders of sub-images."""
-import contextlib
 import os
 import os.path as osp
 import random
@@ -13,7 +12,7 @@ import torch
 
 from deconas_plugin.utils.cli import load_tool
 
-from .common import fmt, say
+from .common import fmt, quiet, say
 from .timing import timed
 
 
@@ -31,12 +30,36 @@ def make_subimage_sets(root: str, images: Optional[int] = None, crop: int = 192,
             'images': list(names)}
 
 
+def same_sample(a, i: int, b, j: int) -> bool:
+    """Whether item ``i`` of dataset ``a`` and item ``j`` of ``b`` are the same sample (crop and flips drawn with
+    the same seed)."""
+    state = random.getstate()
+    items = []
+    for ds, k in ((a, i), (b, j)):
+        random.seed(1)
+        items.append(ds[k])
+    random.setstate(state)
+    return all(torch.equal(items[0][key], items[1][key]) for key in ('gt', 'lq'))
+
+
+def seconds_per_sample(datasets: dict, order: dict, chunk: int) -> dict:
+    """Median seconds per sample of each dataset, reading its indices ``order[key]`` in chunks of ``chunk``,
+    the datasets interleaved (ABBA)."""
+    keys = list(datasets)
+    times = {k: [] for k in keys}
+    for i, start in enumerate(range(0, len(order[keys[0]]), chunk)):
+        for key in (keys if i % 2 == 0 else keys[::-1]):
+            ds, idx = datasets[key], order[key][start:start + chunk]
+            times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -> dict:
     from basicsr.data.paired_image_dataset import PairedImageDataset
     tmp = tempfile.mkdtemp(prefix='deconas_bench_data_', dir=workdir)
     try:
         t0 = time.perf_counter()
-        with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        with quiet():
             sets = make_subimage_sets(tmp, cfg['data_images'])  # quiet: tqdm bars and LMDB logs
         prep_s = time.perf_counter() - t0
         dirs = sets['dirs']
@@ -56,19 +79,8 @@ def bench_data(cfg: dict, device: torch.device, workdir: Optional[str] = None) -
         rng = random.Random(cfg['seed'])
         picks = [rng.randrange(sets['num_subimages']) for _ in range(n)]
         order = {'lmdb': picks, 'disk': [disk_index[f'{lmdb_keys[i]}.png'] for i in picks]}
-        state = random.getstate()
-        random.seed(1)
-        a = datasets['lmdb'][picks[0]]
-        random.seed(1)
-        b = datasets['disk'][order['disk'][0]]
-        random.setstate(state)
-        same = bool(torch.equal(a['gt'], b['gt']) and torch.equal(a['lq'], b['lq']))
-        times = {k: [] for k in datasets}
-        for i, start in enumerate(range(0, n, chunk)):  # interleaved chunks, ABBA
-            for key in (('lmdb', 'disk') if i % 2 == 0 else ('disk', 'lmdb')):
-                ds, idx = datasets[key], order[key][start:start + chunk]
-                times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
-        rate = {k: 1 / statistics.median(v) for k, v in times.items()}
+        same = same_sample(datasets['lmdb'], picks[0], datasets['disk'], order['disk'][0])
+        rate = {k: 1 / v for k, v in seconds_per_sample(datasets, order, chunk).items()}
         say(f'  {sets["num_subimages"]} sub-images ({sets["crop"]}px, step {sets["step"]}): LMDB '
              f'{rate["lmdb"]:.0f} samples/s, disk {rate["disk"]:.0f} samples/s')
         out = {'lmdb_samples_per_s': rate['lmdb'], 'disk_samples_per_s': rate['disk'],
@@ -90,33 +102,21 @@ def _bench_lmdb_level(sets: dict, common: dict, cfg: dict) -> dict:
     dirs, keys = sets['dirs'], [osp.splitext(f)[0] for f in sorted(os.listdir(sets['dirs']['hr_sub']))]
     root = osp.dirname(dirs['hr_lmdb'])
     paths = {}
-    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+    with quiet():
         for level in (1, 0):
             paths[level] = (osp.join(root, f'level{level}_HR.lmdb'), osp.join(root, f'level{level}_LR.lmdb'))
             tool.build_lmdb(dirs['hr_sub'], paths[level][0], keys, 1, level)
             tool.build_lmdb(dirs['lr2_sub'], paths[level][1], keys, 1, level)
     datasets = {level: PairedImageDataset({**common, 'dataroot_gt': gt, 'dataroot_lq': lq,
                                            'io_backend': {'type': 'lmdb'}}) for level, (gt, lq) in paths.items()}
-    state = random.getstate()
-    random.seed(1)
-    a = datasets[1][0]
-    random.seed(1)
-    b = datasets[0][0]
-    random.setstate(state)
-    same = bool(torch.equal(a['gt'], b['gt']) and torch.equal(a['lq'], b['lq']))
     rng = random.Random(cfg['seed'])
-    n, chunk = cfg['data_samples'], cfg['data_chunk']
-    picks = [rng.randrange(len(datasets[1])) for _ in range(n)]
-    times = {level: [] for level in datasets}
-    for i, start in enumerate(range(0, n, chunk)):  # interleaved chunks, ABBA
-        for level in ((1, 0) if i % 2 == 0 else (0, 1)):
-            ds, idx = datasets[level], picks[start:start + chunk]
-            times[level].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
-    rate = {level: 1 / statistics.median(v) for level, v in times.items()}
+    picks = [rng.randrange(len(datasets[1])) for _ in range(cfg['data_samples'])]
+    rate = {level: 1 / v for level, v in seconds_per_sample(datasets, {1: picks, 0: picks}, cfg['data_chunk']).items()}
     size = {level: sum(os.path.getsize(osp.join(p, 'data.mdb')) for p in paths[level]) for level in paths}
     say(f'  LMDB PNG level 1 {rate[1]:.0f} samples/s, level 0 {rate[0]:.0f} samples/s')
     return {'level1_samples_per_s': rate[1], 'level0_samples_per_s': rate[0], 'ratio_level0_over_level1':
-            rate[0] / rate[1], 'level1_bytes': size[1], 'level0_bytes': size[0], 'same_samples': same}
+            rate[0] / rate[1], 'level1_bytes': size[1], 'level0_bytes': size[0],
+            'same_samples': same_sample(datasets[1], 0, datasets[0], 0)}
 
 
 def _bench_reward_patches(root: str, cfg: dict) -> dict:
@@ -132,7 +132,7 @@ def _bench_reward_patches(root: str, cfg: dict) -> dict:
     from deconas_plugin.utils.embedded_data import SPLITS, prepare_embedded
     from deconas_plugin.utils.sr_data import write_png_atomic
     images = SPLITS['train'][:cfg['reward_images']]
-    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+    with quiet():
         photos = prepare_embedded(osp.join(root, 'embedded'), scales=(), splits={'train': images})['train']
         whole_hr = osp.join(root, 'whole', 'HR')
         os.makedirs(whole_hr)
@@ -154,13 +154,10 @@ def _bench_reward_patches(root: str, cfg: dict) -> dict:
                                         'io_backend': {'type': 'lmdb'}}),
     }
     rng = random.Random(cfg['seed'])
-    times = {k: [] for k in datasets}
-    for i in range(cfg['reward_reps']):  # one controller step's patches from each, ABBA
-        for key in (('whole', 'sub_lmdb') if i % 2 == 0 else ('sub_lmdb', 'whole')):
-            ds = datasets[key]
-            idx = [rng.randrange(len(ds)) for _ in range(cfg['reward_patches'])]
-            times[key].append(timed(lambda: [ds[j] for j in idx], torch.device('cpu')) / len(idx))
-    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    order = {k: [rng.randrange(len(ds)) for _ in range(cfg['reward_reps'] * cfg['reward_patches'])]
+             for k, ds in datasets.items()}
+    # one controller step's patches from each in turn
+    ms = {k: v * 1e3 for k, v in seconds_per_sample(datasets, order, cfg['reward_patches']).items()}
     say(f'  reward patches: whole {ms["whole"]:.1f} ms, 480-px sub-images (LMDB) {ms["sub_lmdb"]:.1f} ms per patch')
     return {'whole_ms_per_patch': ms['whole'], 'sub_lmdb_ms_per_patch': ms['sub_lmdb'],
             'speedup': ms['whole'] / ms['sub_lmdb'], 'image_size': [2040, 1356], 'images': len(images),

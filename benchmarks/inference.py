@@ -7,7 +7,6 @@ from .timing import interleaved, median_ms
 
 
 def _inference_models(cfg: dict):
-    import deconas_plugin  # noqa: F401  (registers the archs)
     from basicsr.utils.registry import ARCH_REGISTRY
     size, rdn = cfg['inference_size'], cfg['rdn_size']
     return [

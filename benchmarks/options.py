@@ -1,5 +1,5 @@
-"""Section 6, ``options``: the supernet child step with channels_last, autocast and torch.compile,
-and the defaults derived from them (``recommend``)."""
+"""Section 6, ``options``: the supernet child step with autocast and torch.compile (``train.autocast``,
+``train.compile``), and the defaults derived from them (``recommend``)."""
 import contextlib
 import copy
 import os
@@ -17,13 +17,9 @@ from .timing import TrainStep, interleaved, median_ms, timed
 
 
 def _variants(device: torch.device):
-    """(name, channels_last, autocast dtype) of the child-step options measured on ``device``."""
-    out = [('default', False, None), ('channels_last', True, None), ('autocast bf16', False, torch.bfloat16)]
-    if device.type == 'cuda':
-        out += [('autocast fp16 (+GradScaler)', False, torch.float16), ('channels_last + bf16', True, torch.bfloat16)]
-    else:
-        out += [('channels_last + bf16', True, torch.bfloat16)]
-    return out
+    """(name, autocast dtype) of the child-step options measured on ``device``."""
+    out = [('default', None), ('autocast bf16', torch.bfloat16)]
+    return out + ([('autocast fp16 (+GradScaler)', torch.float16)] if device.type == 'cuda' else [])
 
 
 def _loss_tolerance(amp_dtype) -> float:
@@ -35,27 +31,21 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
     state = copy.deepcopy(base.state_dict())
     genotypes = random_genotypes(cfg, cfg['options_genotypes'], seed_offset=2)
     variants = _variants(device)
-    steps, models = {}, {}
-    for name, cl, amp in variants:
-        model = copy.deepcopy(base)
-        if cl:
-            model = model.to(memory_format=torch.channels_last)
-        x, y = random_batch(cfg, device, cfg['seed'] + 2, channels_last=cl)
-        steps[name] = TrainStep(model, x, y, genotypes[0], amp_dtype=amp)
-        models[name] = model
+    x, y = random_batch(cfg, device, cfg['seed'] + 2)
+    steps = {name: TrainStep(copy.deepcopy(base), x, y, genotypes[0], amp_dtype=amp) for name, amp in variants}
 
     # Loss sanity: from identical weights and batches, the first loss_steps losses of each variant.
     losses = {}
-    for name, _, _ in variants:
+    for name, _ in variants:
         model = steps[name].model
         model.load_state_dict(state)
         losses[name] = [float(steps[name]()) for _ in range(cfg['loss_steps'])]
     ref = losses['default']
-    rows = {name: {'name': name, 'channels_last': cl, 'amp_dtype': str(amp).replace('torch.', '') if amp else None,
+    rows = {name: {'name': name, 'amp_dtype': str(amp).replace('torch.', '') if amp else None,
                    'losses': losses[name],
                    'loss_rel_diff': max(abs(a - b) / abs(b) for a, b in zip(losses[name], ref))}
-            for name, cl, amp in variants}
-    for name, _, amp in variants:
+            for name, amp in variants}
+    for name, amp in variants:
         rows[name]['loss_ok'] = rows[name]['loss_rel_diff'] <= _loss_tolerance(amp)
 
     per_g = {name: [] for name in steps}
@@ -72,7 +62,7 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
                           speedup=sum(speedups) / len(speedups))
     out = {'variants': list(rows.values()), 'loss_steps': cfg['loss_steps'],
            'setup': {k: cfg[k] for k in ('num_feat', 'patch', 'batch', 'options_reps', 'warmup')}}
-    del steps, models
+    del steps
     if cfg['compile']:
         try:
             out['compile'] = _bench_compile(cfg, device, base, state, genotypes)
@@ -167,7 +157,7 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
 def recommend(out: dict, precision: Optional[dict] = None) -> dict:
     """Defaults from the measurements: an option is on if it is >= 5 % faster with matching losses.
 
-    ``channels_last`` is judged alone. ``autocast`` stays off (fp32) whatever its speed: it changes
+    ``autocast`` stays off (fp32) whatever its speed: it changes
     the trained network's numbers; ``autocast_fastest`` is the fastest dtype with matching losses,
     offered as ``train.autocast``, and ``autocast_psnr`` what section 7 (``precision``) measured of its
     effect on the retrained network's PSNR (``within seed noise``, ``beyond seed noise`` or ``not
@@ -177,9 +167,9 @@ def recommend(out: dict, precision: Optional[dict] = None) -> dict:
     """
     rows = {r['name']: r for r in out['variants']}
     good = {n: bool(r['speedup'] >= 1.05 and r['loss_ok']) for n, r in rows.items() if n != 'default'}
-    amp = [r for n, r in rows.items() if r.get('amp_dtype') and not r.get('channels_last') and good[n]]
+    amp = [r for n, r in rows.items() if r.get('amp_dtype') and good[n]]
     best_amp = max(amp, key=lambda r: r['speedup']) if amp else None
-    rec = {'channels_last': good.get('channels_last', False), 'autocast': None,
+    rec = {'autocast': None,
            'autocast_fastest': best_amp['amp_dtype'] if best_amp else None,
            'autocast_psnr': precision_verdict(precision, best_amp['amp_dtype']) if best_amp else None}
     comp = out.get('compile', {})
@@ -249,9 +239,8 @@ def _options_conclusion(s, result) -> str:
 
 def defaults_text(s, precision: Optional[dict] = None) -> str:
     rec = recommend(s, precision)
-    rows = {r['name']: r for r in s['variants']}
     amp = rec['autocast_fastest']
-    amp_row = next((r for r in s['variants'] if r.get('amp_dtype') == amp and not r.get('channels_last')), None)
+    amp_row = next((r for r in s['variants'] if r.get('amp_dtype') == amp), None)
     if amp and amp_row:
         short = {'bfloat16': 'bf16', 'float16': 'fp16'}.get(amp, amp)
         verdict = rec['autocast_psnr']
@@ -266,9 +255,7 @@ def defaults_text(s, precision: Optional[dict] = None) -> str:
                         'is not measured: section 7)')
     else:
         autocast = 'fp32 (no autocast)'
-    parts = [autocast,
-             f'channels_last {"on" if rec["channels_last"] else "off"} ({rows["channels_last"]["speedup"]:.2f}x)',
-             'torch.compile off for the search']
+    parts = [autocast, 'torch.compile off for the search']
     c = s.get('compile', {})
     if c and 'error' not in c:
         worth = 'worth it' if rec['torch_compile_retrain'] else 'not worth it'

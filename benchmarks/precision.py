@@ -1,6 +1,5 @@
 """Section 7, ``precision``: a small DeCoNASNet retrained in fp32 (two batch seeds) and with autocast;
 speed, final loss and fp32 test PSNR-Y / SSIM-Y."""
-import contextlib
 import copy
 import os
 import os.path as osp
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from deconas_plugin.genotype import PAPER_GENOTYPE
-from .common import faster_text, say
+from .common import faster_text, quiet, say
 from .timing import TrainStep, median_ms, timed
 
 
@@ -116,7 +115,7 @@ def bench_precision(cfg: dict, device: torch.device) -> dict:
     scale, iters = 2, cfg['precision_iters']
     tmp = tempfile.mkdtemp(prefix='deconas_bench_precision_')
     try:
-        with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        with quiet():
             dirs = prepare_embedded(osp.join(tmp, 'embedded'), (scale, ), max_side=cfg['precision_side'],
                                     splits={k: SPLITS[k] for k in ('train', 'test')})
         train_pairs, test_pairs = _split_pairs(dirs['train'], scale), _split_pairs(dirs['test'], scale)

@@ -7,7 +7,6 @@ tile size and context, over a folder of LR images.
 import argparse
 import os.path as osp
 import sys
-import time
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -57,20 +56,16 @@ def main(argv=None):
     p.add_argument('--out', help='write the Markdown table (with the command and date) to this file')
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    import deconas_plugin  # noqa: F401
     from deconas_plugin.inference import list_inputs, load_network, read_image
     net, _, scale = load_network(args.model)
     images = {osp.splitext(osp.basename(f))[0]: read_image(f) for f in list_inputs(args.images)}
     table = markdown(measure(net, scale, images, args.tiles, args.pads))
     print(table)
     if args.out:
-        from deconas_plugin.utils.machine import describe_machine
+        from benchmarks.common import write_measurement
         sizes = ', '.join(f'{n} {i.shape[1]}x{i.shape[0]}' for n, i in images.items())
-        with open(args.out, 'w') as f:
-            f.write(f'# Tiled against whole-image inference\n\nMeasured {time.strftime("%Y-%m-%d")} on '
-                    f'{describe_machine(torch.device("cpu"))["cpu"]}, torch {torch.__version__}, fp32.\n'
-                    f'Command: `python -m benchmarks.tiling {" ".join(sys.argv[1:] if argv is None else argv)}`\n'
-                    f'LR images (w x h): {sizes}.\n\n' + table)
+        write_measurement(args.out, 'Tiled against whole-image inference', 'tiling', argv,
+                          f'fp32; LR images (w x h): {sizes}.\n\n' + table)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
-from benchmarks import ZeroMaskSupernet, parse_only
+from benchmarks.run import parse_only
+from benchmarks.zeromask import ZeroMaskSupernet
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.utils.embedded_data import SPLITS
 from script_runner import run_script

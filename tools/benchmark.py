@@ -11,7 +11,7 @@ Sections (select with --only, by name or number; all by default):
                 draws one by one vs batched per controller phase                  (goal: <= 2 ms on CPU)
   4 inference   DeCoNASNet (paper), CARN, RDN, EDSR-baseline at x2: ms, params, MACs, GMAC/s
   5 data        PairedImageDataset samples/s from LMDB vs disk folders of the same sub-images
-  6 options     child step with channels_last, autocast, torch.compile: speedups, loss sanity, defaults
+  6 options     child step with autocast, torch.compile: speedups, loss sanity, defaults
   7 precision   a small DeCoNASNet retrained in fp32 (two batch seeds: the noise), bf16 autocast (and fp16
                 + GradScaler on CUDA) from the same weights and batches: ms/iter, final loss, fp32 test
                 PSNR-Y / SSIM-Y and their differences (1500 iterations on CPU, ~10 min; 1000 on CUDA, ~3 min)
@@ -29,7 +29,6 @@ Examples:
     python tools/benchmark.py --out benchmarks/h100 --device cuda
     python tools/benchmark.py --quick --only zeromask,controller --out /tmp/bench
 """
-import argparse
 import os.path as osp
 import sys
 import time
@@ -37,11 +36,11 @@ import time
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
+from deconas_plugin.utils.cli import tool_parser  # noqa: E402
+
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    parser = argparse.ArgumentParser(description=summary, epilog=details,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder, e.g. benchmarks/<machine-tag> (benchmark.json, benchmark.md)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
@@ -78,8 +77,9 @@ def main(argv=None):
     parser, args = parse_args(argv)
     import torch
 
-    import deconas_plugin  # noqa: F401  (torchvision shim before basicsr; registers the archs)
-    from benchmarks import choose_threads, make_config, parse_only, rerender, run_benchmark
+    from benchmarks.config import make_config
+    from benchmarks.machine import choose_threads
+    from benchmarks.run import parse_only, rerender, run_benchmark
     if args.render_only:
         try:
             path = rerender(args.out)

@@ -9,7 +9,6 @@ ratio as JSON.
 
     python tools/benchmark_ddp.py --out benchmarks/cpu-2core [--steps 10] [--feat 32]
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -20,6 +19,8 @@ import time
 
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
+
+from deconas_plugin.utils.cli import tool_parser  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -74,9 +75,7 @@ def _worker(rank, world, args, port, queue):
 
 
 def main():
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument('--out', default='benchmarks/cpu-2core')
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--feat', type=int, default=32)

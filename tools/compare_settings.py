@@ -19,7 +19,6 @@ Example:
     python tools/compare_settings.py -opt options/search/search_CB0_FF0.yml options/search/search_CB0_FF1.yml \\
         options/search/search_CB1_FF0.yml options/search/search_CB1_FF1.yml --out results/compare_settings
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -34,16 +33,14 @@ import torch  # noqa: E402
 from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.reporting.figures import new_figure_of_size, save_figure  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
-from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.cli import default_device, run_tool, tool_parser  # noqa: E402
 
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf')
 SCATTER_INCHES = (8.0, 5.5)
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument('-opt', nargs='+', required=True, help='search option files, one per setting')
     p.add_argument('--experiments', nargs='+', help='experiment folders, in the order of -opt '
                    '(default: experiments/<name> of each option file)')
@@ -54,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument('--scored-on', choices=['val', 'reward'], default='val',
                    help='whole images of datasets.val (default) or the reward-validation images')
     p.add_argument('--out', default=osp.join(derive.PROJECT_ROOT, 'results', 'compare_settings'))
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--device', default=default_device())
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     return p.parse_args(argv)
 

@@ -16,7 +16,6 @@ the one of the README ("Does the controller learn?").
 Example:
     python tools/controller_study.py -opt demo_out/options/search.yml --seeds 3 --out results/controller_study
 """
-import argparse
 import copy
 import json
 import math
@@ -38,7 +37,7 @@ from deconas_plugin import derive, reward, search_signal  # noqa: E402
 from deconas_plugin.models import deconas_search_model  # noqa: E402
 from deconas_plugin.options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
-from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.cli import add_search_checkpoint, run_tool, tool_parser  # noqa: E402
 from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 
 DEFAULT_SETTINGS = [
@@ -69,12 +68,9 @@ def parse_setting(text: str) -> dict:
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('-opt', required=True, help='the search option file whose supernet is used')
-    p.add_argument('--experiment', help='the search experiment folder (default: experiments/<name>)')
-    p.add_argument('--iter', default='latest', help='supernet checkpoint iteration (default: latest)')
+    p = tool_parser(__doc__)
+    add_search_checkpoint(p, 'the search option file whose supernet is used',
+                          iteration_help='supernet checkpoint iteration')
     p.add_argument('--settings', nargs='+', default=DEFAULT_SETTINGS, help='name:key=value,... (see above)')
     p.add_argument('--seeds', type=int, default=3)
     p.add_argument('--phases', type=int, default=15, help='controller phases per run (15)')

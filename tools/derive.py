@@ -11,7 +11,6 @@ Example:
     python deconas_plugin/train.py -opt experiments/search_CB1_FF0/derive/train_DeCoNASNet.yml
     python deconas_plugin/test.py -opt experiments/search_CB1_FF0/derive/test_DeCoNASNet.yml
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -26,17 +25,13 @@ from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.genotype import Genotype  # noqa: E402
 from deconas_plugin.search_cost import search_cost  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_save, atomic_write_text  # noqa: E402
-from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.cli import add_search_checkpoint, default_device, run_tool, tool_parser  # noqa: E402
 from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('-opt', required=True, help='the search option file')
-    p.add_argument('--experiment', help='the search experiment folder (default: experiments/<name>)')
-    p.add_argument('--iter', default='latest', help="checkpoint iteration (default: latest)")
+    p = tool_parser(__doc__)
+    add_search_checkpoint(p)
     p.add_argument('--num-samples', type=int, default=100, help='genotypes sampled from the controller (100)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--scored-on', choices=['val', 'reward'], default='val',
@@ -53,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help='override a key of the written option file, e.g. --set train.total_iter=1000 (repeatable)')
     p.add_argument('--out-dir', help='output folder (default: <experiment>/derive)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--device', default=default_device())
     return p.parse_args(argv)
 
 

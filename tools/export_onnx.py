@@ -20,7 +20,6 @@ Examples:
     python tools/export_onnx.py --genotype "7 6 4 3 0 2 2 3 4 1" --scale 2 \\
         --weights experiments/train_DeCoNASNet_x2/models/net_g_latest.pth -o results/deconas_x2.onnx
 """
-import argparse
 import importlib.util
 import os
 import os.path as osp
@@ -31,6 +30,8 @@ import warnings
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
+from deconas_plugin.utils.cli import tool_parser  # noqa: E402
+
 MIN_OPSET = 17
 INSTALL_HINT = 'pip install -r requirements-onnx.txt (or: pip install onnx onnxruntime)'
 
@@ -40,9 +41,7 @@ class ExportError(Exception):
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    parser = argparse.ArgumentParser(description=summary, epilog=details,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument('-opt', '--opt', help='BasicSR option file (network_g, path.pretrain_network_g)')
     parser.add_argument('--genotype', help='genotype string (without -opt)')
     parser.add_argument('--num-blocks', type=int, default=4, help='N (default: 4)')
@@ -80,7 +79,6 @@ def check_onnx_installed():
 # ---------------------------------------------------------------------------------------- model
 def build_model(args):
     """(DeCoNASNet in eval mode, name, description of its weights) from the parsed arguments."""
-    import deconas_plugin  # noqa: F401  (torchvision shim, registers the archs)
     from deconas_plugin.archs.deconas_arch import DeCoNASNet
     from deconas_plugin.genotype import Genotype, GenotypeError
     from deconas_plugin.genotype_source import (GenotypeSourceError, checkpoint_state_dict, genotype_from_checkpoint,

@@ -18,7 +18,6 @@ Examples:
         --precision fp16
     python tools/inference.py -i photo.jpg -o out --model CARN_x2.pth --opt options/test/test_CARN_x2.yml
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -26,11 +25,11 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
+from deconas_plugin.utils.cli import tool_parser  # noqa: E402
+
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument('-i', '--input', required=True, help='an image or a folder of images')
     p.add_argument('-o', '--output', required=True, help='output folder')
     p.add_argument('--model', required=True, help='network checkpoint (.pth, BasicSR format)')
@@ -56,7 +55,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import deconas_plugin  # noqa: F401  (torchvision shim, arch registry)
     import torch
     from tqdm import tqdm
 

@@ -16,7 +16,6 @@ Examples:
     python tools/prepare_benchmark.py --input <Set5 HR folder> --output datasets/Set5 --scales 2 3 4
     python tools/prepare_benchmark.py --all --data-root <folder with Set5/HR ...> --output datasets
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -26,7 +25,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-import deconas_plugin.utils.torchvision_shim  # noqa: F401,E402  (before basicsr)
+from deconas_plugin.utils.cli import tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, list_images, prepare_pair,  # noqa: E402
                                           remove_stale_tmp)
 
@@ -56,9 +55,7 @@ def check_scales(scales):
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    parser = argparse.ArgumentParser(description=summary, epilog=details,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument('--input', help='folder of HR images (e.g. the HR images of Set5)')
     parser.add_argument('--output', help='output folder of one set (e.g. datasets/Set5); '
                         'with --all, the root that receives one folder per set (default: datasets)')

@@ -27,7 +27,6 @@ is built in a temporary folder and renamed when complete.
 Example (DIV2K's 800 training images; where to download them: docs/data.md):
     python tools/prepare_train.py --input <DIV2K_train_HR> --output datasets/DIV2K --scales 2 3 4
 """
-import argparse
 import math
 import os
 import os.path as osp
@@ -42,7 +41,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-import deconas_plugin.utils.torchvision_shim  # noqa: F401,E402  (before basicsr)
+from deconas_plugin.utils.cli import tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, bicubic_downscale, has_image, list_images,  # noqa: E402
                                           prepare_pair, read_header, read_image, remove_stale_tmp,
                                           write_png_atomic)
@@ -238,9 +237,7 @@ def prepare_train(input_dir, output, scales, name='DIV2K', crop=480, step=240, t
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    parser = argparse.ArgumentParser(description=summary, epilog=details,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument('--input', required=True, help='folder of HR training images')
     parser.add_argument('--output', default='datasets/DIV2K', help='output folder (default: datasets/DIV2K)')
     parser.add_argument('--name', default='DIV2K', help='prefix of the output names (default: DIV2K)')

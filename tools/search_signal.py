@@ -15,7 +15,6 @@ reports:
 Example:
     python tools/search_signal.py -opt options/search/search_N4_M4.yml --genotypes 12 --batches 6
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -30,17 +29,13 @@ from tqdm import tqdm  # noqa: E402
 from deconas_plugin import derive, reward, search_signal  # noqa: E402
 from deconas_plugin.options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
-from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.cli import add_search_checkpoint, default_device, run_tool, tool_parser  # noqa: E402
 from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('-opt', required=True, help='the search option file')
-    p.add_argument('--experiment', help='the search experiment folder (default: experiments/<name>)')
-    p.add_argument('--iteration', '--iter', default='latest', help='checkpoint iteration (default: latest)')
+    p = tool_parser(__doc__)
+    add_search_checkpoint(p, iteration_flags=('--iteration', '--iter'))
     p.add_argument('--genotypes', type=int, default=12, help='uniform random genotypes scored (12)')
     p.add_argument('--batches', type=int, default=6, help='fixed reward batches (6)')
     p.add_argument('--patches', type=int, help='patches per batch (default: search.reward_patches)')
@@ -48,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument('--reward-mode', choices=('fresh', 'common'),
                    help="the reward mode whose SNR is headlined (default: the search's)")
     p.add_argument('--json', help='write the result here as JSON')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--device', default=default_device())
     return p.parse_args(argv)
 
 

@@ -183,12 +183,6 @@ def model_complexity(model: nn.Module, lr_hw: Sequence[int], method: str = 'auto
 
 
 # ------------------------------------------------------------------------------------ networks
-def _registry():
-    import deconas_plugin  # noqa: F401  (registers the plugin archs; torchvision shim before basicsr)
-    from basicsr.utils.registry import ARCH_REGISTRY
-    return ARCH_REGISTRY
-
-
 def build_network(net_opt: dict) -> nn.Module:
     """A network from a BasicSR ``network_*`` option dict (``type`` + kwargs), via ARCH_REGISTRY.
 
@@ -196,7 +190,7 @@ def build_network(net_opt: dict) -> nn.Module:
     """
     if not isinstance(net_opt, dict) or 'type' not in net_opt:
         raise ComplexityError(f'a network option is a mapping with a "type" key, got {net_opt!r}')
-    registry = _registry()
+    from basicsr.utils.registry import ARCH_REGISTRY as registry
     opt = copy.deepcopy(net_opt)
     arch = opt.pop('type')
     if arch not in registry:

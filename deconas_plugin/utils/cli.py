@@ -1,9 +1,33 @@
-"""What every command-line tool of the project does with a user error."""
+"""What every command-line tool of the project shares: its ``-h``, the arguments of a search checkpoint, and what
+it does with a user error."""
+import argparse
 import os.path as osp
 import sys
 from typing import Callable, Type
 
 TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools')
+
+
+def tool_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser of a tool whose module docstring is ``doc``: ``-h`` says what the tool is for (the first line),
+    then the arguments, then the rest of the docstring (details, examples) as written."""
+    summary, _, details = doc.partition('\n')
+    return argparse.ArgumentParser(description=summary, epilog=details,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_search_checkpoint(p: argparse.ArgumentParser, opt_help: str = 'the search option file',
+                          iteration_flags=('--iter', ), iteration_help: str = 'checkpoint iteration'):
+    """``-opt``, ``--experiment`` and the iteration (``--iter``): which search checkpoint a tool loads."""
+    p.add_argument('-opt', required=True, help=opt_help)
+    p.add_argument('--experiment', help='the search experiment folder (default: experiments/<name>)')
+    p.add_argument(*iteration_flags, default='latest', help=f'{iteration_help} (default: latest)')
+
+
+def default_device() -> str:
+    """``--device``'s default: cuda where a GPU is visible, else cpu."""
+    import torch
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 def run_tool(main: Callable, *user_errors: Type[Exception]):
