@@ -29,6 +29,7 @@ Examples:
     python tools/benchmark.py --out benchmarks/h100 --device cuda
     python tools/benchmark.py --quick --only zeromask,controller --out /tmp/bench
 """
+import argparse
 import os.path as osp
 import sys
 import time
@@ -36,11 +37,11 @@ import time
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402
-
 
 def parse_args(argv=None):
-    parser = tool_parser(__doc__)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder, e.g. benchmarks/<machine-tag> (benchmark.json, benchmark.md)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')

@@ -15,6 +15,7 @@ Examples:
         --arch EDSR:num_in_ch=3,num_out_ch=3,num_feat=64,num_block=16,upscale=2 --json results/complexity.json
     python tools/complexity.py --arch "DeCoNASNet:genotype=7 6 4 3 0 2 2 3 4 1,upscale=4" --hr-size 1920 1080
 """
+import argparse
 import os
 import os.path as osp
 import sys
@@ -22,11 +23,11 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402
-
 
 def parse_args(argv=None):
-    parser = tool_parser(__doc__)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('opt', nargs='*', help='BasicSR option file(s) (YAML)')
     parser.add_argument('--arch', action='append', default=[], metavar='TYPE[:k=v,...]',
                         help='a network from ARCH_REGISTRY, e.g. DeCoNASNet:upscale=2 (repeatable; a DeCoNASNet '

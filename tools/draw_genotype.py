@@ -13,17 +13,18 @@ Examples:
     python tools/draw_genotype.py --genotype "7 6 4 3 0 2 2 3 4 1" -o results/paper_cell.png
     python tools/draw_genotype.py --genotype "7 6 4 3 0 2 2 3 4 1 | 1 0 1 1 | 1 1 0 1" -o results/ff_cell.png
 """
+import argparse
 import os.path as osp
 import sys
 
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402
-
 
 def parse_args(argv=None):
-    parser = tool_parser(__doc__)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--genotype', help='a genotype string')
     src.add_argument('--opt', help='a BasicSR option file with a DeCoNASNet network_g')

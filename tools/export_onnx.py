@@ -20,17 +20,14 @@ Examples:
     python tools/export_onnx.py --genotype "7 6 4 3 0 2 2 3 4 1" --scale 2 \\
         --weights experiments/train_DeCoNASNet_x2/models/net_g_latest.pth -o results/deconas_x2.onnx
 """
+import argparse
 import importlib.util
-import os
 import os.path as osp
 import sys
-import tempfile
 import warnings
 
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
-
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402
 
 MIN_OPSET = 17
 INSTALL_HINT = 'pip install -r requirements-onnx.txt (or: pip install onnx onnxruntime)'
@@ -41,7 +38,9 @@ class ExportError(Exception):
 
 
 def parse_args(argv=None):
-    parser = tool_parser(__doc__)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', help='BasicSR option file (network_g, path.pretrain_network_g)')
     parser.add_argument('--genotype', help='genotype string (without -opt)')
     parser.add_argument('--num-blocks', type=int, default=4, help='N (default: 4)')
@@ -116,20 +115,13 @@ def build_model(args):
     if weights:
         try:
             sd, key = checkpoint_state_dict(load_checkpoint(weights), param_key)
+            model.load_state_dict(sd, strict=True)
         except GenotypeSourceError as e:
             raise ExportError(str(e)) from None
-        own = model.state_dict()
-        missing = [k for k in own if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        bad_shapes = [f'{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
-                      if k in sd and sd[k].shape != v.shape]
-        if missing or unexpected or bad_shapes:
-            raise ExportError(
-                f'the weights in {weights} ({key}) do not fit this DeCoNASNet (genotype {model.genotype}, '
-                f'{len(own)} tensors; check the genotype and num_feat/num_blocks/num_nodes/scale): '
-                f'missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape (checkpoint vs model) '
-                f'{bad_shapes[:3]}')
-        model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:  # missing, unexpected or wrongly shaped tensors: torch names them
+            raise ExportError(f'the weights in {weights} ({key}) do not fit this DeCoNASNet (genotype {model.genotype}; '
+                              f"check the genotype and num_feat/num_blocks/num_nodes/scale): {' '.join(str(e).split())[:400]}"
+                              ) from None
         source = f'{weights} [{key}]'
     else:
         print('warning: no weights given: exporting a randomly initialised network (fine for checking the export, '
@@ -167,13 +159,9 @@ def export(model, path, opset=MIN_OPSET, example_hw=(32, 32)):
     import onnx
     import torch
 
-    in_ch = model.sfe1.in_channels
-    dummy = torch.rand(1, in_ch, *example_hw)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.onnx', dir=folder)
-    os.close(fd)
-    try:
+    from deconas_plugin.utils.checkpoint import atomic_open
+    dummy = torch.rand(1, model.sfe1.in_channels, *example_hw)
+    with atomic_open(path, suffix='.onnx') as f:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of the torch.export one (which needs
             # onnxscript); it traces the static per-genotype loops exactly, so it is used here.
@@ -181,16 +169,12 @@ def export(model, path, opset=MIN_OPSET, example_hw=(32, 32)):
             warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
             warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
             with torch.no_grad():
-                torch.onnx.export(model, (dummy, ), tmp, dynamo=False, opset_version=opset, input_names=['lr'],
+                torch.onnx.export(model, (dummy, ), f, dynamo=False, opset_version=opset, input_names=['lr'],
                                   output_names=['sr'], do_constant_folding=True,
                                   dynamic_axes={'lr': {0: 'batch', 2: 'height', 3: 'width'},
                                                 'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}})
-        onnx.checker.check_model(onnx.load(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+        f.flush()
+        onnx.checker.check_model(onnx.load(f.name))
     return path
 
 
@@ -231,19 +215,15 @@ def check_inputs(img, in_ch=3):
 
 def main(argv=None):
     args = parse_args(argv)
+    model, name, source = build_model(args)  # option file and weights first: they need no extra
+    check_onnx_installed()
+    output = args.output or osp.join('results', 'onnx', f'{name}.onnx')
+    img = load_test_image(args.image, model.upscale, args.max_size)
     try:
-        model, name, source = build_model(args)  # option file and weights first: they need no extra
-        check_onnx_installed()
-        output = args.output or osp.join('results', 'onnx', f'{name}.onnx')
-        img = load_test_image(args.image, model.upscale, args.max_size)
-        try:
-            export(model, output, args.opset)
-        except OSError as e:
-            raise ExportError(f'cannot write {output}: {e}') from None
-        results = compare(model, output, check_inputs(img, model.sfe1.in_channels))
-    except ExportError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        export(model, output, args.opset)
+    except OSError as e:
+        raise ExportError(f'cannot write {output}: {e}') from None
+    results = compare(model, output, check_inputs(img, model.sfe1.in_channels))
     print(f'exported {name} (genotype {model.genotype}, x{model.upscale}, weights: {source}) to {output} '
           f'(opset {args.opset}, dynamic batch/height/width)')
     worst = 0.0
@@ -258,4 +238,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from deconas_plugin.utils.cli import run_tool
+    run_tool(main, ExportError)

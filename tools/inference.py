@@ -18,6 +18,7 @@ Examples:
         --precision fp16
     python tools/inference.py -i photo.jpg -o out --model CARN_x2.pth --opt options/test/test_CARN_x2.yml
 """
+import argparse
 import os
 import os.path as osp
 import sys
@@ -25,11 +26,11 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402
-
 
 def parse_args(argv=None):
-    p = tool_parser(__doc__)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-i', '--input', required=True, help='an image or a folder of images')
     p.add_argument('-o', '--output', required=True, help='output folder')
     p.add_argument('--model', required=True, help='network checkpoint (.pth, BasicSR format)')

@@ -18,6 +18,7 @@ Examples:
     python tools/latency_table.py --num-feat 16 --num-nodes 3 --num-blocks 2 --lr-size 128 128 --device cpu \\
         --threads 1 --check 20 --out results/lut_demo_cpu.json
 """
+import argparse
 import json
 import os.path as osp
 import random
@@ -26,11 +27,11 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402
-
 
 def parse_args(argv=None):
-    p = tool_parser(__doc__)
+    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
+    p = argparse.ArgumentParser(description=summary, epilog=details,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', '--opt', help='search option file (network_g sizes and scale)')
     p.add_argument('--num-feat', type=int, help='C (default 64, or the option file\'s)')
     p.add_argument('--num-nodes', type=int, help='M (default 4)')

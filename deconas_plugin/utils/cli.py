@@ -10,7 +10,9 @@ TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), '
 
 def tool_parser(doc: str) -> argparse.ArgumentParser:
     """The parser of a tool whose module docstring is ``doc``: ``-h`` says what the tool is for (the first line),
-    then the arguments, then the rest of the docstring (details, examples) as written."""
+    then the arguments, then the rest of the docstring (details, examples) as written. Importing this module
+    imports the package (torch, BasicSR), so the tools whose ``-h`` imports neither build the same parser with
+    argparse themselves."""
     summary, _, details = doc.partition('\n')
     return argparse.ArgumentParser(description=summary, epilog=details,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
