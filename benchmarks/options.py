@@ -2,7 +2,6 @@
 ``train.compile``), and the defaults derived from them (``recommend``)."""
 import contextlib
 import copy
-import os
 import shutil
 import statistics
 import tempfile
@@ -77,25 +76,11 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
 def _cold_inductor_cache():
     """A fresh, empty inductor cache for the duration (compile times of a first-time run, not of a
     cache warmed by an earlier benchmark, which would make them seconds instead of minutes)."""
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
     tmp = tempfile.mkdtemp(prefix='deconas_bench_inductor_')
     try:
-        try:
-            from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
-        except ImportError:
-            temporary_cache_dir = None
-        if temporary_cache_dir is not None:
-            with temporary_cache_dir(tmp):
-                yield
-        else:
-            old = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
-            os.environ['TORCHINDUCTOR_CACHE_DIR'] = tmp
-            try:
-                yield
-            finally:
-                if old is None:
-                    os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
-                else:
-                    os.environ['TORCHINDUCTOR_CACHE_DIR'] = old
+        with temporary_cache_dir(tmp):
+            yield
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -134,10 +119,7 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
         say(f'  torch.compile: fresh genotype {g}: first step {fresh_s[-1]:.1f} s')
     comp_step.genotype = g0
     repeated_ms = 1000 * timed(comp_step, device)  # back to the first genotype: cached graph?
-    try:
-        limit = torch._dynamo.config.recompile_limit
-    except AttributeError:
-        limit = torch._dynamo.config.cache_size_limit
+    limit = torch._dynamo.config.recompile_limit
     res = {'first_compile_s': first - steady / 1000, 'first_step_s': first,
            'fresh_compile_s': [f - steady / 1000 for f in fresh_s],
            'repeated_first_step_ms': repeated_ms, 'steady_ms': steady, 'eager_ms': eager_ms,

@@ -20,31 +20,19 @@ import os
 import os.path as osp
 import sys
 
-from tqdm import tqdm
-
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
 from deconas_plugin.utils.cli import tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
-from deconas_plugin.utils.sr_data import (DataToolError, list_images, prepare_pair,  # noqa: E402
-                                          remove_stale_tmp)
+from deconas_plugin.utils.sr_data import DataToolError, list_images, prepare_pairs  # noqa: E402
 
 BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
 
 
 def prepare_set(input_dir, output_dir, scales, compression=3, name=None):
     """Prepare one set for all ``scales``. Returns {'written': n, 'skipped': m}."""
-    paths = list_images(input_dir)
-    name = name or osp.basename(osp.normpath(output_dir))
-    counts = {'written': 0, 'skipped': 0}
-    for scale in scales:
-        gt_dir = osp.join(output_dir, f'GTmod{scale}')
-        lr_dir = osp.join(output_dir, f'LRbicx{scale}')
-        remove_stale_tmp(gt_dir)
-        remove_stale_tmp(lr_dir)
-        for path in tqdm(paths, desc=f'{name} x{scale}', unit='img'):
-            counts[prepare_pair(path, gt_dir, lr_dir, scale, compression)] += 1
-    return counts
+    return prepare_pairs(list_images(input_dir), output_dir, scales, compression,
+                         name or osp.basename(osp.normpath(output_dir)))
 
 
 def check_scales(scales):

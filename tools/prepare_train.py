@@ -43,7 +43,7 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 
 from deconas_plugin.utils.cli import tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, bicubic_downscale, has_image, list_images,  # noqa: E402
-                                          prepare_pair, read_header, read_image, remove_stale_tmp,
+                                          prepare_pairs, read_header, read_image, remove_stale_tmp,
                                           write_png_atomic)
 
 TMP_LMDB_PREFIX = '.tmp_'
@@ -220,12 +220,7 @@ def prepare_train(input_dir, output, scales, name='DIV2K', crop=480, step=240, t
     summary = {'train_images': [stem for stem, _, _ in results], 'keys': keys,
                'written': sum(n for _, _, n in results), 'val_images': [], 'lmdb_built': []}
 
-    for s in scales:
-        gt_dir, lr_dir = osp.join(dirs['val'], f'GTmod{s}'), osp.join(dirs['val'], f'LRbicx{s}')
-        remove_stale_tmp(gt_dir)
-        remove_stale_tmp(lr_dir)
-        for p in tqdm(val_paths, desc=f'val x{s}', unit='img', disable=not val_paths):
-            prepare_pair(p, gt_dir, lr_dir, s, compression)
+    prepare_pairs(val_paths, dirs['val'], scales, compression, 'val')
     summary['val_images'] = [osp.splitext(osp.basename(p))[0] for p in val_paths]
 
     if lmdb:

@@ -82,6 +82,28 @@ def _fusion_line(ax, a, b, used):
         _arrow(ax, a, b, color='#aaaaaa', ls=':', lw=1.0, style='-')
 
 
+def _fusion(ax, x, y, text, sources, used, residual_from, residual_drop, residual_text, out_text):
+    """A fusion conv box at (x, y) fed by the features at the x positions ``sources`` (on the row y = 0;
+    solid if their index is in ``used``), then ``+`` the residual from the feature at ``residual_from``
+    (drawn ``residual_drop`` below the box) and the output arrow. Returns (x of the ``+``, y of the residual)."""
+    for j, source in enumerate(sources):
+        end = (x - BOX_W / 2 + 0.15 + (BOX_W - 0.3) * j / max(len(sources) - 1, 1), y + BOX_H / 2)
+        _fusion_line(ax, (source, -BOX_H / 2), end, j in used)
+    _box(ax, x, y, text, '#dbe9f6', fontsize=8.5)
+    plus_x = x + NODE_GAP * 0.8
+    ax.add_patch(Circle((plus_x, y), 0.28, facecolor='white', edgecolor='#333333', zorder=3))
+    ax.text(plus_x, y, '+', ha='center', va='center', fontsize=12, zorder=4)
+    _arrow(ax, (x + BOX_W / 2, y), (plus_x - 0.28, y))
+    res_y = y - residual_drop
+    ax.plot([residual_from, residual_from, plus_x], [-BOX_H / 2, res_y, res_y], color='#777777', ls='--', lw=1.1,
+            zorder=1)
+    _arrow(ax, (plus_x, res_y), (plus_x, y - 0.28), color='#777777', ls='--', lw=1.1)
+    ax.text(residual_from + 0.15, res_y + 0.1, residual_text, fontsize=7.5, color='#555555', va='bottom')
+    _arrow(ax, (plus_x + 0.28, y), (plus_x + 1.0, y))
+    ax.text(plus_x + 1.05, y, out_text, va='center', fontsize=9)
+    return plus_x, res_y
+
+
 def _draw_cell(ax, g: Genotype):
     m = g.num_nodes
     xs = [NODE_GAP * i for i in range(m + 1)]
@@ -117,22 +139,8 @@ def _draw_cell(ax, g: Genotype):
         sub = f'ReLU, CA of x$_{{{node - 1}}}$' if idle else 'mean, ReLU, CA'
         _box(ax, xs[node], 0, f'x$_{{{node}}}$', '#fff4d6', fontsize=8.5, sub=sub)
     # Local feature fusion and the local residual.
-    lff_x, lff_y = xs[-1] + NODE_GAP * 1.2, -2.4
-    used = set(g.local_inputs())
-    for j in range(m + 1):
-        end = (lff_x - BOX_W / 2 + 0.15 + (BOX_W - 0.3) * j / max(m, 1), lff_y + BOX_H / 2)
-        _fusion_line(ax, (xs[j], -BOX_H / 2), end, j in used)
-    _box(ax, lff_x, lff_y, 'LFF\nconv1x1', '#dbe9f6', fontsize=8.5)
-    plus_x = lff_x + NODE_GAP * 0.8
-    ax.add_patch(Circle((plus_x, lff_y), 0.28, facecolor='white', edgecolor='#333333', zorder=3))
-    ax.text(plus_x, lff_y, '+', ha='center', va='center', fontsize=12, zorder=4)
-    _arrow(ax, (lff_x + BOX_W / 2, lff_y), (plus_x - 0.28, lff_y))
-    res_y = lff_y - 1.1
-    ax.plot([xs[0], xs[0], plus_x], [-BOX_H / 2, res_y, res_y], color='#777777', ls='--', lw=1.1, zorder=1)
-    _arrow(ax, (plus_x, res_y), (plus_x, lff_y - 0.28), color='#777777', ls='--', lw=1.1)
-    ax.text(xs[0] + 0.15, res_y + 0.1, 'local residual (+ x$_0$)', fontsize=7.5, color='#555555', va='bottom')
-    _arrow(ax, (plus_x + 0.28, lff_y), (plus_x + 1.0, lff_y))
-    ax.text(plus_x + 1.05, lff_y, 'out', va='center', fontsize=9)
+    plus_x, res_y = _fusion(ax, xs[-1] + NODE_GAP * 1.2, -2.4, 'LFF\nconv1x1', xs, set(g.local_inputs()), xs[0], 1.1,
+                            'local residual (+ x$_0$)', 'out')
     # Legend (proxy lines) and key.
     for op in range(NUM_OPS):
         ax.plot([], [], color=OP_COLORS[op], lw=2, label=f'{OP_NAMES[op]} ({OP_SHORT[op]})')
@@ -161,24 +169,9 @@ def _draw_gff(ax, g: Genotype):
         _box(ax, xs[d], y, f'DNB {d}\nF$_{{{d}}}$', '#fff4d6', fontsize=8.5)
         _arrow(ax, (prev + BOX_W / 2, y), (xs[d] - BOX_W / 2, y))
         prev = xs[d]
-    gff_x, gff_y = xs[n] + NODE_GAP * 1.2, -1.9
-    used = set(g.global_inputs(n))
-    feats = [xs['f0']] + [xs[d] for d in range(1, n + 1)]
-    for d, fx in enumerate(feats):
-        end = (gff_x - BOX_W / 2 + 0.15 + (BOX_W - 0.3) * d / max(n, 1), gff_y + BOX_H / 2)
-        _fusion_line(ax, (fx, y - BOX_H / 2), end, d in used)
-    _box(ax, gff_x, gff_y, 'GFF\n1x1 → 3x3', '#dbe9f6', fontsize=8.5)
-    plus_x = gff_x + NODE_GAP * 0.8
-    ax.add_patch(Circle((plus_x, gff_y), 0.28, facecolor='white', edgecolor='#333333', zorder=3))
-    ax.text(plus_x, gff_y, '+', ha='center', va='center', fontsize=12, zorder=4)
-    _arrow(ax, (gff_x + BOX_W / 2, gff_y), (plus_x - 0.28, gff_y))
-    res_y = gff_y - 0.9
-    ax.plot([xs['f-1'], xs['f-1'], plus_x], [y - BOX_H / 2, res_y, res_y], color='#777777', ls='--', lw=1.1)
-    _arrow(ax, (plus_x, res_y), (plus_x, gff_y - 0.28), color='#777777', ls='--', lw=1.1)
-    ax.text(xs['f-1'] + 0.15, res_y + 0.1, 'global residual (+ F$_{-1}$)', fontsize=7.5, color='#555555',
-            va='bottom')
-    _arrow(ax, (plus_x + 0.28, gff_y), (plus_x + 1.0, gff_y))
-    ax.text(plus_x + 1.05, gff_y, 'UPNet', va='center', fontsize=9)
+    used, feats = set(g.global_inputs(n)), [xs[d] for d in ['f0', *range(1, n + 1)]]
+    plus_x, res_y = _fusion(ax, xs[n] + NODE_GAP * 1.2, -1.9, 'GFF\n1x1 → 3x3', feats, used, xs['f-1'], 0.9,
+                            'global residual (+ F$_{-1}$)', 'UPNet')
     ax.text(xs['in'] - BOX_W / 2, y + BOX_H / 2 + 0.35,
             f'global feature fusion: F$_d$ used = {sorted(used)} (bits {" ".join(map(str, g.global_bits))}); '
             'block d > 1 reads conv1x1(concat(F$_0$..F$_{d-1}$))', fontsize=8, va='bottom')

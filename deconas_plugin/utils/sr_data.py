@@ -139,6 +139,21 @@ def prepare_pair(hr_path, gt_dir, lr_dir, scale, compression=3):
     return 'written'
 
 
+def prepare_pairs(paths: List[str], output_dir: str, scales, compression: int = 3, name: str = '') -> dict:
+    """``prepare_pair`` of every HR image of ``paths`` at every scale into ``output_dir/GTmod<s>`` and
+    ``output_dir/LRbicx<s>`` (temporary files of an interrupted run removed first); returns
+    ``{'written': n, 'skipped': m}``."""
+    from tqdm import tqdm
+    counts = {'written': 0, 'skipped': 0}
+    for scale in scales:
+        gt_dir, lr_dir = osp.join(output_dir, f'GTmod{scale}'), osp.join(output_dir, f'LRbicx{scale}')
+        remove_stale_tmp(gt_dir)
+        remove_stale_tmp(lr_dir)
+        for path in tqdm(paths, desc=f'{name} x{scale}', unit='img', disable=not paths):
+            counts[prepare_pair(path, gt_dir, lr_dir, scale, compression)] += 1
+    return counts
+
+
 def prepared_test_set(folder: str, scale: int, name: Optional[str] = None) -> dict:
     """BasicSR dataset options (a disk PairedImageDataset) of a test set that
     ``tools/prepare_benchmark.py`` wrote to ``folder`` (``GTmod<s>`` / ``LRbicx<s>``), named after the
