@@ -272,34 +272,3 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     atomic_write_text(osp.join(out, 'report.json'), json.dumps(report, indent=2) + '\n')
     atomic_write_text(osp.join(out, 'report.md'), render_markdown(report, table))
     return report
-
-# ------------------------------------------------------------------------------------------ CLI
-def parse_args(argv=None):
-    import argparse
-    p = argparse.ArgumentParser(description='Write the DeCoNAS report (report.md, report.json, PNGs) of a search '
-                                'experiment and its tests.')
-    p.add_argument('--search-exp', required=True, help='search experiment folder (experiments/<name>)')
-    p.add_argument('--out', required=True, help='report folder')
-    p.add_argument('--search-opt', help='search option file (default: the one copied into the experiment)')
-    p.add_argument('--derive-dir', help='tools/derive.py output (default: <search-exp>/derive)')
-    p.add_argument('--test-opt', action='append', default=[], metavar='[LABEL=]YML',
-                   help='test option file of one method (repeatable, in table order), optionally with a label: '
-                   '"DeCoNASNet (found)=demo_out/options/test_found.yml"')
-    p.add_argument('--crop-image', help='test image of the visual comparison (default: the first colour image)')
-    p.add_argument('--complexity-cache', help='JSON cache of params/MACs (default: <out>/complexity_cache.json)')
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    test_opts = []
-    for item in args.test_opt:
-        label, sep, path = item.partition('=')
-        test_opts.append((label, path) if sep else (None, item))
-    report = build_report(args.search_exp, args.out, test_opts, search_opt=args.search_opt,
-                          derive_dir=args.derive_dir, complexity_cache=args.complexity_cache,
-                          crop_image=args.crop_image)
-    with open(osp.join(args.out, 'results_table.md')) as f:
-        print(f.read())
-    print(f"report: {osp.join(args.out, 'report.md')} (genotype {report['genotype']['decimal']})")
-    return report
