@@ -8,36 +8,9 @@ Every number is a ratio or a rate measured in one process, A and B interleaved (
 after a warm-up, as the median of several repetitions: on a busy machine absolute times move, the
 ratios much less. ``torch.cuda.synchronize`` brackets every timed call on CUDA.
 
-Sections (``--only`` takes these names, or their numbers 1-8):
-
-1. ``supernet`` -- one child train step (zero_grad, forward, L1, backward, Adam step) of
-   ``DeCoNetSupernet(x, g)`` vs ``supernet.extract(g)`` (same weights, batch, patch) for random
-   genotypes; goal: mean ratio supernet / fixed <= 1.10.
-2. ``zeromask`` -- the sliced supernet vs a zero-mask supernet (``ZeroMaskSupernet``: every
-   SubsetInput layer reads all of its inputs with its full weight, the unchosen ones multiplied by 0,
-   as the reference code does for the dilated conv), checked to give the same output first (in strict
-   fp32: no TF32 on CUDA; bound 1e-5); goal: sliced >= 1.5x faster.
-3. ``controller`` -- ms per genotype of sample + log-prob at M = 8, N = 16 (FF off and on), one
-   genotype at a time (a controller step) and batched (``sample_many``); and the child steps' draws
-   (no log-prob), one unroll per genotype vs one batched unroll per controller phase (what the
-   search does); goal <= 2 ms on CPU.
-4. ``inference`` -- DeCoNASNet (paper genotype), CARN (multi-scale and single), RDN, EDSR-baseline
-   at x2: ms per image, params, MACs (``complexity_table.model_complexity``), GMAC/s.
-5. ``data`` -- BasicSR ``PairedImageDataset`` (train mode: crop, flips, rotations) samples/s from
-   LMDB vs from folders of the same sub-images (made with ``tools/prepare_train.py``); and ms per
-   reward patch from whole DIV2K-sized images vs from their 480-px sub-images in an LMDB.
-6. ``options`` -- the supernet child step with autocast (bf16; fp16 on CUDA) and
-   ``torch.compile`` (compile time for the first, a fresh and a repeated genotype; steady state),
-   speed ratios vs the default and whether the losses match.
-7. ``precision`` -- a small DeCoNASNet (paper genotype, N = 4, M = 4, C = 16) retrained from the same
-   initial weights on the same batches (embedded train split, batch 8, LR patch 32, Adam 1e-3 halved
-   at 1/2 and 3/4; 1500 iterations on CPU, 1000 on CUDA, about 3 minutes) in fp32 with two batch seeds (the run-to-run
-   noise), with bf16 autocast (and fp16 autocast + GradScaler on CUDA); ms per iteration, final loss,
-   and fp32 PSNR-Y / SSIM-Y on the embedded test images, differences vs fp32.
-8. ``retrain`` -- the retrain step of DeCoNASNet (paper genotype, C = 64) vs EDSR-baseline and CARN: dispatched
-   aten ops per step (``deconas_plugin.utils.op_count``; goal: DeCoNASNet forward + L1 + backward <= 800), ms per step in fp32
-   and bf16 and the DeCoNASNet / EDSR ratios, DeCoNASNet with each separable-conv implementation; on CUDA also
-   kernels per step, fused vs foreach Adam, ``torch.compile(mode='reduce-overhead')`` and whole-step CUDA graphs.
+Sections (``--only`` takes their names, ``config.SECTIONS``, or their numbers 1-8): what each measures and
+its goal is the list of ``tools/benchmark.py -h`` and, in detail, the docstring of its module (``supernet``,
+``zeromask``, ``controller``, ``inference``, ``data``, ``options``, ``precision``, ``retrain``).
 
 JSON (``benchmark.json``) keys: ``machine`` (cpu, cores, torch, device, device_name, ...),
 ``config``, ``sections`` (one dict per section run, keyed by the names above; a failed section

@@ -1,4 +1,6 @@
-"""Section 5, ``data``: ``PairedImageDataset`` samples/s from LMDB vs from folders of sub-images."""
+"""Section 5, ``data``: ``PairedImageDataset`` (train mode: crop, flips, rotations) samples/s from LMDB vs
+from folders of the same sub-images (made with ``tools/prepare_train.py``), and from LMDBs of PNG level 1
+vs 0; and ms per reward patch from whole DIV2K-sized images vs from their 480-px sub-images in an LMDB."""
 import os
 import os.path as osp
 import random

@@ -15,7 +15,6 @@ import os.path as osp
 import random
 import statistics
 import sys
-import time
 
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
@@ -28,6 +27,7 @@ import torch.multiprocessing as mp  # noqa: E402
 
 
 def _step_times(rank, world, args, use_ddp, genotypes, device):
+    from benchmarks.timing import timed
     from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
     from deconas_plugin.utils import dist as dist_util
     torch.manual_seed(0)
@@ -37,21 +37,15 @@ def _step_times(rank, world, args, use_ddp, genotypes, device):
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.rand(args.batch, 3, args.patch, args.patch, device=device)
     y = torch.rand(args.batch, 3, 2 * args.patch, 2 * args.patch, device=device)
-    times = []
-    for i, g in enumerate(genotypes):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+
+    def step(g):
         opt.zero_grad(set_to_none=True)
         (model(x, g) - y).abs().mean().backward()
         if not use_ddp:
             dist_util.average_gradients_(net)
         opt.step()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        if i:  # the first step warms up
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times = [timed(lambda: step(g), device) for g in genotypes]
+    return statistics.median(times[1:])  # the first step warms up
 
 
 def _worker(rank, world, args, port, queue):

@@ -36,6 +36,7 @@ from basicsr.models import build_model  # noqa: E402
 from deconas_plugin import derive, reward, search_signal  # noqa: E402
 from deconas_plugin.models import deconas_search_model  # noqa: E402
 from deconas_plugin.options import SEARCH_DEFAULTS  # noqa: E402
+from deconas_plugin.reporting.metrics import read_history  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import add_search_checkpoint, run_tool, tool_parser  # noqa: E402
 from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
@@ -120,8 +121,7 @@ def run_one(opt, supernet_state, setting, seed, args, eval_batches, uniform_psnr
     entropies, planted = [], []
     for phase in range(args.phases):
         model.train_controller((phase + 1) * child_steps)
-    with open(model.history_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_history(model.history_path)
     for phase in range(args.phases):
         block = rows[phase * args.steps:(phase + 1) * args.steps]
         entropies.append(float(np.mean([r['entropy'] for r in block])))

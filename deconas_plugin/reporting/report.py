@@ -104,9 +104,6 @@ ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
 
 
-def _results_dir(name: str) -> str:
-    return osp.join(ROOT, 'results', name)
-
 # --------------------------------------------------------------------------------------- report
 def _test_option(label: Optional[str], path: str) -> dict:
     opt = derive_lib.read_options(path)
@@ -119,7 +116,7 @@ def _test_option(label: Optional[str], path: str) -> dict:
             if d.get(key) and not osp.isabs(d[key]):
                 d[key] = osp.join(ROOT, d[key])
     return {'label': label or net['type'], 'arch': net['type'], 'network_g': derive_lib.plain(net),
-            'name': opt['name'], 'results_dir': _results_dir(opt['name']), 'scale': opt.get('scale'),
+            'name': opt['name'], 'results_dir': osp.join(ROOT, 'results', opt['name']), 'scale': opt.get('scale'),
             'test_sets': sets, 'option_file': path}
 
 
