@@ -1,23 +1,20 @@
 """Section 4, ``inference``: ms per image, params, MACs of DeCoNASNet and the baselines at x2."""
 import torch
 
-from deconas_plugin.genotype import PAPER_GENOTYPE
 from .common import fmt, say
+from .retrain import retrain_models
 from .timing import interleaved, median_ms
 
 
 def _inference_models(cfg: dict):
     from basicsr.utils.registry import ARCH_REGISTRY
-    size, rdn = cfg['inference_size'], cfg['rdn_size']
+    size, paper = cfg['inference_size'], retrain_models()
     return [
-        ('DeCoNASNet (paper, C=64 N=4 M=4)', size,
-         lambda: ARCH_REGISTRY.get('DeCoNASNet')(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4, upscale=2)),
-        ('CARN (multi_scale)', size, lambda: ARCH_REGISTRY.get('CARN')(upscale=2, multi_scale=True)),
+        ('DeCoNASNet (paper, C=64 N=4 M=4)', size, paper['DeCoNASNet']), ('CARN (multi_scale)', size, paper['CARN']),
         ('CARN (single scale)', size, lambda: ARCH_REGISTRY.get('CARN')(upscale=2, multi_scale=False)),
-        ('RDN (D=16 C=8 G=64)', rdn,
+        ('RDN (D=16 C=8 G=64)', cfg['rdn_size'],
          lambda: ARCH_REGISTRY.get('RDN')(num_blocks=16, num_layers=8, growth_rate=64, upscale=2)),
-        ('EDSR-baseline (64 x 16)', size,
-         lambda: ARCH_REGISTRY.get('EDSR')(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=2)),
+        ('EDSR-baseline (64 x 16)', size, paper['EDSR-baseline']),
     ]
 
 
