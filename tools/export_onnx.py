@@ -22,6 +22,7 @@ Examples:
 """
 import argparse
 import importlib.util
+import io
 import os.path as osp
 import sys
 import warnings
@@ -152,7 +153,7 @@ def load_test_image(path, scale, max_size):
 
 # --------------------------------------------------------------------------------------- export
 def export(model, path, opset=MIN_OPSET, example_hw=(32, 32)):
-    """Export ``model`` to ``path`` (temporary file, checked with onnx.checker, then renamed).
+    """Export ``model`` to ``path`` (checked with onnx.checker in memory, then written atomically).
 
     Input ``lr`` (B, C, h, w) and output ``sr`` (B, C, H, W) have dynamic batch, height and width.
     """
@@ -161,20 +162,21 @@ def export(model, path, opset=MIN_OPSET, example_hw=(32, 32)):
 
     from deconas_plugin.utils.checkpoint import atomic_open
     dummy = torch.rand(1, model.sfe1.in_channels, *example_hw)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the torch.export one (which needs
+        # onnxscript); it traces the static per-genotype loops exactly, so it is used here.
+        warnings.filterwarnings('ignore', category=DeprecationWarning)
+        warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            torch.onnx.export(model, (dummy, ), buffer, dynamo=False, opset_version=opset, input_names=['lr'],
+                              output_names=['sr'], do_constant_folding=True,
+                              dynamic_axes={'lr': {0: 'batch', 2: 'height', 3: 'width'},
+                                            'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}})
+    onnx.checker.check_model(onnx.load_from_string(buffer.getvalue()))
     with atomic_open(path, suffix='.onnx') as f:
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of the torch.export one (which needs
-            # onnxscript); it traces the static per-genotype loops exactly, so it is used here.
-            warnings.filterwarnings('ignore', category=DeprecationWarning)
-            warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
-            warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
-            with torch.no_grad():
-                torch.onnx.export(model, (dummy, ), f, dynamo=False, opset_version=opset, input_names=['lr'],
-                                  output_names=['sr'], do_constant_folding=True,
-                                  dynamic_axes={'lr': {0: 'batch', 2: 'height', 3: 'width'},
-                                                'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}})
-        f.flush()
-        onnx.checker.check_model(onnx.load(f.name))
+        f.write(buffer.getvalue())
     return path
 
 
