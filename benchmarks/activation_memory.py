@@ -111,9 +111,9 @@ def main(argv=None):
                           'What autograd keeps for the backward pass of one forward (each storage once), counted on '
                           f'the CPU at (batch, LR patch) = {", ".join(map(str, SIZES))}, fitted as '
                           'a * batch * pixels + b from the first two sizes, checked on the third (within 1%) and '
-                          'extrapolated: the same tensors a GPU keeps, so a lower bound of the peak of a GPU step (which '
-                          "adds the output, the loss, cuDNN's workspace, the allocator's slack and the CUDA context).\n\n"
-                          + table)
+                          'extrapolated: the same tensors a GPU keeps, so a lower bound of the peak of a GPU step '
+                          "(which adds the output, the loss, cuDNN's workspace, the allocator's slack and the CUDA "
+                          'context).\n\n' + table)
 
 
 if __name__ == '__main__':

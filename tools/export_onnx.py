@@ -120,8 +120,9 @@ def build_model(args):
         except GenotypeSourceError as e:
             raise ExportError(str(e)) from None
         except RuntimeError as e:  # missing, unexpected or wrongly shaped tensors: torch names them
-            raise ExportError(f'the weights in {weights} ({key}) do not fit this DeCoNASNet (genotype {model.genotype}; '
-                              f"check the genotype and num_feat/num_blocks/num_nodes/scale): {' '.join(str(e).split())[:400]}"
+            why = ' '.join(str(e).split())[:400]
+            raise ExportError(f'the weights in {weights} ({key}) do not fit this DeCoNASNet (genotype '
+                              f'{model.genotype}; check the genotype and num_feat/num_blocks/num_nodes/scale): {why}'
                               ) from None
         source = f'{weights} [{key}]'
     else:
