@@ -60,7 +60,7 @@ from ..utils.cli import load_tool
 from ..utils.logged_run import BackgroundRun, exit_on_sigterm
 from ..utils.machine import default_threads, describe_machine
 from ..utils.sr_data import MIN_REWARD_STD, DataToolError, prepared_test_set, write_textured_meta_info
-from .runs import PipelineError, Runner, mtime, read_options, shown, write_options
+from .runs import PipelineError, Runner, mtime, read_options, shown, test_options, write_options
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -354,15 +354,9 @@ class Demo:
         """Write ``<out>/options/test_<key>.yml`` for ``method`` (a ``test_methods`` dict) on ``sets`` and run
         it (``Runner.test_file``: not when its log is newer than the option file and the checkpoint);
         returns (option file, 'ran' / 'skipped')."""
-        opt = read_options(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
-        opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
-        opt['scale'] = self.scale
-        opt['num_gpu'] = self.num_gpu
-        opt['datasets'] = {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)}
-        opt['network_g'] = method['network_g']
-        opt['path']['pretrain_network_g'] = method['checkpoint']
-        for metric in opt['val']['metrics'].values():
-            metric['crop_border'] = self.scale
+        train = {'scale': self.scale, 'num_gpu': self.num_gpu, 'network_g': method['network_g']}
+        opt = test_options(train, method['checkpoint'], sets, f"{self.prefix}_test_{method['key']}_x{self.scale}",
+                           save_img=True)
         path = write_options(osp.join(self.options, f"test_{method['key']}.yml"), opt,
                              f"# Written by tools/demo.py: test {method['label']}\n")
         return path, self.runner.test_file(path, f"test_{method['key']}", f"test {method['label']}")[0]

@@ -11,7 +11,7 @@ from typing import List, Optional
 from .. import derive as derive_lib
 from ..derive import plain
 from ..utils.checkpoint import write_text_if_changed
-from ..utils.logged_run import BackgroundRun, child_env, log_tail, run_logged
+from ..utils.logged_run import BackgroundRun, child_env, log_tail
 from ..utils.preemption import EXIT_PREEMPTED
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -45,6 +45,22 @@ def shown(path: str) -> str:
     return osp.relpath(path, ROOT) if path and osp.abspath(path).startswith(ROOT + os.sep) else path
 
 
+def test_options(train_opt: dict, checkpoint: Optional[str], sets: List[dict], name: str,
+                 save_img: bool = False) -> dict:
+    """The test option file of a trained network (``train_opt``'s scale, num_gpu and network_g) on ``sets``:
+    the test protocol of ``options/demo/demo_test.yml`` (PSNR and SSIM on Y, border = scale) filled in;
+    images saved (``results/<name>/visualization/``) only with ``save_img``."""
+    s = train_opt['scale']
+    opt = read_options(osp.join(ROOT, 'options', 'demo', 'demo_test.yml'))
+    opt.update(name=name, scale=s, num_gpu=train_opt.get('num_gpu', 'auto'), network_g=plain(train_opt['network_g']),
+               datasets={f'test_{i}': dict(d) for i, d in enumerate(sets, 1)})
+    opt['path']['pretrain_network_g'] = checkpoint
+    opt['val']['save_img'] = save_img
+    for metric in opt['val']['metrics'].values():
+        metric['crop_border'] = s
+    return plain(opt)
+
+
 def training_progress(log_path: str) -> Optional[str]:
     """``'iteration 2,100, eta 0:02:00'`` from the last progress line of a BasicSR training log, or None."""
     found = re.findall(r'iter:\s*([\d,]+), lr:[^\]]*\] \[eta: ([^,]+),', log_tail(log_path, 20000))
@@ -52,10 +68,10 @@ def training_progress(log_path: str) -> Optional[str]:
 
 
 class Runner:
-    """Runs the entry points as subprocesses from the project root, logging to ``<out>/logs``: in the
-    foreground (output on the console too unless ``quiet``), or in the background (``start``, output
-    only in the log). With ``concurrent``, every run is a background one, so that several threads can
-    run at once; ``stop_all`` stops the background runs and starts no new one."""
+    """Runs the entry points as subprocesses from the project root, logging to ``<out>/logs``: one at a
+    time (``run_cmd``: output on the console too unless ``quiet``), and others in the background
+    (``start``/``wait``: output only in the log). With ``concurrent``, from several threads at once, every
+    run a background one. ``stop_all`` stops the running ones and starts no new one."""
 
     def __init__(self, out: str, threads: Optional[int] = None, quiet: bool = False, concurrent: bool = False):
         self.out, self.threads, self.quiet, self.concurrent = out, threads, quiet, concurrent
@@ -74,21 +90,19 @@ class Runner:
 
     def run_cmd(self, cmd: List[str], log_name: str, what: str):
         """Run ``cmd`` to its end; PipelineError, with its log's last error line, when it fails."""
-        if self.concurrent:
-            return self.wait(self.start(cmd, log_name, what), what)
-        log_path = osp.join(self.logs, f'{log_name}.log')
-        self.say(f'    $ {" ".join(shown(c) for c in cmd)}')
-        self.check(run_logged(cmd, log_path, ROOT, self.env(), echo=not self.quiet), what, log_path)
+        self.wait(self.start(cmd, log_name, what, background=self.concurrent), what)
 
-    def start(self, cmd: List[str], log_name: str, what: str) -> BackgroundRun:
-        """Start ``cmd`` in the background (``wait`` for it); PipelineError once ``stop_all`` was called."""
+    def start(self, cmd: List[str], log_name: str, what: str, background: bool = True) -> BackgroundRun:
+        """Start ``cmd`` (``wait`` for it); without ``background``, its output goes to the console too (unless
+        ``quiet``). PipelineError once ``stop_all`` was called."""
         log_path = osp.join(self.logs, f'{log_name}.log')
         if not self.concurrent:
-            self.say(f'    $ {" ".join(shown(c) for c in cmd)} &   (in the background; output: {log_path})')
+            self.say(f'    $ {" ".join(shown(c) for c in cmd)}'
+                     + (f' &   (in the background; output: {log_path})' if background else ''))
         with self.lock:
             if self.stopping:
                 raise PipelineError(f'{what}: not started, another run failed')
-            run = BackgroundRun(cmd, log_path, ROOT, self.env())
+            run = BackgroundRun(cmd, log_path, ROOT, self.env(), echo=not (background or self.quiet))
             self.live.add(run)
         return run
 

@@ -67,7 +67,7 @@ from ..search_signal import kendall_tau
 from ..utils.checkpoint import atomic_write_text
 from ..utils.machine import source_commit
 from ..utils.sr_data import prepared_test_set
-from .runs import PipelineError, Runner, read_options, shown
+from .runs import PipelineError, Runner, read_options, shown, test_options
 
 ROOT = derive_lib.PROJECT_ROOT
 RESULT_FILE = 'search_vs_random'
@@ -322,22 +322,6 @@ def test_sets_of(template: dict, test_opt: Optional[dict] = None, folders: Seque
             if d.get(key) and not osp.isabs(d[key]):
                 d[key] = osp.join(ROOT, d[key])
     return sets
-
-
-def test_options(train_opt: dict, checkpoint: str, sets: List[dict], name: str) -> dict:
-    """A test option file of the retrained network: PSNR and SSIM on Y, border = scale (the
-    demo's test protocol, options/demo/demo_test.yml), no images saved."""
-    s = train_opt['scale']
-    return {
-        'name': name, 'model_type': 'DeCoNASSRModel', 'scale': s, 'num_gpu': train_opt.get('num_gpu', 'auto'),
-        'manual_seed': 0,
-        'datasets': {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)},
-        'network_g': plain(train_opt['network_g']),
-        'path': {'pretrain_network_g': checkpoint, 'strict_load_g': True},
-        'val': {'save_img': False, 'suffix': None, 'metrics': {
-            'psnr': {'type': 'calculate_psnr', 'crop_border': s, 'test_y_channel': True},
-            'ssim': {'type': 'calculate_ssim', 'crop_border': s, 'test_y_channel': True}}},
-    }
 
 
 def dataset_images(d: dict) -> set:
