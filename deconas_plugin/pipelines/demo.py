@@ -133,10 +133,6 @@ class Demo:
         total = time.time() - self.t0
         self.say(f'[demo {index}/{len(STEPS)}] {step:<8} {text}   (demo total {total:.1f} s)')
 
-    def train(self, opt_path: str, log_name: str, user_given: bool = False) -> str:
-        """Run (or reuse, or resume) a BasicSR training (``Runner.training_command``); 'ran' / 'skipped'."""
-        return self.runner.train_file(opt_path, log_name, log_name, user_given)
-
     def start_training(self, opt_path: str, log_name: str) -> Optional[BackgroundRun]:
         """Start a training in the background (output only in ``<out>/logs/<log_name>.log``); None when its
         experiment can be reused (``Runner.training_command``)."""
@@ -248,7 +244,7 @@ class Demo:
         return self.paths['search_opt']
 
     def step_search(self) -> str:
-        return self.train(self.write_search_options(), 'search', user_given=bool(self.args.search_opt))
+        return self.runner.train_file(self.write_search_options(), 'search', 'search', bool(self.args.search_opt))
 
     def retrain_template(self) -> str:
         if self.args.train_opt:
@@ -287,7 +283,7 @@ class Demo:
         return 'ran'
 
     def step_retrain(self) -> str:
-        return self.train(self.paths['found_train_opt'], 'retrain')
+        return self.runner.train_file(self.paths['found_train_opt'], 'retrain', 'retrain')
 
     def derive_overrides(self, name: str) -> List[str]:
         """The ``--set`` items the demo gives ``tools/derive.py`` for the found network's option file."""
@@ -322,7 +318,7 @@ class Demo:
     def step_carn(self) -> str:
         if 'carn' in self.background:
             return self.finish_training(self.background['carn'], 'carn')
-        return self.train(self.write_carn_options(), 'carn')
+        return self.runner.train_file(self.write_carn_options(), 'carn', 'carn')
 
     def test_sets(self) -> List[dict]:
         try:
@@ -455,11 +451,11 @@ class Demo:
         carn_path = trainings['carn'][0]
         carn_run = self.start_training(carn_path, f'carn_seed{seed}') if self.parallel else None
         self.say(f'    seed spread: training found with manual_seed {seed}')
-        self.train(trainings['found'][0], f'found_seed{seed}')
+        self.runner.train_file(trainings['found'][0], f'found_seed{seed}', f'found_seed{seed}')
         if self.parallel:
             self.finish_training(carn_run, f'carn_seed{seed}')
         else:
-            self.train(carn_path, f'carn_seed{seed}')
+            self.runner.train_file(carn_path, f'carn_seed{seed}', f'carn_seed{seed}')
         networks = {}
         for key, (path, base_seed, name) in trainings.items():
             method = dict(demo_methods[key], key=f'{key}_seed{seed}',
@@ -599,7 +595,7 @@ class Demo:
             self.banner(index, step, f'{status} in {seconds:.1f} s{beside}')
 
     def check_background(self):
-        """Raise PipelineError, with its log's last lines, as soon as a background training has failed."""
+        """Raise PipelineError, with its log's last error line, as soon as a background training has failed."""
         for step, run in self.background.items():
             if step in STEPS and run is not None and run.poll() not in (None, 0):
                 self.banner(STEPS.index(step) + 1, step, f'FAILED after {run.seconds:.1f} s (in the background)')

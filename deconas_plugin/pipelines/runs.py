@@ -97,7 +97,7 @@ class Runner:
         ``quiet``). PipelineError once ``stop_all`` was called."""
         log_path = osp.join(self.logs, f'{log_name}.log')
         if not self.concurrent:
-            self.say(f'    $ {" ".join(shown(c) for c in cmd)}'
+            self.say(f'    $ {" ".join(shown(c) if osp.isabs(c) else c for c in cmd)}'
                      + (f' &   (in the background; output: {log_path})' if background else ''))
         with self.lock:
             if self.stopping:

@@ -100,26 +100,16 @@ def find_experiment(value: str) -> str:
 def find_search_options(experiment: str, opt_path: Optional[str] = None):
     """(path, options) of the search: ``opt_path``, or the option file BasicSR copied into the
     experiment folder when the search started (the newest ``*.yml`` there of a DeCoNASSearchModel)."""
-    if opt_path:
-        opt = read_options(opt_path)
-        if opt.get('model_type') != 'DeCoNASSearchModel':
-            raise ProtocolError(f'-opt {opt_path} is not a search option file (model_type '
-                                f'{opt.get("model_type")!r}, expected DeCoNASSearchModel)')
-        return opt_path, opt
-    found = []
-    for name in os.listdir(experiment):
-        path = osp.join(experiment, name)
-        if name.endswith(('.yml', '.yaml')) and osp.isfile(path):
-            try:
-                opt = read_options(path)
-            except ProtocolError:
-                continue
-            if opt.get('model_type') == 'DeCoNASSearchModel':
-                found.append((os.stat(path).st_mtime, path, opt))
-    if not found:
+    from ..reporting.metrics import ReportError, find_search_option
+    try:
+        path = opt_path or find_search_option(experiment)
+    except ReportError:
         raise ProtocolError(f'no search option file (model_type DeCoNASSearchModel) in {experiment} (BasicSR copies '
-                            f'it there when the search starts); pass the search option file with -opt')
-    _, path, opt = max(found, key=lambda t: t[0])
+                            f'it there when the search starts); pass the search option file with -opt') from None
+    opt = read_options(path)
+    if opt.get('model_type') != 'DeCoNASSearchModel':
+        raise ProtocolError(f'-opt {path} is not a search option file (model_type {opt.get("model_type")!r}, '
+                            f'expected DeCoNASSearchModel)')
     return path, opt
 
 
