@@ -425,7 +425,7 @@ def test_demo_failure_stops_the_background_training(tmp_path, monkeypatch, capsy
         log, t = out_dir / 'logs' / 'carn.log', time.time()
         while 'Start training' not in (log.read_text() if log.exists() else '') and time.time() - t < 120:
             time.sleep(0.2)
-        raise demo_lib.DemoError('the search broke')
+        raise demo_lib.PipelineError('the search broke')
 
     monkeypatch.setattr(demo_lib.Demo, 'carn_options', long_carn)
     monkeypatch.setattr(demo_lib.Demo, 'step_search', failing_search)
@@ -479,9 +479,9 @@ def test_sigterm_to_the_demo_stops_its_trainings_with_their_states(tmp_path):
 
 def test_waiting_for_a_background_training_shows_its_progress(tmp_path, monkeypatch, capsys):
     """While the demo waits for a background training it prints the training's last iteration and eta."""
-    from deconas_plugin.pipelines import demo as demo_lib
+    from deconas_plugin.pipelines import demo as demo_lib, runs
     from deconas_plugin.utils.logged_run import BackgroundRun
-    monkeypatch.setattr(demo_lib, 'PROGRESS_EVERY', 0.2)
+    monkeypatch.setattr(runs, 'PROGRESS_EVERY', 0.2)
     demo = demo_lib.Demo(demo_lib.parse_args(['--out', str(tmp_path / 'out'), '--device', 'cpu']))
     lines = ["2026-11-30 04:32:21,154 INFO: [dpar_..][epoch:  2, iter:     {:,}, lr:(1.980e-03,)] [eta: 0:0{}:00, "
              "time (data): 0.141 (0.024)] l_pix: 2.2479e-02".format(i, 9 - i // 1000) for i in (900, 2100)]
@@ -489,8 +489,9 @@ def test_waiting_for_a_background_training_shows_its_progress(tmp_path, monkeypa
     run = BackgroundRun([sys.executable, '-c', script], str(tmp_path / 'fake.log'), str(tmp_path), os.environ.copy())
     assert demo.finish_training(run, 'fake') == 'ran'
     out = capsys.readouterr().out
-    assert 'fake: iteration 900, eta 0:09:00' in out and 'fake: iteration 2,100, eta 0:07:00' in out
-    assert demo_lib.training_progress(str(tmp_path / 'fake.log')) == 'iteration 2,100, eta 0:07:00'
+    assert 'fake (in the background): iteration 900, eta 0:09:00' in out
+    assert 'fake (in the background): iteration 2,100, eta 0:07:00' in out
+    assert runs.training_progress(str(tmp_path / 'fake.log')) == 'iteration 2,100, eta 0:07:00'
 
 
 def test_demo_stops_on_a_missing_test_set_before_any_work(tmp_path):

@@ -24,9 +24,9 @@ def test_sigterm_to_a_tool_stops_its_child_with_sigterm(tmp_path):
     tool = ('import importlib.util, os, sys\n'
             f'spec = importlib.util.spec_from_file_location("logged_run", {module!r})\n'
             'lr = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(lr)\n'
-            'exit_on_sigterm, run_logged = lr.exit_on_sigterm, lr.run_logged\n'
-            'with exit_on_sigterm():\n'
-            f'    run_logged([sys.executable, "-c", {CHILD!r}, {str(marker)!r}], {str(log)!r}, ".", dict(os.environ))\n')
+            'with lr.exit_on_sigterm():\n'
+            f'    lr.BackgroundRun([sys.executable, "-c", {CHILD!r}, {str(marker)!r}], {str(log)!r}, ".",\n'
+            '                     dict(os.environ), echo=True).wait()\n')
     proc = subprocess.Popen([sys.executable, '-c', tool], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60

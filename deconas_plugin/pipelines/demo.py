@@ -48,21 +48,19 @@ import argparse
 import json
 import os
 import os.path as osp
-import re
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-
 from .. import derive as derive_lib
-from ..derive import plain, read_options, set_option
+from ..derive import plain, set_option
 from ..reporting.markdown import below_bicubic_notes, seed_spread_md
-from ..utils.checkpoint import atomic_write_text, write_text_if_changed
+from ..utils.checkpoint import atomic_write_text
 from ..utils.cli import load_tool
-from ..utils.logged_run import BackgroundRun, child_env, exit_on_sigterm, log_tail, run_logged
+from ..utils.logged_run import BackgroundRun, exit_on_sigterm
 from ..utils.machine import default_threads, describe_machine
-from ..utils.preemption import EXIT_PREEMPTED
 from ..utils.sr_data import MIN_REWARD_STD, DataToolError, prepared_test_set, write_textured_meta_info
+from .runs import PipelineError, Runner, mtime, read_options, shown, test_options, write_options
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -83,28 +81,7 @@ DEFAULT_SAMPLES, FAST_SAMPLES = 100, 8
 LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patches
 TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
 MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
-PROGRESS_EVERY = 30.0  # seconds between the progress lines of a background training the demo waits for
 SEED_SPREAD_FILE = osp.join(ROOT, 'benchmarks', 'cpu-2core', 'demo_seed_spread.json')  # measured, cited by the report
-
-
-class DemoError(RuntimeError):
-    """A step failed; the message says which, and where its log is."""
-
-
-# ------------------------------------------------------------------------------------- helpers
-def write_options(path: str, opt: dict, header: str = '') -> bool:
-    return write_text_if_changed(path, header + derive_lib.dump_options(opt))
-
-
-def mtime(path: str) -> float:
-    return os.stat(path).st_mtime if osp.exists(path) else -1.0
-
-
-def archive(path: str) -> str:
-    """Rename ``path`` to ``<path>_archived_<time>`` (BasicSR's convention); returns the new name."""
-    new = f"{path}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-    os.replace(path, new)
-    return new
 
 
 def machine_text(threads: Optional[int]) -> str:
@@ -114,24 +91,6 @@ def machine_text(threads: Optional[int]) -> str:
     load = ', '.join(f'{x:.1f}' for x in (info['load_avg_start'] or [])) or 'unknown'
     return (f"{info['cpu']}, {info['usable_cores']} usable cores, torch {info['torch']}, "
             f"{threads or 'default'} thread(s) per process, load average {load} when written")
-
-
-def training_progress(log_path: str) -> Optional[str]:
-    """``'iteration 2,100, eta 0:02:00'`` from the last progress line of a BasicSR training log, or None."""
-    found = re.findall(r'iter:\s*([\d,]+), lr:[^\]]*\] \[eta: ([^,]+),', log_tail(log_path, 20000))
-    return f'iteration {found[-1][0]}, eta {found[-1][1]}' if found else None
-
-
-def shown_command(cmd: List[str]) -> str:
-    """A command as the banners show it: paths inside the project relative to it."""
-    return ' '.join(osp.relpath(c, ROOT) if osp.isabs(c) and c.startswith(ROOT) else c for c in cmd)
-
-
-def check_exit(rc: int, what: str, log_path: str):
-    """DemoError with the last lines of its log when a step's process exited non-zero."""
-    if rc != 0:
-        raise DemoError(f'{what} failed (exit code {rc}); full log: {log_path}\n--- last lines ---\n'
-                        f'{log_tail(log_path, 3000)}')
 
 
 def fmt_s(seconds: float) -> str:
@@ -148,13 +107,13 @@ class Demo:
         self.out = osp.abspath(args.out)
         self.prefix = args.prefix or ('demo_fast' if args.fast else 'demo')
         self.fast = args.fast
-        self.python = sys.executable
         self.data = osp.join(self.out, 'data_fast' if args.fast else 'data')
-        self.options = osp.join(self.out, 'options')
-        self.logs = osp.join(self.out, 'logs')
         # CARN trains beside search, derive and retrain (their results do not depend on it): two processes
         self.parallel = not args.sequential
         self.threads = args.threads if args.threads is not None else default_threads(2 if self.parallel else 1)
+        self.runner = Runner(self.out, self.threads, args.quiet)
+        self.say = self.runner.say  # to the console, even while --quiet sends the prepare step's output to its log
+        self.options, self.logs = self.runner.options, self.runner.logs
         self.background: Dict[str, Optional[BackgroundRun]] = {}
         if args.num_gpu is not None:
             self.num_gpu = args.num_gpu
@@ -167,73 +126,24 @@ class Demo:
         self.ran_any = False
         self.t0 = None
         self.paths: Dict[str, str] = {}
-        self.console = sys.stdout  # banners go here even while --quiet redirects the prepare step
         self.argv = list(getattr(args, 'argv', None) or [])
 
-    # ------------------------------------------------------------------------------- reporting
-    def say(self, text: str):
-        print(text, file=self.console, flush=True)
-
+    # ------------------------------------------------------------------------------- processes
     def banner(self, index: int, step: str, text: str):
         total = time.time() - self.t0
         self.say(f'[demo {index}/{len(STEPS)}] {step:<8} {text}   (demo total {total:.1f} s)')
 
-    # ------------------------------------------------------------------------------- processes
-    def env(self) -> dict:
-        return child_env(self.threads)
-
-    def run_cmd(self, cmd: List[str], log_name: str):
-        """Run ``cmd`` from the project root; its output goes to the console (unless --quiet) and
-        to ``<out>/logs/<log_name>.log``."""
-        log_path = osp.join(self.logs, f'{log_name}.log')
-        shown = shown_command(cmd)
-        self.say(f'    $ {shown}')
-        check_exit(run_logged(cmd, log_path, ROOT, self.env(), echo=not self.args.quiet), shown, log_path)
-
-    def training_command(self, opt_path: str, user_given: bool = False) -> Optional[List[str]]:
-        """The ``train.py`` command of a BasicSR training, or None when its experiment can be reused (a run made
-        with other options is archived first; an interrupted one resumes: ``--auto_resume``)."""
-        opt = read_options(opt_path)
-        exp = osp.join(ROOT, 'experiments', opt['name'])
-        latest = osp.join(exp, 'models', 'net_g_latest.pth')
-        stored = osp.join(exp, osp.basename(opt_path))
-        same = osp.isfile(stored) and plain(read_options(stored)) == plain(opt)
-        if osp.isfile(latest) and (same or user_given):
-            if not same:
-                self.say(f'    note: {exp} was made with another option file than {opt_path}; reused as is')
-            return None
-        if osp.isdir(exp) and not same and not user_given:
-            self.say(f'    {exp} holds a run with other options: moved to {osp.basename(archive(exp))}')
-        return [self.python, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', opt_path, '--auto_resume']
-
-    def train(self, opt_path: str, log_name: str, user_given: bool = False) -> str:
-        """Run (or reuse, or resume) a BasicSR training; returns 'ran' / 'skipped'."""
-        cmd = self.training_command(opt_path, user_given)
-        if cmd is None:
-            return 'skipped'
-        self.run_cmd(cmd, log_name)
-        return 'ran'
-
     def start_training(self, opt_path: str, log_name: str) -> Optional[BackgroundRun]:
         """Start a training in the background (output only in ``<out>/logs/<log_name>.log``); None when its
-        experiment can be reused (``training_command``)."""
-        cmd = self.training_command(opt_path)
-        if cmd is None:
-            return None
-        log_path = osp.join(self.logs, f'{log_name}.log')
-        shown = shown_command(cmd)
-        self.say(f'    $ {shown} &   (in the background; output: {log_path})')
-        return BackgroundRun(cmd, log_path, ROOT, self.env())
+        experiment can be reused (``Runner.training_command``)."""
+        cmd = self.runner.training_command(opt_path)
+        return cmd and self.runner.start(cmd, log_name, f'{log_name} (in the background)')
 
-    def finish_training(self, run: Optional[BackgroundRun], what: str) -> str:
-        """Wait for a ``start_training`` run; 'ran' / 'skipped', or DemoError with its log's last lines."""
+    def finish_training(self, run: Optional[BackgroundRun], log_name: str) -> str:
+        """Wait for a ``start_training`` run, showing its progress; 'ran' / 'skipped'."""
         if run is None:
             return 'skipped'
-        rc = run.wait(PROGRESS_EVERY)
-        while rc is None:
-            self.say(f'    {what}: {training_progress(run.log_path) or "starting"} ({run.seconds:.0f} s so far)')
-            rc = run.wait(PROGRESS_EVERY)
-        check_exit(rc, what, run.log_path)
+        self.runner.wait(run, f'{log_name} (in the background)', progress=True)
         return 'ran'
 
     # ------------------------------------------------------------------------------------ steps
@@ -280,7 +190,7 @@ class Demo:
                 kept = write_textured_meta_info(osp.join(self.data, 'reward_sub', 'reward_train_HR_sub'),
                                                 summary['keys'], osp.join(self.data, 'reward_sub', 'meta_info.txt'))
             except DataToolError as e:
-                raise DemoError(str(e)) from None
+                raise PipelineError(str(e)) from None
             self.say(f"    reward patches: {kept} of {len(summary['keys'])} sub-images of {crop} px kept "
                      f'(HR std >= {MIN_REWARD_STD} grey levels)')
         atomic_write_text(marker, json.dumps(want, indent=2) + '\n')
@@ -334,7 +244,7 @@ class Demo:
         return self.paths['search_opt']
 
     def step_search(self) -> str:
-        return self.train(self.write_search_options(), 'search', user_given=bool(self.args.search_opt))
+        return self.runner.train_file(self.write_search_options(), 'search', 'search', bool(self.args.search_opt))
 
     def retrain_template(self) -> str:
         if self.args.train_opt:
@@ -363,17 +273,17 @@ class Demo:
                 done = json.load(f)
             if done.get('samples') == samples and done.get('scored_on') == 'reward':
                 return 'skipped'
-        cmd = [self.python, osp.join(ROOT, 'tools', 'derive.py'), '-opt', self.paths['search_opt'],
+        cmd = [sys.executable, osp.join(ROOT, 'tools', 'derive.py'), '-opt', self.paths['search_opt'],
                '--num-samples', str(samples), '--seed', '0', '--scored-on', 'reward', '--template', template,
                '--device', self.torch_device,
                *(a for item in self.derive_overrides(f'{self.prefix}_found_x{self.scale}') for a in ('--set', item))]
         if not self.args.train_opt:
             cmd.append('--data-from-search')
-        self.run_cmd(cmd, 'derive')
+        self.runner.run_cmd(cmd, 'derive', 'derive')
         return 'ran'
 
     def step_retrain(self) -> str:
-        return self.train(self.paths['found_train_opt'], 'retrain')
+        return self.runner.train_file(self.paths['found_train_opt'], 'retrain', 'retrain')
 
     def derive_overrides(self, name: str) -> List[str]:
         """The ``--set`` items the demo gives ``tools/derive.py`` for the found network's option file."""
@@ -407,8 +317,8 @@ class Demo:
 
     def step_carn(self) -> str:
         if 'carn' in self.background:
-            return self.finish_training(self.background['carn'], 'carn (in the background)')
-        return self.train(self.write_carn_options(), 'carn')
+            return self.finish_training(self.background['carn'], 'carn')
+        return self.runner.train_file(self.write_carn_options(), 'carn', 'carn')
 
     def test_sets(self) -> List[dict]:
         try:
@@ -416,7 +326,7 @@ class Demo:
                 return [prepared_test_set(osp.join(self.data, 'embedded', 'test'), self.scale, 'embedded_test')]
             return [prepared_test_set(folder, self.scale) for folder in self.args.test_sets]
         except ValueError as e:
-            raise DemoError(str(e)) from None
+            raise PipelineError(str(e)) from None
 
     def test_methods(self) -> List[dict]:
         """(key, label, network_g, checkpoint) of the tested methods, Bicubic first."""
@@ -438,27 +348,14 @@ class Demo:
 
     def run_test(self, method: dict, sets: List[dict]) -> Tuple[str, str]:
         """Write ``<out>/options/test_<key>.yml`` for ``method`` (a ``test_methods`` dict) on ``sets`` and run
-        ``deconas_plugin/test.py`` unless its log is newer than the option file and the checkpoint;
+        it (``Runner.test_file``: not when its log is newer than the option file and the checkpoint);
         returns (option file, 'ran' / 'skipped')."""
-        from ..reporting.metrics import find_test_log, parse_test_log
-        opt = read_options(osp.join(DEMO_OPTIONS, 'demo_test.yml'))
-        opt['name'] = f"{self.prefix}_test_{method['key']}_x{self.scale}"
-        opt['scale'] = self.scale
-        opt['num_gpu'] = self.num_gpu
-        opt['datasets'] = {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)}
-        opt['network_g'] = method['network_g']
-        opt['path']['pretrain_network_g'] = method['checkpoint']
-        for metric in opt['val']['metrics'].values():
-            metric['crop_border'] = self.scale
-        path = osp.join(self.options, f"test_{method['key']}.yml")
-        write_options(path, opt, f"# Written by tools/demo.py: test {method['label']}\n")
-        log = find_test_log(osp.join(ROOT, 'results', opt['name']))
-        inputs = max(mtime(path), mtime(method['checkpoint']) if method['checkpoint'] else -1)
-        if log and mtime(log) > inputs and set(parse_test_log(log)) >= {d['name'] for d in sets}:
-            return path, 'skipped'
-        self.say(f"    testing {method['label']}")
-        self.run_cmd([self.python, osp.join(ROOT, 'deconas_plugin', 'test.py'), '-opt', path], f"test_{method['key']}")
-        return path, 'ran'
+        train = {'scale': self.scale, 'num_gpu': self.num_gpu, 'network_g': method['network_g']}
+        opt = test_options(train, method['checkpoint'], sets, f"{self.prefix}_test_{method['key']}_x{self.scale}",
+                           save_img=True)
+        path = write_options(osp.join(self.options, f"test_{method['key']}.yml"), opt,
+                             f"# Written by tools/demo.py: test {method['label']}\n")
+        return path, self.runner.test_file(path, f"test_{method['key']}", f"test {method['label']}")[0]
 
     def step_test(self) -> str:
         sets = self.test_sets()
@@ -516,11 +413,11 @@ class Demo:
                 stored = json.load(f)
             same = stored['setting'] == setting
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DemoError(f'seed-spread file {path} is unreadable ({e}); remake it with --seed-spread') from None
+            raise PipelineError(f'seed-spread file {path} is unreadable ({e}); remake it with --seed-spread') from None
         if not same:
             return None
         cited = {k: stored[k] for k in ('date', 'machine', 'command', 'seeds', 'networks')}
-        cited['file'] = osp.relpath(path, ROOT) if path.startswith(ROOT) else path
+        cited['file'] = shown(path)
         genotype = read_options(self.paths['found_train_opt'])['network_g'].get('genotype')
         cited['note'] = (None if stored.get('genotype') == genotype else
                          f"The found network's spread was measured on genotype `{stored.get('genotype')}`; this run "
@@ -533,8 +430,8 @@ class Demo:
         from ..reporting.metrics import find_test_log, parse_test_log, per_image_metrics
         setting = self.spread_setting()
         if setting is None:
-            raise DemoError('--seed-spread measures the demo\'s own setting: not with --search-opt, --train-opt '
-                            'or --test-sets')
+            raise PipelineError('--seed-spread measures the demo\'s own setting: not with --search-opt, '
+                                '--train-opt or --test-sets')
         sets = self.test_sets()
         demo_methods = {m['key']: m for m in self.test_methods()}
         trainings = {}  # key: (option file, demo's seed, its name)
@@ -542,7 +439,7 @@ class Demo:
             opt = read_options(self.paths[train_key])
             base_seed = opt['manual_seed']
             if seed == base_seed:
-                raise DemoError(f'--seed-spread {seed} is the demo\'s own manual_seed; give another one')
+                raise PipelineError(f'--seed-spread {seed} is the demo\'s own manual_seed; give another one')
             opt['manual_seed'] = seed
             opt['name'] = f"{opt['name']}_seed{seed}"
             path = osp.join(self.options, f'train_{key}_seed{seed}.yml')
@@ -553,13 +450,12 @@ class Demo:
         self.say(f'    seed spread: training carn with manual_seed {seed}')
         carn_path = trainings['carn'][0]
         carn_run = self.start_training(carn_path, f'carn_seed{seed}') if self.parallel else None
-        self.background['carn_seed'] = carn_run
         self.say(f'    seed spread: training found with manual_seed {seed}')
-        self.train(trainings['found'][0], f'found_seed{seed}')
+        self.runner.train_file(trainings['found'][0], f'found_seed{seed}', f'found_seed{seed}')
         if self.parallel:
-            self.finish_training(carn_run, f'CARN\'s training with manual_seed {seed}')
+            self.finish_training(carn_run, f'carn_seed{seed}')
         else:
-            self.train(carn_path, f'carn_seed{seed}')
+            self.runner.train_file(carn_path, f'carn_seed{seed}', f'carn_seed{seed}')
         networks = {}
         for key, (path, base_seed, name) in trainings.items():
             method = dict(demo_methods[key], key=f'{key}_seed{seed}',
@@ -649,14 +545,14 @@ class Demo:
                              f'{self.args.seed_spread}')
                     try:
                         self.measure_seed_spread(self.args.seed_spread)
-                    except DemoError:
+                    except PipelineError:
                         self._write_summary(failed='seed-spread')
                         raise
                     self.ran_any = True
                     self.step_report()  # the report cites the new measurement
                     self.say(f'[demo] seed spread measured and report rewritten in {time.time() - t:.1f} s')
             finally:
-                self.stop_background()
+                self.runner.stop_all()
         summary = self._write_summary()
         self.say('\nstep      status   time')
         for r in self.results:
@@ -682,7 +578,7 @@ class Demo:
             t = time.time()
             try:
                 status = getattr(self, f'step_{step}')()
-            except DemoError:
+            except PipelineError:
                 self.banner(index, step, f'FAILED after {background.seconds if background else time.time() - t:.1f} s')
                 self._write_summary(failed=step)
                 raise
@@ -699,22 +595,12 @@ class Demo:
             self.banner(index, step, f'{status} in {seconds:.1f} s{beside}')
 
     def check_background(self):
-        """Raise DemoError, with its log's last lines, as soon as a background training has failed."""
+        """Raise PipelineError, with its log's last error line, as soon as a background training has failed."""
         for step, run in self.background.items():
             if step in STEPS and run is not None and run.poll() not in (None, 0):
                 self.banner(STEPS.index(step) + 1, step, f'FAILED after {run.seconds:.1f} s (in the background)')
                 self._write_summary(failed=step)
-                self.finish_training(run, f'{step} (in the background)')
-
-    def stop_background(self):
-        """Stop the background trainings still running (the demo failed or was interrupted): each writes its
-        training state and the next run resumes it (``--auto_resume``)."""
-        for step, run in self.background.items():
-            if run is not None and run.poll() is None:
-                self.say(f'    stopping {step} (in the background) ...')
-                rc = run.stop()
-                saved = '; its training state is saved, the next run resumes it' if rc == EXIT_PREEMPTED else ''
-                self.say(f'    {step} stopped (exit code {rc}{saved})')
+                self.finish_training(run, step)
 
     def _previous_timings(self) -> Dict[str, float]:
         """Seconds each step took in the run that made its outputs (from the last demo_summary.json)."""
@@ -785,5 +671,5 @@ def main(argv=None) -> dict:
     args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return Demo(args).run()
-    except (DemoError, derive_lib.DeriveError) as e:
+    except (PipelineError, derive_lib.DeriveError) as e:
         sys.exit(f'demo: error: {e}')

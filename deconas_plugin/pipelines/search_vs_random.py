@@ -56,8 +56,6 @@ import math
 import os
 import os.path as osp
 import random
-import sys
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -66,10 +64,10 @@ from ..complexity import count_params
 from ..derive import plain
 from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
-from ..utils.checkpoint import atomic_write_text, write_text_if_changed
-from ..utils.logged_run import BackgroundRun, child_env, log_tail, run_logged
+from ..utils.checkpoint import atomic_write_text
 from ..utils.machine import source_commit
 from ..utils.sr_data import prepared_test_set
+from .runs import PipelineError, Runner, read_options, shown, test_options
 
 ROOT = derive_lib.PROJECT_ROOT
 RESULT_FILE = 'search_vs_random'
@@ -87,11 +85,7 @@ SUMMARY_FIELDS = ('found_genotype', 'found_params', 'found_mean', 'found_std', '
                   'params_tau', 'train_hours', 'settings')
 RUNS_DIR = 'runs'  # <out>/runs/<run>.json: one record per finished retrain and test
 SCORES_FILE = 'supernet_scores.json'
-
-
-
-class ProtocolError(Exception):
-    """A user error of the protocol (missing experiment, no derived genotype, bad template...)."""
+ProtocolError = PipelineError  # the name the callers of search vs random catch
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -106,34 +100,17 @@ def find_experiment(value: str) -> str:
 def find_search_options(experiment: str, opt_path: Optional[str] = None):
     """(path, options) of the search: ``opt_path``, or the option file BasicSR copied into the
     experiment folder when the search started (the newest ``*.yml`` there of a DeCoNASSearchModel)."""
-    if opt_path:
-        opt = read_options(opt_path)
-        if opt.get('model_type') != 'DeCoNASSearchModel':
-            raise ProtocolError(f'-opt {opt_path} is not a search option file (model_type '
-                                f'{opt.get("model_type")!r}, expected DeCoNASSearchModel)')
-        return opt_path, opt
-    found = []
-    for name in os.listdir(experiment):
-        path = osp.join(experiment, name)
-        if name.endswith(('.yml', '.yaml')) and osp.isfile(path):
-            try:
-                opt = read_options(path)
-            except ProtocolError:
-                continue
-            if opt.get('model_type') == 'DeCoNASSearchModel':
-                found.append((os.stat(path).st_mtime, path, opt))
-    if not found:
-        raise ProtocolError(f'no search option file (model_type DeCoNASSearchModel) in {experiment} (BasicSR copies '
-                            f'it there when the search starts); pass the search option file with -opt')
-    _, path, opt = max(found, key=lambda t: t[0])
-    return path, opt
-
-
-def read_options(path: str) -> dict:
+    from ..reporting.metrics import ReportError, find_search_option
     try:
-        return derive_lib.read_options(path)
-    except derive_lib.DeriveError as e:
-        raise ProtocolError(str(e)) from None
+        path = opt_path or find_search_option(experiment)
+    except ReportError:
+        raise ProtocolError(f'no search option file (model_type DeCoNASSearchModel) in {experiment} (BasicSR copies '
+                            f'it there when the search starts); pass the search option file with -opt') from None
+    opt = read_options(path)
+    if opt.get('model_type') != 'DeCoNASSearchModel':
+        raise ProtocolError(f'-opt {path} is not a search option file (model_type {opt.get("model_type")!r}, '
+                            f'expected DeCoNASSearchModel)')
+    return path, opt
 
 
 def network_sizes(search_opt: dict) -> dict:
@@ -337,22 +314,6 @@ def test_sets_of(template: dict, test_opt: Optional[dict] = None, folders: Seque
     return sets
 
 
-def test_options(train_opt: dict, checkpoint: str, sets: List[dict], name: str) -> dict:
-    """A test option file of the retrained network: PSNR and SSIM on Y, border = scale (the
-    demo's test protocol, options/demo/demo_test.yml), no images saved."""
-    s = train_opt['scale']
-    return {
-        'name': name, 'model_type': 'DeCoNASSRModel', 'scale': s, 'num_gpu': train_opt.get('num_gpu', 'auto'),
-        'manual_seed': 0,
-        'datasets': {f'test_{i}': dict(d) for i, d in enumerate(sets, 1)},
-        'network_g': plain(train_opt['network_g']),
-        'path': {'pretrain_network_g': checkpoint, 'strict_load_g': True},
-        'val': {'save_img': False, 'suffix': None, 'metrics': {
-            'psnr': {'type': 'calculate_psnr', 'crop_border': s, 'test_y_channel': True},
-            'ssim': {'type': 'calculate_ssim', 'crop_border': s, 'test_y_channel': True}}},
-    }
-
-
 def dataset_images(d: dict) -> set:
     """The HR images a dataset option reads, absolute: the names of its ``meta_info_file`` under its
     ``dataroot_gt``, else the files of that folder (an LMDB or a missing folder: the path itself)."""
@@ -383,94 +344,6 @@ def budget_of(opt: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------- runs
-class Runner:
-    """Runs the entry points as subprocesses from the project root, logging to ``<out>/logs``; with
-    ``concurrent``, from several threads at once (their output then only goes to the logs)."""
-
-    def __init__(self, out: str, threads: Optional[int] = None, quiet: bool = False, concurrent: bool = False):
-        self.out, self.threads, self.quiet, self.concurrent = out, threads, quiet, concurrent
-        self.options = osp.join(out, 'options')
-        self.logs = osp.join(out, 'logs')
-        self.live = set()  # BackgroundRuns of the concurrent mode
-        self.lock = threading.Lock()
-        self.stopping = False
-
-    def say(self, text: str):
-        print(text, flush=True)
-
-    def env(self) -> dict:
-        return child_env(self.threads)
-
-    def run_cmd(self, cmd: List[str], log_name: str, what: str):
-        log_path = osp.join(self.logs, f'{log_name}.log')
-        if self.concurrent:
-            with self.lock:
-                if self.stopping:
-                    raise ProtocolError(f'{what}: not started, another run failed')
-                run = BackgroundRun(cmd, log_path, ROOT, self.env())
-                self.live.add(run)
-            try:
-                rc = run.wait()
-            finally:
-                with self.lock:
-                    self.live.discard(run)
-        else:
-            rc = run_logged(cmd, log_path, ROOT, self.env(), echo=not self.quiet)
-        if rc != 0:
-            lines = log_tail(log_path, 20000).splitlines()
-            errors = [line for line in lines if line.startswith('error:')]
-            last = errors[-1] if errors else next((line for line in reversed(lines) if line.strip()), '')
-            raise ProtocolError(f'{what} failed (exit code {rc}): {last.strip()} (full log: {log_path})')
-
-    def stop_all(self):
-        """Stop the runs of the other threads (SIGTERM: a retrain writes its state; a rerun resumes it)."""
-        with self.lock:
-            self.stopping = True
-            runs = list(self.live)
-        for run in runs:
-            run.stop()
-
-    def write_options(self, name: str, opt: dict, header: str) -> str:
-        """``<out>/options/<name>.yml``, rewritten only when its content changes (keeps mtimes)."""
-        path = osp.join(self.options, f'{name}.yml')
-        write_text_if_changed(path, header + derive_lib.dump_options(opt))
-        return path
-
-    def train(self, opt: dict, header: str) -> str:
-        """Retrain (or skip a finished run, or resume an interrupted one); 'ran' or 'skipped'."""
-        path = self.write_options(opt['name'], opt, header)
-        exp = osp.join(ROOT, 'experiments', opt['name'])
-        stored = osp.join(exp, osp.basename(path))
-        same = osp.isfile(stored) and plain(read_options(stored)) == plain(opt)
-        if same and osp.isfile(osp.join(exp, 'models', 'net_g_latest.pth')):
-            return 'skipped'
-        if osp.isdir(exp) and not same:
-            archived = f"{exp}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-            os.replace(exp, archived)
-            self.say(f'    {exp} held a run with other options: moved to {osp.basename(archived)}')
-        self.run_cmd([sys.executable, osp.join(ROOT, 'deconas_plugin', 'train.py'), '-opt', path, '--auto_resume'],
-                     opt['name'], f"retrain {opt['name']}")
-        return 'ran'
-
-    def test(self, opt: dict, header: str) -> tuple:
-        """Test (or reuse a newer test log); ('ran' or 'skipped', {set: {metric: value}})."""
-        from ..reporting.metrics import find_test_log, parse_test_log
-        path = self.write_options(opt['name'], opt, header)
-        results = osp.join(ROOT, 'results', opt['name'])
-        names = {d['name'] for d in opt['datasets'].values()}
-        log = find_test_log(results)
-        newest_input = max(os.stat(path).st_mtime, os.stat(opt['path']['pretrain_network_g']).st_mtime)
-        if log and os.stat(log).st_mtime > newest_input and set(parse_test_log(log)) >= names:
-            return 'skipped', parse_test_log(log)
-        self.run_cmd([sys.executable, osp.join(ROOT, 'deconas_plugin', 'test.py'), '-opt', path], opt['name'],
-                     f"test {opt['name']}")
-        log = find_test_log(results)
-        metrics = parse_test_log(log) if log else {}
-        if not set(metrics) >= names:
-            raise ProtocolError(f"test {opt['name']}: no metrics of {sorted(names - set(metrics))} in {log}")
-        return 'ran', metrics
-
-
 def measurement(train: dict, test: dict) -> dict:
     """What makes two runs the same measurement: the training options but the run's name, and the test
     data and metrics (paths relative to the project root), as plain JSON values."""
@@ -522,11 +395,6 @@ def run_all(runner: Runner, work: Callable[[int, tuple], dict], items: Sequence[
 
 
 # ------------------------------------------------------------------------------------- outputs
-def shown(path: str) -> str:
-    """``path`` relative to the project root when it lies inside it (shorter in the tables)."""
-    return osp.relpath(path, ROOT) if path and osp.abspath(path).startswith(ROOT + os.sep) else path
-
-
 def fmt(value, digits=3, signed=False):
     if value is None:
         return 'n/a'
@@ -722,7 +590,8 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     test_seen_by_search = [d['name'] for d in sets if d.get('dataroot_gt') and dataset_images(d) & seen]
     prefix = prefix or f"svr_{search_opt['name']}"
     base_seed = int(template.get('manual_seed') or 0)
-    say = Runner(out, threads, quiet).say
+    runner = Runner(out, threads, quiet, concurrent=jobs > 1)
+    say = runner.say
 
     extras = []
     for text in extra_genotypes:
@@ -786,7 +655,6 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     finally:
         os.chdir(cwd)
 
-    runner = Runner(out, threads, quiet, concurrent=jobs > 1)
     commit = source_commit(ROOT)
 
     def retrain_and_test(n: int, job: tuple) -> dict:

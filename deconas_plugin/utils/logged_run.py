@@ -22,7 +22,7 @@ def child_env(threads: Optional[int]) -> dict:
 @contextlib.contextmanager
 def exit_on_sigterm():
     """Within it, SIGTERM (``kill``, a batch system) raises SystemExit(143) in the main thread, so that the
-    ``except``/``finally`` blocks that stop child runs (``run_logged``, ``BackgroundRun``) run as on an
+    ``except``/``finally`` blocks that stop child runs (``BackgroundRun.wait``) run as on an
     interrupt, instead of the process dying and leaving its children running."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -57,38 +57,15 @@ def stop_process(proc: subprocess.Popen, grace: float = 120.0, group: bool = Fal
     return proc.wait()
 
 
-def run_logged(cmd: List[str], log_path: str, cwd: str, env: dict, echo: bool = True) -> int:
-    """Run ``cmd`` in ``cwd``; append the command and its output (stdout and stderr) to ``log_path``
-    and, with ``echo``, copy the output to this process's stdout as it comes. Returns the exit code;
-    an interrupt (or a SystemExit) stops the child (``stop_process``) before it propagates."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, 'ab') as log:
-        log.write(f'\n$ {" ".join(cmd)}\n'.encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            while True:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                log.write(chunk)
-                if echo:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-            return proc.wait()
-        except BaseException:
-            stop_process(proc)
-            raise
-
-
 class BackgroundRun:
-    """``cmd`` started in ``cwd``, its output (stdout and stderr) appended to ``log_path`` only, while the
-    caller goes on: ``poll()`` / ``wait()`` give the exit code, ``stop()`` asks it to stop and waits."""
+    """``cmd`` started in ``cwd``, the command and its output (stdout and stderr) appended to ``log_path``,
+    while the caller goes on: ``poll()`` / ``wait()`` give the exit code, ``stop()`` asks it to stop and waits."""
 
     def __init__(self, cmd: List[str], log_path: str, cwd: str, env: Optional[dict] = None,
-                 own_group: bool = False, grace: float = 120.0):
+                 own_group: bool = False, grace: float = 120.0, echo: bool = False):
         """``own_group``: the run leads a process group of its own, and ``stop()`` signals the whole group
-        (its children too); ``grace``: seconds ``stop()`` gives SIGTERM before SIGKILL."""
+        (its children too); ``grace``: seconds ``stop()`` gives SIGTERM before SIGKILL; ``echo``: the output
+        is copied to this process's stdout too, as it comes."""
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.cmd, self.log_path, self.own_group, self.grace = cmd, log_path, own_group, grace
         self.started = time.time()
@@ -96,11 +73,24 @@ class BackgroundRun:
         with open(log_path, 'ab') as log:
             log.write(f'\n$ {" ".join(cmd)}\n'.encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=own_group)
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE if echo else log,
+                                         stderr=subprocess.STDOUT, start_new_session=own_group)
+        self.tee = threading.Thread(target=self._tee, daemon=True) if echo else None
+        if self.tee:
+            self.tee.start()
+
+    def _tee(self):
+        with open(self.log_path, 'ab') as log:
+            for chunk in iter(lambda: os.read(self.proc.stdout.fileno(), 65536), b''):
+                log.write(chunk)
+                log.flush()
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
 
     def _ended(self, rc: Optional[int]) -> Optional[int]:
         if rc is not None and self.ended is None:
+            if self.tee:
+                self.tee.join()  # the whole output is in the log
             self.ended = time.time()
         return rc
 
