@@ -200,6 +200,20 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     assert {r['genotype'] for r in scale['rows']} == {empty, full} and scale['summary']['kendall_tau'] is None
     assert (scale_out / 'search_vs_random.md').read_text().startswith('# Retrained genotypes')
 
+    # --recorded-only: nothing retrained; what is recorded so far is summarized under a name of its own
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert tool.main(args + ['--found-seeds', '3', '--genotypes', empty, full, '--reuse', str(scale_out),
+                                 '--recorded-only']) == 0
+    text = buf.getvalue()
+    assert 'retrain ran' not in text and text.count('not recorded yet') == 2, text
+    with open(out / 'search_vs_random_so_far.json') as f:
+        so_far = json.load(f)
+    assert so_far['missing'] == ['found seed 1', 'found seed 2'] and len(so_far['rows']) == len(rows) + 2
+    assert (out / 'search_vs_random_so_far.md').read_text().startswith('**So far**: 5 of 7 runs recorded')
+    with open(out / 'search_vs_random.json') as f:
+        assert len(json.load(f)['rows']) == len(rows)  # the protocol's own result is left alone
+
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert tool.main(args + ['--found-seeds', '2', '--genotypes', empty, full, '--reuse', str(scale_out)]) == 0

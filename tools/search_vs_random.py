@@ -75,6 +75,9 @@ def parse_args(argv=None):
                    help='retrains (each with its test) run at once (1); on 2 cores, 2 took about half the time of 1')
     p.add_argument('--threads', type=int, help='OMP/MKL threads per process (default: 1 on a machine with at most 2 '
                    "cores or a busy one, else the cores shared out between the jobs; 0: PyTorch's default)")
+    p.add_argument('--recorded-only', action='store_true',
+                   help='retrain nothing: summarize the runs recorded so far (in <out>/runs/ and the --reuse folders) '
+                   'into <out>/search_vs_random_so_far.json, .md, .png (the usual names once every run is recorded)')
     p.add_argument('--quiet', action='store_true', help='retrain/test output only into <out>/logs/, not the console')
     return p.parse_args(argv)
 

@@ -543,7 +543,8 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
         params_tolerance: float = DEFAULT_TOLERANCE, draw_seed: int = 0, prefix: Optional[str] = None,
         data_from_search: bool = False, overrides: Sequence[str] = (), device: str = 'auto',
         threads: Optional[int] = None, quiet: bool = False, jobs: int = 1, found_seeds: Optional[int] = None,
-        extra_genotypes: Sequence[str] = (), extra_seeds: Optional[int] = None, reuse: Sequence[str] = ()) -> dict:
+        extra_genotypes: Sequence[str] = (), extra_seeds: Optional[int] = None, reuse: Sequence[str] = (),
+        recorded_only: bool = False) -> dict:
     """The whole protocol (see the module doc); returns what it writes to search_vs_random.json. ``jobs``
     retrains (each with its test) run at once. Without ``search_exp``, only ``extra_genotypes`` are
     retrained (``train_opt`` gives their network sizes)."""
@@ -663,6 +664,9 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
         head = f'[{n}/{len(planned)}] {label} seed {s}'
         wanted = measurement(train, test)
         record = find_record(train['name'], wanted, out, reuse)
+        if record is None and recorded_only:
+            say(f'{head}: not recorded yet')
+            return None
         if record is None:
             say(f'{head} (manual_seed {manual_seed}) {genotype} ({params:,} params)' + (': started' if jobs > 1
                                                                                          else ''))
@@ -693,6 +697,10 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
                 'record': shown(osp.join(out, RUNS_DIR, train['name'] + '.json'))}
 
     rows = run_all(runner, retrain_and_test, planned, jobs)
+    missing = [f'{job[5]} seed {job[3]}' for job, row in zip(planned, rows) if row is None]
+    rows = [row for row in rows if row is not None]
+    if not rows:
+        raise ProtocolError(f'--recorded-only: none of the {len(planned)} runs is recorded in {out} or --reuse')
     settings = {
         'search_experiment': experiment, 'search_options': search_opt_path and osp.abspath(search_opt_path),
         'template': template_path, 'data_from_search': data_from_search, 'overrides': list(overrides),
@@ -709,14 +717,19 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
         'prefix': prefix, 'device': torch_device, 'commit': commit, 'reuse': [shown(osp.abspath(d)) for d in reuse],
     }
     genotypes, summary = summarize(rows, supernet_psnr, settings)
-    result = {'rows': rows, 'genotypes': genotypes, 'summary': summary}
+    result = {'rows': rows, 'genotypes': genotypes, 'summary': summary, 'missing': missing}
+    # a summary of part of the runs gets a name of its own: it never passes for the protocol's result
+    name = f'{RESULT_FILE}_so_far' if missing else RESULT_FILE
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(osp.join(out, f'{RESULT_FILE}.json'), json.dumps(result, indent=2) + '\n')
+    atomic_write_text(osp.join(out, f'{name}.json'), json.dumps(result, indent=2) + '\n')
     text = markdown(result)
-    atomic_write_text(osp.join(out, f'{RESULT_FILE}.md'), text)
-    plot(result, osp.join(out, f'{RESULT_FILE}.png'))
+    if missing:
+        text = (f'**So far**: {len(rows)} of {len(planned)} runs recorded; not yet: {", ".join(missing)}.\n\n'
+                + text)
+    atomic_write_text(osp.join(out, f'{name}.md'), text)
+    plot(result, osp.join(out, f'{name}.png'))
     say('\n' + text)
-    say(f'written: {out}/{RESULT_FILE}.json, .md, .png')
+    say(f'written: {out}/{name}.json, .md, .png')
     return result
 
 
