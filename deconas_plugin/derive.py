@@ -195,12 +195,17 @@ def test_options(train_opt: dict, template: dict) -> dict:
     opt['model_type'] = train_opt.get('model_type', opt.get('model_type'))
     opt['scale'] = train_opt['scale']
     opt['network_g'] = copy.deepcopy(train_opt['network_g'])
-    ema = float((train_opt.get('train') or {}).get('ema_decay') or 0) > 0
     path = opt.setdefault('path', {})
     path['pretrain_network_g'] = osp.join(PROJECT_ROOT, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
-    path['param_key_g'] = 'params_ema' if ema else 'params'
+    path['param_key_g'] = weights_key(train_opt)
     path['strict_load_g'] = True
     return opt
+
+
+def weights_key(train_opt: dict) -> str:
+    """The checkpoint entry a test of ``train_opt``'s network loads: ``params_ema`` when the training keeps
+    an EMA of its weights (``train.ema_decay`` > 0; BasicSR saves both), else ``params``."""
+    return 'params_ema' if float((train_opt.get('train') or {}).get('ema_decay') or 0) > 0 else 'params'
 
 
 def dump_options(opt: dict) -> str:

@@ -313,6 +313,26 @@ def test_summary_of_two_seeds():
     assert genotypes[1]['params_ratio'] == 1.0 and genotypes[0]['params_ratio'] == pytest.approx(1.01)
 
 
+def test_a_retrain_with_ema_is_tested_on_its_ema_weights(tmp_path):
+    """The test options load ``params_ema`` of a retrain that keeps an EMA (BasicSR saves both entries),
+    as derive's do; the tested weights are part of the measurement then, so a record of the raw weights
+    is not taken for it, while the records of retrains without EMA stay the same measurement."""
+    from deconas_plugin import derive
+    from deconas_plugin.pipelines.runs import test_options
+    sets = [{'name': 'set', 'type': 'PairedImageDataset', 'dataroot_gt': 'datasets/x/GT', 'dataroot_lq': 'datasets/x/LR',
+             'io_backend': {'type': 'disk'}}]
+    plain = {'name': 'r', 'scale': 2, 'network_g': {'type': 'DeCoNASNet', 'genotype': '1 0'}, 'train': {'ema_decay': 0}}
+    ema = dict(plain, train={'ema_decay': 0.999})
+    tests = {key: test_options(train, str(tmp_path / 'net_g_latest.pth'), sets, 'r_test')
+             for key, train in (('plain', plain), ('ema', ema))}
+    assert tests['plain']['path']['param_key_g'] == 'params' and tests['ema']['path']['param_key_g'] == 'params_ema'
+    assert derive.test_options(ema, tests['plain'])['path']['param_key_g'] == 'params_ema'
+    assert 'weights' not in svr.measurement(plain, tests['plain'])
+    assert svr.measurement(ema, tests['ema'])['weights'] == 'params_ema'
+    raw = dict(tests['ema'], path=dict(tests['ema']['path'], param_key_g='params'))
+    assert svr.measurement(ema, raw) != svr.measurement(ema, tests['ema'])
+
+
 def test_iterations_scale_the_schedule():
     train = {'total_iter': 1500, 'scheduler': {'type': 'MultiStepLR', 'milestones': [750, 1125], 'gamma': 0.5}}
     svr.scale_schedule(train, 300)

@@ -49,12 +49,13 @@ def test_options(train_opt: dict, checkpoint: Optional[str], sets: List[dict], n
                  save_img: bool = False) -> dict:
     """The test option file of a trained network (``train_opt``'s scale, num_gpu and network_g) on ``sets``:
     the test protocol of ``options/demo/demo_test.yml`` (PSNR and SSIM on Y, border = scale) filled in;
-    images saved (``results/<name>/visualization/``) only with ``save_img``."""
+    the checkpoint's EMA weights when the training keeps them (``derive.weights_key``); images saved
+    (``results/<name>/visualization/``) only with ``save_img``."""
     s = train_opt['scale']
     opt = read_options(osp.join(ROOT, 'options', 'demo', 'demo_test.yml'))
     opt.update(name=name, scale=s, num_gpu=train_opt.get('num_gpu', 'auto'), network_g=plain(train_opt['network_g']),
                datasets={f'test_{i}': dict(d) for i, d in enumerate(sets, 1)})
-    opt['path']['pretrain_network_g'] = checkpoint
+    opt['path'].update(pretrain_network_g=checkpoint, param_key_g=derive_lib.weights_key(train_opt))
     opt['val']['save_img'] = save_img
     for metric in opt['val']['metrics'].values():
         metric['crop_border'] = s

@@ -345,13 +345,18 @@ def budget_of(opt: dict) -> dict:
 
 # ------------------------------------------------------------------------------------- runs
 def measurement(train: dict, test: dict) -> dict:
-    """What makes two runs the same measurement: the training options but the run's name, and the test
-    data and metrics (paths relative to the project root), as plain JSON values."""
+    """What makes two runs the same measurement: the training options but the run's name, the test
+    data and metrics (paths relative to the project root), and the weights tested when they are not
+    the plain ``params`` (an EMA), as plain JSON values."""
     train = plain(copy.deepcopy(train))
     train.pop('name', None)
     sets = [{k: shown(v) if k.startswith('dataroot') else v for k, v in plain(d).items()}
             for d in test['datasets'].values()]
-    return json.loads(json.dumps({'train': train, 'test_sets': sets, 'metrics': plain(test['val']['metrics'])}))
+    wanted = {'train': train, 'test_sets': sets, 'metrics': plain(test['val']['metrics'])}
+    weights = (test.get('path') or {}).get('param_key_g', 'params')
+    if weights != 'params':
+        wanted['weights'] = weights
+    return json.loads(json.dumps(wanted))
 
 
 def find_record(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) -> Optional[dict]:
