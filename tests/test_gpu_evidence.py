@@ -92,7 +92,7 @@ def test_tiny_speed_stage(tiny_data, tmp_path):
     got = {n: p['result'] for n, p in result['parts'].items()}
     assert got['cuda_graph'] == {'skipped': 'a CUDA graph needs CUDA'}
     assert set(got['retrain_eager']['step_ms']) == {'DeCoNASNet fp32', 'EDSR-baseline fp32', 'CARN fp32'}
-    assert got['adam']['max_rel_weight_diff'] < 1e-5  # fused Adam takes the same steps
+    assert got['adam']['rows']['fp32']['max_rel_weight_diff'] < 1e-5  # fused Adam takes the same steps
     assert got['compile']['rows']['fp32']['max_rel_weight_diff'] < 1e-5
     verdicts = result['summary']['verdicts']
     assert {'optim_g.fused', 'train.compile (fp32)'} <= set(verdicts)

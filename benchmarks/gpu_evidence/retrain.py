@@ -70,8 +70,8 @@ def genotypes(ctx: dict):
     search = ctx['results'].get('search') or {}
     found = (search.get('summary') or {}).get('found')
     opt = ((search.get('parts') or {}).get('search') or {}).get('result', {}).get('options')
-    if opt is None and osp.isfile(options_path(ctx, 'search')):  # a search stopped at its limit left no result
-        opt = read_options(options_path(ctx, 'search'))
+    if opt is None and osp.isfile(options_path(ctx)):  # a search stopped at its limit left no result
+        opt = read_options(options_path(ctx))
     if not found or not opt:
         raise EvidenceError('no derived genotype or search options in the search stage\'s results: run --stage search')
     sizes = svr.network_sizes(opt)

@@ -16,12 +16,13 @@ import os.path as osp
 import subprocess
 import sys
 import time
+import traceback
 from typing import Callable, Dict, List, Optional, Sequence
 
 from deconas_plugin.utils.checkpoint import atomic_write_text
 from deconas_plugin.utils.logged_run import BackgroundRun, child_env, log_tail
-from deconas_plugin.utils.machine import default_threads, use_threads
-from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan, stage_estimate_s, stage_limit_s
+from deconas_plugin.utils.machine import default_threads, describe_machine, source_commit, use_threads
+from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_DATA = osp.join(ROOT, '.gpu', 'data')
@@ -33,30 +34,19 @@ class EvidenceError(Exception):
 
 
 def stamp(device: str, commit: Optional[str] = None) -> dict:
-    """What every result names: GPU, driver, torch, CUDA and cuDNN versions, commit, date (UTC). ``commit``:
-    what the caller says the tree is, for a copy without ``.git`` (git's answer wins where there is one)."""
+    """What every result names: the machine (``describe_machine``: CPU, torch, Python...), GPU, driver, CUDA and
+    cuDNN versions, commit, date (UTC). ``commit``: what the caller says the tree is, for a copy without ``.git``
+    (git's answer, ``<sha>+dirty`` with uncommitted changes, wins where there is one)."""
     import torch
-    head = _git('rev-parse', '--short', 'HEAD')
-    info = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
-            'commit': head or commit, 'commit_from': 'git' if head else '--commit' if commit else None,
-            'dirty': bool(_git('status', '--porcelain', '-uno')) if head else None,
-            'torch': torch.__version__, 'cuda': torch.version.cuda, 'device': device,
-            'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            'python': sys.version.split()[0]}
-    if device.startswith('cuda') and torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), driver=_driver())
-    else:
-        import platform
-        info.update(gpu=None, gpus=0, driver=None, cpu=platform.processor() or platform.machine())
-    return info
-
-
-def _git(*args) -> Optional[str]:
-    try:
-        out = subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    head = source_commit(ROOT)
+    gpu = device.startswith('cuda') and torch.cuda.is_available()
+    return dict(describe_machine(torch.device(device if gpu else 'cpu')),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
+                commit=head or commit, commit_from='git' if head else '--commit' if commit else None,
+                cuda=torch.version.cuda, device=device,
+                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                gpu=torch.cuda.get_device_name(0) if gpu else None, gpus=torch.cuda.device_count() if gpu else 0,
+                driver=_driver() if gpu else None)
 
 
 def _driver() -> Optional[str]:
@@ -79,6 +69,16 @@ def part_function(spec: str) -> Callable:
     """``'speed:adam'`` -> ``benchmarks.gpu_evidence.speed.adam``."""
     module, name = spec.split(':')
     return getattr(importlib.import_module(f'{__package__}.{module}'), name)
+
+
+def call_part(fn: str, ctx: dict, args: dict) -> dict:
+    """``{'status': 'done', 'result': ...}`` of the part function ``fn`` called with ``ctx`` and ``args``, or
+    ``{'status': 'failed', 'error': ...}``."""
+    try:
+        return {'status': 'done', 'result': part_function(fn)(ctx, **args)}
+    except Exception as e:  # noqa: BLE001  (recorded; the stage goes on with its next part)
+        traceback.print_exc()
+        return {'status': 'failed', 'error': f'{type(e).__name__}: {e}'[:1000]}
 
 
 def run_isolated(cmd: List[str], limit_s: float, log_path: str, env: Optional[dict] = None) -> dict:
@@ -141,9 +141,9 @@ class Runner:
             kept = {n for n, p in ((done or {}).get('parts') or {}).items() if p['status'] == 'done'} if not force \
                 else set()
             todo = [p for p in parts if p['name'] not in kept]
-            est = stage_estimate_s(todo)
+            est, limit = sum(p['estimate_s'] for p in todo), sum(p['limit_s'] for p in todo)
             total += est
-            lines.append(f'  {stage}: about {_mmss(est)} (limit {_mmss(stage_limit_s(todo))})'
+            lines.append(f'  {stage}: about {_mmss(est)} (limit {_mmss(limit)})'
                          + (f', {len(kept)} part(s) kept from an earlier run' if kept else ''))
             for p in todo:
                 lines.append(f'    - {p["name"]}: about {p["estimate_s"]} s, limit {p["limit_s"]} s')
@@ -169,13 +169,13 @@ class Runner:
         from . import STAGE_MODULES
         module = STAGE_MODULES[stage]
         module.check_inputs(self, stage)  # a clear error before any part runs
-        result = {'stage': stage, 'tiny': self.tiny, 'complete': False, 'parts': {}, 'summary': None,
-                  'stamp': stamp(self.device, self.commit),
-                  'limit_s': max(stage_limit_s(self.plan[stage]), STAGE_LIMIT_S)}
-        kept = {n: p for n, p in ((earlier or {}).get('parts') or {}).items() if p['status'] == 'done'}
         # the stage's 7 minutes (the parts' limits add up to less: a part stopped at its limit overruns it by the
         # kill grace, and the later parts still fit)
-        deadline = time.monotonic() + max(stage_limit_s(self.plan[stage]), STAGE_LIMIT_S)
+        limit_s = max(sum(p['limit_s'] for p in self.plan[stage]), STAGE_LIMIT_S)
+        result = {'stage': stage, 'tiny': self.tiny, 'complete': False, 'parts': {}, 'summary': None,
+                  'stamp': stamp(self.device, self.commit), 'limit_s': limit_s}
+        kept = {n: p for n, p in ((earlier or {}).get('parts') or {}).items() if p['status'] == 'done'}
+        deadline = time.monotonic() + limit_s
         self.say(f'== {stage}')
         for part in self.plan[stage]:
             name = part['name']
@@ -204,19 +204,14 @@ class Runner:
         if not self.isolate:
             threads = use_threads(self.threads)
             try:
-                rec.update(status='done', result=part_function(part['fn'])(ctx, **part['args']))
-            except Exception as e:  # noqa: BLE001  (recorded; the stage goes on with its next part)
-                import traceback
-                traceback.print_exc()
-                rec.update(status='failed', error=f'{type(e).__name__}: {e}'[:1000])
+                rec.update(call_part(part['fn'], ctx, part['args']))
             finally:
                 use_threads(threads)
-            rec['wall_s'] = time.perf_counter() - t0
-            return rec
+            return dict(rec, wall_s=time.perf_counter() - t0)
         work = osp.join(self.out, 'logs', f'{stage}.{part["name"]}')
+        log = f'(log: {osp.relpath(work + ".log", self.out)})'
         os.makedirs(osp.dirname(work), exist_ok=True)
-        with open(work + '.in.json', 'w', encoding='utf-8') as f:
-            json.dump({'fn': part['fn'], 'args': part['args'], 'context': ctx}, f)
+        atomic_write_text(work + '.in.json', json.dumps({'fn': part['fn'], 'args': part['args'], 'context': ctx}))
         if osp.exists(work + '.out.json'):
             os.remove(work + '.out.json')
         env = dict(child_env(self.threads), PYTHONPATH=os.pathsep.join(
@@ -224,16 +219,13 @@ class Runner:
         run = run_isolated([sys.executable, '-m', f'{__package__}.worker', work], part['limit_s'], work + '.log', env)
         rec['wall_s'] = run['wall_s']
         if run['timed_out']:
-            rec.update(status='timed out', error=f'stopped at its limit of {part["limit_s"]} s (log: '
-                       f'{osp.relpath(work + ".log", self.out)})')
-            return rec
+            return dict(rec, status='timed out', error=f'stopped at its limit of {part["limit_s"]} s {log}')
         try:
             with open(work + '.out.json', encoding='utf-8') as f:
-                rec.update(json.load(f))
+                return dict(rec, **json.load(f))
         except (OSError, ValueError):
-            rec.update(status='failed', error=f'exit code {run["returncode"]} without a result (log: '
-                       f'{osp.relpath(work + ".log", self.out)}): {_tail(work + ".log")}')
-        return rec
+            tail = ' '.join(log_tail(work + '.log', 600).split()) if osp.isfile(work + '.log') else ''
+            return dict(rec, status='failed', error=f'exit code {run["returncode"]} without a result {log}: {tail}')
 
     def write(self, stage: str, result: dict):
         from . import STAGE_MODULES
@@ -248,7 +240,7 @@ def render_stage(result: dict, body: Callable[[dict], List[str]]) -> str:
              f'CPU ({st.get("cpu")})')
     lines = [f'# GPU evidence: {result["stage"]}' + (' (tiny sizes, not a measurement)' if result['tiny'] else ''),
              '', f'- {where}; torch {st["torch"]}, CUDA {st["cuda"]}, cuDNN {st["cudnn"]}, Python {st["python"]}',
-             f'- commit {st["commit"]}' + (' (with uncommitted changes)' if st.get('dirty') else '')
+             f'- commit {st["commit"]}'
              + (' (as given by --commit: the tree had no .git)' if st.get('commit_from') == '--commit' else '')
              + f', {st["date"]}; ' + ('complete' if result['complete'] else 'in progress or cut short'),
              '', '| part | status | wall s | limit s | measured |', '|---|---|---:|---:|---|']
@@ -261,11 +253,3 @@ def render_stage(result: dict, body: Callable[[dict], List[str]]) -> str:
 
 def _mmss(seconds: float) -> str:
     return f'{int(seconds) // 60}:{int(seconds) % 60:02d}'
-
-
-def _tail(path: str, size: int = 600) -> str:
-    """The end of a log on one line (what a failed part's record quotes)."""
-    try:
-        return ' '.join(log_tail(path, size).split())
-    except OSError:
-        return ''

@@ -22,13 +22,14 @@ Parts:
 import copy
 import json
 import math
-import os
 import os.path as osp
 import random
-from typing import List, Optional
+from typing import List
 
-from deconas_plugin.derive import dump_options, read_options
-from deconas_plugin.utils.checkpoint import atomic_write_text
+from deconas_plugin.derive import read_options
+from deconas_plugin.pipelines import search_vs_random as svr
+from deconas_plugin.pipelines.runs import write_options
+from deconas_plugin.reporting.metrics import read_history
 from deconas_plugin.utils.cli import load_tool
 from .entry import run_entry
 from .prepare import SCALE, paths
@@ -39,11 +40,6 @@ SEARCH_TEMPLATE = osp.join(ROOT, 'options', 'search', 'search_N4_M4.yml')
 
 def check_inputs(runner, stage):
     paths(runner.data)
-
-
-def _dump(path: str, opt: dict, header: str):
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    atomic_write_text(path, header + dump_options(opt))
 
 
 def child_step_estimate_s(ctx: dict, planned: float) -> float:
@@ -99,8 +95,9 @@ def experiment_dir(ctx: dict) -> str:
     return osp.join(ROOT, 'experiments', f'{ctx["prefix"]}_search')
 
 
-def options_path(ctx: dict, name: str) -> str:
-    return osp.join(ctx['out'], 'options', f'{name}.yml')
+def options_path(ctx: dict) -> str:
+    """The search's option file."""
+    return osp.join(ctx['out'], 'options', 'search.yml')
 
 
 # ------------------------------------------------------------------------------------------------ parts
@@ -109,20 +106,18 @@ def search(ctx: dict, child_budget_s: float, child_step_s: float, min_child_step
     step_s = child_step_estimate_s(ctx, child_step_s)
     total = child_step_count(child_budget_s, step_s, min_child_steps, max_child_steps, sizes['child_steps'])
     opt = search_options(ctx, total_iter=total, **sizes)
-    path = options_path(ctx, 'search')
-    _dump(path, opt, f'# Written by tools/gpu_evidence.py (search stage): {total} child steps at an estimated '
-                     f'{step_s * 1000:.0f} ms each\n')
+    path = write_options(options_path(ctx), opt, f'# Written by tools/gpu_evidence.py (search stage): {total} child '
+                         f'steps at an estimated {step_s * 1000:.0f} ms each\n')
     run_entry('deconas_plugin/train.py', ['-opt', path, '--auto_resume'])
     exp = experiment_dir(ctx)
-    with open(osp.join(exp, 'search_history.jsonl')) as f:
-        phases = sorted({json.loads(line)['iter'] for line in f if line.strip()})
+    phases = {r['iter'] for r in read_history(osp.join(exp, 'search_history.jsonl'))}
     return {'options': opt, 'options_file': path, 'child_steps': total, 'child_step_estimate_s': step_s,
             'controller_phases': len(phases), 'experiment': exp}
 
 
 def derive(ctx: dict, samples: int) -> dict:
     exp = experiment_dir(ctx)
-    path = options_path(ctx, 'search')
+    path = options_path(ctx)
     if not osp.isdir(osp.join(exp, 'models')):
         raise EvidenceError(f'no search checkpoints in {exp}: the search part did not run')
     out_dir = osp.join(exp, 'derive')
@@ -143,7 +138,7 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     from deconas_plugin.genotype import Genotype
     from deconas_plugin.reward import draw_patches, reward_dataset
     from deconas_plugin.search_signal import empty_genotype, score_table
-    exp, path = experiment_dir(ctx), options_path(ctx, 'search')
+    exp, path = experiment_dir(ctx), options_path(ctx)
     opt = read_options(path)
     device = torch.device(ctx['device'])
     torch.manual_seed(0)
@@ -167,8 +162,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     pol, uni = per_genotype[:samples], per_genotype[samples:2 * samples]
     diff = float(pol.mean() - uni.mean())
     se = math.sqrt(pol.var(ddof=1) / samples + uni.var(ddof=1) / samples) if samples > 1 else float('nan')
-    history = _read_jsonl(osp.join(exp, 'search_history.jsonl'))
-    signal = _read_jsonl(osp.join(exp, 'search_signal.jsonl'))
+    history = read_history(osp.join(exp, 'search_history.jsonl'))
+    signal = read_history(osp.join(exp, 'search_signal.jsonl'))
     phases = sorted({r['iter'] for r in history})
     first = [r for r in history if r['iter'] == phases[0]] if phases else []
     last = [r for r in history if r['iter'] == phases[-1]] if phases else []
@@ -181,24 +176,13 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
         'full_minus_empty_db': float(per_genotype[-1] - per_genotype[-2]),
         'policy_distinct': len(set(policy)), 'samples': samples, 'eval_batches': batches, 'eval_patches': patches,
         'entropy_now': float(entropy.mean()),
-        'entropy_first_phase': _mean([r['entropy'] for r in first]),
-        'entropy_last_phase': _mean([r['entropy'] for r in last]),
+        'entropy_first_phase': svr.mean([r['entropy'] for r in first]),
+        'entropy_last_phase': svr.mean([r['entropy'] for r in last]),
         'phases': len(phases), 'decisions': len(p_last),
         'settled': {int(i): round(float(v), 3) for i, v in enumerate(p_last) if v >= settled or v <= 1 - settled},
         'settled_threshold': settled, 'last_signal': signal[-1] if signal else None,
         'greedy': str(controller.greedy()),
     }
-
-
-def _read_jsonl(path: str) -> List[dict]:
-    if not osp.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _mean(values) -> Optional[float]:
-    return sum(values) / len(values) if values else None
 
 
 # ------------------------------------------------------------------------------------------ the answer

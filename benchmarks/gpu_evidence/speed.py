@@ -2,10 +2,11 @@
 CUDA path on (side-by-side ratios, interleaved ABBA medians, plus a correctness check against eager).
 
 Parts: ``retrain_eager`` (retrain step of DeCoNASNet, EDSR-baseline and CARN, fp32 and bf16 autocast, and
-CUDA kernels per step), ``adam`` (Adam ``foreach``, PyTorch's default on CUDA, vs ``fused=True``),
-``cuda_graph`` (eager vs the whole step replayed as one CUDA graph), ``compile`` (eager vs ``torch.compile``),
-``supernet`` (child step supernet / fixed net, the reward step and the paper's N4 M4 search-hour estimate), ``inference`` (TMAC/s at x2). Timing helpers,
-networks and the CUDA graph / kernel counter are the benchmark's (``benchmarks.timing``, ``.retrain``).
+CUDA kernels per step); ``adam``, ``cuda_graph`` and ``compile`` (``versus_eager``: the eager step, Adam
+``foreach`` being PyTorch's default on CUDA, against ``fused=True``, the whole step replayed as one CUDA graph,
+``torch.compile``); ``supernet`` (child step supernet / fixed net, the reward step and the paper's N4 M4
+search-hour estimate), ``inference`` (TMAC/s at x2). Timing helpers, networks and the opt-in steps and kernel
+counter are the benchmark's (``benchmarks.timing``, ``.retrain``).
 
 A path "would be switched on" when it is at least ``SWITCH_SPEEDUP`` times faster than eager and its
 weights after ``check_steps`` steps from the same start, batch and precision (strict fp32) differ from
@@ -115,98 +116,55 @@ def retrain_eager(ctx: dict, batch: int, patch: int, reps: int, warmup: int, net
             'precisions': list(precisions)}
 
 
-def adam(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_steps: int,
-         nets: Optional[dict] = None) -> dict:
-    """DeCoNASNet's step with Adam ``foreach=True`` (PyTorch's default on CUDA) vs ``fused=True``: ms, and the
-    weights after ``check_steps`` steps from the same start (strict fp32)."""
-    device = _device(ctx)
-    x, y = _batch(batch, patch, device)
-    start = _fresh(_networks(nets)['DeCoNASNet'], device)
-    with strict_fp32():
-        runs = adam_steps(start, x, y)
-        for st in runs.values():
-            _train(st, check_steps, device)
-        diff = max_rel_diff(runs['foreach'].model, runs['fused'].model)
-    ms = _timing(adam_steps(start, x, y), reps, warmup, device)
-    return {'ms': ms, 'speedup': ms['foreach'] / ms['fused'], 'max_rel_weight_diff': diff, 'check_steps': check_steps}
+def _opt_in_step(path: str, model, x, y, dtype, compile_args: Optional[dict]):
+    """The retrain step of ``model`` through an opt-in path: fused Adam, the whole step as one CUDA graph
+    (after its 3 eager warm-up steps) or ``torch.compile(**compile_args)`` (``train.compile``)."""
+    if path == 'adam':
+        return adam_steps(model, x, y)['fused']  # on a copy of model: its .model
+    if path == 'cuda_graph':
+        return cuda_graph_step(model, x, y, dtype)
+    return compiled_step(model, x, y, dtype, compile_args)
 
 
-def cuda_graph(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_steps: int,
-               nets: Optional[dict] = None, precisions=tuple(PRECISIONS)) -> dict:
-    """Eager step vs the whole step replayed as one CUDA graph: ms per network and
-    precision, and the weights after warm-up + ``check_steps`` steps of each (strict fp32). CUDA only."""
+def versus_eager(ctx: dict, path: str, batch: int, patch: int, reps: int, warmup: int, check_steps: int,
+                 nets: Optional[dict] = None, precisions=tuple(PRECISIONS),
+                 compile_args: Optional[dict] = None) -> dict:
+    """An opt-in path's step (``_opt_in_step``) against the eager one, per network (DeCoNASNet; every retrain
+    network for the CUDA graph, which needs CUDA) and precision: its first step's seconds, the weights of both
+    after ``check_steps`` steps from the same start (fp32 only, strict on CUDA), then both timed side by side at the
+    default precision (a recompile for it falls in the warm-up). A path that fails is a result (its error)."""
     device = _device(ctx)
-    if device.type != 'cuda':
+    if path == 'cuda_graph' and device.type != 'cuda':
         return {'skipped': 'a CUDA graph needs CUDA'}
     x, y = _batch(batch, patch, device)
+    builders = _networks(nets)
+    names = list(builders) if path == 'cuda_graph' else ['DeCoNASNet']
     rows = {}
-    for name, build in _networks(nets).items():
+    for name in names:
         for prec in precisions:
-            key = f'{name} {prec}'
+            key, dtype = (f'{name} {prec}' if len(names) > 1 else prec), PRECISIONS[prec]
             try:
-                rows[key] = _graph_vs_eager(build, x, y, PRECISIONS[prec], reps, warmup, check_steps, device)
-            except Exception as e:  # noqa: BLE001  (a capture failure is a result)
+                model = _fresh(builders[name], device)
+                with strict_fp32() if dtype is None and device.type == 'cuda' else contextlib.nullcontext():
+                    t0 = time.perf_counter()
+                    step = _opt_in_step(path, model, x, y, dtype, compile_args)
+                    _train(step, 1, device)
+                    first_s, diff = time.perf_counter() - t0, None
+                    eager = TrainStep(_fresh(builders[name], device), x, y, amp_dtype=dtype)
+                    if dtype is None:  # bf16 rounding differs between any two schedules: timed only
+                        _train(step, check_steps - 1, device)
+                        _train(eager, check_steps + (3 if path == 'cuda_graph' else 0), device)
+                        diff = max_rel_diff(eager.model, getattr(step, 'model', model))
+                if dtype is None and path == 'cuda_graph':  # timed as captured at the default precision (TF32)
+                    step = _opt_in_step(path, _fresh(builders[name], device), x, y, dtype, compile_args)
+                ms = _timing({'eager': eager, path: step}, reps, warmup, device)
+                rows[key] = {'first_step_s': first_s, 'ms': ms, 'speedup': ms['eager'] / ms[path],
+                             'max_rel_weight_diff': diff}
+            except Exception as e:  # noqa: BLE001  (a capture or compile failure is a result)
                 rows[key] = {'error': error_text(e)}
-    return {'rows': rows}
-
-
-def _graph_vs_eager(build, x, y, dtype, reps, warmup, check_steps, device) -> dict:
-    warm = 3  # cuda_graph_step's eager warm-up steps before the capture
-    if dtype is None:
-        with strict_fp32():
-            eager = TrainStep(_fresh(build, device), x, y)
-            _train(eager, warm + check_steps, device)
-            graph_model = _fresh(build, device)
-            replay = cuda_graph_step(graph_model, x, y)
-            _train(replay, check_steps, device)
-            diff = max_rel_diff(eager.model, graph_model)
-    else:
-        diff = None  # bf16 rounding differs between any two schedules: timed only
-    eager = TrainStep(_fresh(build, device), x, y, amp_dtype=dtype)
-    replay = cuda_graph_step(_fresh(build, device), x, y, dtype)
-    ms = _timing({'eager': eager, 'graph': replay}, reps, warmup, device)
-    return {'ms': ms, 'speedup': ms['eager'] / ms['graph'], 'max_rel_weight_diff': diff}
-
-
-def compile_step(ctx: dict, batch: int, patch: int, reps: int, warmup: int, check_steps: int, compile_args: dict,
-                 nets: Optional[dict] = None, precisions=tuple(PRECISIONS)) -> dict:
-    """DeCoNASNet's step eager vs through ``torch.compile(**compile_args)`` (``train.compile``): the first
-    (compiling) step's seconds, steady ms, and the weights after ``check_steps`` steps (fp32, strict)."""
-    device = _device(ctx)
-    x, y = _batch(batch, patch, device)
-    build = _networks(nets)['DeCoNASNet']
-    rows = {}
-    for prec in precisions:
-        try:
-            rows[prec] = _compiled_vs_eager(build, x, y, PRECISIONS[prec], compile_args, reps, warmup, check_steps,
-                                            device)
-        except Exception as e:  # noqa: BLE001  (a compile failure is a result)
-            rows[prec] = {'error': error_text(e)}
-        torch._dynamo.reset()
-    return {'compile_args': compile_args, 'rows': rows}
-
-
-def _compiled_vs_eager(build, x, y, dtype, compile_args, reps, warmup, check_steps, device) -> dict:
-    """One compiled step function: its first (compiling) step timed; in fp32 it and an eager step from the
-    same start take ``check_steps`` steps (strict fp32 on CUDA) and their weights are compared; then both
-    are timed side by side (default precision; a recompile for it falls in the warm-up)."""
-    model = _fresh(build, device)
-    run = compiled_step(model, x, y, dtype, compile_args)
-    check = dtype is None
-    ctx = strict_fp32() if check and device.type == 'cuda' else contextlib.nullcontext()
-    with ctx:
-        t0 = time.perf_counter()
-        _train(run, 1, device)
-        first_s = time.perf_counter() - t0
-        diff = None
-        if check:
-            _train(run, check_steps - 1, device)
-            ref = TrainStep(_fresh(build, device), x, y)
-            _train(ref, check_steps, device)
-            diff = max_rel_diff(ref.model, model)
-    eager = TrainStep(_fresh(build, device), x, y, amp_dtype=dtype)
-    ms = _timing({'eager': eager, 'compiled': run}, reps, warmup, device)
-    return {'first_step_s': first_s, 'ms': ms, 'speedup': ms['eager'] / ms['compiled'], 'max_rel_weight_diff': diff}
+            if path == 'compile':
+                torch._dynamo.reset()
+    return {'rows': rows, 'check_steps': check_steps, 'compile_args': compile_args}
 
 
 def supernet(ctx: dict, batch: int, patch: int, reps: int, warmup: int, genotypes: int, reward_patches: int,
@@ -270,38 +228,22 @@ def inference(ctx: dict, size: int, reps: int, nets: Optional[dict] = None) -> d
 
 
 # ------------------------------------------------------------------------------------------ the answer
+VERDICT_NAMES = {'adam': 'optim_g.fused', 'compile': 'train.compile ({})', 'cuda_graph': 'whole-step CUDA graph ({})'}
+
+
 def summarize(parts: dict, ctx: dict) -> dict:
     """Per opt-in CUDA path: the measured speedup, whether it matched eager, and the verdict."""
     got = {n: p['result'] for n, p in parts.items() if p.get('status') == 'done'}
     cuda = ctx['device'].startswith('cuda') and not ctx['tiny']
     verdicts = {}
-
-    def verdict(speedup, diff):
-        if speedup is None:
-            return 'not measured'
-        correct = diff is None or diff <= WEIGHT_RTOL
-        if not cuda:
-            return 'not a GPU measurement'
-        return ('evidence to switch on' if speedup >= SWITCH_SPEEDUP and correct else
-                'keep off: ' + ('weights differ from eager' if not correct else f'not {SWITCH_SPEEDUP}x faster'))
-    a = got.get('adam')
-    if a:
-        verdicts['optim_g.fused'] = {'speedup': a['speedup'], 'max_rel_weight_diff': a['max_rel_weight_diff'],
-                                     'verdict': verdict(a['speedup'], a['max_rel_weight_diff'])}
-    c = got.get('compile')
-    for prec, row in ((c or {}).get('rows') or {}).items():
-        verdicts[f'train.compile ({prec})'] = {
-            'speedup': row.get('speedup'), 'max_rel_weight_diff': row.get('max_rel_weight_diff'),
-            'first_step_s': row.get('first_step_s'), 'error': row.get('error'),
-            'verdict': verdict(row.get('speedup'), row.get('max_rel_weight_diff')) if 'error' not in row else
-            'keep off: ' + row['error']}
-    g = got.get('cuda_graph')
-    for key, row in ((g or {}).get('rows') or {}).items():
-        verdicts[f'whole-step CUDA graph ({key})'] = {
-            'speedup': row.get('speedup'), 'max_rel_weight_diff': row.get('max_rel_weight_diff'),
-            'error': row.get('error'),
-            'verdict': verdict(row.get('speedup'), row.get('max_rel_weight_diff')) if 'error' not in row else
-            'keep off: ' + row['error']}
+    for part, name in VERDICT_NAMES.items():
+        for key, row in ((got.get(part) or {}).get('rows') or {}).items():
+            speedup, diff = row.get('speedup'), row.get('max_rel_weight_diff')
+            correct = diff is None or diff <= WEIGHT_RTOL
+            verdicts[name.format(key)] = dict(row, verdict=(
+                'keep off: ' + row['error'] if 'error' in row else 'not a GPU measurement' if not cuda else
+                'evidence to switch on' if speedup >= SWITCH_SPEEDUP and correct else
+                'keep off: ' + ('weights differ from eager' if not correct else f'not {SWITCH_SPEEDUP}x faster')))
     s = got.get('supernet')
     return {'verdicts': verdicts, 'search_hours_paper': s['search_hours_paper'] if s else None}
 
@@ -312,8 +254,7 @@ def markdown(result: dict) -> List[str]:
              f'after the check steps differ from eager by at most {WEIGHT_RTOL:g} (relative; strict fp32).', '',
              '| opt-in path | speedup vs eager | max rel. weight diff | verdict |', '|---|---:|---:|---|']
     for name, v in ((result.get('summary') or {}).get('verdicts') or {}).items():
-        diff = v.get('max_rel_weight_diff', v.get('max_abs_output_diff'))
-        lines.append(f'| `{name}` | {_x(v.get("speedup"))} | {_g(diff)} | {v["verdict"]} |')
+        lines.append(f'| `{name}` | {_x(v.get("speedup"))} | {_g(v.get("max_rel_weight_diff"))} | {v["verdict"]} |')
     r = got.get('retrain_eager')
     if r:
         lines += ['', f'Eager retrain step, batch {r["batch"]}, LR patch {r["lr_patch"]}, x2 (ms; kernels per step on '
@@ -328,7 +269,7 @@ def markdown(result: dict) -> List[str]:
     if c:
         lines += ['', f'`torch.compile({c["compile_args"]})` of DeCoNASNet: ' + '; '.join(
             f'{p}: ' + (row['error'] if 'error' in row else f'first step {row["first_step_s"]:.1f} s, eager '
-                        f'{row["ms"]["eager"]:.1f} ms, compiled {row["ms"]["compiled"]:.1f} ms')
+                        f'{row["ms"]["eager"]:.1f} ms, compiled {row["ms"]["compile"]:.1f} ms')
             for p, row in c['rows'].items()) + '.']
     s = got.get('supernet')
     if s:
