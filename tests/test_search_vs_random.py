@@ -219,6 +219,7 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
         assert tool.main(args + ['--found-seeds', '2', '--genotypes', empty, full, '--reuse', str(scale_out)]) == 0
     text = buf.getvalue()
     assert text.count('recorded in') == 5 and text.count('retrain ran') == 1, text  # found seed 1 only
+    assert not any(out.glob('search_vs_random_so_far.*')), text  # the whole protocol supersedes the partial one
     with open(out / 'search_vs_random.json') as f:
         result = json.load(f)
     extra_rows = [r for r in result['rows'] if r['kind'] == 'extra']

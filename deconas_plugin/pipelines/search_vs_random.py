@@ -735,6 +735,12 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     plot(result, osp.join(out, f'{name}.png'))
     say('\n' + text)
     say(f'written: {out}/{name}.json, .md, .png')
+    if not missing:  # the whole protocol is recorded: a partial summary beside it would only be stale
+        for ext in ('json', 'md', 'png'):
+            stale = osp.join(out, f'{RESULT_FILE}_so_far.{ext}')
+            if osp.isfile(stale):
+                os.remove(stale)
+                say(f'removed: {shown(stale)} (superseded)')
     return result
 
 
