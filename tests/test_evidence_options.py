@@ -56,6 +56,12 @@ def test_alpha_rule_numbers():
     assert read('search_N4_M4_C32_cpu.yml')['search']['alpha'] == pytest.approx(0.28 * full / (full - empty), abs=0.02)
 
 
+def test_the_second_search_differs_only_by_its_seed_and_name():
+    first, second = read('search_N4_M4_C32_cpu.yml'), read('search_N4_M4_C32_cpu_seed1.yml')
+    assert (first['manual_seed'], second['manual_seed']) == (0, 1) and second['name'] == first['name'] + '_seed1'
+    assert dict(second, name=first['name'], manual_seed=0) == first
+
+
 @pytest.mark.parametrize('kind', ['search', 'train'])
 def test_a_tiny_version_runs(kind, embedded_data, experiment_name, tmp_path):
     opt = read(f'{kind}_N4_M4_C32_cpu.yml')
