@@ -334,6 +334,26 @@ def test_a_retrain_with_ema_is_tested_on_its_ema_weights(tmp_path):
     assert svr.measurement(ema, raw) != svr.measurement(ema, tests['ema'])
 
 
+def test_a_record_of_another_measurement_under_the_run_name_is_archived_not_lost(tmp_path):
+    """A run name can mean another genotype under an earlier protocol (another --genotypes list, same
+    --prefix and --out): the record taken for it now does not overwrite the old one."""
+    out, other = tmp_path / 'out', tmp_path / 'other'
+    for folder in (out, other):
+        (folder / 'runs').mkdir(parents=True)
+    old = {'experiment': 'p_extra1_seed0', 'measurement': {'train': {'genotype': 'a'}}, 'test': {'t': {'psnr': 30.0}}}
+    new = {'experiment': 'q_found_seed0', 'measurement': {'train': {'genotype': 'b'}}, 'test': {'t': {'psnr': 31.0}}}
+    (out / 'runs' / 'p_extra1_seed0.json').write_text(json.dumps(old))
+    (other / 'runs' / 'q_found_seed0.json').write_text(json.dumps(new))
+    got = svr.find_record('p_extra1_seed0', new['measurement'], str(out), [str(other)])
+    assert got['test'] == new['test'] and got['reused_from'].endswith('q_found_seed0.json')
+    archived = list((out / 'runs').glob('p_extra1_seed0_archived_*.json'))
+    assert len(archived) == 1 and json.loads(archived[0].read_text()) == old
+    assert json.loads((out / 'runs' / 'p_extra1_seed0.json').read_text())['test'] == new['test']
+    # the same measurement again: found in place, nothing archived
+    assert svr.find_record('p_extra1_seed0', new['measurement'], str(out), [str(other)])['test'] == new['test']
+    assert len(list((out / 'runs').glob('*_archived_*'))) == 1
+
+
 def test_iterations_scale_the_schedule():
     train = {'total_iter': 1500, 'scheduler': {'type': 'MultiStepLR', 'milestones': [750, 1125], 'gamma': 0.5}}
     svr.scale_schedule(train, 300)

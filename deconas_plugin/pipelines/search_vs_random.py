@@ -359,9 +359,22 @@ def measurement(train: dict, test: dict) -> dict:
     return json.loads(json.dumps(wanted))
 
 
+def write_record(out: str, name: str, record: dict) -> None:
+    """``<out>/runs/<name>.json`` := ``record``; a record of another measurement there (say the run name meant
+    another genotype under an earlier protocol) is kept as ``<name>_archived_<time>.json``, as trainings are."""
+    path = osp.join(out, RUNS_DIR, f'{name}.json')
+    if osp.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get('measurement') != record.get('measurement'):
+            os.replace(path, osp.join(out, RUNS_DIR, f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}.json"))
+    atomic_write_text(path, json.dumps(record, indent=2) + '\n')
+
+
 def find_record(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) -> Optional[dict]:
     """The record of this measurement: ``<out>/runs/<name>.json``, else any record of the same
-    measurement in ``<reuse>/runs/`` (copied into ``<out>/runs/<name>.json``); None when there is none."""
+    measurement in ``<reuse>/runs/`` (copied into ``<out>/runs/<name>.json``, see ``write_record``); None
+    when there is none."""
     own = osp.join(out, RUNS_DIR, f'{name}.json')
     candidates = [own] + [osp.join(d, RUNS_DIR, f) for d in reuse if osp.isdir(osp.join(d, RUNS_DIR))
                           for f in sorted(os.listdir(osp.join(d, RUNS_DIR))) if f.endswith('.json')]
@@ -373,7 +386,7 @@ def find_record(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) ->
         if record.get('measurement') == wanted:
             if path != own:
                 record = dict(record, experiment=name, reused_from=shown(path))
-                atomic_write_text(own, json.dumps(record, indent=2) + '\n')
+                write_record(out, name, record)
             return record
     return None
 
@@ -687,7 +700,7 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
                       'train_seconds': round(t_train, 1) if trained == 'ran' else None,
                       'test_seconds': round(t_test, 1), 'finished': time.strftime('%Y-%m-%d %H:%M:%S'),
                       'commit': commit}
-            atomic_write_text(osp.join(out, RUNS_DIR, f"{train['name']}.json"), json.dumps(record, indent=2) + '\n')
+            write_record(out, train['name'], record)
             what = f'retrain {trained} ({t_train:.1f} s), test {tested} ({t_test:.1f} s)'
         else:
             what = 'recorded in ' + shown(record.get('reused_from') or osp.join(out, RUNS_DIR, train['name'] + '.json'))
