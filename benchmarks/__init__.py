@@ -38,13 +38,15 @@ holds ``error``), ``wall_s``. Per section:
   ``train_images``, ``test_images``, ``setup``.
 * ``retrain``: ``ops`` (per network: ``forward_backward``, ``optimizer``, ``step``, ``top``),
   ``supernet_child_ops`` (the same for the supernet's child step on the paper genotype), ``goal_ops``,
-  ``ops_before``, ``meets_goal``, ``step_ms`` (``<network> fp32|bf16``), ``ratio_vs_edsr`` (``fp32``, ``bf16``),
-  ``setup``; on CUDA ``cuda`` (``kernels``, ``adam``, ``compile``,
-  ``cuda_graph``: ms or an error string).
+  ``ops_before``, ``meets_goal``, ``step_ms`` (``<network> fp32|bf16``), ``params``, ``ratio_vs_edsr``
+  (``fp32``, ``bf16``), ``setup``; on CUDA ``cuda``: ``kernels`` (``<network> fp32|bf16``: a count or an error
+  string), ``paths`` (``adam``, ``cuda_graph``, ``compile``: ``rows`` per precision or ``<network> <precision>``
+  with ``first_step_s``, ``ms`` (``eager`` and the path), ``speedup``, ``max_rel_weight_diff``, or ``error``),
+  ``verdicts`` (per option: the row and its ``verdict``).
 
 Package layout: ``config`` (SECTIONS, TITLES, ``make_config``), ``machine`` (``machine_info``,
-``choose_threads``), ``timing`` (``timed``, ``interleaved``, ``median_ms``, ``TrainStep``), ``common``
-(shared builders and number formatting), one module per section holding its ``bench_<name>`` and its
+``choose_threads``), ``timing`` (``timed``, ``interleaved``, ``median_ms``, ``interleaved_ms``, ``TrainStep``),
+``common`` (shared builders and number formatting), one module per section holding its ``bench_<name>`` and its
 ``md_<name>`` renderer (``supernet``, ``zeromask``, ``controller``, ``inference``, ``data``,
 ``options``, ``precision``, ``retrain``), ``markdown`` (``render_markdown``: header, summary, section dispatch)
 and ``run`` (``run_benchmark``, ``write_results``, ``rerender``, ``parse_only``, RUNNERS). Import them from

@@ -67,5 +67,10 @@ def fmt(v, nd=2):
     return f'{v:.{nd}f}'
 
 
+def error_text(e: Exception) -> str:
+    """An exception in one line of at most 300 characters: its type and the first line of its message."""
+    return f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:300]
+
+
 def faster_text(speedup: float) -> str:
     return f'{speedup:.2f}x faster' if speedup >= 1 else f'{1 / speedup:.2f}x slower'

@@ -3,7 +3,7 @@ import torch
 
 from .common import fmt, say
 from .retrain import retrain_models
-from .timing import interleaved, median_ms
+from .timing import interleaved_ms
 
 
 def _inference_models(cfg: dict):
@@ -19,10 +19,16 @@ def _inference_models(cfg: dict):
 
 
 def bench_inference(cfg: dict, device: torch.device) -> dict:
+    return time_inference(_inference_models(cfg), cfg['inference_reps'], device, cfg['seed'])
+
+
+def time_inference(models, reps: int, device: torch.device, seed: int = 0) -> dict:
+    """ms per x2 image (no_grad, eval, the models round robin), params, MACs
+    (``complexity_table.model_complexity``) and GMAC/s of each ``(name, LR side, build)`` of ``models``."""
     from deconas_plugin.reporting.complexity_table import model_complexity
-    torch.manual_seed(cfg['seed'])
-    models, fns, rows = {}, {}, []
-    for name, size, build in _inference_models(cfg):
+    torch.manual_seed(seed)
+    measured, fns, rows = {}, {}, []
+    for name, size, build in models:
         model = build().eval()
         info = model_complexity(model, (size, size))  # on the CPU, before moving
         model = model.to(device)
@@ -31,17 +37,17 @@ def bench_inference(cfg: dict, device: torch.device) -> dict:
         def run(model=model, x=x):
             with torch.no_grad():
                 return model(x)
-        models[name] = (model, info, size)
+        measured[name] = (info, size)
         fns[name] = run
-    times = interleaved(fns, cfg['inference_reps'], 1, device)  # round robin over the models
-    for name, (model, info, size) in models.items():
-        ms = median_ms(times[name])
+    times = interleaved_ms(fns, reps, 1, device)  # round robin over the models
+    for name, (info, size) in measured.items():
+        ms = times[name]
         rows.append({'model': name, 'lr_hw': [size, size], 'ms': ms, 'params': info['params'], 'macs': info['macs'],
                      'gmac_per_s': (info['macs'] / ms / 1e6) if info['macs'] else None,
                      'macs_method': info['macs_method']})
         say(f'  {name} @ {size}x{size}: {ms:.1f} ms, {info["params"]:,} params, '
              f'{(info["macs"] or 0) / 1e9:.2f} GMAC, {rows[-1]["gmac_per_s"] or 0:.1f} GMAC/s')
-    return {'rows': rows, 'reps': cfg['inference_reps'], 'scale': 2}
+    return {'rows': rows, 'reps': reps, 'scale': 2}
 
 
 def md_inference(s, cfg, result):

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .common import random_batch, fmt, random_genotypes, say, make_supernet
+from .common import error_text, fmt, make_supernet, random_batch, random_genotypes, say
 from .precision import precision_verdict
 from .timing import TrainStep, interleaved, median_ms, timed
 
@@ -66,7 +66,7 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
         try:
             out['compile'] = _bench_compile(cfg, device, base, state, genotypes)
         except Exception as e:  # noqa: BLE001  (no compiler, unsupported backend: report, go on)
-            out['compile'] = {'error': f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ""}'[:300]}
+            out['compile'] = {'error': error_text(e)}
             say(f'  torch.compile failed: {out["compile"]["error"]}')
     out['recommended'] = recommend(out)
     return out

@@ -44,6 +44,11 @@ def median_ms(values: Sequence[float]) -> float:
     return 1000 * statistics.median(values)
 
 
+def interleaved_ms(fns: Dict[str, Callable], reps: int, warmup: int, device: torch.device) -> Dict[str, float]:
+    """``interleaved``, each function's median in ms."""
+    return {name: median_ms(t) for name, t in interleaved(fns, reps, warmup, device).items()}
+
+
 class TrainStep:
     """One child train step: zero_grad(set_to_none), forward, L1, backward, Adam step (as the search).
 

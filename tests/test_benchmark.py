@@ -162,3 +162,25 @@ def test_quick_retrain_section(tmp_path):
     md = (out / 'benchmark.md').read_text()
     assert '## 8. Retrain step' in md and '| 8. retrain step ops, DeCoNASNet' in md
     assert '| 8. retrain step time, DeCoNASNet / EDSR-baseline | fp32 ' in md
+
+
+def test_opt_in_path_verdicts():
+    """Section 8's verdict per opt-in CUDA path (the GPU runner's speed stage gives the same): on only when at
+    least SWITCH_SPEEDUP faster and its weights within WEIGHT_RTOL of eager's; a failure keeps it off."""
+    from benchmarks.retrain import SWITCH_SPEEDUP, WEIGHT_RTOL, md_opt_in_paths, verdicts
+    paths = {'adam': {'rows': {'fp32': {'speedup': 1.0, 'max_rel_weight_diff': 0.0}}},
+             'compile': {'rows': {'fp32': {'speedup': SWITCH_SPEEDUP, 'max_rel_weight_diff': WEIGHT_RTOL},
+                                  'bf16': {'speedup': 2.0, 'max_rel_weight_diff': None}}},
+             'cuda_graph': {'rows': {'CARN fp32': {'speedup': 3.0, 'max_rel_weight_diff': 2 * WEIGHT_RTOL},
+                                     'CARN bf16': {'error': 'RuntimeError: capture failed'}}}}
+    got = verdicts(paths, measured=True)
+    assert {name: v['verdict'] for name, v in got.items()} == {
+        'optim_g.fused': f'keep off: not {SWITCH_SPEEDUP}x faster', 'train.compile (fp32)': 'evidence to switch on',
+        'train.compile (bf16)': 'evidence to switch on',
+        'whole-step CUDA graph (CARN fp32)': 'keep off: weights differ from eager',
+        'whole-step CUDA graph (CARN bf16)': 'keep off: RuntimeError: capture failed'}
+    assert got['train.compile (bf16)']['speedup'] == 2.0  # the row goes with its verdict
+    assert {v['verdict'] for v in verdicts(paths, measured=False).values()} == {
+        'not a GPU measurement', 'keep off: RuntimeError: capture failed'}
+    md = '\n'.join(md_opt_in_paths(got))
+    assert '| `whole-step CUDA graph (CARN fp32)` | 3.00x | 0.002 | keep off: weights differ from eager |' in md

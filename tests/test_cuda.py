@@ -74,9 +74,11 @@ def test_quick_benchmark_on_cuda(tmp_path):
     assert any(c['device'].startswith('cuda') for c in result['sections']['controller']['configs'])
     names = [r['name'] for r in result['sections']['precision']['variants']]
     assert any('fp16' in n for n in names), names
-    retrain = result['sections']['retrain']['cuda']  # each CUDA path measured, none failed
+    retrain = result['sections']['retrain']['cuda']  # each CUDA path measured against eager, none failed
     assert all(isinstance(v, int) and v > 0 for v in retrain['kernels'].values()), retrain['kernels']
-    assert all(isinstance(v, float) for v in [*retrain['adam'].values(), *retrain['cuda_graph'].values()]), retrain
+    rows = [row for path in ('adam', 'cuda_graph') for row in retrain['paths'][path]['rows'].values()]
+    assert rows and all(isinstance(row.get('speedup'), float) for row in rows), retrain
+    assert {v['verdict'] for v in retrain['verdicts'].values()} == {'not a GPU measurement'}  # --quick sizes
     assert result['sections']['zeromask']['strict_fp32'] is True
 
 

@@ -97,7 +97,7 @@ def test_tiny_speed_stage(tiny_data, tmp_path):
     verdicts = result['summary']['verdicts']
     assert {'optim_g.fused', 'train.compile (fp32)'} <= set(verdicts)
     assert {v['verdict'] for v in verdicts.values()} == {'not a GPU measurement'}
-    assert got['supernet']['search_hours_paper'] > 0 and all(r['tmac_per_s'] > 0 for r in got['inference']['rows'])
+    assert got['supernet']['search_hours_paper'] > 0 and all(r['gmac_per_s'] > 0 for r in got['inference']['rows'])
     md = (out / 'speed.md').read_text()
     assert 'tiny sizes, not a measurement' in md and '`optim_g.fused`' in md
     assert json.loads((out / 'speed.json').read_text())['complete']

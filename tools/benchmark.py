@@ -16,8 +16,8 @@ Sections (select with --only, by name or number; all by default):
                 + GradScaler on CUDA) from the same weights and batches: ms/iter, final loss, fp32 test
                 PSNR-Y / SSIM-Y and their differences (1500 iterations on CPU, ~10 min; 1000 on CUDA, ~3 min)
   8 retrain     retrain step of DeCoNASNet vs EDSR-baseline and CARN: dispatched ops (goal: DeCoNASNet forward +
-                L1 + backward <= 800), ms per step fp32 / bf16 and ratios; on CUDA kernels per step, fused
-                Adam, torch.compile and whole-step CUDA graphs
+                L1 + backward <= 800), ms per step fp32 / bf16 and ratios; on CUDA kernels per step, and fused
+                Adam, torch.compile and whole-step CUDA graphs against eager: speedup, weight drift, verdict
 
 Writes <out>/benchmark.json and <out>/benchmark.md (rewritten after every section); the Markdown starts
 with the machine (CPU model, cores, torch version, device name). Sizes: CPU C=32, LR patch 48, batch 4;
