@@ -34,27 +34,28 @@ def saved_bytes(forward: Callable[[], torch.Tensor]) -> int:
     return sum(storages.values())
 
 
-def networks(scale: int = 2) -> List[Tuple[str, Callable[[], torch.nn.Module], Callable]]:
-    """(label, build, forward(model, x)) of the networks a paper-scale run trains."""
-    from deconas_plugin.genotype import PAPER_GENOTYPE, Genotype  # the package first: it registers the archs
+def networks() -> List[Tuple[str, Callable[[], torch.nn.Module], Callable]]:
+    """(label, build, forward(model, x)) of the networks a paper-scale run trains (x2; the retrain networks are
+    the benchmark's, ``benchmarks.retrain.retrain_models``)."""
+    from deconas_plugin.genotype import Genotype  # the package first: it registers the archs
     from basicsr.utils.registry import ARCH_REGISTRY
+    from benchmarks.retrain import retrain_models
 
     def supernet(n, m, genotype):
-        return (lambda: ARCH_REGISTRY.get('DeCoNetSupernet')(num_feat=64, num_blocks=n, num_nodes=m, upscale=scale),
+        return (lambda: ARCH_REGISTRY.get('DeCoNetSupernet')(num_feat=64, num_blocks=n, num_nodes=m, upscale=2),
                 lambda model, x: model(x, genotype))
 
     half = Genotype.random(8, rng=random.Random(0))  # every bit 1 with probability 1/2: a typical child
+    retrain = retrain_models()
     return [
-        ('DeCoNASNet, the paper genotype (N4 M4 C64): a retrain step',
-         lambda: ARCH_REGISTRY.get('DeCoNASNet')(PAPER_GENOTYPE, num_feat=64, num_blocks=4, num_nodes=4, upscale=scale),
+        ('DeCoNASNet, the paper genotype (N4 M4 C64): a retrain step', retrain['DeCoNASNet'],
          lambda model, x: model(x)),
         ('supernet N4 M4 C64, the full genotype: the largest child step of search_N4_M4.yml',
          *supernet(4, 4, Genotype.full(4))),
         ('supernet N16 M8 C64, a random genotype (density 1/2): a typical child step of Table I',
          *supernet(16, 8, half)),
         ('supernet N16 M8 C64, the full genotype: the largest child step of Table I', *supernet(16, 8, Genotype.full(8))),
-        ('CARN multi-scale (C64): a retrain step', lambda: ARCH_REGISTRY.get('CARN')(upscale=scale, multi_scale=True),
-         lambda model, x: model(x)),
+        ('CARN multi-scale (C64): a retrain step', retrain['CARN'], lambda model, x: model(x)),
     ]
 
 

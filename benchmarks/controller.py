@@ -7,7 +7,7 @@ from typing import Callable, List
 import torch
 
 from .common import say
-from .timing import interleaved, median_ms
+from .timing import interleaved_ms
 
 
 GOAL_CONTROLLER_MS = 2.0
@@ -24,17 +24,17 @@ def _profile_top(fn: Callable, top: int = 8) -> List[dict]:
 def _bench_controller_on(ctrl, device: torch.device, cfg: dict) -> dict:
     torch.manual_seed(cfg['seed'])
     batch, reps = cfg['controller_batch'], cfg['controller_reps']
-    one = interleaved({
+    one = interleaved_ms({
         'single': ctrl.sample,  # one genotype with its log-prob and entropy: a controller step's draw
         'child_draw_single': lambda: ctrl.decide(1, 'sample'),  # a child step's draw, one unroll each
     }, reps, 2, device)
-    many = interleaved({
+    many = interleaved_ms({
         'batched': lambda: ctrl.sample_many(batch),
         'child_draw_batched': lambda: ctrl.decide(batch, 'sample'),  # what the search does per phase
     }, max(3, reps // 10), 1, device)
     bits1 = ctrl.decide(1, 'sample')
     g1 = ctrl.bits_to_genotype(bits1[0])
-    parts = interleaved({
+    parts = interleaved_ms({
         'decide(1) (sequential unroll)': lambda: ctrl.decide(1, 'sample'),
         'score(1 genotype) (log-prob, entropy)': lambda: ctrl.score(bits1),
         'score + backward': lambda: ctrl.score(bits1)[0].sum().backward(),
@@ -46,11 +46,11 @@ def _bench_controller_on(ctrl, device: torch.device, cfg: dict) -> dict:
     }, reps, 2, device)
     return {
         'device': str(device), 'num_decisions': ctrl.num_decisions,
-        'single_ms': median_ms(one['single']),
-        'batched_ms': median_ms(many['batched']) / batch,
-        'child_draw_single_ms': median_ms(one['child_draw_single']),
-        'child_draw_batched_ms': median_ms(many['child_draw_batched']) / batch,
-        'breakdown_ms': {k: median_ms(v) for k, v in parts.items()},
+        'single_ms': one['single'],
+        'batched_ms': many['batched'] / batch,
+        'child_draw_single_ms': one['child_draw_single'],
+        'child_draw_batched_ms': many['child_draw_batched'] / batch,
+        'breakdown_ms': parts,
         'profile_top': _profile_top(ctrl.sample),
     }
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from .common import error_text, fmt, make_supernet, random_batch, random_genotypes, say
 from .precision import precision_verdict
-from .timing import TrainStep, interleaved, median_ms, timed
+from .timing import TrainStep, interleaved_ms, timed
 
 
 def _variants(device: torch.device):
@@ -51,9 +51,9 @@ def bench_options(cfg: dict, device: torch.device) -> dict:
     for i, g in enumerate(genotypes):
         for st in steps.values():
             st.genotype = g
-        t = interleaved(steps, cfg['options_reps'], cfg['warmup'], device)
+        ms = interleaved_ms(steps, cfg['options_reps'], cfg['warmup'], device)
         for name in steps:
-            per_g[name].append(median_ms(t[name]))
+            per_g[name].append(ms[name])
         say(f'  [{i + 1}/{len(genotypes)}] {g}: ' + ', '.join(f'{n} {per_g[n][-1]:.1f} ms' for n in steps))
     for name in steps:
         speedups = [d / v for d, v in zip(per_g['default'], per_g[name])]
@@ -106,8 +106,8 @@ def _bench_compile_cold(cfg: dict, device: torch.device, base: nn.Module, state:
     eager_step = TrainStep(eager, x, y, g0)
     comp_step = TrainStep(compiled, x, y, g0, params=comp_model.parameters())
     first = timed(comp_step, device)  # compile (forward + backward graphs) + one step
-    t = interleaved({'eager': eager_step, 'compiled': comp_step}, max(7, cfg['options_reps']), 1, device)
-    steady, eager_ms = median_ms(t['compiled']), median_ms(t['eager'])
+    ms = interleaved_ms({'eager': eager_step, 'compiled': comp_step}, max(7, cfg['options_reps']), 1, device)
+    steady, eager_ms = ms['compiled'], ms['eager']
     # loss check on identical weights: one more step of each from the same state
     eager.load_state_dict(state)
     comp_model.load_state_dict(state)

@@ -6,7 +6,7 @@ import statistics
 import torch
 
 from .common import random_batch, random_genotypes, say, make_supernet
-from .timing import TrainStep, interleaved, median_ms
+from .timing import TrainStep, interleaved_ms
 
 
 GOAL_SUPERNET_RATIO = 1.10
@@ -27,9 +27,9 @@ def bench_supernet(cfg: dict, device: torch.device) -> dict:
             sn_step = TrainStep(net, x, y, g)
         sn_step.genotype = g
         fx_step = TrainStep(fixed, x, y)
-        t = interleaved({'supernet': sn_step, 'fixed': fx_step}, cfg['reps'], cfg['warmup'], device)
+        ms = interleaved_ms({'supernet': sn_step, 'fixed': fx_step}, cfg['reps'], cfg['warmup'], device)
         row = {'genotype': g.to_string(), 'params_fixed': sum(p.numel() for p in fixed.parameters()),
-               'supernet_ms': median_ms(t['supernet']), 'fixed_ms': median_ms(t['fixed'])}
+               'supernet_ms': ms['supernet'], 'fixed_ms': ms['fixed']}
         row['ratio'] = row['supernet_ms'] / row['fixed_ms']
         rows.append(row)
         say(f'  [{i + 1}/{cfg["genotypes"]}] {g}: supernet {row["supernet_ms"]:.1f} ms, fixed '

@@ -13,7 +13,7 @@ from torch import nn
 from deconas_plugin.archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
 from deconas_plugin.genotype import NUM_OPS, Genotype
 from .common import random_batch, random_genotypes, say, make_supernet
-from .timing import TrainStep, interleaved, median_ms
+from .timing import TrainStep, interleaved_ms
 
 
 GOAL_ZEROMASK_SPEEDUP = 1.5
@@ -98,9 +98,9 @@ def bench_zeromask(cfg: dict, device: torch.device) -> dict:
     rows = []
     for i, g in enumerate(genotypes):
         sliced_step.genotype = masked_step.genotype = g
-        t = interleaved({'sliced': sliced_step, 'zeromask': masked_step}, cfg['reps'], cfg['warmup'], device)
+        ms = interleaved_ms({'sliced': sliced_step, 'zeromask': masked_step}, cfg['reps'], cfg['warmup'], device)
         row = {'genotype': g.to_string(), 'density': sum(g.bits()) / len(g.bits()),
-               'sliced_ms': median_ms(t['sliced']), 'zeromask_ms': median_ms(t['zeromask']), 'max_abs_diff': diffs[i]}
+               'sliced_ms': ms['sliced'], 'zeromask_ms': ms['zeromask'], 'max_abs_diff': diffs[i]}
         row['speedup'] = row['zeromask_ms'] / row['sliced_ms']
         rows.append(row)
         say(f'  [{i + 1}/{len(genotypes)}] {g}: sliced {row["sliced_ms"]:.1f} ms, zero-mask '
