@@ -36,6 +36,7 @@ PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16}
 SWITCH_SPEEDUP = 1.05
 WEIGHT_RTOL = 1e-3
 CHECK_STEPS = 5
+COMPILE_ARGS = {'mode': 'reduce-overhead'}  # ``train.compile: true`` on CUDA
 # the option (or benchmark step) each opt-in path stands for; ``{}``: the row (network, precision)
 OPT_IN_PATHS = {'adam': 'optim_g.fused', 'compile': 'train.compile ({})', 'cuda_graph': 'whole-step CUDA graph ({})'}
 
@@ -104,7 +105,7 @@ def cuda_graph_step(model, x, y, amp_dtype=None, lr: float = 1e-4) -> Callable:
 
 def compiled_step(model, x, y, amp_dtype=None, compile_args: Optional[dict] = None) -> Callable:
     """The retrain step of ``torch.compile(model, **compile_args)`` (default: ``mode='reduce-overhead'``)."""
-    compile_args = compile_args or {'mode': 'reduce-overhead'}
+    compile_args = compile_args or COMPILE_ARGS
     step = TrainStep(torch.compile(model, **compile_args), x, y, amp_dtype=amp_dtype, params=model.parameters())
     graphs = compile_args.get('mode') == 'reduce-overhead'
 
@@ -174,6 +175,7 @@ def versus_eager(path: str, builders: dict, x, y, reps: int, warmup: int, check_
     at the default precision (a recompile for it falls in the warm-up). A path that fails is a result (its
     error). Rows are keyed by precision, or ``<network> <precision>`` with several networks."""
     device = x.device
+    compile_args = (compile_args or COMPILE_ARGS) if path == 'compile' else None
     if path == 'cuda_graph' and device.type != 'cuda':
         return {'skipped': 'a CUDA graph needs CUDA'}
     names = list(builders) if path == 'cuda_graph' else ['DeCoNASNet']
@@ -251,10 +253,11 @@ def bench_retrain(cfg: dict, device: torch.device) -> dict:
     if device.type == 'cuda':
         paths = {}
         for path in OPT_IN_PATHS:
-            if path != 'compile' or cfg['compile']:
-                paths[path] = versus_eager(path, builders, x, y, cfg['retrain_reps'], cfg['warmup'] + 2)
+            if path != 'compile' or cfg['compile']:  # Adam updates fp32 weights under autocast too: fp32 only
+                paths[path] = versus_eager(path, builders, x, y, cfg['retrain_reps'], cfg['warmup'] + 2,
+                                           precisions=('fp32',) if path == 'adam' else tuple(PRECISIONS))
                 say(f'  {path}: ' + ', '.join(f'{k} {r.get("speedup", r.get("error"))}'
-                                              for k, r in paths[path]['rows'].items()))
+                                              for k, r in paths[path].get('rows', {}).items()))
         out['cuda'] = {'kernels': times['kernels'], 'paths': paths, 'verdicts': verdicts(paths, not cfg['quick'])}
     return out
 
