@@ -258,8 +258,11 @@ def _norm(name: str) -> str:
 def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
     """The GPU plan's search and retrain option files (full sizes, on any prepared data) are valid, and the
     search gets at least 4,000 child steps: about 200 s of them at the planned or measured step time."""
+    from deconas_plugin import derive as derive_lib
+    from deconas_plugin.genotype import Genotype
     from deconas_plugin.options import check_options
-    from benchmarks.gpu_evidence.retrain import retrain_template
+    from deconas_plugin.pipelines import search_vs_random as svr
+    from benchmarks.gpu_evidence.retrain import OVERRIDES
     from benchmarks.gpu_evidence.search import child_step_count, child_step_estimate_s, search_options
     full = {p['name']: p['args'] for stage in ('search', 'retrain') for p in plan()[stage]}
     args = {k: v for k, v in full['search'].items() if k not in ('child_budget_s', 'child_step_s', 'min_child_steps',
@@ -268,10 +271,15 @@ def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
     opt = search_options(ctx, total_iter=7000, **args)
     assert opt['network_g']['num_feat'] == 64 and opt['search']['alpha'] == 0 and opt['num_gpu'] == 1
     check_options(opt)
-    r = full['found_seed0']
-    template = retrain_template(ctx, r['batch'], r['lr_patch'], r['num_workers'])
-    check_options(dict(template, network_g={'type': 'DeCoNASNet', 'genotype': '7 6 4 3 0 2 2 3 4 1', 'num_feat': 64,
-                                            'num_blocks': 4, 'num_nodes': 4, 'upscale': 2}))
+    # a retrain: the template tools/derive.py writes (--data-from-search), as the protocol fills it in
+    g = Genotype.parse('7 6 4 3 0 2 2 3 4 1', num_nodes=4, num_blocks=4)
+    template = derive_lib.retrain_options(g, opt, derive_lib.read_options(
+        osp.join(ROOT, 'options', 'train', 'train_DeCoNASNet_x2.yml')), data_from_search=True)
+    train = svr.retrain_options(g, opt, template, 'p_retrain_found_seed0', 10, full['found_seed0']['iterations'], 1,
+                                overrides=OVERRIDES)
+    check_options(train)
+    assert train['train']['optim_g']['lr'] == 1e-3 and train['train']['scheduler']['milestones'] == [600, 900]
+    assert train['datasets']['train']['batch_size_per_gpu'] == 16 and train['logger']['use_tb_logger'] is False
     assert child_step_count(200, 0.030, 4000, 12000, 500) == 7000
     assert child_step_count(200, 0.080, 4000, 12000, 500) == 4000
     speed = {'speed': {'parts': {'supernet': {'status': 'done', 'result': {'child_ms': 20.0}}}}}

@@ -71,9 +71,10 @@ def search_options(ctx: dict, num_feat: int, num_blocks: int, num_nodes: int, ba
     train.update(name='train_small', dataroot_gt=d['train_hr'], dataroot_lq=d['train_lr'], io_backend={'type': 'disk'},
                  gt_size=lr_patch * SCALE, batch_size_per_gpu=batch, num_worker_per_gpu=num_workers,
                  persistent_workers=num_workers > 0)
-    opt['datasets']['val'] = {'name': 'Set5', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
-                              'dataroot_gt': osp.join(d['test']['Set5'], f'GTmod{SCALE}'),
-                              'dataroot_lq': osp.join(d['test']['Set5'], f'LRbicx{SCALE}')}
+    # the evaluation tiles: the test sets stay unseen by the search (the retrain stage's protocol checks it)
+    opt['datasets']['val'] = {'name': 'eval', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
+                              'dataroot_gt': d['eval_hr'], 'dataroot_lq': d['eval_lr'],
+                              'meta_info_file': d['eval_meta'], 'filename_tmpl': '{}'}
     search = dict(SEARCH_DEFAULTS)
     search.update(alpha=0.0, child_steps=child_steps, controller_steps=controller_steps,
                   controller_start_iter=controller_start_iter, reward_patches=reward_patches,
@@ -86,7 +87,7 @@ def search_options(ctx: dict, num_feat: int, num_blocks: int, num_nodes: int, ba
     opt['train']['optim_g']['lr'] = lr
     opt['train']['total_iter'] = total_iter
     opt['train']['scheduler']['milestones'] = [10 * total_iter]  # constant over so short a search
-    opt['val'].update(val_freq=10 * total_iter)  # validation once, at the end (Set5, the greedy genotype)
+    opt['val'].update(val_freq=10 * total_iter)  # validation once, at the end (the greedy genotype)
     opt['logger'].update(print_freq=max(1, child_steps // 5), save_checkpoint_freq=child_steps, use_tb_logger=False)
     return opt
 
@@ -137,7 +138,7 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     from deconas_plugin import derive as derive_lib
     from deconas_plugin.genotype import Genotype
     from deconas_plugin.reward import draw_patches, reward_dataset
-    from deconas_plugin.search_signal import empty_genotype, score_table
+    from deconas_plugin.search_signal import empty_genotype
     exp, path = experiment_dir(ctx), options_path(ctx)
     opt = read_options(path)
     device = torch.device(ctx['device'])
@@ -157,8 +158,10 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     uniform = [Genotype.random(n, m, fusion, rng=rng) for _ in range(samples)]
     reference = [empty_genotype(n, m, fusion), Genotype.full(n, m, fusion)]
     crop = opt['search'].get('reward_crop_border') or opt['scale']
-    table = score_table(supernet, list(policy) + uniform + reference, data, crop)
-    per_genotype = table.mean(1)
+    genotypes = list(policy) + uniform + reference
+    scores = derive_lib.score(supernet, genotypes, data, crop, derive_lib.search_alpha(opt), progress=False)
+    psnr = {r['genotype']: r['psnr'] for r in scores}  # of each distinct genotype, as tools/derive.py scores
+    per_genotype = np.array([psnr[g.to_string()] for g in genotypes])
     pol, uni = per_genotype[:samples], per_genotype[samples:2 * samples]
     diff = float(pol.mean() - uni.mean())
     se = math.sqrt(pol.var(ddof=1) / samples + uni.var(ddof=1) / samples) if samples > 1 else float('nan')
