@@ -82,7 +82,7 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
     """Write the data (see the module doc); returns ``prepared.json``'s content. EvidenceError names a
     missing input folder or a result over ``limit_mb``."""
     from deconas_plugin.utils.cli import load_tool
-    from deconas_plugin.utils.sr_data import list_images, write_textured_meta_info
+    from deconas_plugin.utils.sr_data import list_images, prepare_pairs, write_textured_meta_info
     sizes = TINY if tiny else FULL
     sources = {k: osp.join(shared, k, 'HR') for k in ('train_small', 'Set5', 'Set14', 'B100')}
     for key, path in sources.items():
@@ -101,7 +101,7 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
         shutil.rmtree(out)
     os.makedirs(out)
     t0 = time.perf_counter()
-    prepare_train, prepare_benchmark = load_tool('prepare_train'), load_tool('prepare_benchmark')
+    prepare_train = load_tool('prepare_train')
     names = [osp.basename(p) for p in list_images(sources['train_small'])]
     split = split_train_small(names, sizes['train_images'])
     if tiny:
@@ -121,12 +121,11 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
             else:
                 say(f'  train: {len(summary["keys"])} sub-images of {crop} px from {len(split["train"])} images')
             _check_size(out, limit_mb)
-        for name in ('Set5', 'Set14', 'B100'):
-            files = sorted(os.listdir(sources[name]))
-            count = sizes['b100_images'] if name == 'B100' else sizes['test_images']
-            src = _linked(files[:count], sources[name], tmp, name)
-            prepare_benchmark.prepare_set(src, osp.join(out, 'test', name), [SCALE], compression=9, name=name)
-            _check_size(out, limit_mb)
+    for name in ('Set5', 'Set14', 'B100'):  # tools/prepare_benchmark.py's pairs, of the first images by name
+        count = sizes['b100_images'] if name == 'B100' else sizes['test_images']
+        prepare_pairs(list_images(sources[name])[:count], osp.join(out, 'test', name), [SCALE], compression=9,
+                      name=name)
+        _check_size(out, limit_mb)
     parts = {k: round(folder_mb(osp.join(out, k)), 2) for k in ('train', 'reward', 'eval', 'test')}
     result = dict(want, split=split, b100=sorted(os.listdir(osp.join(out, 'test', 'B100', f'GTmod{SCALE}'))),
                   size_mb=round(sum(parts.values()), 2), parts_mb=parts, seconds=round(time.perf_counter() - t0, 1),

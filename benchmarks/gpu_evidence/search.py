@@ -11,16 +11,15 @@ Parts:
    ``controller_start_iter`` on, every ``child_steps``. Checkpoints at every phase: a search stopped at
    its time limit is evaluated on its last one (and ``--auto_resume`` continues it).
 2. ``derive``: ``tools/derive.py`` (controller samples scored with the shared weights on the reward data,
-   best reward kept): the genotype the retrain stage retrains.
+   best reward kept): the genotype the retrain stage retrains, and its retrain option file (on the search's data).
 3. ``evaluate``: on patches no reward used (``eval/``, fixed batches), ``samples`` genotypes of the final
    policy against ``samples`` uniform ones (every bit 1 with probability 1/2), scored with the shared
-   weights: the mean difference with a 95% interval (normal approximation, Welch); the entropy of the
+   weights as ``tools/derive.py`` scores them (``derive.score``): the mean difference with a 95% interval (normal approximation, Welch); the entropy of the
    first and the last controller phase; the decisions the last phase settled (mean probability of a 1
    at least ``settled`` or at most 1 - ``settled``); the empty vs full genotype gap on the same patches
    and the signal probe's last row.
 """
 import copy
-import json
 import math
 import os.path as osp
 import random
@@ -29,7 +28,7 @@ from typing import List
 from deconas_plugin.derive import read_options
 from deconas_plugin.pipelines import search_vs_random as svr
 from deconas_plugin.pipelines.runs import write_options
-from deconas_plugin.reporting.metrics import read_history
+from deconas_plugin.reporting.metrics import entropy_summary, read_history
 from deconas_plugin.utils.cli import load_tool
 from .entry import run_entry
 from .prepare import SCALE, paths
@@ -121,12 +120,9 @@ def derive(ctx: dict, samples: int) -> dict:
     path = options_path(ctx)
     if not osp.isdir(osp.join(exp, 'models')):
         raise EvidenceError(f'no search checkpoints in {exp}: the search part did not run')
-    out_dir = osp.join(exp, 'derive')
     load_tool('derive').main(['-opt', path, '--experiment', exp, '--num-samples', str(samples), '--seed', '0',
-                               '--scored-on', 'reward', '--data-from-search', '--device', ctx['device'],
-                               '--out-dir', out_dir])
-    with open(osp.join(out_dir, 'chosen.json')) as f:
-        chosen = json.load(f)
+                               '--scored-on', 'reward', '--data-from-search', '--device', ctx['device']])
+    chosen = svr.read_chosen(exp, svr.network_sizes(read_options(path)))
     return {'genotype': chosen['genotype'], 'params': chosen['params'], 'supernet_psnr': chosen['psnr'],
             'samples': chosen['samples'], 'distinct': chosen['distinct']}
 
@@ -167,9 +163,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     se = math.sqrt(pol.var(ddof=1) / samples + uni.var(ddof=1) / samples) if samples > 1 else float('nan')
     history = read_history(osp.join(exp, 'search_history.jsonl'))
     signal = read_history(osp.join(exp, 'search_signal.jsonl'))
-    phases = sorted({r['iter'] for r in history})
-    first = [r for r in history if r['iter'] == phases[0]] if phases else []
-    last = [r for r in history if r['iter'] == phases[-1]] if phases else []
+    entropies = entropy_summary(history) or {}  # history rows come in the order of the controller phases
+    last = [r for r in history if r['iter'] == history[-1]['iter']]
     p_last = np.mean([r['p'] for r in last], axis=0) if last else np.array([])
     return {
         'policy_minus_uniform_db': diff, 'ci95_db': [diff - 1.96 * se, diff + 1.96 * se],
@@ -179,9 +174,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
         'full_minus_empty_db': float(per_genotype[-1] - per_genotype[-2]),
         'policy_distinct': len(set(policy)), 'samples': samples, 'eval_batches': batches, 'eval_patches': patches,
         'entropy_now': float(entropy.mean()),
-        'entropy_first_phase': svr.mean([r['entropy'] for r in first]),
-        'entropy_last_phase': svr.mean([r['entropy'] for r in last]),
-        'phases': len(phases), 'decisions': len(p_last),
+        'entropy_first_phase': entropies.get('first_phase'), 'entropy_last_phase': entropies.get('last_phase'),
+        'phases': len({r['iter'] for r in history}), 'decisions': len(p_last),
         'settled': {int(i): round(float(v), 3) for i, v in enumerate(p_last) if v >= settled or v <= 1 - settled},
         'settled_threshold': settled, 'last_signal': signal[-1] if signal else None,
         'greedy': str(controller.greedy()),
