@@ -150,10 +150,11 @@ def paths(data: str) -> dict:
     if not osp.isfile(osp.join(data, 'prepared.json')):
         raise EvidenceError(f'no prepared data in {data}: run python tools/gpu_evidence.py --prepare first (on the '
                             'development machine), and carry .gpu with the call')
-    out = {}
-    for part in ('train', 'reward', 'eval'):
-        out[f'{part}_hr'] = osp.join(data, part, f'{part}_train_HR_sub')
-        out[f'{part}_lr'] = osp.join(data, part, f'{part}_train_LR_bicubic', f'X{SCALE}_sub')
-        out[f'{part}_meta'] = osp.join(data, part, 'meta_info.txt')
+    from deconas_plugin.utils.cli import load_tool
+    layout, out = load_tool('prepare_train').layout, {}
+    for part in ('train', 'reward', 'eval'):  # where prepare() had tools/prepare_train.py write them
+        dirs = layout(osp.join(data, part), part, [SCALE])
+        out.update({f'{part}_hr': dirs['hr_sub'], f'{part}_lr': dirs[f'lr{SCALE}_sub'],
+                    f'{part}_meta': osp.join(data, part, 'meta_info.txt')})
     out['test'] = {name: osp.join(data, 'test', name) for name in ('Set5', 'Set14', 'B100')}
     return out
