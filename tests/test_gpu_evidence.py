@@ -115,6 +115,8 @@ def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, exp
     import signal
 
     from deconas_plugin.genotype import Genotype
+    from deconas_plugin.pipelines import search_vs_random as svr
+    from benchmarks.gpu_evidence.retrain import retrain_one
     stop_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     out, said = tmp_path / 'ev', []
     runner = Runner(str(out), tiny_data[0], 'cpu', tiny=True, isolate=False, prefix=experiment_name('gpu_evidence'),
@@ -132,6 +134,10 @@ def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, exp
     assert abs(rows[1]['params'] - rows[0]['params']) <= 0.1 * rows[0]['params']
     assert all(set(r['test']) == {'Set5', 'Set14', 'B100'} and r['test']['Set5']['psnr'] > 0 for r in rows)
     assert retrain['summary']['Set5']['exceeds_seed_noise'] is None  # one seed: no noise estimate, no claim
+    assert [g['kind'] for g in retrain['summary']['B100']['genotypes']] in (['found', 'random'], ['random', 'found'])
+    assert (out / 'search_vs_random' / 'runs' / f'{runner.prefix}_retrain_random1_seed0.json').is_file()
+    with pytest.raises(svr.ProtocolError, match='no run random3_seed0 in this protocol; its runs are found_seed0, '):
+        retrain_one(runner.context('retrain'), 'random3', 0, 2)
     _stamped(retrain)
     # train.py installed its stop-cleanly handlers; in-process runs leave SIGTERM as it was (the time limit)
     assert {s: signal.getsignal(s) for s in stop_handlers} == stop_handlers
