@@ -11,13 +11,14 @@ Parts:
    ``controller_start_iter`` on, every ``child_steps``. Checkpoints at every phase: a search stopped at
    its time limit is evaluated on its last one (and ``--auto_resume`` continues it).
 2. ``derive``: ``tools/derive.py`` (controller samples scored with the shared weights on the reward data,
-   best reward kept): the genotype the retrain stage retrains, and its retrain option file (on the search's data).
+   best reward kept): the genotype the retrain stage retrains, and its retrain option file (the search's
+   data).
 3. ``evaluate``: on patches no reward used (``eval/``, fixed batches), ``samples`` genotypes of the final
    policy against ``samples`` uniform ones (every bit 1 with probability 1/2), scored with the shared
-   weights as ``tools/derive.py`` scores them (``derive.score``): the mean difference with a 95% interval (normal approximation, Welch); the entropy of the
-   first and the last controller phase; the decisions the last phase settled (mean probability of a 1
-   at least ``settled`` or at most 1 - ``settled``); the empty vs full genotype gap on the same patches
-   and the signal probe's last row.
+   weights as ``tools/derive.py`` scores them (``derive.score``): the mean difference with a 95% interval
+   (normal approximation, Welch); the entropy of the first and the last controller phase; the decisions
+   the last phase settled (mean probability of a 1 at least ``settled`` or at most 1 - ``settled``); the
+   empty vs full genotype gap on the same patches and the signal probe's last row.
 """
 import copy
 import math
