@@ -228,20 +228,16 @@ def markdown(result: dict) -> List[str]:
                   f'{e["ci95_db"][0]:+.3f} to {e["ci95_db"][1]:+.3f}) |',
                   f'| policy / uniform mean | {e["policy_mean_db"]:.3f} / {e["uniform_mean_db"]:.3f} dB |',
                   f'| full - empty genotype, same patches | {e["full_minus_empty_db"]:+.3f} dB |',
-                  f'| entropy, first / last phase / now | {_f(e["entropy_first_phase"])} / '
-                  f'{_f(e["entropy_last_phase"])} '
-                  f'/ {e["entropy_now"]:.2f} nats |',
+                  f'| entropy, first / last phase / now | {svr.fmt(e["entropy_first_phase"], 2)} / '
+                  f'{svr.fmt(e["entropy_last_phase"], 2)} / {e["entropy_now"]:.2f} nats |',
                   f'| decisions settled (p >= {e["settled_threshold"]} or <= {1 - e["settled_threshold"]:.2g}) | '
                   f'{len(e["settled"])} of {e["decisions"]}: {settled or "none"} |',
                   f'| distinct policy samples | {e["policy_distinct"]} of {e["samples"]} |',
-                  f'| signal probe, last phase | genotype std {_f(sig.get("genotype_std"), 3)} dB, full - empty '
-                  f'{_f((sig.get("full_psnr") or 0) - (sig.get("empty_psnr") or 0) if sig else None, 3)} dB |',
+                  f'| signal probe, last phase | genotype std {svr.fmt(sig.get("genotype_std"))} dB, full - empty '
+                  f'{svr.fmt((sig.get("full_psnr") or 0) - (sig.get("empty_psnr") or 0) if sig else None)} dB |',
                   f'| greedy genotype | `{e["greedy"]}` |']
         a = (result.get('summary') or {}).get('answer')
         if a:
             lines += ['', f'Answer: {a}.']
     return lines
 
-
-def _f(v, nd=2) -> str:
-    return '-' if v is None else f'{v:.{nd}f}'
