@@ -65,6 +65,9 @@ def test_prepare_tiny_data(tiny_data, tmp_path):
     for part in ('reward', 'eval'):
         with open(d[f'{part}_meta']) as f:
             assert len(f.read().splitlines()) == 6
+    for part in ('train', 'reward', 'eval'):  # each split's sub-images come from its own images only
+        stems = {name.rsplit('_s', 1)[0] for name in os.listdir(d[f'{part}_hr'])}
+        assert stems == {osp.splitext(n)[0] for n in info['split'][part]}, part
     for name, folder in d['test'].items():
         gt, lq = os.listdir(osp.join(folder, f'GTmod{SCALE}')), os.listdir(osp.join(folder, f'LRbicx{SCALE}'))
         assert gt and gt == lq, name

@@ -21,7 +21,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -68,15 +67,6 @@ def keep_evenly(meta_info: str, count: int, folders: List[str]) -> int:
     return len(lines)
 
 
-def _linked(names: List[str], src: str, tmp: str, label: str) -> str:
-    """A folder of symlinks to ``names`` in ``src`` (the tools read whole folders)."""
-    folder = osp.join(tmp, label)
-    os.makedirs(folder)
-    for n in names:
-        os.symlink(osp.join(src, n), osp.join(folder, n))
-    return folder
-
-
 def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = False,
             limit_mb: float = DATA_LIMIT_MB, say=print) -> dict:
     """Write the data (see the module doc); returns ``prepared.json``'s content. EvidenceError names a
@@ -106,21 +96,20 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
     split = split_train_small(names, sizes['train_images'])
     if tiny:
         split = {k: v[:1] if k != 'train' else v for k, v in split.items()}
-    with tempfile.TemporaryDirectory(prefix='gpu_evidence_') as tmp:
-        for part, crop in (('train', TRAIN_CROP), ('reward', REWARD_CROP), ('eval', REWARD_CROP)):
-            src = _linked(split[part], sources['train_small'], tmp, part)
-            summary = prepare_train.prepare_train(src, osp.join(out, part), [SCALE], name=part, crop=crop, step=crop,
-                                                  n_thread=1, lmdb=False, compression=9)
-            dirs = prepare_train.layout(osp.join(out, part), part, [SCALE])
-            shutil.rmtree(dirs[f'lr{SCALE}'])  # the whole-image LR: its sub-images are cut, it need not travel
-            if part != 'train':
-                meta = osp.join(out, part, 'meta_info.txt')
-                textured = write_textured_meta_info(dirs['hr_sub'], summary['keys'], meta)
-                kept = keep_evenly(meta, sizes['max_tiles'], [dirs['hr_sub'], dirs[f'lr{SCALE}_sub']])
-                say(f'  {part}: {kept} of {textured} textured tiles of {crop} px kept (of {len(summary["keys"])})')
-            else:
-                say(f'  train: {len(summary["keys"])} sub-images of {crop} px from {len(split["train"])} images')
-            _check_size(out, limit_mb)
+    for part, crop in (('train', TRAIN_CROP), ('reward', REWARD_CROP), ('eval', REWARD_CROP)):
+        summary = prepare_train.prepare_train(sources['train_small'], osp.join(out, part), [SCALE], name=part,
+                                              crop=crop, step=crop, n_thread=1, lmdb=False, compression=9,
+                                              images=split[part])
+        dirs = prepare_train.layout(osp.join(out, part), part, [SCALE])
+        shutil.rmtree(dirs[f'lr{SCALE}'])  # the whole-image LR: its sub-images are cut, it need not travel
+        if part != 'train':
+            meta = osp.join(out, part, 'meta_info.txt')
+            textured = write_textured_meta_info(dirs['hr_sub'], summary['keys'], meta)
+            kept = keep_evenly(meta, sizes['max_tiles'], [dirs['hr_sub'], dirs[f'lr{SCALE}_sub']])
+            say(f'  {part}: {kept} of {textured} textured tiles of {crop} px kept (of {len(summary["keys"])})')
+        else:
+            say(f'  train: {len(summary["keys"])} sub-images of {crop} px from {len(split["train"])} images')
+        _check_size(out, limit_mb)
     for name in ('Set5', 'Set14', 'B100'):  # tools/prepare_benchmark.py's pairs, of the first images by name
         count = sizes['b100_images'] if name == 'B100' else sizes['test_images']
         prepare_pairs(list_images(sources[name])[:count], osp.join(out, 'test', name), [SCALE], compression=9,
