@@ -15,6 +15,7 @@ from shared_data import ROOT, SHARED, need_shared
 
 from benchmarks.gpu_evidence import STAGE_LIMIT_S, STAGES, EvidenceError, Runner, plan, prepare, run_isolated
 from benchmarks.gpu_evidence.prepare import SCALE, paths, split_train_small
+from benchmarks.gpu_evidence.retrain import RANDOM_COUNT, SEEDS
 from benchmarks.gpu_evidence.runner import part_function
 
 # The GPU machine's own python (../shared/gpu/README.md) and what the kit adds (without their dependencies).
@@ -42,6 +43,9 @@ def test_full_plan_fits_seven_minutes_a_stage_and_tiny_runs_the_same_parts():
         for p in full[stage]:
             assert callable(part_function(p['fn']))
     assert sum(p['args']['seed'] == 1 for p in full['retrain']) == 3  # two seeds of 3 genotypes where time allows
+    labels = ['found'] + [f'random{i}' for i in range(1, RANDOM_COUNT + 1)]  # the runs of the retrain's protocol
+    assert sorted((p['args']['label'], p['args']['seed']) for p in full['retrain']) == sorted(
+        (label, seed) for label in labels for seed in range(SEEDS))
     assert full['search'][0]['args']['min_child_steps'] >= 4000
 
 

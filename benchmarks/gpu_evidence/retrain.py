@@ -19,8 +19,7 @@ from .prepare import paths
 from .runner import ROOT, EvidenceError
 from .search import experiment_dir, options_path
 
-RANDOM_COUNT = 2
-SEEDS = 2
+RANDOM_COUNT, SEEDS = 2, 2  # the protocol the plan's parts run: found, random1, random2 x seeds 0, 1
 # on the template tools/derive.py writes (options/train/train_DeCoNASNet_x2.yml: 1,000,000 iterations, Adam 1e-4),
 # before the protocol scales the schedule to the run's iterations; no TensorBoard (not on the GPU machine)
 OVERRIDES = ('train.optim_g.lr=0.001', 'train.scheduler.milestones=[500000, 750000]', 'logger.use_tb_logger=false')
