@@ -22,6 +22,7 @@ from .genotype import Genotype
 from . import reward
 from .options import SEARCH_DEFAULTS, controller_options
 from .search_cost import SearchCost
+from .search_signal import score_table
 from .utils.checkpoint import load_state
 from .utils.option_file import read_option_file
 
@@ -99,9 +100,12 @@ def score(supernet, genotypes: Sequence[Genotype], batches, crop_border: int, al
     """
     size = supernet.size()
     cost = cost or SearchCost('params', num_nodes=supernet.num_nodes, **size)
+    distinct = list(dict.fromkeys(genotypes))
+    with tqdm(total=len(distinct), desc='scoring genotypes', unit='genotype', disable=not progress) as bar:
+        table = score_table(supernet, distinct, batches, crop_border, progress=lambda *_: bar.update())
     rows = []
-    for g in tqdm(list(dict.fromkeys(genotypes)), desc='scoring genotypes', unit='genotype', disable=not progress):
-        psnr = sum(reward.psnr_y(supernet, g, lq, gt, crop_border) for lq, gt in batches) / len(batches)
+    for g, batch_psnr in zip(distinct, table.tolist()):
+        psnr = sum(batch_psnr) / len(batches)
         params, c = count_params(g, **size), cost(g)
         rows.append({'genotype': g.to_string(), 'bits': g.to_string('bits'), 'params': params, 'psnr': psnr,
                      'cost': c, 'cost_unit': cost.unit,

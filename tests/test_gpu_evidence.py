@@ -15,6 +15,7 @@ from shared_data import ROOT, SHARED, need_shared
 
 from benchmarks.gpu_evidence import STAGE_LIMIT_S, STAGES, EvidenceError, Runner, plan, prepare, run_isolated
 from benchmarks.gpu_evidence.prepare import SCALE, paths, split_train_small
+from benchmarks.gpu_evidence.retrain import RANDOM_COUNT, SEEDS
 from benchmarks.gpu_evidence.runner import part_function
 
 # The GPU machine's own python (../shared/gpu/README.md) and what the kit adds (without their dependencies).
@@ -42,6 +43,9 @@ def test_full_plan_fits_seven_minutes_a_stage_and_tiny_runs_the_same_parts():
         for p in full[stage]:
             assert callable(part_function(p['fn']))
     assert sum(p['args']['seed'] == 1 for p in full['retrain']) == 3  # two seeds of 3 genotypes where time allows
+    labels = ['found'] + [f'random{i}' for i in range(1, RANDOM_COUNT + 1)]  # the runs of the retrain's protocol
+    assert sorted((p['args']['label'], p['args']['seed']) for p in full['retrain']) == sorted(
+        (label, seed) for label in labels for seed in range(SEEDS))
     assert full['search'][0]['args']['min_child_steps'] >= 4000
 
 
@@ -65,6 +69,9 @@ def test_prepare_tiny_data(tiny_data, tmp_path):
     for part in ('reward', 'eval'):
         with open(d[f'{part}_meta']) as f:
             assert len(f.read().splitlines()) == 6
+    for part in ('train', 'reward', 'eval'):  # each split's sub-images come from its own images only
+        stems = {name.rsplit('_s', 1)[0] for name in os.listdir(d[f'{part}_hr'])}
+        assert stems == {osp.splitext(n)[0] for n in info['split'][part]}, part
     for name, folder in d['test'].items():
         gt, lq = os.listdir(osp.join(folder, f'GTmod{SCALE}')), os.listdir(osp.join(folder, f'LRbicx{SCALE}'))
         assert gt and gt == lq, name
@@ -115,6 +122,8 @@ def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, exp
     import signal
 
     from deconas_plugin.genotype import Genotype
+    from deconas_plugin.pipelines import search_vs_random as svr
+    from benchmarks.gpu_evidence.retrain import retrain_one
     stop_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     out, said = tmp_path / 'ev', []
     runner = Runner(str(out), tiny_data[0], 'cpu', tiny=True, isolate=False, prefix=experiment_name('gpu_evidence'),
@@ -132,6 +141,10 @@ def test_tiny_search_and_retrain_stages_skip_and_resume(tiny_data, tmp_path, exp
     assert abs(rows[1]['params'] - rows[0]['params']) <= 0.1 * rows[0]['params']
     assert all(set(r['test']) == {'Set5', 'Set14', 'B100'} and r['test']['Set5']['psnr'] > 0 for r in rows)
     assert retrain['summary']['Set5']['exceeds_seed_noise'] is None  # one seed: no noise estimate, no claim
+    assert [g['kind'] for g in retrain['summary']['B100']['genotypes']] in (['found', 'random'], ['random', 'found'])
+    assert (out / 'search_vs_random' / 'runs' / f'{runner.prefix}_retrain_random1_seed0.json').is_file()
+    with pytest.raises(svr.ProtocolError, match='no run random3_seed0 in this protocol; its runs are found_seed0, '):
+        retrain_one(runner.context('retrain'), 'random3', 0, 2)
     _stamped(retrain)
     # train.py installed its stop-cleanly handlers; in-process runs leave SIGTERM as it was (the time limit)
     assert {s: signal.getsignal(s) for s in stop_handlers} == stop_handlers
@@ -258,8 +271,11 @@ def _norm(name: str) -> str:
 def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
     """The GPU plan's search and retrain option files (full sizes, on any prepared data) are valid, and the
     search gets at least 4,000 child steps: about 200 s of them at the planned or measured step time."""
+    from deconas_plugin import derive as derive_lib
+    from deconas_plugin.genotype import Genotype
     from deconas_plugin.options import check_options
-    from benchmarks.gpu_evidence.retrain import retrain_template
+    from deconas_plugin.pipelines import search_vs_random as svr
+    from benchmarks.gpu_evidence.retrain import OVERRIDES
     from benchmarks.gpu_evidence.search import child_step_count, child_step_estimate_s, search_options
     full = {p['name']: p['args'] for stage in ('search', 'retrain') for p in plan()[stage]}
     args = {k: v for k, v in full['search'].items() if k not in ('child_budget_s', 'child_step_s', 'min_child_steps',
@@ -268,10 +284,15 @@ def test_full_sized_option_files_pass_the_option_check(tiny_data, tmp_path):
     opt = search_options(ctx, total_iter=7000, **args)
     assert opt['network_g']['num_feat'] == 64 and opt['search']['alpha'] == 0 and opt['num_gpu'] == 1
     check_options(opt)
-    r = full['found_seed0']
-    template = retrain_template(ctx, r['batch'], r['lr_patch'], r['num_workers'])
-    check_options(dict(template, network_g={'type': 'DeCoNASNet', 'genotype': '7 6 4 3 0 2 2 3 4 1', 'num_feat': 64,
-                                            'num_blocks': 4, 'num_nodes': 4, 'upscale': 2}))
+    # a retrain: the template tools/derive.py writes (--data-from-search), as the protocol fills it in
+    g = Genotype.parse('7 6 4 3 0 2 2 3 4 1', num_nodes=4, num_blocks=4)
+    template = derive_lib.retrain_options(g, opt, derive_lib.read_options(
+        osp.join(ROOT, 'options', 'train', 'train_DeCoNASNet_x2.yml')), data_from_search=True)
+    train = svr.retrain_options(g, opt, template, 'p_retrain_found_seed0', 10, full['found_seed0']['iterations'], 1,
+                                overrides=OVERRIDES)
+    check_options(train)
+    assert train['train']['optim_g']['lr'] == 1e-3 and train['train']['scheduler']['milestones'] == [600, 900]
+    assert train['datasets']['train']['batch_size_per_gpu'] == 16 and train['logger']['use_tb_logger'] is False
     assert child_step_count(200, 0.030, 4000, 12000, 500) == 7000
     assert child_step_count(200, 0.080, 4000, 12000, 500) == 4000
     speed = {'speed': {'parts': {'supernet': {'status': 'done', 'result': {'child_ms': 20.0}}}}}

@@ -312,6 +312,14 @@ def test_summary_of_two_seeds():
     assert summary['found_minus_random'] == pytest.approx(0.3) and summary['random_best_mean'] == pytest.approx(30.4)
     assert summary['kendall_tau'] == pytest.approx(1.0) and summary['settings'] == {'k': 1}
     assert genotypes[1]['params_ratio'] == 1.0 and genotypes[0]['params_ratio'] == pytest.approx(1.01)
+    # another test set of the same runs (``test``): its PSNR ranks them; a run not tested on it is left out
+    for r, other in zip(rows, (31.0, 31.0, 30.0, 30.2, 28.0, None)):
+        r['test'] = {'Set5': {'psnr': r['psnr'], 'ssim': 0.9}, **({'B100': {'psnr': other}} if other else {})}
+    genotypes, summary = svr.summarize(rows, {}, {}, test_set='B100')
+    assert [g['genotype'] for g in genotypes] == ['a', 'b', 'c'] and genotypes[2]['psnrs'] == [28.0]
+    assert summary['found_minus_random'] == pytest.approx(31.0 - (30.0 + 30.2 + 28.0) / 3)
+    assert summary['seed_std'] == pytest.approx(math.sqrt((0 + 0.02) / 2)) and genotypes[0]['ssim_mean'] is None
+    assert svr.summarize(rows, {}, {}, test_set='Set5')[1]['found_mean'] == pytest.approx(30.1)
 
 
 def test_a_retrain_with_ema_is_tested_on_its_ema_weights(tmp_path):

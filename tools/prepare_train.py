@@ -169,8 +169,9 @@ def build_lmdb(folder, lmdb_path, keys, n_thread, compression=1):
 
 
 def prepare_train(input_dir, output, scales, name='DIV2K', crop=480, step=240, thresh=0, n_thread=1,
-                  lmdb=True, val_count=0, limit=None, compression=3, lmdb_compression=1):
-    """Run the whole preparation; returns a summary dict (also used by the tests)."""
+                  lmdb=True, val_count=0, limit=None, compression=3, lmdb_compression=1, images=None):
+    """Run the whole preparation; returns a summary dict (also used by the tests). ``images``: the names of
+    the images of ``input_dir`` to prepare (default: every one)."""
     scales = sorted(set(scales))
     if any(s < 2 for s in scales):
         raise DataToolError(f'scales must be integers >= 2, got {scales}')
@@ -185,6 +186,8 @@ def prepare_train(input_dir, output, scales, name='DIV2K', crop=480, step=240, t
     if limit is not None and limit < 1:
         raise DataToolError(f'--limit must be positive, got {limit}')
     paths = list_images(input_dir)
+    if images is not None:
+        paths = [p for p in paths if osp.basename(p) in set(images)]
     if limit is not None:
         paths = paths[:limit]
     if val_count < 0 or val_count >= len(paths):

@@ -16,7 +16,6 @@ Examples:
         --train-opt options/train/train_DeCoNASNet_x2.yml --iterations 20000 \\
         --test-sets datasets/Set5 datasets/Set14 --device cuda --out results/svr_CB1_FF0
 """
-import argparse
 import os.path as osp
 import sys
 
@@ -26,13 +25,11 @@ if __package__ in (None, ''):  # run as a script: make the project importable
 import deconas_plugin  # noqa: F401,E402  (registers archs, models, datasets, losses)
 
 from deconas_plugin.pipelines import search_vs_random as svr  # noqa: E402
-from deconas_plugin.utils.cli import run_tool  # noqa: E402
+from deconas_plugin.utils.cli import run_tool, tool_parser  # noqa: E402
 
 
 def parse_args(argv=None):
-    summary, _, details = __doc__.partition('\n')  # -h: what the tool is for, the arguments, the details
-    p = argparse.ArgumentParser(description=summary, epilog=details,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument('--search-exp', help='the search experiment: a folder, or a name under experiments/ (without it: '
                    'retrain and test --genotypes only, with --train-opt)')
     p.add_argument('--out', required=True, help='output folder (search_vs_random.{json,md,png}, options/, logs/)')

@@ -4,9 +4,10 @@ stages of at most 7 minutes on an H200, each part under its own time limit, resu
 * ``check`` (``check.py``): ``tests/test_cuda.py`` in selections (every CUDA claim of the docs, once).
 * ``speed`` (``speed.py``): the CUDA rows of the benchmark, and the evidence for each opt-in CUDA path, with the
   benchmark's steps (``benchmarks.retrain``, ``.timing``).
-* ``search`` (``search.py``): the paper's space on real images; does the final policy beat uniform sampling?
-* ``retrain`` (``retrain.py``): the derived genotype vs random ones of its size, retrained and tested by the runs
-  of search vs random (``deconas_plugin.pipelines.search_vs_random``).
+* ``search`` (``search.py``): the paper's space on real images; does the final policy beat uniform sampling
+  (scored as ``tools/derive.py`` scores)?
+* ``retrain`` (``retrain.py``): the derived genotype vs random ones of its size, retrained and tested by search
+  vs random's protocol (``deconas_plugin.pipelines.search_vs_random``), one run per part.
 
 ``plan.py`` holds the parts, sizes, limits and estimates (the full plan for an H200, the tiny plan for a
 CPU in seconds); ``runner.py`` runs them (``Runner``), ``worker.py`` is one part's process, ``entry.py``

@@ -9,17 +9,15 @@ import xml.etree.ElementTree as ET
 from typing import List
 
 
-
 def check_inputs(runner, stage):
     """Nothing to prepare: the tests make their own data."""
 
 
 def environment(ctx: dict) -> dict:
-    """The machine as torch sees it: devices, memory, capability, TF32 and cuDNN settings."""
+    """The machine as torch sees it: devices, memory, capability and the TF32 settings (the versions of torch,
+    CUDA and cuDNN are in every part's stamp)."""
     import torch
     out = {'cuda_available': torch.cuda.is_available(), 'device_count': torch.cuda.device_count(),
-           'torch': torch.__version__, 'cuda': torch.version.cuda,
-           'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
            'tf32_matmul': torch.backends.cuda.matmul.allow_tf32, 'tf32_cudnn': torch.backends.cudnn.allow_tf32,
            'devices': []}
     for i in range(torch.cuda.device_count()):

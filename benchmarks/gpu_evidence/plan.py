@@ -71,11 +71,10 @@ FULL = {
               samples=64, batches=4, patches=16, settled=0.9),
     ],
     'retrain': [
-        # 6 retrains of ~1,200 steps at ~25 ms + start and test: about 55 s each; tiny: the found genotype and one
-        # random one, one seed
+        # 6 retrains of ~1,200 steps at ~25 ms + start and test: about 55 s each (batch, patch and loaders: the
+        # search's); tiny: the found genotype and one random one, one seed
         _part(f'{label}_seed{seed}', 'retrain:retrain_one', 65, 55,
-              {'iterations': 2, 'batch': 2, 'lr_patch': 12, 'num_workers': 0} if seed == 0 and label != 'random2'
-              else None, label=label, seed=seed, iterations=1200, batch=16, lr_patch=64, num_workers=8)
+              {'iterations': 2} if seed == 0 and label != 'random2' else None, label=label, seed=seed, iterations=1200)
         for seed in (0, 1) for label in ('found', 'random1', 'random2')
     ],
 }

@@ -21,7 +21,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -68,21 +67,12 @@ def keep_evenly(meta_info: str, count: int, folders: List[str]) -> int:
     return len(lines)
 
 
-def _linked(names: List[str], src: str, tmp: str, label: str) -> str:
-    """A folder of symlinks to ``names`` in ``src`` (the tools read whole folders)."""
-    folder = osp.join(tmp, label)
-    os.makedirs(folder)
-    for n in names:
-        os.symlink(osp.join(src, n), osp.join(folder, n))
-    return folder
-
-
 def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = False,
             limit_mb: float = DATA_LIMIT_MB, say=print) -> dict:
     """Write the data (see the module doc); returns ``prepared.json``'s content. EvidenceError names a
     missing input folder or a result over ``limit_mb``."""
     from deconas_plugin.utils.cli import load_tool
-    from deconas_plugin.utils.sr_data import list_images, write_textured_meta_info
+    from deconas_plugin.utils.sr_data import list_images, prepare_pairs, write_textured_meta_info
     sizes = TINY if tiny else FULL
     sources = {k: osp.join(shared, k, 'HR') for k in ('train_small', 'Set5', 'Set14', 'B100')}
     for key, path in sources.items():
@@ -101,32 +91,30 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
         shutil.rmtree(out)
     os.makedirs(out)
     t0 = time.perf_counter()
-    prepare_train, prepare_benchmark = load_tool('prepare_train'), load_tool('prepare_benchmark')
+    prepare_train = load_tool('prepare_train')
     names = [osp.basename(p) for p in list_images(sources['train_small'])]
     split = split_train_small(names, sizes['train_images'])
     if tiny:
         split = {k: v[:1] if k != 'train' else v for k, v in split.items()}
-    with tempfile.TemporaryDirectory(prefix='gpu_evidence_') as tmp:
-        for part, crop in (('train', TRAIN_CROP), ('reward', REWARD_CROP), ('eval', REWARD_CROP)):
-            src = _linked(split[part], sources['train_small'], tmp, part)
-            summary = prepare_train.prepare_train(src, osp.join(out, part), [SCALE], name=part, crop=crop, step=crop,
-                                                  n_thread=1, lmdb=False, compression=9)
-            dirs = prepare_train.layout(osp.join(out, part), part, [SCALE])
-            shutil.rmtree(dirs[f'lr{SCALE}'])  # the whole-image LR: its sub-images are cut, it need not travel
-            if part != 'train':
-                meta = osp.join(out, part, 'meta_info.txt')
-                textured = write_textured_meta_info(dirs['hr_sub'], summary['keys'], meta)
-                kept = keep_evenly(meta, sizes['max_tiles'], [dirs['hr_sub'], dirs[f'lr{SCALE}_sub']])
-                say(f'  {part}: {kept} of {textured} textured tiles of {crop} px kept (of {len(summary["keys"])})')
-            else:
-                say(f'  train: {len(summary["keys"])} sub-images of {crop} px from {len(split["train"])} images')
-            _check_size(out, limit_mb)
-        for name in ('Set5', 'Set14', 'B100'):
-            files = sorted(os.listdir(sources[name]))
-            count = sizes['b100_images'] if name == 'B100' else sizes['test_images']
-            src = _linked(files[:count], sources[name], tmp, name)
-            prepare_benchmark.prepare_set(src, osp.join(out, 'test', name), [SCALE], compression=9, name=name)
-            _check_size(out, limit_mb)
+    for part, crop in (('train', TRAIN_CROP), ('reward', REWARD_CROP), ('eval', REWARD_CROP)):
+        summary = prepare_train.prepare_train(sources['train_small'], osp.join(out, part), [SCALE], name=part,
+                                              crop=crop, step=crop, n_thread=1, lmdb=False, compression=9,
+                                              images=split[part])
+        dirs = prepare_train.layout(osp.join(out, part), part, [SCALE])
+        shutil.rmtree(dirs[f'lr{SCALE}'])  # the whole-image LR: its sub-images are cut, it need not travel
+        if part != 'train':
+            meta = osp.join(out, part, 'meta_info.txt')
+            textured = write_textured_meta_info(dirs['hr_sub'], summary['keys'], meta)
+            kept = keep_evenly(meta, sizes['max_tiles'], [dirs['hr_sub'], dirs[f'lr{SCALE}_sub']])
+            say(f'  {part}: {kept} of {textured} textured tiles of {crop} px kept (of {len(summary["keys"])})')
+        else:
+            say(f'  train: {len(summary["keys"])} sub-images of {crop} px from {len(split["train"])} images')
+        _check_size(out, limit_mb)
+    for name in ('Set5', 'Set14', 'B100'):  # tools/prepare_benchmark.py's pairs, of the first images by name
+        count = sizes['b100_images'] if name == 'B100' else sizes['test_images']
+        prepare_pairs(list_images(sources[name])[:count], osp.join(out, 'test', name), [SCALE], compression=9,
+                      name=name)
+        _check_size(out, limit_mb)
     parts = {k: round(folder_mb(osp.join(out, k)), 2) for k in ('train', 'reward', 'eval', 'test')}
     result = dict(want, split=split, b100=sorted(os.listdir(osp.join(out, 'test', 'B100', f'GTmod{SCALE}'))),
                   size_mb=round(sum(parts.values()), 2), parts_mb=parts, seconds=round(time.perf_counter() - t0, 1),
@@ -151,10 +139,11 @@ def paths(data: str) -> dict:
     if not osp.isfile(osp.join(data, 'prepared.json')):
         raise EvidenceError(f'no prepared data in {data}: run python tools/gpu_evidence.py --prepare first (on the '
                             'development machine), and carry .gpu with the call')
-    out = {}
-    for part in ('train', 'reward', 'eval'):
-        out[f'{part}_hr'] = osp.join(data, part, f'{part}_train_HR_sub')
-        out[f'{part}_lr'] = osp.join(data, part, f'{part}_train_LR_bicubic', f'X{SCALE}_sub')
-        out[f'{part}_meta'] = osp.join(data, part, 'meta_info.txt')
+    from deconas_plugin.utils.cli import load_tool
+    layout, out = load_tool('prepare_train').layout, {}
+    for part in ('train', 'reward', 'eval'):  # where prepare() had tools/prepare_train.py write them
+        dirs = layout(osp.join(data, part), part, [SCALE])
+        out.update({f'{part}_hr': dirs['hr_sub'], f'{part}_lr': dirs[f'lr{SCALE}_sub'],
+                    f'{part}_meta': osp.join(data, part, 'meta_info.txt')})
     out['test'] = {name: osp.join(data, 'test', name) for name in ('Set5', 'Set14', 'B100')}
     return out

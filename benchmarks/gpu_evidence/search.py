@@ -11,16 +11,16 @@ Parts:
    ``controller_start_iter`` on, every ``child_steps``. Checkpoints at every phase: a search stopped at
    its time limit is evaluated on its last one (and ``--auto_resume`` continues it).
 2. ``derive``: ``tools/derive.py`` (controller samples scored with the shared weights on the reward data,
-   best reward kept): the genotype the retrain stage retrains.
+   best reward kept): the genotype the retrain stage retrains, and its retrain option file (the search's
+   data).
 3. ``evaluate``: on patches no reward used (``eval/``, fixed batches), ``samples`` genotypes of the final
    policy against ``samples`` uniform ones (every bit 1 with probability 1/2), scored with the shared
-   weights: the mean difference with a 95% interval (normal approximation, Welch); the entropy of the
-   first and the last controller phase; the decisions the last phase settled (mean probability of a 1
-   at least ``settled`` or at most 1 - ``settled``); the empty vs full genotype gap on the same patches
-   and the signal probe's last row.
+   weights as ``tools/derive.py`` scores them (``derive.score``): the mean difference with a 95% interval
+   (normal approximation, Welch); the entropy of the first and the last controller phase; the decisions
+   the last phase settled (mean probability of a 1 at least ``settled`` or at most 1 - ``settled``); the
+   empty vs full genotype gap on the same patches and the signal probe's last row.
 """
 import copy
-import json
 import math
 import os.path as osp
 import random
@@ -29,7 +29,7 @@ from typing import List
 from deconas_plugin.derive import read_options
 from deconas_plugin.pipelines import search_vs_random as svr
 from deconas_plugin.pipelines.runs import write_options
-from deconas_plugin.reporting.metrics import read_history
+from deconas_plugin.reporting.metrics import entropy_summary, read_history
 from deconas_plugin.utils.cli import load_tool
 from .entry import run_entry
 from .prepare import SCALE, paths
@@ -71,9 +71,10 @@ def search_options(ctx: dict, num_feat: int, num_blocks: int, num_nodes: int, ba
     train.update(name='train_small', dataroot_gt=d['train_hr'], dataroot_lq=d['train_lr'], io_backend={'type': 'disk'},
                  gt_size=lr_patch * SCALE, batch_size_per_gpu=batch, num_worker_per_gpu=num_workers,
                  persistent_workers=num_workers > 0)
-    opt['datasets']['val'] = {'name': 'Set5', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
-                              'dataroot_gt': osp.join(d['test']['Set5'], f'GTmod{SCALE}'),
-                              'dataroot_lq': osp.join(d['test']['Set5'], f'LRbicx{SCALE}')}
+    # the evaluation tiles: the test sets stay unseen by the search (the retrain stage's protocol checks it)
+    opt['datasets']['val'] = {'name': 'eval', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
+                              'dataroot_gt': d['eval_hr'], 'dataroot_lq': d['eval_lr'],
+                              'meta_info_file': d['eval_meta'], 'filename_tmpl': '{}'}
     search = dict(SEARCH_DEFAULTS)
     search.update(alpha=0.0, child_steps=child_steps, controller_steps=controller_steps,
                   controller_start_iter=controller_start_iter, reward_patches=reward_patches,
@@ -86,7 +87,7 @@ def search_options(ctx: dict, num_feat: int, num_blocks: int, num_nodes: int, ba
     opt['train']['optim_g']['lr'] = lr
     opt['train']['total_iter'] = total_iter
     opt['train']['scheduler']['milestones'] = [10 * total_iter]  # constant over so short a search
-    opt['val'].update(val_freq=10 * total_iter)  # validation once, at the end (Set5, the greedy genotype)
+    opt['val'].update(val_freq=10 * total_iter)  # validation once, at the end (the greedy genotype)
     opt['logger'].update(print_freq=max(1, child_steps // 5), save_checkpoint_freq=child_steps, use_tb_logger=False)
     return opt
 
@@ -120,12 +121,9 @@ def derive(ctx: dict, samples: int) -> dict:
     path = options_path(ctx)
     if not osp.isdir(osp.join(exp, 'models')):
         raise EvidenceError(f'no search checkpoints in {exp}: the search part did not run')
-    out_dir = osp.join(exp, 'derive')
     load_tool('derive').main(['-opt', path, '--experiment', exp, '--num-samples', str(samples), '--seed', '0',
-                               '--scored-on', 'reward', '--data-from-search', '--device', ctx['device'],
-                               '--out-dir', out_dir])
-    with open(osp.join(out_dir, 'chosen.json')) as f:
-        chosen = json.load(f)
+                               '--scored-on', 'reward', '--data-from-search', '--device', ctx['device']])
+    chosen = svr.read_chosen(exp, svr.network_sizes(read_options(path)))
     return {'genotype': chosen['genotype'], 'params': chosen['params'], 'supernet_psnr': chosen['psnr'],
             'samples': chosen['samples'], 'distinct': chosen['distinct']}
 
@@ -137,7 +135,7 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     from deconas_plugin import derive as derive_lib
     from deconas_plugin.genotype import Genotype
     from deconas_plugin.reward import draw_patches, reward_dataset
-    from deconas_plugin.search_signal import empty_genotype, score_table
+    from deconas_plugin.search_signal import empty_genotype
     exp, path = experiment_dir(ctx), options_path(ctx)
     opt = read_options(path)
     device = torch.device(ctx['device'])
@@ -157,16 +155,17 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     uniform = [Genotype.random(n, m, fusion, rng=rng) for _ in range(samples)]
     reference = [empty_genotype(n, m, fusion), Genotype.full(n, m, fusion)]
     crop = opt['search'].get('reward_crop_border') or opt['scale']
-    table = score_table(supernet, list(policy) + uniform + reference, data, crop)
-    per_genotype = table.mean(1)
+    genotypes = list(policy) + uniform + reference
+    scores = derive_lib.score(supernet, genotypes, data, crop, derive_lib.search_alpha(opt), progress=False)
+    psnr = {r['genotype']: r['psnr'] for r in scores}  # of each distinct genotype, as tools/derive.py scores
+    per_genotype = np.array([psnr[g.to_string()] for g in genotypes])
     pol, uni = per_genotype[:samples], per_genotype[samples:2 * samples]
     diff = float(pol.mean() - uni.mean())
     se = math.sqrt(pol.var(ddof=1) / samples + uni.var(ddof=1) / samples) if samples > 1 else float('nan')
     history = read_history(osp.join(exp, 'search_history.jsonl'))
     signal = read_history(osp.join(exp, 'search_signal.jsonl'))
-    phases = sorted({r['iter'] for r in history})
-    first = [r for r in history if r['iter'] == phases[0]] if phases else []
-    last = [r for r in history if r['iter'] == phases[-1]] if phases else []
+    entropies = entropy_summary(history) or {}  # history rows come in the order of the controller phases
+    last = [r for r in history if r['iter'] == history[-1]['iter']]
     p_last = np.mean([r['p'] for r in last], axis=0) if last else np.array([])
     return {
         'policy_minus_uniform_db': diff, 'ci95_db': [diff - 1.96 * se, diff + 1.96 * se],
@@ -176,9 +175,8 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
         'full_minus_empty_db': float(per_genotype[-1] - per_genotype[-2]),
         'policy_distinct': len(set(policy)), 'samples': samples, 'eval_batches': batches, 'eval_patches': patches,
         'entropy_now': float(entropy.mean()),
-        'entropy_first_phase': svr.mean([r['entropy'] for r in first]),
-        'entropy_last_phase': svr.mean([r['entropy'] for r in last]),
-        'phases': len(phases), 'decisions': len(p_last),
+        'entropy_first_phase': entropies.get('first_phase'), 'entropy_last_phase': entropies.get('last_phase'),
+        'phases': len({r['iter'] for r in history}), 'decisions': len(p_last),
         'settled': {int(i): round(float(v), 3) for i, v in enumerate(p_last) if v >= settled or v <= 1 - settled},
         'settled_threshold': settled, 'last_signal': signal[-1] if signal else None,
         'greedy': str(controller.greedy()),
@@ -230,20 +228,16 @@ def markdown(result: dict) -> List[str]:
                   f'{e["ci95_db"][0]:+.3f} to {e["ci95_db"][1]:+.3f}) |',
                   f'| policy / uniform mean | {e["policy_mean_db"]:.3f} / {e["uniform_mean_db"]:.3f} dB |',
                   f'| full - empty genotype, same patches | {e["full_minus_empty_db"]:+.3f} dB |',
-                  f'| entropy, first / last phase / now | {_f(e["entropy_first_phase"])} / '
-                  f'{_f(e["entropy_last_phase"])} '
-                  f'/ {e["entropy_now"]:.2f} nats |',
+                  f'| entropy, first / last phase / now | {svr.fmt(e["entropy_first_phase"], 2)} / '
+                  f'{svr.fmt(e["entropy_last_phase"], 2)} / {e["entropy_now"]:.2f} nats |',
                   f'| decisions settled (p >= {e["settled_threshold"]} or <= {1 - e["settled_threshold"]:.2g}) | '
                   f'{len(e["settled"])} of {e["decisions"]}: {settled or "none"} |',
                   f'| distinct policy samples | {e["policy_distinct"]} of {e["samples"]} |',
-                  f'| signal probe, last phase | genotype std {_f(sig.get("genotype_std"), 3)} dB, full - empty '
-                  f'{_f((sig.get("full_psnr") or 0) - (sig.get("empty_psnr") or 0) if sig else None, 3)} dB |',
+                  f'| signal probe, last phase | genotype std {svr.fmt(sig.get("genotype_std"))} dB, full - empty '
+                  f'{svr.fmt((sig.get("full_psnr") or 0) - (sig.get("empty_psnr") or 0) if sig else None)} dB |',
                   f'| greedy genotype | `{e["greedy"]}` |']
         a = (result.get('summary') or {}).get('answer')
         if a:
             lines += ['', f'Answer: {a}.']
     return lines
 
-
-def _f(v, nd=2) -> str:
-    return '-' if v is None else f'{v:.{nd}f}'

@@ -181,8 +181,9 @@ def std(values: Sequence[float]) -> Optional[float]:
     return math.sqrt(sum((v - m)**2 for v in values) / (len(values) - 1))
 
 
-def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict):
-    """(genotype rows, summary) from the per-run rows (fields ``ROW_FIELDS``).
+def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict, test_set: Optional[str] = None):
+    """(genotype rows, summary) from the per-run rows (fields ``ROW_FIELDS``); their PSNR and SSIM are the
+    first test set's, or with ``test_set`` that set's (``test`` of each row; rows without it are left out).
 
     found/random mean and std are over runs (the found genotype's seeds; the K x S random runs);
     ``random_genotype_means_std`` is the spread of the K random genotypes' seed means;
@@ -195,6 +196,9 @@ def summarize(rows: List[dict], supernet_psnr: Dict[str, float], settings: dict)
     over every genotype (extra ones too). Without a found genotype (a scale check) the found and
     random fields are None.
     """
+    if test_set is not None:
+        rows = [dict(r, psnr=r['test'][test_set].get('psnr'), ssim=r['test'][test_set].get('ssim'))
+                for r in rows if test_set in r['test']]
     genotypes: Dict[str, dict] = {}
     for row in rows:
         g = genotypes.setdefault(row['genotype'], {
@@ -442,15 +446,7 @@ def markdown(result: dict) -> str:
         lines += [f"**Not held out: the test set {', '.join(settings['test_seen_by_search'])} is the search's "
                   'validation or reward data** (its datasets.val or search.reward_dataset); pass --test-sets or '
                   '--test-opt for a held-out test.', '']
-    lines += [
-        '| rank | kind | genotype | params | supernet PSNR-Y | test PSNR-Y per seed | mean ± std | SSIM-Y |',
-        '|---:|---|---|---:|---:|---|---:|---:|']
-    for g in result['genotypes']:
-        kind = '**found**' if g['kind'] == 'found' else f"{g['kind']} {g['index']}"
-        lines.append(f"| {g['rank']} | {kind} | `{g['genotype']}` | {g['params']:,} | {fmt(g['supernet_psnr'])} | "
-                     f"{', '.join(fmt(p) for p in g['psnrs'])} | {fmt(g['psnr_mean'])} ± {fmt(g['psnr_std'])} | "
-                     f"{fmt(g['ssim_mean'], 4)} |")
-    lines.append('')
+    lines += genotype_table(result['genotypes']) + ['']
     if s['found_mean'] is not None:
         lines += [
             f"- found: {fmt(s['found_mean'])} ± {fmt(s['found_std'])} dB; random: {fmt(s['random_mean'])} ± "
@@ -476,6 +472,18 @@ def markdown(result: dict) -> str:
             'than twice the standard error (and ranks first); a supernet tau no higher than the parameter count\'s '
             'means the shared weights order the genotypes no better than their size does.']
     return '\n'.join(lines + [''])
+
+
+def genotype_table(genotypes: List[dict]) -> List[str]:
+    """The Markdown table of ``summarize``'s genotype rows, best first."""
+    lines = ['| rank | kind | genotype | params | supernet PSNR-Y | test PSNR-Y per seed | mean ± std | SSIM-Y |',
+             '|---:|---|---|---:|---:|---|---:|---:|']
+    for g in genotypes:
+        kind = '**found**' if g['kind'] == 'found' else f"{g['kind']} {g['index']}"
+        lines.append(f"| {g['rank']} | {kind} | `{g['genotype']}` | {g['params']:,} | {fmt(g['supernet_psnr'])} | "
+                     f"{', '.join(fmt(p) for p in g['psnrs'])} | {fmt(g['psnr_mean'])} ± {fmt(g['psnr_std'])} | "
+                     f"{fmt(g['ssim_mean'], 4)} |")
+    return lines
 
 
 def plot(result: dict, path: str):
@@ -562,10 +570,13 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
         data_from_search: bool = False, overrides: Sequence[str] = (), device: str = 'auto',
         threads: Optional[int] = None, quiet: bool = False, jobs: int = 1, found_seeds: Optional[int] = None,
         extra_genotypes: Sequence[str] = (), extra_seeds: Optional[int] = None, reuse: Sequence[str] = (),
-        recorded_only: bool = False) -> dict:
+        recorded_only: bool = False, only: Optional[Sequence[str]] = None, runner: Optional[Runner] = None) -> dict:
     """The whole protocol (see the module doc); returns what it writes to search_vs_random.json. ``jobs``
     retrains (each with its test) run at once. Without ``search_exp``, only ``extra_genotypes`` are
-    retrained (``train_opt`` gives their network sizes)."""
+    retrained (``train_opt`` gives their network sizes). ``only``: the runs (``<label>_seed<s>``, e.g.
+    ``found_seed0``) retrained and tested if not recorded; the others are summarized only when recorded (as
+    with ``recorded_only``). ``runner``: what runs the entry points (default: a child process each,
+    ``Runner(out, threads, quiet)``)."""
     import torch
     found_seeds = seeds if found_seeds is None else found_seeds
     extra_seeds = seeds if extra_seeds is None else extra_seeds
@@ -609,7 +620,7 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     test_seen_by_search = [d['name'] for d in sets if d.get('dataroot_gt') and dataset_images(d) & seen]
     prefix = prefix or f"svr_{search_opt['name']}"
     base_seed = int(template.get('manual_seed') or 0)
-    runner = Runner(out, threads, quiet, concurrent=jobs > 1)
+    runner = runner or Runner(out, threads, quiet, concurrent=jobs > 1)
     say = runner.say
 
     extras = []
@@ -664,6 +675,10 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
             checkpoint = osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth')
             test = test_options(train, checkpoint, sets, f'{name}_test')
             planned.append((kind, index, genotype, s, manual_seed, label, train, test))
+    unknown = sorted(set(only or ()) - {f'{job[5]}_seed{job[3]}' for job in planned})
+    if unknown:
+        raise ProtocolError(f'no run {", ".join(unknown)} in this protocol; its runs are '
+                            + ', '.join(f'{job[5]}_seed{job[3]}' for job in planned))
     cwd = os.getcwd()
     try:
         os.chdir(ROOT)  # relative dataset paths are relative to the project root, where the runs start
@@ -682,7 +697,7 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
         head = f'[{n}/{len(planned)}] {label} seed {s}'
         wanted = measurement(train, test)
         record = find_record(train['name'], wanted, out, reuse)
-        if record is None and recorded_only:
+        if record is None and (recorded_only or (only is not None and f'{label}_seed{s}' not in only)):
             say(f'{head}: not recorded yet')
             return None
         if record is None:
