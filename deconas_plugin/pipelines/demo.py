@@ -54,7 +54,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import derive as derive_lib
 from ..derive import plain, set_option
-from ..reporting.markdown import below_bicubic_notes, seed_spread_md
+from ..reporting.markdown import seed_spread_md
 from ..utils.checkpoint import atomic_write_text
 from ..utils.cli import load_tool
 from ..utils.logged_run import BackgroundRun, exit_on_sigterm
@@ -508,12 +508,12 @@ class Demo:
                          'show that the pipeline works, not the paper\'s results (there, after a 12-GPU-hour search '
                          'and 1M retrain iterations on DIV2K, DeCoNASNet scores 37.96 dB on Set5 at x2 with 1,713K '
                          'parameters, CARN 37.76 dB, bicubic 33.66 dB).')
-        notes += below_bicubic_notes(self.test_methods(), self.paths['test_opts'], found['train']['total_iter'],
-                                     demo_budget=not self.args.train_opt)
         self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
                                    search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
                                    timings=timings or None, notes=notes, training=self.training_text(),
-                                   seed_spread=seed_spread,
+                                   seed_spread=seed_spread, below_bicubic={
+                                       'iterations': found['train']['total_iter'],
+                                       'demo_budget': not self.args.train_opt},
                                    complexity_cache=self.args.complexity_cache
                                    or osp.join(self.out, 'complexity_cache.json'))
         return 'ran'

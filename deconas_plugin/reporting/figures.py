@@ -19,19 +19,19 @@ FIGURE_FILES = {'scatter': 'search_scatter.png', 'curves': 'controller_curves.pn
                 'crops': 'crops.png', 'signal': 'search_signal.png', 'policy': 'controller_policy.png'}
 
 # ------------------------------------------------------------------------------------ file output
-def save_figure(fig, path: str):
-    """Save a matplotlib Figure (Agg canvas) as PNG atomically, at its own size (no tight bbox)."""
+def save_figure(fig, path: str, dpi: int = DPI):
+    """Save a matplotlib Figure (Agg canvas) as PNG atomically, at its own size (no tight bbox); ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
     with atomic_open(path, 'wb', suffix='.png') as f:
-        fig.savefig(f, format='png', dpi=DPI, facecolor='white')
+        fig.savefig(f, format='png', dpi=dpi, facecolor='white')
     return path
 
 
-def new_figure_of_size(inches: Tuple[float, float]):
-    """A matplotlib Figure (no pyplot state) of ``inches`` at ``DPI``."""
+def new_figure_of_size(inches: Tuple[float, float], dpi: int = DPI):
+    """A matplotlib Figure (no pyplot state) of ``inches`` at ``dpi``."""
     from matplotlib.figure import Figure
-    return Figure(figsize=inches, dpi=DPI, facecolor='white')
+    return Figure(figsize=inches, dpi=dpi, facecolor='white')
 
 
 def new_figure(kind: str):
