@@ -45,11 +45,11 @@ import torch
 import yaml
 from torch import nn
 
+from ..complexity import PAPER_HR_SIZE  # (W, H) of the HR output
 from ..utils.checkpoint import atomic_write_text
 from ..utils.option_file import read_option_file
 from .markdown import md_table
 
-PAPER_HR_SIZE = (1280, 720)  # (W, H) of the HR output
 FIT_SIZES = ((16, 16), (24, 24))  # (h, w) of the a*h*w + d fit
 BILINEAR_SIZES = ((16, 16), (16, 24), (24, 16), (24, 24))  # (h, w) of the a*h*w + b*h + c*w + d fit
 DIRECT_BELOW = 48 * 48  # targets this small are counted directly

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import derive as derive_lib
+from ..complexity import PAPER_HR_SIZE
 from ..utils.checkpoint import atomic_write_text
 
 
@@ -106,7 +107,7 @@ class ComplexityCache:
 
     @staticmethod
     def key(net_opt: dict, scale: int) -> str:
-        return json.dumps({'net': net_opt, 'scale': scale, 'hr': [1280, 720]}, sort_keys=True)
+        return json.dumps({'net': net_opt, 'scale': scale, 'hr': list(PAPER_HR_SIZE)}, sort_keys=True)
 
     def row(self, label: str, net_opt: dict, scale: int) -> dict:
         from . import complexity_table as ct

@@ -92,6 +92,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import derive as derive_lib
+from ..complexity import PAPER_HR_SIZE, count_params
 from ..genotype import Genotype
 from ..utils.checkpoint import atomic_write_text
 from .figures import FIGURE_FILES, draw_curves, draw_policy, draw_scatter, draw_signal, visual_comparison
@@ -157,7 +158,6 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     found_net = {'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': space['num_blocks'],
                  'num_nodes': space['num_nodes'], 'num_feat': space['num_feat'], 'upscale': scale,
                  'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3)}
-    from ..complexity import count_params
     found_params = count_params(genotype, num_blocks=space['num_blocks'], num_feat=space['num_feat'], upscale=scale,
                                 num_in_ch=found_net['num_in_ch'], num_out_ch=found_net['num_out_ch'])
 
@@ -233,7 +233,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
             'derive': None if derive_info is None else {
                 k: derive_info.get(k) for k in ('psnr', 'reward', 'rank', 'samples', 'distinct', 'scored_on', 'alpha')},
         },
-        'complexity': {'hr_size': [1280, 720], 'rows': complexity_rows},
+        'complexity': {'hr_size': list(PAPER_HR_SIZE), 'rows': complexity_rows},
         'results': {'test_sets': set_names, 'rows': result_rows, 'caption': caption,
                     'seed_spread': seed_spread},
         'figures': figures,
