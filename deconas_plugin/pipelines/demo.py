@@ -503,14 +503,11 @@ class Demo:
                          'show that the pipeline works, not the paper\'s results (there, after a 12-GPU-hour search '
                          'and 1M retrain iterations on DIV2K, DeCoNASNet scores 37.96 dB on Set5 at x2 with 1,713K '
                          'parameters, CARN 37.76 dB, bicubic 33.66 dB).')
-        self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
-                                   search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
-                                   timings=timings or None, notes=notes, training=self.training_text(),
-                                   seed_spread=seed_spread, below_bicubic={
-                                       'iterations': found['train']['total_iter'],
-                                       'demo_budget': not self.args.train_opt},
-                                   complexity_cache=self.args.complexity_cache
-                                   or osp.join(self.out, 'complexity_cache.json'))
+        build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
+                     search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
+                     timings=timings or None, notes=notes, training=self.training_text(), seed_spread=seed_spread,
+                     below_bicubic={'iterations': found['train']['total_iter'], 'demo_budget': not self.args.train_opt},
+                     complexity_cache=self.args.complexity_cache or osp.join(self.out, 'complexity_cache.json'))
         return 'ran'
 
     @staticmethod

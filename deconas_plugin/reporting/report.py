@@ -89,7 +89,7 @@ import datetime
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from .. import derive as derive_lib
 from ..complexity import PAPER_HR_SIZE, count_params
