@@ -8,23 +8,21 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from deconas_plugin.reporting.markdown import below_bicubic_notes
-from deconas_plugin.reporting.metrics import per_image_psnr
+from deconas_plugin.reporting.metrics import per_image_metrics
 from shared_data import ROOT
 
 
-def _write_test_run(tmp_path, name, gt_dir, outputs):
-    """A test option file and the images BasicSR's test would have saved for it."""
+def _per_image_of_saved_outputs(name, gt_dir, outputs):
+    """Per-image PSNR-Y / SSIM-Y (``per_image_metrics``) of the images BasicSR's test would have saved for a
+    test run ``name``."""
     folder = osp.join(ROOT, 'results', name, 'visualization', 'tiny_set')
     os.makedirs(folder)
     for stem, img in outputs.items():
         cv2.imwrite(osp.join(folder, f'{stem}_{name}.png'), img)
-    path = tmp_path / f'{name}.yml'
-    path.write_text(yaml.safe_dump({'name': name, 'scale': 2, 'datasets': {'test_1': {
-        'name': 'tiny_set', 'dataroot_gt': str(gt_dir), 'dataroot_lq': str(gt_dir)}}}))
-    return str(path)
+    return {'tiny_set': per_image_metrics({'name': name, 'results_dir': osp.join(ROOT, 'results', name)},
+                                          {'name': 'tiny_set', 'dataroot_gt': str(gt_dir)}, 2)}
 
 
 def test_note_names_the_image_that_pulls_the_mean_down(tmp_path, experiment_name):
@@ -39,24 +37,24 @@ def test_note_names_the_image_that_pulls_the_mean_down(tmp_path, experiment_name
         return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).round().astype(np.uint8)
 
     bic, carn = experiment_name('bic'), experiment_name('carn')
-    test_opts = [('Bicubic', _write_test_run(tmp_path, bic, gt_dir, {'flat': noisy(gts['flat'], 0.6),
-                                                                      'busy': noisy(gts['busy'], 12)})),
-                 ('CARN', _write_test_run(tmp_path, carn, gt_dir, {'flat': noisy(gts['flat'], 3),
-                                                                   'busy': noisy(gts['busy'], 10)}))]
-    scores = per_image_psnr(test_opts[1][1])
-    assert set(scores) == {'tiny_set'} and set(scores['tiny_set']) == {'flat', 'busy'}
-    methods = [{'key': 'bicubic', 'label': 'Bicubic'}, {'key': 'carn', 'label': 'CARN'}]
-    notes = below_bicubic_notes(methods, test_opts, 1500)
+    rows = [{'label': 'Bicubic', 'arch': 'Bicubic', 'per_image': _per_image_of_saved_outputs(
+                bic, gt_dir, {'flat': noisy(gts['flat'], 0.6), 'busy': noisy(gts['busy'], 12)})},
+            {'label': 'CARN', 'arch': 'CARN', 'per_image': _per_image_of_saved_outputs(
+                carn, gt_dir, {'flat': noisy(gts['flat'], 3), 'busy': noisy(gts['busy'], 10)})}]
+    scores = {k: v['psnr'] for k, v in rows[1]['per_image']['tiny_set'].items()}
+    assert set(rows[1]['per_image']) == {'tiny_set'} and set(scores) == {'flat', 'busy'}
+    notes = below_bicubic_notes(rows, 1500)
     assert len(notes) == 1
-    bic_scores = per_image_psnr(test_opts[0][1])['tiny_set']
+    bic_scores = {k: v['psnr'] for k, v in rows[0]['per_image']['tiny_set'].items()}
     assert 'CARN scores below bicubic on tiny_set' in notes[0] and 'follows flat' in notes[0]
-    assert f"flat {scores['tiny_set']['flat'] - bic_scores['flat']:+.2f}" in notes[0]
-    assert f"busy {scores['tiny_set']['busy'] - bic_scores['busy']:+.2f}" in notes[0] and '1,500 iterations' in notes[0]
-    # a method above bicubic gets no note
+    assert f"flat {scores['flat'] - bic_scores['flat']:+.2f}" in notes[0]
+    assert f"busy {scores['busy'] - bic_scores['busy']:+.2f}" in notes[0] and '1,500 iterations' in notes[0]
     assert 'demo budget' in notes[0]
-    plain = below_bicubic_notes(methods, test_opts, 1000000, demo_budget=False)
+    plain = below_bicubic_notes(rows, 1000000, demo_budget=False)
     assert len(plain) == 1 and 'demo budget' not in plain[0] and 'follows flat' in plain[0]
-    assert below_bicubic_notes(methods, test_opts[::-1], 1500) == []
+    # a method above bicubic gets no note
+    swapped = [dict(rows[0], per_image=rows[1]['per_image']), dict(rows[1], per_image=rows[0]['per_image'])]
+    assert below_bicubic_notes(swapped, 1500) == []
 
 
 # ------------------------------------------------------------------------ results caption, first screen

@@ -54,7 +54,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import derive as derive_lib
 from ..derive import plain, set_option
-from ..reporting.markdown import below_bicubic_notes, seed_spread_md
+from ..reporting.markdown import seed_spread_md
 from ..utils.checkpoint import atomic_write_text
 from ..utils.cli import load_tool
 from ..utils.logged_run import BackgroundRun, exit_on_sigterm
@@ -346,23 +346,23 @@ class Demo:
              'checkpoint': ckpt(found)},
         ]
 
-    def run_test(self, method: dict, sets: List[dict]) -> Tuple[str, str]:
+    def run_test(self, method: dict, sets: List[dict]) -> Tuple[str, str, dict]:
         """Write ``<out>/options/test_<key>.yml`` for ``method`` (a ``test_methods`` dict) on ``sets`` and run
         it (``Runner.test_file``: not when its log is newer than the option file and the checkpoint);
-        returns (option file, 'ran' / 'skipped')."""
+        returns (option file, 'ran' / 'skipped', {set: {metric: value}})."""
         train = {'scale': self.scale, 'num_gpu': self.num_gpu, 'network_g': method['network_g']}
         opt = test_options(train, method['checkpoint'], sets, f"{self.prefix}_test_{method['key']}_x{self.scale}",
                            save_img=True)
         path = write_options(osp.join(self.options, f"test_{method['key']}.yml"), opt,
                              f"# Written by tools/demo.py: test {method['label']}\n")
-        return path, self.runner.test_file(path, f"test_{method['key']}", f"test {method['label']}")[0]
+        return (path, *self.runner.test_file(path, f"test_{method['key']}", f"test {method['label']}"))
 
     def step_test(self) -> str:
         sets = self.test_sets()
         statuses = []
         self.paths['test_opts'] = []
         for method in self.test_methods():
-            path, status = self.run_test(method, sets)
+            path, status, _ = self.run_test(method, sets)
             self.paths['test_opts'].append((method['label'], path))
             statuses.append(status)
         return 'ran' if 'ran' in statuses else 'skipped'
@@ -427,23 +427,22 @@ class Demo:
     def measure_seed_spread(self, seed: int) -> dict:
         """Retrain the found network and CARN with ``manual_seed`` = ``seed`` (everything else as the demo's),
         test them like the demo's, and write the measurement (JSON and Markdown) to ``--seed-spread-file``."""
-        from ..reporting.metrics import find_test_log, parse_test_log, per_image_metrics
+        from ..reporting.metrics import per_image_metrics, read_test_option
         setting = self.spread_setting()
         if setting is None:
             raise PipelineError('--seed-spread measures the demo\'s own setting: not with --search-opt, '
                                 '--train-opt or --test-sets')
-        sets = self.test_sets()
-        demo_methods = {m['key']: m for m in self.test_methods()}
         trainings = {}  # key: (option file, demo's seed, its name)
-        for key, train_key in (('found', 'found_train_opt'), ('carn', 'carn_train_opt')):
-            opt = read_options(self.paths[train_key])
+        for key in ('found', 'carn'):
+            source = self.paths[f'{key}_train_opt']
+            opt = read_options(source)
             base_seed = opt['manual_seed']
             if seed == base_seed:
                 raise PipelineError(f'--seed-spread {seed} is the demo\'s own manual_seed; give another one')
             opt['manual_seed'] = seed
             opt['name'] = f"{opt['name']}_seed{seed}"
             path = osp.join(self.options, f'train_{key}_seed{seed}.yml')
-            write_options(path, opt, f'# Written by tools/demo.py --seed-spread: {osp.basename(self.paths[train_key])} '
+            write_options(path, opt, f'# Written by tools/demo.py --seed-spread: {osp.basename(source)} '
                           f'with manual_seed {seed}\n')
             trainings[key] = (path, base_seed, opt['name'])
         # the two trainings run side by side, as in the demo
@@ -456,24 +455,20 @@ class Demo:
             self.finish_training(carn_run, f'carn_seed{seed}')
         else:
             self.runner.train_file(carn_path, f'carn_seed{seed}', f'carn_seed{seed}')
-        networks = {}
-        for key, (path, base_seed, name) in trainings.items():
-            method = dict(demo_methods[key], key=f'{key}_seed{seed}',
-                          checkpoint=osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth'))
-            test_paths = {base_seed: dict(self.paths['test_opts'])[demo_methods[key]['label']],
-                          seed: self.run_test(method, sets)[0]}
+        sets, demo_methods, networks = self.test_sets(), {m['key']: m for m in self.test_methods()}, {}
+        for key, (_, base_seed, name) in trainings.items():
+            method = demo_methods[key]
             row = {'label': method['label'], 'seeds': [base_seed, seed], 'psnr': [], 'ssim': [], 'per_image': {}}
-            for s, test_path in test_paths.items():
-                test_opt = read_options(test_path)
-                results_dir = osp.join(ROOT, 'results', test_opt['name'])
-                metrics = parse_test_log(find_test_log(results_dir))[sets[0]['name']]
-                row['psnr'].append(metrics['psnr'])
-                row['ssim'].append(metrics['ssim'])
-                row['per_image'][str(s)] = per_image_metrics({'name': test_opt['name'], 'results_dir': results_dir},
-                                                             sets[0], self.scale)
+            reseeded = dict(method, key=f'{key}_seed{seed}',
+                            checkpoint=osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth'))
+            for s, tested in ((base_seed, method), (seed, reseeded)):  # the demo's own test is reused
+                path, _, metrics = self.run_test(tested, sets)
+                row['psnr'].append(metrics[sets[0]['name']]['psnr'])
+                row['ssim'].append(metrics[sets[0]['name']]['ssim'])
+                row['per_image'][str(s)] = per_image_metrics(read_test_option(path), sets[0], self.scale)
             row['psnr_spread'] = round(abs(row['psnr'][0] - row['psnr'][1]), 4)
             row['ssim_spread'] = round(abs(row['ssim'][0] - row['ssim'][1]), 4)
-            networks[demo_methods[key]['network_g']['type']] = row
+            networks[method['network_g']['type']] = row
         result = {'date': time.strftime('%Y-%m-%d'), 'machine': machine_text(self.threads),
                   'command': 'python tools/demo.py ' + ' '.join(self.argv), 'setting': setting,
                   'genotype': read_options(self.paths['found_train_opt'])['network_g'].get('genotype'),
@@ -508,14 +503,11 @@ class Demo:
                          'show that the pipeline works, not the paper\'s results (there, after a 12-GPU-hour search '
                          'and 1M retrain iterations on DIV2K, DeCoNASNet scores 37.96 dB on Set5 at x2 with 1,713K '
                          'parameters, CARN 37.76 dB, bicubic 33.66 dB).')
-        notes += below_bicubic_notes(self.test_methods(), self.paths['test_opts'], found['train']['total_iter'],
-                                     demo_budget=not self.args.train_opt)
-        self.report = build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
-                                   search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
-                                   timings=timings or None, notes=notes, training=self.training_text(),
-                                   seed_spread=seed_spread,
-                                   complexity_cache=self.args.complexity_cache
-                                   or osp.join(self.out, 'complexity_cache.json'))
+        build_report(self.paths['search_exp'], report_dir, test_opts=self.paths['test_opts'],
+                     search_opt=self.paths['search_opt'], derive_dir=self.paths['derive_dir'],
+                     timings=timings or None, notes=notes, training=self.training_text(), seed_spread=seed_spread,
+                     below_bicubic={'iterations': found['train']['total_iter'], 'demo_budget': not self.args.train_opt},
+                     complexity_cache=self.args.complexity_cache or osp.join(self.out, 'complexity_cache.json'))
         return 'ran'
 
     @staticmethod

@@ -86,9 +86,6 @@ class Runner:
     def say(self, text: str):
         print(text, file=self.console, flush=True)
 
-    def env(self) -> dict:
-        return child_env(self.threads)
-
     def run_cmd(self, cmd: List[str], log_name: str, what: str):
         """Run ``cmd`` to its end; PipelineError, with its log's last error line, when it fails."""
         self.wait(self.start(cmd, log_name, what, background=self.concurrent), what)
@@ -103,7 +100,7 @@ class Runner:
         with self.lock:
             if self.stopping:
                 raise PipelineError(f'{what}: not started, another run failed')
-            run = BackgroundRun(cmd, log_path, ROOT, self.env(), echo=not (background or self.quiet))
+            run = BackgroundRun(cmd, log_path, ROOT, child_env(self.threads), echo=not (background or self.quiet))
             self.live.add(run)
         return run
 

@@ -45,11 +45,11 @@ import torch
 import yaml
 from torch import nn
 
-from ..utils.option_file import read_option_file
-
+from ..complexity import PAPER_HR_SIZE  # (W, H) of the HR output
 from ..utils.checkpoint import atomic_write_text
+from ..utils.option_file import read_option_file
+from .markdown import md_table
 
-PAPER_HR_SIZE = (1280, 720)  # (W, H) of the HR output
 FIT_SIZES = ((16, 16), (24, 24))  # (h, w) of the a*h*w + d fit
 BILINEAR_SIZES = ((16, 16), (16, 24), (24, 16), (24, 24))  # (h, w) of the a*h*w + b*h + c*w + d fit
 DIRECT_BELOW = 48 * 48  # targets this small are counted directly
@@ -273,22 +273,15 @@ def _fmt_int(n: Optional[int]) -> str:
 
 def format_table(rows: Sequence[dict], hr_size=PAPER_HR_SIZE) -> str:
     """Markdown table of ``network_row`` dicts (params, LR input, MACs in G and exact)."""
-    lines = [
-        '| network | arch | scale | params | input (w x h) | MACs (G) | MACs | MACs counted |',
-        '|---|---|---:|---:|---|---:|---:|---|',
-    ]
-    for r in rows:
-        macs_g = '-' if r['macs'] is None else f'{r["macs"] / 1e9:.1f}'
-        how = r['macs_method'] if r['macs'] is not None else f'not counted: {r.get("macs_error", "?")}'
-        lines.append(f'| {r["network"]} | {r["arch"]} | x{r["scale"]} | {_fmt_int(r["params"])} | '
-                     f'{r["lr_w"]}x{r["lr_h"]} | {macs_g} | {_fmt_int(r["macs"])} | {how} |')
+    cells = [[r['network'], r['arch'], f"x{r['scale']}", _fmt_int(r['params']), f"{r['lr_w']}x{r['lr_h']}",
+              '-' if r['macs'] is None else f"{r['macs'] / 1e9:.1f}", _fmt_int(r['macs']),
+              r['macs_method'] if r['macs'] is not None else f"not counted: {r.get('macs_error', '?')}"] for r in rows]
     w, h = hr_size
-    lines.append('')
-    lines.append(f'MACs: mmengine.analysis (FlopAnalyzer, the flops of get_model_complexity_info), one forward pass producing a {w}x{h} HR image '
-                 '(LR size rounded to the nearest integer); params: all parameters, including unused ones.')
-    return '\n'.join(lines)
-
-
+    return '\n'.join(md_table(['network', 'arch', 'scale', 'params', 'input (w x h)', 'MACs (G)', 'MACs',
+                               'MACs counted'], 'llrrlrrl', cells) + [
+        '', f'MACs: mmengine.analysis (FlopAnalyzer, the flops of get_model_complexity_info), one forward pass '
+        f'producing a {w}x{h} HR image (LR size rounded to the nearest integer); params: all parameters, including '
+        'unused ones.'])
 
 
 def write_json(rows: Sequence[dict], path: str, hr_size=PAPER_HR_SIZE):

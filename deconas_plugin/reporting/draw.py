@@ -20,16 +20,13 @@ Where a genotype comes from (an option file, a checkpoint): ``deconas_plugin/gen
 """
 from typing import Optional, Tuple
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Circle
 
 from ..genotype import NUM_OPS, OP_NAMES, Genotype
-from ..utils.checkpoint import atomic_open
+from .figures import DPI, new_figure_of_size, save_figure
 
 OP_COLORS = ('#1f77b4', '#2ca02c', '#d62728')  # conv3x3, sep_conv3x3, dil_conv3x3
 OP_SHORT = ('conv', 'sep', 'dil')
-DPI = 100
 NODE_GAP = 2.2  # data units between node centres
 BOX_W, BOX_H = 1.6, 1.0
 CELL_H = 5.5  # inches of the cell panel
@@ -203,8 +200,7 @@ def draw_genotype(genotype, path: str, title: Optional[str] = None, dpi: int = D
     """
     g = Genotype.parse(genotype)
     width, height = figure_inches(g)
-    fig = Figure(figsize=(width, height), dpi=dpi, facecolor='white')
-    FigureCanvasAgg(fig)
+    fig = new_figure_of_size((width, height), dpi)
     head = 0.55 / height  # title band, in figure fractions
     if title is None:
         title = f'DeCoNAS cell  {g.to_string()}   (bits {g.to_string("bits")})'
@@ -217,7 +213,4 @@ def draw_genotype(genotype, path: str, title: Optional[str] = None, dpi: int = D
     else:
         ax_cell = fig.add_axes([0.02, 0.02, 0.96, 1 - head - 0.02])
     _fit(ax_cell, *_draw_cell(ax_cell, g), width, height)
-
-    with atomic_open(path, suffix='.png') as f:
-        fig.savefig(f, format='png', dpi=dpi, facecolor='white')
-    return path
+    return save_figure(fig, path, dpi)

@@ -19,23 +19,30 @@ FIGURE_FILES = {'scatter': 'search_scatter.png', 'curves': 'controller_curves.pn
                 'crops': 'crops.png', 'signal': 'search_signal.png', 'policy': 'controller_policy.png'}
 
 # ------------------------------------------------------------------------------------ file output
-def save_figure(fig, path: str):
-    """Save a matplotlib Figure (Agg canvas) as PNG atomically, at its own size (no tight bbox)."""
+def save_figure(fig, path: str, dpi: int = DPI):
+    """Save a matplotlib Figure (Agg canvas) as PNG atomically, at its own size (no tight bbox); ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
     with atomic_open(path, 'wb', suffix='.png') as f:
-        fig.savefig(f, format='png', dpi=DPI, facecolor='white')
+        fig.savefig(f, format='png', dpi=dpi, facecolor='white')
     return path
 
 
-def new_figure_of_size(inches: Tuple[float, float]):
-    """A matplotlib Figure (no pyplot state) of ``inches`` at ``DPI``."""
+def new_figure_of_size(inches: Tuple[float, float], dpi: int = DPI):
+    """A matplotlib Figure (no pyplot state) of ``inches`` at ``dpi``."""
     from matplotlib.figure import Figure
-    return Figure(figsize=inches, dpi=DPI, facecolor='white')
+    return Figure(figsize=inches, dpi=dpi, facecolor='white')
 
 
 def new_figure(kind: str):
     return new_figure_of_size(FIGURE_INCHES[kind])
+
+
+def stacked_axes(kind: str):
+    """(figure, top axes, bottom axes) of a ``kind`` figure of two panels over one x axis."""
+    fig = new_figure(kind)
+    top = fig.add_axes([0.09, 0.55, 0.86, 0.38])
+    return fig, top, fig.add_axes([0.09, 0.08, 0.86, 0.36], sharex=top)
 
 # ------------------------------------------------------------------------------------ figures
 def draw_scatter(history: List[dict], chosen: Genotype, chosen_params: int, path: str, title: str):
@@ -86,9 +93,7 @@ def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
 
 def draw_curves(history: List[dict], path: str, title: str):
     """Controller reward (raw and moving average), EMA baseline, and entropy vs controller step."""
-    fig = new_figure('curves')
-    ax1 = fig.add_axes([0.09, 0.55, 0.86, 0.38])
-    ax2 = fig.add_axes([0.09, 0.08, 0.86, 0.36], sharex=ax1)
+    fig, ax1, ax2 = stacked_axes('curves')
     if history:
         step = np.array([r['controller_step'] for r in history], dtype=float)
         reward = np.array([r['reward'] for r in history], dtype=float)
@@ -117,9 +122,7 @@ def draw_curves(history: List[dict], path: str, title: str):
 
 def draw_signal(rows: List[dict], path: str, title: str):
     """The per-phase signal probe: std components and full - empty (dB, log scale), and the SNR."""
-    fig = new_figure('signal')
-    ax1 = fig.add_axes([0.09, 0.55, 0.86, 0.38])
-    ax2 = fig.add_axes([0.09, 0.08, 0.86, 0.36], sharex=ax1)
+    fig, ax1, ax2 = stacked_axes('signal')
     it = np.array([r['iter'] for r in rows], dtype=float)
     for key, colour, text in (('genotype_std', '#1f77b4', 'genotype std (signal)'),
                               ('batch_std', '#7f7f7f', 'batch std (noise of fresh patches)'),

@@ -1,8 +1,6 @@
 """The Markdown of a report: the results table (the paper's Table II layout) and its caption, the per-image
 and complexity tables, the first screen (plain answers with numbers) and ``report.md`` itself."""
-from typing import List, Optional
-
-from .metrics import per_image_psnr
+from typing import Iterable, List, Optional, Sequence
 
 PAPER_X2 = [  # x2, Y, PSNR/SSIM on Set5, Set14, B100, Urban100: DeCoNAS paper Table II; RDN: Zhang et al. 2018
     ('Bicubic', '-', ('33.66/0.9299', '-', '-', '-')),
@@ -16,14 +14,19 @@ PENALTY_TEXT = {'params': 'params / params_max', 'macs': 'MACs / MACs_max (searc
 
 
 # --------------------------------------------------------------------------------------- tables
+def md_table(header: Sequence[str], align: str, rows: Iterable[Sequence]) -> List[str]:
+    """The lines of a Markdown table: the ``header`` cells, a column alignment per letter of ``align`` (``l``,
+    ``c`` or ``r``), then one line per row of cells."""
+    rule = {'l': '---', 'c': ':---:', 'r': '---:'}
+    return (['| ' + ' | '.join(header) + ' |', '|' + ''.join(rule[a] + '|' for a in align)]
+            + ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows])
+
+
 def results_table(rows: List[dict], test_sets: List[str], caption: str = '') -> str:
     """The paper's Table II layout: rows = methods, a scale and a params column, cells PSNR/SSIM (test-set
     means), then the mean PSNR-Y gain over bicubic and the 2-seed spread of each row (when known),
     under ``caption`` (a paragraph; none when empty)."""
-    head = ('| Method | Scale | Params | ' + ' | '.join(test_sets)
-            + ' | PSNR-Y gain over bicubic (dB) | seed spread (dB) |')
-    sep = '|---|:---:|---:|' + '---:|' * len(test_sets) + '---:|---:|'
-    lines = ([caption, ''] if caption else []) + [head, sep]
+    lines = []
     for r in rows:
         cells = []
         for ts in test_sets:
@@ -35,9 +38,10 @@ def results_table(rows: List[dict], test_sets: List[str], caption: str = '') -> 
         spread = r.get('seed_spread')
         spread_cell = ('-' if r['arch'] == 'Bicubic' else 'not measured' if not spread else
                        f"{spread['psnr_spread']:.3f} (seeds {', '.join(str(x) for x in spread['seeds'])})")
-        lines.append(f"| {r['label']} | x{r['scale']} | {params} | " + ' | '.join(cells)
-                     + f' | {gain} | {spread_cell} |')
-    return '\n'.join(lines) + '\n'
+        lines.append([r['label'], f"x{r['scale']}", params, *cells, gain, spread_cell])
+    table = md_table(['Method', 'Scale', 'Params', *test_sets, 'PSNR-Y gain over bicubic (dB)', 'seed spread (dB)'],
+                     'lcr' + 'r' * len(test_sets) + 'rr', lines)
+    return '\n'.join(([caption, ''] if caption else []) + table) + '\n'
 
 
 def table_caption(rows: List[dict], test_sets: List[str], training: Optional[str],
@@ -77,26 +81,20 @@ def per_image_md(rows: List[dict], test_sets: List[str]) -> str:
         images = sorted({k for r in rows for k in r.get('per_image', {}).get(ts, {})})
         if not images:
             continue
-        out += [f'Per image, {ts} (PSNR-Y dB / SSIM-Y, from the saved outputs):', '',
-                '| Image | ' + ' | '.join(r['label'] for r in rows) + ' |', '|---|' + '---:|' * len(rows)]
+        cells = []
         for k in images:
-            cells = []
-            for r in rows:
-                m = r.get('per_image', {}).get(ts, {}).get(k)
-                cells.append('-' if not m else f"{m['psnr']:.2f}/{m['ssim']:.4f}")
-            out.append(f'| {k} | ' + ' | '.join(cells) + ' |')
-        out.append('')
+            values = [r.get('per_image', {}).get(ts, {}).get(k) for r in rows]
+            cells.append([k] + ['-' if not m else f"{m['psnr']:.2f}/{m['ssim']:.4f}" for m in values])
+        out += [f'Per image, {ts} (PSNR-Y dB / SSIM-Y, from the saved outputs):', '',
+                *md_table(['Image'] + [r['label'] for r in rows], 'l' + 'r' * len(rows), cells), '']
     return '\n'.join(out)
 
 
 def complexity_md(rows: List[dict]) -> str:
-    lines = ['| Network | Arch | Scale | Params | LR input (w x h) | MACs (G) | MACs counted |',
-             '|---|---|:---:|---:|---|---:|---|']
-    for r in rows:
-        macs = '-' if r['macs'] is None else f"{r['macs'] / 1e9:.1f}"
-        lines.append(f"| {r['label']} | {r['arch']} | x{r['scale']} | {r['params']:,} | {r['lr_w']}x{r['lr_h']} | "
-                     f"{macs} | {r['macs_method']} |")
-    return '\n'.join(lines) + '\n'
+    cells = [[r['label'], r['arch'], f"x{r['scale']}", f"{r['params']:,}", f"{r['lr_w']}x{r['lr_h']}",
+              '-' if r['macs'] is None else f"{r['macs'] / 1e9:.1f}", r['macs_method']] for r in rows]
+    return '\n'.join(md_table(['Network', 'Arch', 'Scale', 'Params', 'LR input (w x h)', 'MACs (G)', 'MACs counted'],
+                              'llcrlrl', cells)) + '\n'
 
 
 # ----------------------------------------------------------------------------------- first screen
@@ -203,9 +201,8 @@ def render_markdown(r: dict, table: str) -> str:
     if r['scale'] == 2 and any(t in BENCHMARKS for t in r['results']['test_sets']):
         out += ['Published x2 numbers, for reference (Bicubic, CARN and DeCoNASNet: the DeCoNAS paper, Table II, '
                 'retrained 1M iterations on DIV2K; RDN: Zhang et al., CVPR 2018):', '',
-                '| Method | Params | ' + ' | '.join(BENCHMARKS) + ' |', '|---|---:|' + '---:|' * 4]
-        out += [f"| {name} | {p} | " + ' | '.join(cells) + ' |' for name, p, cells in PAPER_X2]
-        out.append('')
+                *md_table(['Method', 'Params', *BENCHMARKS], 'lrrrrr',
+                          [[name, p, *cells] for name, p, cells in PAPER_X2]), '']
     out += ['## Complexity', '', 'Parameters and MACs of one forward pass producing a 1280x720 HR image '
             '(`deconas_plugin.reporting.complexity_table`).', '', complexity_md(r['complexity']['rows'])]
     out += ['## Search', '',
@@ -256,32 +253,31 @@ def render_markdown(r: dict, table: str) -> str:
                 'pixels); captions: PSNR-Y of the whole image.', '', f"![crops]({r['figures']['crops']})", '']
     if r['timings']:
         out += ['## Timing', '', 'Wall time of each demo step, in the run that made its outputs.', '',
-                '| step | seconds |', '|---|---:|']
-        out += [f'| {k} | {v:.1f} |' for k, v in r['timings'].items()]
-        out.append('')
+                *md_table(['step', 'seconds'], 'lr', [[k, f'{v:.1f}'] for k, v in r['timings'].items()]), '']
     if r['notes']:
         out += ['## Notes', ''] + [f'- {n}' for n in r['notes']] + ['']
     return '\n'.join(out)
 
 
 # ------------------------------------------------------------------------------------ demo notes
-def below_bicubic_notes(methods: List[dict], test_opts: List[tuple], iterations: int,
-                        demo_budget: bool = True) -> List[str]:
-    """A plain note for every trained method whose mean PSNR-Y on a test set is below bicubic's: the
-    per-image differences, and which image the mean follows; with ``demo_budget`` also why (the
-    README's demo section measured it for CARN)."""
-    scores = {m['key']: (m['label'], per_image_psnr(path)) for m, (_, path) in zip(methods, test_opts)}
-    if 'bicubic' not in scores:
+def below_bicubic_notes(rows: List[dict], iterations: int, demo_budget: bool = True) -> List[str]:
+    """A plain note for every trained method (a row of ``results.rows``) whose mean PSNR-Y over the images of
+    a test set is below bicubic's: the per-image differences, and which image the mean follows; with
+    ``demo_budget`` also why (the README's demo section measured it for CARN)."""
+    bicubic = next((r for r in rows if r['arch'] == 'Bicubic'), None)
+    if bicubic is None:
         return []
     notes = []
-    for key, (label, sets) in scores.items():
-        for name, values in sets.items():
-            bic = scores['bicubic'][1].get(name, {})
+    for row in rows:
+        label = row['label']
+        for name, images in row.get('per_image', {}).items():
+            values = {k: v['psnr'] for k, v in images.items()}
+            bic = {k: v['psnr'] for k, v in bicubic.get('per_image', {}).get(name, {}).items()}
             common = [k for k in values if k in bic]
-            if not common:
+            if row is bicubic or not common:
                 continue
             mean, mean_bic = (sum(v[k] for k in common) / len(common) for v in (values, bic))
-            if key == 'bicubic' or mean >= mean_bic:
+            if mean >= mean_bic:
                 continue
             worst = min(common, key=lambda k: values[k] - bic[k])
             diffs = ', '.join(f'{k} {values[k] - bic[k]:+.2f}' for k in common)
@@ -305,7 +301,14 @@ def _inline(options: dict) -> str:
 
 def seed_spread_md(result: dict) -> str:
     """The Markdown page of a seed-spread measurement (``pipelines.demo.Demo.measure_seed_spread``)."""
-    set_ = result['setting']
+    set_, networks = result['setting'], list(result['networks'].values())
+    means = [[row['label'], *(f'{p:.2f}/{q:.4f}' for p, q in zip(row['psnr'], row['ssim'])),
+              f"{row['psnr_spread']:.3f}", f"{row['ssim_spread']:.4f}"] for row in networks]
+    runs = [(row, s) for row in networks for s in row['seeds']]
+    per_image = []
+    for image in set_['test_images']:
+        values = [row['per_image'].get(str(s), {}).get(image, {}).get('psnr') for row, s in runs]
+        per_image.append([image] + ['-' if v is None else f'{v:.2f}' for v in values])
     lines = ['# Seed spread of the demo\'s trainings', '',
              f"Measured {result['date']} on {result['machine']}.  ",
              f"Command: `{result['command']}`  ",
@@ -319,22 +322,12 @@ def seed_spread_md(result: dict) -> str:
              'Each network trained twice from scratch, the runs differing only in `manual_seed` (initial weights '
              'and the order of the training patches); test-set mean PSNR-Y (dB) / SSIM-Y of each, and how far '
              'apart they land:', '',
-             '| Network | ' + ' | '.join(f'seed {s}' for s in result['seeds'])
-             + ' | PSNR-Y spread (dB) | SSIM-Y spread |',
-             '|---|' + '---:|' * (len(result['seeds']) + 2)]
-    for arch, row in result['networks'].items():
-        cells = ' | '.join(f'{p:.2f}/{q:.4f}' for p, q in zip(row['psnr'], row['ssim']))
-        lines.append(f"| {row['label']} | {cells} | {row['psnr_spread']:.3f} | {row['ssim_spread']:.4f} |")
-    lines += ['', 'Per image, PSNR-Y (dB):', '',
-              '| Image | ' + ' | '.join(f"{row['label']}, seed {s}" for row in result['networks'].values()
-                                       for s in row['seeds']) + ' |',
-              '|---|' + '---:|' * sum(len(row['seeds']) for row in result['networks'].values())]
-    for image in set_['test_images']:
-        cells = [row['per_image'].get(str(s), {}).get(image, {}).get('psnr') for row in result['networks'].values()
-                 for s in row['seeds']]
-        lines.append(f'| {image} | ' + ' | '.join('-' if c is None else f'{c:.2f}' for c in cells) + ' |')
-    lines += ['', 'Two seeds give one sample of the spread, not its distribution: read it as the size of a '
-              'difference that means nothing, not as a confidence interval.', '']
+             *md_table(['Network', *(f'seed {s}' for s in result['seeds']), 'PSNR-Y spread (dB)', 'SSIM-Y spread'],
+                       'l' + 'r' * (len(result['seeds']) + 2), means),
+             '', 'Per image, PSNR-Y (dB):', '',
+             *md_table(['Image', *(f"{row['label']}, seed {s}" for row, s in runs)], 'l' + 'r' * len(runs), per_image),
+             '', 'Two seeds give one sample of the spread, not its distribution: read it as the size of a '
+             'difference that means nothing, not as a confidence interval.', '']
     return '\n'.join(lines)
 
 
@@ -342,11 +335,8 @@ def phase_md(phases: List[dict]) -> List[str]:
     """The signal probe and the policy, phase by phase (``search.phases`` of report.json)."""
     if not phases:
         return []
-    out = ['| child steps | genotype std (dB) | interaction std (dB) | SNR | full - empty (dB) | policy: mean params '
-           '| policy entropy (nats) |', '|---:|---:|---:|---:|---:|---:|---:|']
-    for p in phases:
-        params = 'n/a' if p['policy_params'] is None else f"{p['policy_params']:,.0f}"
-        entropy = 'n/a' if p['policy_entropy'] is None else f"{p['policy_entropy']:.2f}"
-        out.append(f"| {p['iter']:,} | {p['genotype_std']:.3f} | {p['interaction_std']:.3f} | {p['snr']:.2f} | "
-                   f"{p['full_minus_empty']:+.3f} | {params} | {entropy} |")
-    return out + ['']
+    cells = [[f"{p['iter']:,}", f"{p['genotype_std']:.3f}", f"{p['interaction_std']:.3f}", f"{p['snr']:.2f}",
+              f"{p['full_minus_empty']:+.3f}", 'n/a' if p['policy_params'] is None else f"{p['policy_params']:,.0f}",
+              'n/a' if p['policy_entropy'] is None else f"{p['policy_entropy']:.2f}"] for p in phases]
+    return md_table(['child steps', 'genotype std (dB)', 'interaction std (dB)', 'SNR', 'full - empty (dB)',
+                     'policy: mean params', 'policy entropy (nats)'], 'r' * 7, cells) + ['']

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import derive as derive_lib
+from ..complexity import PAPER_HR_SIZE
 from ..utils.checkpoint import atomic_write_text
 
 
@@ -58,6 +59,24 @@ def find_test_log(results_dir: str) -> Optional[str]:
     return max(logs, key=os.path.getmtime) if logs else None
 
 
+def read_test_option(path: str, label: Optional[str] = None) -> dict:
+    """A compared method from its test option file: ``label`` (default: the arch), ``arch``, ``network_g``,
+    ``name``, ``results_dir`` (``results/<name>``, where ``deconas_plugin/test.py`` wrote), ``scale``,
+    ``test_sets`` (the datasets, named, their folders absolute) and ``option_file``."""
+    opt = derive_lib.read_options(path)
+    net = dict(opt.get('network_g') or {})
+    if 'type' not in net:
+        raise ReportError(f'{path} has no network_g')
+    sets = [dict(v, name=v.get('name', k)) for k, v in sorted((opt.get('datasets') or {}).items())]
+    for d in sets:
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if d.get(key) and not osp.isabs(d[key]):
+                d[key] = osp.join(derive_lib.PROJECT_ROOT, d[key])
+    return {'label': label or net['type'], 'arch': net['type'], 'network_g': derive_lib.plain(net),
+            'name': opt['name'], 'results_dir': osp.join(derive_lib.PROJECT_ROOT, 'results', opt['name']),
+            'scale': opt.get('scale'), 'test_sets': sets, 'option_file': path}
+
+
 _VALIDATION = re.compile(r'Validation (.+?)\n((?:\t # .*(?:\n|$))+)')
 _METRIC = re.compile(r'\t # (\w+): (-?(?:\d+\.?\d*|nan|inf))')
 
@@ -88,7 +107,7 @@ class ComplexityCache:
 
     @staticmethod
     def key(net_opt: dict, scale: int) -> str:
-        return json.dumps({'net': net_opt, 'scale': scale, 'hr': [1280, 720]}, sort_keys=True)
+        return json.dumps({'net': net_opt, 'scale': scale, 'hr': list(PAPER_HR_SIZE)}, sort_keys=True)
 
     def row(self, label: str, net_opt: dict, scale: int) -> dict:
         from . import complexity_table as ct
@@ -195,7 +214,7 @@ def image_ssim_y(sr: np.ndarray, gt: np.ndarray, crop: int) -> float:
 
 def per_image_metrics(method: dict, test_set: dict, scale: int) -> Dict[str, Dict[str, float]]:
     """``{image: {'psnr', 'ssim'}}`` (PSNR-Y in dB, SSIM-Y) of the images the test run of ``method``
-    (``_test_option``) saved for ``test_set`` (``results/<name>/visualization/<set>/<image>_<name>.png``),
+    (``read_test_option``) saved for ``test_set`` (``results/<name>/visualization/<set>/<image>_<name>.png``),
     scored against the set's ground truth with ``image_psnr_y`` / ``image_ssim_y``; images it did not
     save are left out. The mean equals the logged one up to the rounding of a gray image's luma."""
     folder = osp.join(method['results_dir'], 'visualization', test_set['name'])
@@ -227,16 +246,3 @@ def gains_over_bicubic(rows: List[dict], test_sets: List[str]) -> None:
             mine, ref = r['metrics'].get(ts, {}).get('psnr'), bicubic['metrics'].get(ts, {}).get('psnr')
             gains[ts] = None if mine is None or ref is None else round(mine - ref, 4)
         r['gain_over_bicubic'] = gains
-
-
-def per_image_psnr(test_opt_path: str) -> Dict[str, Dict[str, float]]:
-    """{test set: {image: PSNR-Y}} of the images a test run saved (``results/<name>/visualization/<set>/``),
-    with the test's protocol (``per_image_metrics``)."""
-    opt = derive_lib.read_options(test_opt_path)
-    method = {'name': opt['name'], 'results_dir': osp.join(derive_lib.PROJECT_ROOT, 'results', opt['name'])}
-    out = {}
-    for key, dataset in sorted((opt.get('datasets') or {}).items()):
-        values = per_image_metrics(method, dict(dataset, name=dataset.get('name', key)), opt['scale'])
-        if values:
-            out[dataset.get('name', key)] = {k: v['psnr'] for k, v in values.items()}
-    return out

@@ -89,47 +89,36 @@ import datetime
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from .. import derive as derive_lib
+from ..complexity import PAPER_HR_SIZE, count_params
 from ..genotype import Genotype
 from ..utils.checkpoint import atomic_write_text
 from .figures import FIGURE_FILES, draw_curves, draw_policy, draw_scatter, draw_signal, visual_comparison
-from .markdown import first_screen, render_markdown, results_table, table_caption
+from .markdown import below_bicubic_notes, first_screen, render_markdown, results_table, table_caption
 from .metrics import (ComplexityCache, ReportError, count_network_params, entropy_summary, find_search_option,
                       find_test_log, gains_over_bicubic, parse_test_log, per_image_metrics, read_history,
-                      reference_networks, signal_summary, phase_table)
+                      read_test_option, reference_networks, signal_summary, phase_table)
 
 ROOT = derive_lib.PROJECT_ROOT
 VERSION = 1
 
 
 # --------------------------------------------------------------------------------------- report
-def _test_option(label: Optional[str], path: str) -> dict:
-    opt = derive_lib.read_options(path)
-    net = dict(opt.get('network_g') or {})
-    if 'type' not in net:
-        raise ReportError(f'{path} has no network_g')
-    sets = [dict(v, name=v.get('name', k)) for k, v in sorted((opt.get('datasets') or {}).items())]
-    for d in sets:
-        for key in ('dataroot_gt', 'dataroot_lq'):
-            if d.get(key) and not osp.isabs(d[key]):
-                d[key] = osp.join(ROOT, d[key])
-    return {'label': label or net['type'], 'arch': net['type'], 'network_g': derive_lib.plain(net),
-            'name': opt['name'], 'results_dir': osp.join(ROOT, 'results', opt['name']), 'scale': opt.get('scale'),
-            'test_sets': sets, 'option_file': path}
-
-
 def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[str], str]] = (),
                  search_opt: Optional[str] = None, derive_dir: Optional[str] = None,
                  timings: Optional[Dict[str, float]] = None, notes: Sequence[str] = (),
                  complexity_cache: Optional[str] = None, crop_image: Optional[str] = None,
-                 training: Optional[str] = None, seed_spread: Optional[dict] = None) -> dict:
+                 training: Optional[str] = None, seed_spread: Optional[dict] = None,
+                 below_bicubic: Optional[dict] = None) -> dict:
     """Write the report folder ``out``; returns the ``report.json`` dict.
 
     ``training``: one sentence on how the trained networks were trained (the table's caption quotes it).
     ``seed_spread``: the seed-spread measurement that applies to this setting (``results.seed_spread``;
     its ``networks`` keyed by arch give each row's ``seed_spread``), or None.
+    ``below_bicubic``: the keyword arguments of ``markdown.below_bicubic_notes`` (``iterations``,
+    ``demo_budget``) to add its notes after ``notes``; None: none.
 
     ``test_opts``: (label or None, test option file) per method, in table order.
     """
@@ -147,7 +136,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     signal_rows = read_history(osp.join(search_exp, (sopt.get('search') or {}).get('signal_file',
                                                                                   'search_signal.jsonl')))
     derive_dir = derive_dir or osp.join(search_exp, 'derive')
-    methods = [_test_option(label, path) for label, path in test_opts]
+    methods = [read_test_option(path, label) for label, path in test_opts]
     os.makedirs(out, exist_ok=True)
 
     # the found genotype
@@ -169,7 +158,6 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     found_net = {'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': space['num_blocks'],
                  'num_nodes': space['num_nodes'], 'num_feat': space['num_feat'], 'upscale': scale,
                  'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3)}
-    from ..complexity import count_params
     found_params = count_params(genotype, num_blocks=space['num_blocks'], num_feat=space['num_feat'], upscale=scale,
                                 num_in_ch=found_net['num_in_ch'], num_out_ch=found_net['num_out_ch'])
 
@@ -184,50 +172,40 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     complexity_rows = [cache.row(label, net, scale) for label, net in nets]
 
     # results
-    test_sets: List[str] = []
+    test_sets = []  # every test set of the methods, in column order
+    for m in methods:
+        test_sets += [ts for ts in m['test_sets'] if ts['name'] not in [t['name'] for t in test_sets]]
     result_rows = []
     for m in methods:
         log = find_test_log(m['results_dir'])
-        metrics = parse_test_log(log) if log else {}
-        for ts in m['test_sets']:
-            if ts['name'] not in test_sets:
-                test_sets.append(ts['name'])
         result_rows.append({'label': m['label'], 'arch': m['arch'], 'scale': m['scale'] or scale,
                             'params': count_network_params(m['network_g']), 'results_dir': m['results_dir'],
-                            'metrics': metrics,
+                            'metrics': parse_test_log(log) if log else {},
                             'per_image': {ts['name']: values for ts in m['test_sets']
                                           for values in [per_image_metrics(m, ts, m['scale'] or scale)] if values},
                             'seed_spread': ((seed_spread or {}).get('networks') or {}).get(m['arch'])})
-    gains_over_bicubic(result_rows, test_sets)
-    caption = table_caption(result_rows, test_sets, training, seed_spread)
+    set_names = [ts['name'] for ts in test_sets]
+    gains_over_bicubic(result_rows, set_names)
+    caption = table_caption(result_rows, set_names, training, seed_spread)
+    notes = list(notes) + (below_bicubic_notes(result_rows, **below_bicubic) if below_bicubic else [])
 
     # figures
-    figures = {}
+    def path_of(kind: str) -> str:
+        return osp.join(out, FIGURE_FILES[kind])
+
     label = (f"{osp.basename(search_exp)}: N={space['num_blocks']}, M={space['num_nodes']}, C={space['num_feat']}, "
              f'x{scale}')
-    figures['scatter'] = osp.basename(draw_scatter(history, genotype, found_params,
-                                                   osp.join(out, FIGURE_FILES['scatter']),
-                                                   f'Sampled genotypes during the search ({label})'))
-    figures['curves'] = osp.basename(draw_curves(history, osp.join(out, FIGURE_FILES['curves']),
-                                                 f'Controller training ({label})'))
-    figures['policy'] = osp.basename(draw_policy(history, osp.join(out, FIGURE_FILES['policy']),
-                                                 f'Policy per decision ({label})'))
-    figures['signal'] = (osp.basename(draw_signal(signal_rows, osp.join(out, FIGURE_FILES['signal']),
-                                                  f'Architecture signal on the shared weights ({label})'))
-                         if signal_rows else None)
+    draw_scatter(history, genotype, found_params, path_of('scatter'), f'Sampled genotypes during the search ({label})')
+    draw_curves(history, path_of('curves'), f'Controller training ({label})')
+    draw_policy(history, path_of('policy'), f'Policy per decision ({label})')
+    if signal_rows:
+        draw_signal(signal_rows, path_of('signal'), f'Architecture signal on the shared weights ({label})')
     from .draw import draw_genotype
-    figures['cell'] = osp.basename(draw_genotype(genotype, osp.join(out, FIGURE_FILES['cell'])))
-    all_sets = []
-    for m in methods:
-        for ts in m['test_sets']:
-            if ts['name'] not in [s['name'] for s in all_sets]:
-                all_sets.append(ts)
-    crops = {'image': None, 'test_set': None, 'box': None, 'psnr': {}}
-    figures['crops'] = None
-    if methods and all_sets:
-        crops = visual_comparison(methods, all_sets, scale, osp.join(out, FIGURE_FILES['crops']), crop_image)
-        if crops['image'] is not None:
-            figures['crops'] = FIGURE_FILES['crops']
+    draw_genotype(genotype, path_of('cell'))
+    crops = visual_comparison(methods, test_sets, scale, path_of('crops'), crop_image)
+    drawn = {'scatter': True, 'curves': True, 'policy': True, 'signal': bool(signal_rows), 'cell': True,
+             'crops': crops['image'] is not None}
+    figures = {kind: FIGURE_FILES[kind] if done else None for kind, done in drawn.items()}
 
     best = max(history, key=lambda r: r['psnr']) if history else None
     report = {
@@ -255,16 +233,16 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
             'derive': None if derive_info is None else {
                 k: derive_info.get(k) for k in ('psnr', 'reward', 'rank', 'samples', 'distinct', 'scored_on', 'alpha')},
         },
-        'complexity': {'hr_size': [1280, 720], 'rows': complexity_rows},
-        'results': {'test_sets': test_sets, 'rows': result_rows, 'caption': caption,
+        'complexity': {'hr_size': list(PAPER_HR_SIZE), 'rows': complexity_rows},
+        'results': {'test_sets': set_names, 'rows': result_rows, 'caption': caption,
                     'seed_spread': seed_spread},
         'figures': figures,
         'crops': crops,
         'timings': dict(timings) if timings else None,
-        'notes': list(notes),
+        'notes': notes,
     }
     report['summary'] = first_screen(report)
-    table = results_table(result_rows, test_sets, caption)
+    table = results_table(result_rows, set_names, caption)
     atomic_write_text(osp.join(out, 'results_table.md'), table)
     atomic_write_text(osp.join(out, 'report.json'), json.dumps(report, indent=2) + '\n')
     atomic_write_text(osp.join(out, 'report.md'), render_markdown(report, table))
