@@ -77,7 +77,7 @@ def checkpoint_state_dict(ckpt, param_key: Optional[str] = None) -> Tuple[dict, 
     return {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()}, used
 
 
-def _structure(sd: dict) -> dict:
+def checkpoint_structure(sd: dict) -> dict:
     """Sizes read off a DeCoNASNet state dict: C, N, M, inputs per (node, op), LFF/GFF inputs."""
     if 'sfe2.weight' not in sd or 'blocks.0.local_fusion.weight' not in sd or 'global_fusion.weight' not in sd:
         raise GenotypeSourceError('the weights are not a DeCoNASNet\'s (no sfe2 / blocks.0.local_fusion / '
@@ -126,7 +126,7 @@ def genotype_from_checkpoint(path: str) -> Tuple[Genotype, str]:
         except GenotypeError as e:
             raise GenotypeSourceError(f"the checkpoint's 'genotype' entry is not a genotype: {e}") from None
     sd, key = checkpoint_state_dict(ckpt)
-    st = _structure(sd)
+    st = checkpoint_structure(sd)
     m, n = st['M'], st['N']
     ambiguous = []
     for node in range(1, m + 1):

@@ -39,8 +39,8 @@ class ImageError(Exception):
 # ---------------------------------------------------------------------------------------- network
 def _deconas_kwargs(sd: dict, genotype) -> dict:
     """DeCoNASNet keyword arguments read off a state dict (and the checkpoint's genotype)."""
-    from .genotype_source import _structure
-    st = _structure(sd)
+    from .genotype_source import checkpoint_structure
+    st = checkpoint_structure(sd)
     c = st['C']
     if 'upsample.2.weight' in sd:
         upscale = 4

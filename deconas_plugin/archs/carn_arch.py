@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .rdn_arch import _check_upscale, _mean_buffer
+from .rdn_arch import check_upscale, mean_buffer
 
 
 class BasicBlock(nn.Module):
@@ -202,10 +202,10 @@ class CARN(nn.Module):
                  img_range=1.0,
                  rgb_mean=(0.4488, 0.4371, 0.4040)):
         super().__init__()
-        upscale = _check_upscale(upscale)
+        upscale = check_upscale(upscale)
         self.upscale = upscale
         self.img_range = img_range
-        self.register_buffer('mean', _mean_buffer(rgb_mean, num_in_ch, num_out_ch), persistent=False)
+        self.register_buffer('mean', mean_buffer(rgb_mean, num_in_ch, num_out_ch), persistent=False)
 
         self.entry = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.b1 = CascadingBlock(num_feat)

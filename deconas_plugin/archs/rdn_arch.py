@@ -14,13 +14,14 @@ from basicsr.utils.registry import ARCH_REGISTRY
 _UPSCALES = (2, 3, 4)
 
 
-def _check_upscale(upscale):
+def check_upscale(upscale):
+    """``upscale`` as an int, or a ValueError naming the supported factors (RDN's and CARN's)."""
     if upscale not in _UPSCALES:
         raise ValueError(f'upscale={upscale!r} is not supported; allowed values: {_UPSCALES}.')
     return int(upscale)
 
 
-def _mean_buffer(rgb_mean, num_in_ch, num_out_ch):
+def mean_buffer(rgb_mean, num_in_ch, num_out_ch):
     """(1, len(rgb_mean), 1, 1) float tensor; len 1 broadcasts, otherwise it must match both ends."""
     rgb_mean = tuple(float(m) for m in rgb_mean)
     if len(rgb_mean) != 1 and not len(rgb_mean) == num_in_ch == num_out_ch:
@@ -117,10 +118,10 @@ class RDN(nn.Module):
                  img_range=1.0,
                  rgb_mean=(0.4488, 0.4371, 0.4040)):
         super().__init__()
-        upscale = _check_upscale(upscale)
+        upscale = check_upscale(upscale)
         self.upscale = upscale
         self.img_range = img_range
-        self.register_buffer('mean', _mean_buffer(rgb_mean, num_in_ch, num_out_ch), persistent=False)
+        self.register_buffer('mean', mean_buffer(rgb_mean, num_in_ch, num_out_ch), persistent=False)
 
         # shallow feature extraction
         self.SFENet1 = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
