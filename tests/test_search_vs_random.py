@@ -8,12 +8,14 @@ The other tests check the parts (Kendall tau-b, the random draw, the summary, th
 import deconas_plugin  # noqa: F401  (torchvision shim and registration, before basicsr)
 
 import contextlib
+import csv
 import importlib.util
 import io
 import json
 import math
 import os
 import os.path as osp
+import random
 import sys
 import time
 
@@ -83,6 +85,22 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     exp = osp.join(ROOT, 'experiments', search_name)
     with open(osp.join(exp, 'derive', 'chosen.json')) as f:
         chosen = json.load(f)
+    assert chosen['sampler'] == 'controller' and chosen['samples'] == 4
+
+    # --sampler uniform: random search with the same shared weights, scored and chosen the same way
+    uniform_dir = tmp_path / 'derive_uniform'
+    with contextlib.redirect_stdout(io.StringIO()):
+        derive.main(['-opt', search_yml, '--num-samples', '5', '--sampler', 'uniform', '--seed', '3', '--scored-on',
+                     'reward', '--template', template, '--device', 'cpu', '--out-dir', str(uniform_dir)])
+    with open(uniform_dir / 'chosen.json') as f:
+        uniform = json.load(f)
+    net = opt['network_g']
+    rng = random.Random(3)
+    drawn = {Genotype.random(net['num_nodes'], net['num_blocks'], rng=rng).to_string() for _ in range(5)}
+    with open(uniform_dir / 'ranking.csv') as f:
+        ranked = {row['genotype'] for row in csv.DictReader(f)}
+    assert uniform['sampler'] == 'uniform' and uniform['samples'] == 5 and ranked == drawn
+    assert uniform['genotype'] in drawn and (uniform_dir / 'train_DeCoNASNet.yml').is_file()
 
     prefix = experiment_name('test_svr')
     out = tmp_path / 'svr'

@@ -4,7 +4,9 @@ From a search checkpoint: sample N genotypes from the trained controller, score 
 shared supernet weights on the search's validation set, write the ranking (CSV + Markdown), choose
 one (best reward, or best PSNR within --max-params), and write a ready-to-run DeCoNASNet retrain
 option file with that genotype (train_DeCoNASNet.yml) and the option file that tests what the retrain
-writes (test_DeCoNASNet.yml: its checkpoint, genotype, N, M, C and scale).
+writes (test_DeCoNASNet.yml: its checkpoint, genotype, N, M, C and scale). With --sampler uniform the
+samples are uniform random genotypes scored the same way: random search with the search's own shared
+weights, what the controller has to beat (docs/search-evaluation.md).
 
 Example:
     python tools/derive.py -opt options/search/search_CB1_FF0.yml
@@ -12,6 +14,7 @@ Example:
     python deconas_plugin/test.py -opt experiments/search_CB1_FF0/derive/test_DeCoNASNet.yml
 """
 import json
+import random
 import os.path as osp
 import sys
 
@@ -33,6 +36,9 @@ def parse_args(argv=None):
     p = tool_parser(__doc__)
     add_search_checkpoint(p)
     p.add_argument('--num-samples', type=int, default=100, help='genotypes sampled from the controller (100)')
+    p.add_argument('--sampler', choices=['controller', 'uniform'], default='controller',
+                   help='draw the samples from the trained controller, or uniformly (every bit 1 with '
+                   'probability 1/2): random search with the same shared weights, the baseline of the controller')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--scored-on', choices=['val', 'reward'], default='val',
                    help='score on the whole images of datasets.val, or on the reward-validation images')
@@ -61,6 +67,10 @@ def main(argv=None):
     supernet, controller = derive.load_search(opt, experiment, args.iter, args.device)
     if args.genotype:
         genotypes = [supernet.parse_genotype(args.genotype)]
+    elif args.sampler == 'uniform':
+        rng = random.Random(args.seed)
+        genotypes = [Genotype.random(supernet.num_nodes, supernet.num_blocks, fusion=supernet.feature_fusion_search,
+                                     rng=rng) for _ in range(args.num_samples)]
     else:
         torch.manual_seed(args.seed)
         with torch.no_grad():
@@ -79,7 +89,8 @@ def main(argv=None):
     atomic_write_text(osp.join(out_dir, 'ranking.md'), tables['md'])
     atomic_write_text(osp.join(out_dir, 'chosen.json'), json.dumps(
         dict(chosen, genotype_dict=genotype.to_dict(), alpha=alpha, scored_on=args.scored_on,
-             samples=len(genotypes), distinct=len(rows)), indent=2) + '\n')
+             samples=len(genotypes), distinct=len(rows), sampler='genotype' if args.genotype else args.sampler),
+        indent=2) + '\n')
     pretrain = None
     if args.inherit_weights:
         pretrain = osp.join(out_dir, 'DeCoNASNet_inherited.pth')
