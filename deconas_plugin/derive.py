@@ -7,6 +7,7 @@ choose one, and write a DeCoNASNet retrain option file.
 import copy
 import csv
 import io
+import json
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
@@ -18,7 +19,7 @@ from basicsr.utils.options import ordered_yaml
 from tqdm import tqdm
 
 from .complexity import count_params
-from .genotype import Genotype
+from .genotype import Genotype, GenotypeError
 from . import reward
 from .options import SEARCH_DEFAULTS, controller_options
 from .search_cost import SearchCost
@@ -35,6 +36,41 @@ class DeriveError(Exception):
 
 def read_options(path: str) -> dict:
     return read_option_file(path, DeriveError)
+
+
+def network_sizes(search_opt: dict) -> dict:
+    """N, M, C, scale and channels of the networks a search trains for: its supernet's, with the supernet's
+    defaults (every DeCoNASNet derived, retrained or reported for the search gets these)."""
+    net = search_opt['network_g']
+    return {'num_blocks': net.get('num_blocks', 4), 'num_nodes': net.get('num_nodes', 4),
+            'num_feat': net.get('num_feat', 64), 'upscale': net.get('upscale', search_opt['scale']),
+            'num_in_ch': net.get('num_in_ch', 3), 'num_out_ch': net.get('num_out_ch', 3)}
+
+
+def genotype_params(genotype: Genotype, sizes: dict) -> int:
+    """Exact parameters of ``genotype``'s DeCoNASNet with ``sizes`` (``network_sizes``)."""
+    return count_params(genotype, **{k: v for k, v in sizes.items() if k != 'num_nodes'})
+
+
+def read_chosen(derive_dir: str, sizes: dict) -> dict:
+    """``<derive_dir>/chosen.json`` (what ``tools/derive.py`` chose) with its genotype parsed for the network
+    ``sizes`` (key ``parsed``); a missing or unreadable file, or a genotype that does not fit, is a
+    ``DeriveError``."""
+    path = osp.join(derive_dir, 'chosen.json')
+    if not osp.isfile(path):
+        raise DeriveError(f'no derived genotype: {path} is missing; run python tools/derive.py -opt <search yml> '
+                          f'first (the demo does)')
+    try:
+        with open(path) as f:
+            chosen = json.load(f)
+        value = chosen.get('genotype_dict') or chosen['genotype']
+    except (ValueError, KeyError, AttributeError) as e:
+        raise DeriveError(f'{path} is not a chosen.json written by tools/derive.py (no genotype: {e})') from None
+    try:
+        chosen['parsed'] = Genotype.parse(value, num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks'])
+    except GenotypeError as e:
+        raise DeriveError(f'the genotype of {path} does not fit the search network: {e}') from None
+    return chosen
 
 
 def checkpoint_path(models_dir: str, label: str, iteration: str) -> str:
@@ -179,12 +215,7 @@ def training_options(network_g: dict, search_opt: dict, template: dict, name: st
 def retrain_options(genotype: Genotype, search_opt: dict, template: dict, data_from_search: bool = False,
                     pretrain: Optional[str] = None, overrides: Sequence[str] = ()) -> dict:
     """A DeCoNASNet training option file for ``genotype`` (the network sizes of the search)."""
-    net_g = search_opt['network_g']
-    network_g = {
-        'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': net_g.get('num_blocks', 4),
-        'num_nodes': net_g.get('num_nodes', 4), 'num_feat': net_g.get('num_feat', 64),
-        'upscale': net_g.get('upscale', search_opt['scale']), 'num_in_ch': net_g.get('num_in_ch', 3),
-        'num_out_ch': net_g.get('num_out_ch', 3)}
+    network_g = {'type': 'DeCoNASNet', 'genotype': genotype.to_string(), **network_sizes(search_opt)}
     return training_options(network_g, search_opt, template, f"DeCoNASNet_x{search_opt['scale']}_{search_opt['name']}",
                             data_from_search, pretrain, overrides)
 

@@ -39,3 +39,23 @@ def test_ranking_tables_and_retrain_options():
     assert Genotype.parse(written['network_g']['genotype'], num_nodes=2) == g
     with pytest.raises(derive.DeriveError, match='key=value'):
         derive.retrain_options(g, search, template, overrides=['oops'])
+
+
+def test_read_chosen_parses_the_genotype_for_the_search_sizes(tmp_path):
+    """The one reader of ``chosen.json`` (search vs random, the GPU runner and the report use it): the
+    genotype parsed for the search's N and M; a missing file, no genotype or one of another size: DeriveError."""
+    sizes = derive.network_sizes({'scale': 2, 'network_g': {'num_blocks': 1, 'num_nodes': 2}})
+    assert sizes == {'num_blocks': 1, 'num_nodes': 2, 'num_feat': 64, 'upscale': 2, 'num_in_ch': 3, 'num_out_ch': 3}
+    with pytest.raises(derive.DeriveError, match='chosen.json is missing; run python tools/derive.py'):
+        derive.read_chosen(str(tmp_path), sizes)
+    (tmp_path / 'chosen.json').write_text('{"genotype": "1 0 1", "psnr": 30.5}')
+    chosen = derive.read_chosen(str(tmp_path), sizes)
+    assert chosen['parsed'] == Genotype.parse('1 0 1', num_nodes=2) and chosen['psnr'] == 30.5
+    assert derive.genotype_params(chosen['parsed'], sizes) == derive.genotype_params(
+        chosen['parsed'], dict(sizes, num_nodes=99)) > 0  # N, C and scale count; M is the genotype's
+    (tmp_path / 'chosen.json').write_text('{"psnr": 30.5}')
+    with pytest.raises(derive.DeriveError, match='not a chosen.json written by tools/derive.py'):
+        derive.read_chosen(str(tmp_path), sizes)
+    (tmp_path / 'chosen.json').write_text('{"genotype": "1 0 1 1"}')
+    with pytest.raises(derive.DeriveError, match='does not fit the search network'):
+        derive.read_chosen(str(tmp_path), sizes)

@@ -27,6 +27,7 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import img2tensor, tensor2img
 
+from deconas_plugin import derive as derive_lib
 from deconas_plugin.pipelines import search_vs_random as svr
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
@@ -130,14 +131,14 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     assert rows[0]['supernet_psnr'] == pytest.approx(chosen['psnr'], abs=1e-6)
 
     # Params: exact counts of the retrained networks, the random ones within 10% of the found one's.
-    sizes = svr.network_sizes(opt)
+    sizes = derive_lib.network_sizes(opt)
     found_params = rows[0]['params']
     for row in rows:
         g = Genotype.parse(row['genotype'], num_nodes=2)
         assert row['params'] == count_params(g, num_blocks=2, num_feat=4, upscale=2)
         experiment_dir = osp.join(ROOT, 'experiments', row['experiment'])
         state = torch.load(osp.join(experiment_dir, 'models', 'net_g_latest.pth'), map_location='cpu')['params']
-        assert sum(v.numel() for v in state.values()) == row['params'] == svr.genotype_params(g, sizes)
+        assert sum(v.numel() for v in state.values()) == row['params'] == derive_lib.genotype_params(g, sizes)
         assert abs(row['params'] - found_params) <= 0.1 * found_params
         assert row['experiment'].startswith(prefix) and row['manual_seed'] == 0
     assert len({r['genotype'] for r in rows}) == 3
@@ -302,12 +303,12 @@ def test_kendall_tau_hand_computed():
 
 def test_random_genotypes_matched_distinct_and_reproducible():
     found = Genotype.parse('7 5 3 0 1 6')
-    target = svr.genotype_params(found, SIZES)
+    target = derive_lib.genotype_params(found, SIZES)
     drawn = svr.draw_random_genotypes(found, SIZES, 6, 0.10, seed=3)
     assert drawn == svr.draw_random_genotypes(found, SIZES, 6, 0.10, seed=3)
     assert drawn != svr.draw_random_genotypes(found, SIZES, 6, 0.10, seed=4)
     assert len(set(drawn)) == 6 and found not in drawn
-    assert all(abs(svr.genotype_params(g, SIZES) - target) <= 0.1 * target for g in drawn)
+    assert all(abs(derive_lib.genotype_params(g, SIZES) - target) <= 0.1 * target for g in drawn)
     with pytest.raises(svr.ProtocolError, match='within 0% of'):
         svr.draw_random_genotypes(Genotype.full(3), SIZES, 1, 1e-9, max_draws=2000)  # the full one is unique
 

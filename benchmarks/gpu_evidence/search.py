@@ -26,6 +26,7 @@ import os.path as osp
 import random
 from typing import List
 
+from deconas_plugin import derive as derive_lib
 from deconas_plugin.derive import read_options
 from deconas_plugin.pipelines import search_vs_random as svr
 from deconas_plugin.pipelines.runs import write_options
@@ -123,7 +124,7 @@ def derive(ctx: dict, samples: int) -> dict:
         raise EvidenceError(f'no search checkpoints in {exp}: the search part did not run')
     load_tool('derive').main(['-opt', path, '--experiment', exp, '--num-samples', str(samples), '--seed', '0',
                                '--scored-on', 'reward', '--data-from-search', '--device', ctx['device']])
-    chosen = svr.read_chosen(exp, svr.network_sizes(read_options(path)))
+    chosen = derive_lib.read_chosen(osp.join(exp, 'derive'), derive_lib.network_sizes(read_options(path)))
     return {'genotype': chosen['genotype'], 'params': chosen['params'], 'supernet_psnr': chosen['psnr'],
             'samples': chosen['samples'], 'distinct': chosen['distinct']}
 
@@ -132,7 +133,6 @@ def evaluate(ctx: dict, samples: int, batches: int, patches: int, settled: float
     import numpy as np
     import torch
 
-    from deconas_plugin import derive as derive_lib
     from deconas_plugin.genotype import Genotype
     from deconas_plugin.reward import draw_patches, reward_dataset
     from deconas_plugin.search_signal import empty_genotype

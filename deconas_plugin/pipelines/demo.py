@@ -59,8 +59,10 @@ from ..utils.checkpoint import atomic_write_text
 from ..utils.cli import load_tool
 from ..utils.logged_run import BackgroundRun, exit_on_sigterm
 from ..utils.machine import default_threads, describe_machine
-from ..utils.sr_data import MIN_REWARD_STD, DataToolError, prepared_test_set, write_textured_meta_info
-from .runs import PipelineError, Runner, mtime, read_options, shown, test_options, write_options
+from ..utils.sr_data import MIN_REWARD_STD, DataToolError, write_textured_meta_info
+from .search_vs_random import budget_of
+from .runs import (PipelineError, Runner, mtime, prepared_test_sets, read_options, shown, test_options,
+                   write_options)
 
 ROOT = derive_lib.PROJECT_ROOT
 DEMO_OPTIONS = osp.join(ROOT, 'options', 'demo')
@@ -294,10 +296,9 @@ class Demo:
         data and overrides: ``derive.training_options``) with CARN as ``network_g``. It needs no search result,
         so CARN can train while the search runs."""
         search_opt = read_options(self.write_search_options())
-        net_g = search_opt['network_g']
-        network_g = {'type': 'CARN', 'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3),
-                     'num_feat': self.args.carn_feat or net_g.get('num_feat', 64), 'upscale': self.scale,
-                     'multi_scale': False}
+        sizes = derive_lib.network_sizes(search_opt)
+        network_g = {'type': 'CARN', 'num_in_ch': sizes['num_in_ch'], 'num_out_ch': sizes['num_out_ch'],
+                     'num_feat': self.args.carn_feat or sizes['num_feat'], 'upscale': self.scale, 'multi_scale': False}
         name = f'{self.prefix}_CARN_x{self.scale}'
         return derive_lib.training_options(network_g, search_opt, read_options(self.retrain_template()), name,
                                            data_from_search=not self.args.train_opt,
@@ -321,12 +322,9 @@ class Demo:
         return self.runner.train_file(self.write_carn_options(), 'carn', 'carn')
 
     def test_sets(self) -> List[dict]:
-        try:
-            if not self.args.test_sets:
-                return [prepared_test_set(osp.join(self.data, 'embedded', 'test'), self.scale, 'embedded_test')]
-            return [prepared_test_set(folder, self.scale) for folder in self.args.test_sets]
-        except ValueError as e:
-            raise PipelineError(str(e)) from None
+        if not self.args.test_sets:
+            return prepared_test_sets([osp.join(self.data, 'embedded', 'test')], self.scale, 'embedded_test')
+        return prepared_test_sets(self.args.test_sets, self.scale)
 
     def test_methods(self) -> List[dict]:
         """(key, label, network_g, checkpoint) of the tested methods, Bicubic first."""
@@ -370,8 +368,8 @@ class Demo:
     def training_text(self) -> str:
         """One sentence: how the found network and CARN were trained (the results table's caption)."""
         opt = read_options(self.paths['found_train_opt'])
-        train, data = opt['train'], (opt.get('datasets') or {}).get('train') or {}
-        optim, sched = train.get('optim_g') or {}, train.get('scheduler') or {}
+        train, budget = opt['train'], budget_of(opt)
+        optim, sched = train.get('optim_g') or {}, budget['scheduler'] or {}
         warmup = train.get('warmup_iter') or -1
         lr = f"{optim.get('type', '?')} {optim.get('lr', float('nan')):g}"
         if warmup > 0:
@@ -381,9 +379,9 @@ class Demo:
             lr += f", times {sched.get('gamma')} at {steps}" if steps else ', constant'
         elif sched:
             lr += f", {sched.get('type')}"
-        patch = data.get('gt_size', 0) // self.scale if data.get('gt_size') else '?'
-        return (f"CARN and the found network trained with one schedule: {train['total_iter']:,} iterations, batch "
-                f"{data.get('batch_size_per_gpu', '?')}, LR patch {patch}, {lr}; manual_seed {opt.get('manual_seed')}.")
+        return (f"CARN and the found network trained with one schedule: {budget['total_iter']:,} iterations, batch "
+                f"{budget['batch_size_per_gpu'] or '?'}, LR patch {budget['lr_patch'] or '?'}, {lr}; manual_seed "
+                f"{opt.get('manual_seed')}.")
 
     # ---------------------------------------------------------------------------- seed spread
     def spread_setting(self) -> Optional[dict]:

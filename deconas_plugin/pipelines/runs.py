@@ -6,13 +6,14 @@ import re
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .. import derive as derive_lib
 from ..derive import plain
 from ..utils.checkpoint import write_text_if_changed
 from ..utils.logged_run import BackgroundRun, child_env, log_tail
 from ..utils.preemption import EXIT_PREEMPTED
+from ..utils.sr_data import prepared_test_set
 
 ROOT = derive_lib.PROJECT_ROOT
 PROGRESS_EVERY = 30.0  # seconds between the progress lines of a background training that is waited for
@@ -43,6 +44,15 @@ def mtime(path: Optional[str]) -> float:
 def shown(path: str) -> str:
     """``path`` relative to the project root when it lies inside it (shorter in messages and tables)."""
     return osp.relpath(path, ROOT) if path and osp.abspath(path).startswith(ROOT + os.sep) else path
+
+
+def prepared_test_sets(folders: Sequence[str], scale: int, name: Optional[str] = None) -> List[dict]:
+    """The test datasets of folders ``tools/prepare_benchmark.py`` wrote (``sr_data.prepared_test_set``:
+    GTmod<s>/LRbicx<s>, each named ``name`` or after its folder); a folder without them is a PipelineError."""
+    try:
+        return [prepared_test_set(folder, scale, name) for folder in folders]
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
 
 
 def test_options(train_opt: dict, checkpoint: Optional[str], sets: List[dict], name: str,

@@ -60,14 +60,12 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .. import derive as derive_lib
-from ..complexity import count_params
-from ..derive import plain
+from ..derive import genotype_params, network_sizes, plain
 from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
 from ..utils.checkpoint import atomic_write_text
 from ..utils.machine import source_commit
-from ..utils.sr_data import prepared_test_set
-from .runs import PipelineError, Runner, read_options, shown, test_options
+from .runs import PipelineError, Runner, prepared_test_sets, read_options, shown, test_options
 
 ROOT = derive_lib.PROJECT_ROOT
 RESULT_FILE = 'search_vs_random'
@@ -111,37 +109,6 @@ def find_search_options(experiment: str, opt_path: Optional[str] = None):
         raise ProtocolError(f'-opt {path} is not a search option file (model_type {opt.get("model_type")!r}, '
                             f'expected DeCoNASSearchModel)')
     return path, opt
-
-
-def network_sizes(search_opt: dict) -> dict:
-    """N, M, C, scale... of the retrained networks: the search's (as ``derive.retrain_options`` writes them)."""
-    net = search_opt['network_g']
-    return {'num_blocks': net.get('num_blocks', 4), 'num_nodes': net.get('num_nodes', 4),
-            'num_feat': net.get('num_feat', 64), 'upscale': net.get('upscale', search_opt['scale']),
-            'num_in_ch': net.get('num_in_ch', 3), 'num_out_ch': net.get('num_out_ch', 3)}
-
-
-def genotype_params(genotype: Genotype, sizes: dict) -> int:
-    return count_params(genotype, **{k: v for k, v in sizes.items() if k != 'num_nodes'})
-
-
-def read_chosen(experiment: str, sizes: dict) -> dict:
-    """``<exp>/derive/chosen.json`` with its genotype parsed (key ``parsed``)."""
-    path = osp.join(experiment, 'derive', 'chosen.json')
-    if not osp.isfile(path):
-        raise ProtocolError(f'no derived genotype: {path} is missing; run python tools/derive.py -opt <search yml> '
-                            f'first (the demo does)')
-    try:
-        with open(path) as f:
-            chosen = json.load(f)
-        value = chosen.get('genotype_dict') or chosen['genotype']
-    except (ValueError, KeyError, AttributeError) as e:
-        raise ProtocolError(f'{path} is not a chosen.json written by tools/derive.py (no genotype: {e})') from None
-    try:
-        chosen['parsed'] = Genotype.parse(value, num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks'])
-    except GenotypeError as e:
-        raise ProtocolError(f'the genotype of {path} does not fit the search network: {e}') from None
-    return chosen
 
 
 # ---------------------------------------------------------------------------- random genotypes
@@ -297,10 +264,7 @@ def test_sets_of(template: dict, test_opt: Optional[dict] = None, folders: Seque
     """The held-out test datasets: ``folders`` (GTmod<s>/LRbicx<s>, as tools/prepare_benchmark.py
     writes them), else every dataset of ``test_opt``, else the val datasets of the template."""
     if folders:
-        try:
-            return [prepared_test_set(folder, scale) for folder in folders]
-        except ValueError as e:
-            raise ProtocolError(str(e)) from None
+        return prepared_test_sets(folders, scale)
     if test_opt is not None:
         sets = [dict(plain(d)) for d in (test_opt.get('datasets') or {}).values() if isinstance(d, dict)]
         if not sets:
@@ -600,7 +564,10 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     else:
         experiment = find_experiment(search_exp)
         search_opt_path, search_opt = find_search_options(experiment, opt_path)
-        chosen = read_chosen(experiment, network_sizes(search_opt))
+        try:
+            chosen = derive_lib.read_chosen(osp.join(experiment, 'derive'), network_sizes(search_opt))
+        except derive_lib.DeriveError as e:
+            raise ProtocolError(str(e)) from None
     template_path = osp.abspath(train_opt or osp.join(experiment, 'derive', 'train_DeCoNASNet.yml'))
     if not osp.isfile(template_path):
         raise ProtocolError(f'retrain template not found: {template_path}' + (

@@ -92,7 +92,7 @@ import os.path as osp
 from typing import Dict, Optional, Sequence, Tuple
 
 from .. import derive as derive_lib
-from ..complexity import PAPER_HR_SIZE, count_params
+from ..complexity import PAPER_HR_SIZE
 from ..genotype import Genotype
 from ..utils.checkpoint import atomic_write_text
 from .figures import FIGURE_FILES, draw_curves, draw_policy, draw_scatter, draw_signal, visual_comparison
@@ -127,10 +127,10 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
         raise ReportError(f'search experiment not found: {search_exp}')
     search_opt = search_opt or find_search_option(search_exp)
     sopt = derive_lib.read_options(search_opt)
-    net_g = sopt['network_g']
+    net_g, sizes = sopt['network_g'], derive_lib.network_sizes(sopt)
     scale = int(sopt['scale'])
-    space = {'num_blocks': net_g.get('num_blocks', 4), 'num_nodes': net_g.get('num_nodes', 4),
-             'num_feat': net_g.get('num_feat', 64), 'feature_fusion_search': bool(net_g.get('feature_fusion_search'))}
+    space = {k: sizes[k] for k in ('num_blocks', 'num_nodes', 'num_feat')}
+    space['feature_fusion_search'] = bool(net_g.get('feature_fusion_search'))
     history_file = (sopt.get('search') or {}).get('history_file', 'search_history.jsonl')
     history = read_history(osp.join(search_exp, history_file))
     signal_rows = read_history(osp.join(search_exp, (sopt.get('search') or {}).get('signal_file',
@@ -143,9 +143,11 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     chosen_path = osp.join(derive_dir, 'chosen.json')
     derive_info = None
     if osp.isfile(chosen_path):
-        with open(chosen_path) as f:
-            derive_info = json.load(f)
-        genotype = Genotype.parse(derive_info.get('genotype_dict') or derive_info['genotype'])
+        try:
+            derive_info = derive_lib.read_chosen(derive_dir, sizes)
+        except derive_lib.DeriveError as e:
+            raise ReportError(str(e)) from None
+        genotype = derive_info.pop('parsed')
         source = osp.relpath(chosen_path, ROOT) if chosen_path.startswith(ROOT) else chosen_path
     elif any(m['arch'] == 'DeCoNASNet' for m in methods):
         m = next(m for m in methods if m['arch'] == 'DeCoNASNet')
@@ -155,11 +157,8 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     else:
         raise ReportError(f'no genotype: {chosen_path} is missing (run tools/derive.py), no DeCoNASNet test option '
                           'and no search history')
-    found_net = {'type': 'DeCoNASNet', 'genotype': genotype.to_string(), 'num_blocks': space['num_blocks'],
-                 'num_nodes': space['num_nodes'], 'num_feat': space['num_feat'], 'upscale': scale,
-                 'num_in_ch': net_g.get('num_in_ch', 3), 'num_out_ch': net_g.get('num_out_ch', 3)}
-    found_params = count_params(genotype, num_blocks=space['num_blocks'], num_feat=space['num_feat'], upscale=scale,
-                                num_in_ch=found_net['num_in_ch'], num_out_ch=found_net['num_out_ch'])
+    found_net = {'type': 'DeCoNASNet', 'genotype': genotype.to_string(), **sizes, 'upscale': scale}
+    found_params = derive_lib.genotype_params(genotype, dict(sizes, upscale=scale))
 
     # complexity at 1280x720
     cache = ComplexityCache(complexity_cache if complexity_cache is not None
