@@ -83,6 +83,7 @@ DEFAULT_SAMPLES, FAST_SAMPLES = 100, 8
 LR_PATCH, REWARD_LR_PATCH = 32, 48  # LR sizes of the training and reward patches
 TRAIN_CROP, TRAIN_STEP = 192, 96  # HR sub-images of the training split
 MAX_SIDE, FAST_MAX_SIDE = 512, 192  # embedded photos are centre-cropped to this
+PREPARED_NAMES = {'train': 'embedded', 'reward': 'reward'}  # tools/prepare_train.py --name of each split
 SEED_SPREAD_FILE = osp.join(ROOT, 'benchmarks', 'cpu-2core', 'demo_seed_spread.json')  # measured, cited by the report
 
 
@@ -180,23 +181,30 @@ class Demo:
             prepare_train = load_tool('prepare_train')
             t = time.time()
             summary = prepare_train.prepare_train(
-                osp.join(split_dirs['train'], 'HR'), osp.join(self.data, 'train_sub'), [s], name='embedded',
-                crop=TRAIN_CROP, step=TRAIN_STEP, n_thread=1, lmdb=True)
+                osp.join(split_dirs['train'], 'HR'), self.prepared_dirs('train')['root'], [s],
+                name=PREPARED_NAMES['train'], crop=TRAIN_CROP, step=TRAIN_STEP, n_thread=1, lmdb=True)
             self.say(f"    training sub-images + LMDB: {len(summary['keys'])} sub-images of {TRAIN_CROP} px "
                      f'({time.time() - t:.1f} s)')
             crop = REWARD_LR_PATCH * s
+            reward = self.prepared_dirs('reward')
             summary = prepare_train.prepare_train(
-                osp.join(split_dirs['reward'], 'HR'), osp.join(self.data, 'reward_sub'), [s], name='reward',
+                osp.join(split_dirs['reward'], 'HR'), reward['root'], [s], name=PREPARED_NAMES['reward'],
                 crop=crop, step=crop, n_thread=1, lmdb=False)
             try:
-                kept = write_textured_meta_info(osp.join(self.data, 'reward_sub', 'reward_train_HR_sub'),
-                                                summary['keys'], osp.join(self.data, 'reward_sub', 'meta_info.txt'))
+                kept = write_textured_meta_info(reward['hr_sub'], summary['keys'], reward['meta_info'])
             except DataToolError as e:
                 raise PipelineError(str(e)) from None
             self.say(f"    reward patches: {kept} of {len(summary['keys'])} sub-images of {crop} px kept "
                      f'(HR std >= {MIN_REWARD_STD} grey levels)')
         atomic_write_text(marker, json.dumps(want, indent=2) + '\n')
         return 'ran'
+
+    def prepared_dirs(self, split: str) -> dict:
+        """Where ``_prepare`` has ``tools/prepare_train.py`` cut the ``train`` or ``reward`` split: the tool's
+        ``layout`` of ``<data>/<split>_sub`` (key ``root``), and the list of its textured sub-images (``meta_info``)."""
+        root = osp.join(self.data, f'{split}_sub')
+        dirs = load_tool('prepare_train').layout(root, PREPARED_NAMES[split], [self.scale])
+        return dict(dirs, root=root, meta_info=osp.join(root, 'meta_info.txt'))
 
     def search_options(self) -> dict:
         s = self.scale
@@ -206,24 +214,16 @@ class Demo:
                 opt['num_gpu'] = self.num_gpu
             return opt
         opt = read_options(osp.join(DEMO_OPTIONS, 'demo_search.yml'))
-        opt['name'] = f'{self.prefix}_search_x{s}'
-        opt['scale'] = s
-        opt['num_gpu'] = self.num_gpu
+        opt.update(name=f'{self.prefix}_search_x{s}', scale=s, num_gpu=self.num_gpu)
         opt['network_g']['upscale'] = s
-        emb, train_sub, reward_sub = (osp.join(self.data, 'embedded'), osp.join(self.data, 'train_sub'),
-                                      osp.join(self.data, 'reward_sub'))
+        train_dirs, reward_dirs = self.prepared_dirs('train'), self.prepared_dirs('reward')
         train = opt['datasets']['train']
-        train['dataroot_gt'] = osp.join(train_sub, 'embedded_train_HR_sub.lmdb')
-        train['dataroot_lq'] = osp.join(train_sub, f'embedded_train_LR_bicubic_X{s}_sub.lmdb')
-        train['gt_size'] = LR_PATCH * s
-        val = opt['datasets']['val']
-        val['dataroot_gt'] = osp.join(emb, 'reward', f'GTmod{s}')
-        val['dataroot_lq'] = osp.join(emb, 'reward', f'LRbicx{s}')
-        reward = opt['search']['reward_dataset']
-        reward['dataroot_gt'] = osp.join(reward_sub, 'reward_train_HR_sub')
-        reward['dataroot_lq'] = osp.join(reward_sub, 'reward_train_LR_bicubic', f'X{s}_sub')
-        reward['gt_size'] = REWARD_LR_PATCH * s
-        reward['meta_info_file'] = osp.join(reward_sub, 'meta_info.txt')
+        train.update(dataroot_gt=train_dirs['hr_lmdb'], dataroot_lq=train_dirs[f'lr{s}_lmdb'], gt_size=LR_PATCH * s)
+        val_dir = osp.join(self.data, 'embedded', 'reward')  # the whole reward images
+        opt['datasets']['val'].update(dataroot_gt=osp.join(val_dir, f'GTmod{s}'),
+                                      dataroot_lq=osp.join(val_dir, f'LRbicx{s}'))
+        opt['search']['reward_dataset'].update(dataroot_gt=reward_dirs['hr_sub'], dataroot_lq=reward_dirs[f'lr{s}_sub'],
+                                               gt_size=REWARD_LR_PATCH * s, meta_info_file=reward_dirs['meta_info'])
         opt['val']['metrics']['psnr']['crop_border'] = s
         if self.fast:
             for key, value in FAST_OVERRIDES['search'].items():
