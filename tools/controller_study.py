@@ -39,8 +39,8 @@ from deconas_plugin.options import SEARCH_DEFAULTS  # noqa: E402
 from deconas_plugin.reporting.metrics import read_history  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import add_search_checkpoint, run_tool, tool_parser  # noqa: E402
-from deconas_plugin.utils.markdown_table import md_table  # noqa: E402
 from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
+from deconas_plugin.utils.markdown_table import md_table  # noqa: E402
 
 DEFAULT_SETTINGS = [
     'fresh_ema:reward_mode=fresh,baseline_samples=0,lr=3e-4',

@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from deconas_plugin.utils.checkpoint import atomic_write_text
 from deconas_plugin.utils.logged_run import BackgroundRun, child_env, log_tail
-from deconas_plugin.utils.markdown_table import md_table
 from deconas_plugin.utils.machine import default_threads, describe_machine, source_commit, use_threads
+from deconas_plugin.utils.markdown_table import md_table
 from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
