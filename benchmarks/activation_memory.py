@@ -88,11 +88,12 @@ def measure(batch: int, patch: int, which=None) -> List[dict]:
 
 
 def markdown(rows: List[dict], batch: int, patch: int) -> str:
+    from deconas_plugin.utils.markdown_table import md_table
     gib = 2**30
-    lines = [f'| network | saved for backward at batch {batch}, LR {patch} (GiB) | weights + grads + Adam state (GiB) |',
-             '|---|---:|---:|']
-    lines += [f"| {r['network']} | {r['activations'] / gib:.2f} | {r['weights_grads_adam'] / gib:.3f} |" for r in rows]
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(md_table(['network', f'saved for backward at batch {batch}, LR {patch} (GiB)',
+                               'weights + grads + Adam state (GiB)'], 'lrr',
+                              [[r['network'], f"{r['activations'] / gib:.2f}", f"{r['weights_grads_adam'] / gib:.3f}"]
+                               for r in rows])) + '\n'
 
 
 def main(argv=None):

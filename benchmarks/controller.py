@@ -6,6 +6,7 @@ from typing import Callable, List
 
 import torch
 
+from deconas_plugin.utils.markdown_table import md_table
 from .common import say
 from .timing import interleaved_ms
 
@@ -85,23 +86,19 @@ def md_controller(s, cfg, result):
            '`score` (log-prob and entropy), what each controller (REINFORCE) step does; batched = '
            f'`sample_many(B)` (B = {cfg["controller_batch"]}), per genotype. Child draws = `decide` without '
            'the log-prob, what a child step needs: one unroll per genotype, or one batched unroll of B for '
-           'all the child steps up to the next controller phase (what the search does).', '',
-           '| device | FF | decisions | single | batched | child draw single | child draw batched |',
-           '|---|---|---:|---:|---:|---:|---:|']
-    for r in s['configs']:
-        out.append(f'| {r["device"]} | {int(r["ff"])} | {r["num_decisions"]} | {r["single_ms"]:.2f} | '
-                   f'{r["batched_ms"]:.3f} | {r["child_draw_single_ms"]:.2f} | {r["child_draw_batched_ms"]:.3f} |')
+           'all the child steps up to the next controller phase (what the search does).', '']
+    out += md_table(['device', 'FF', 'decisions', 'single', 'batched', 'child draw single', 'child draw batched'],
+                    'llrrrrr', [[r['device'], int(r['ff']), r['num_decisions'], f'{r["single_ms"]:.2f}',
+                                 f'{r["batched_ms"]:.3f}', f'{r["child_draw_single_ms"]:.2f}',
+                                 f'{r["child_draw_batched_ms"]:.3f}'] for r in s['configs']])
     paths = s['paths_meeting_goal_on_cpu']
     ok = [k for k, v in paths.items() if v]
     out += ['', f'Goal <= {s["goal_ms"]:.0f} ms per genotype on CPU: met by '
             f'{", ".join(ok) if ok else "no path"}; not met by '
             f'{", ".join(k for k, v in paths.items() if not v) or "-"}.',
-            '', 'Breakdown (CPU, FF0; ms per call):', '', '| part | ms |', '|---|---:|']
+            '', 'Breakdown (CPU, FF0; ms per call):', '']
     first = next(r for r in s['configs'] if r['device'] == 'cpu' and not r['ff'])
-    for k, v in first['breakdown_ms'].items():
-        out.append(f'| {k} | {v:.3f} |')
-    out += ['', 'Profile of one single-path call (CPU, FF0), top ops by self CPU time:', '',
-            '| op | calls | self CPU ms |', '|---|---:|---:|']
-    for p in first['profile_top']:
-        out.append(f'| `{p["op"]}` | {p["calls"]} | {p["self_cpu_ms"]:.2f} |')
-    return out
+    out += md_table(['part', 'ms'], 'lr', [[k, f'{v:.3f}'] for k, v in first['breakdown_ms'].items()])
+    out += ['', 'Profile of one single-path call (CPU, FF0), top ops by self CPU time:', '']
+    return out + md_table(['op', 'calls', 'self CPU ms'], 'lrr',
+                          [[f'`{p["op"]}`', p['calls'], f'{p["self_cpu_ms"]:.2f}'] for p in first['profile_top']])

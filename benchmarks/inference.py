@@ -1,6 +1,7 @@
 """Section 4, ``inference``: ms per image, params, MACs of DeCoNASNet and the baselines at x2."""
 import torch
 
+from deconas_plugin.utils.markdown_table import md_table
 from .common import fmt, say
 from .retrain import retrain_models
 from .timing import interleaved_ms
@@ -53,12 +54,10 @@ def time_inference(models, reps: int, device: torch.device, seed: int = 0) -> di
 def md_inference(s, cfg, result):
     out = ['One LR image, `torch.no_grad()`, eval mode; median of '
            f'{s["reps"]} runs after a warm-up, models run round robin. MACs by `complexity_table.model_complexity` '
-           'at the same input size.', '',
-           '| model | LR input | ms | params | GMACs | GMAC/s |', '|---|---|---:|---:|---:|---:|']
-    for r in s['rows']:
-        h, w = r['lr_hw']
-        out.append(f'| {r["model"]} | {w}x{h} | {r["ms"]:.1f} | {r["params"]:,} | '
-                   f'{(r["macs"] or 0) / 1e9:.2f} | {fmt(r["gmac_per_s"], 1)} |')
+           'at the same input size.', '']
+    out += md_table(['model', 'LR input', 'ms', 'params', 'GMACs', 'GMAC/s'], 'llrrrr',
+                    [[r['model'], f'{r["lr_hw"][1]}x{r["lr_hw"][0]}', f'{r["ms"]:.1f}', f'{r["params"]:,}',
+                      f'{(r["macs"] or 0) / 1e9:.2f}', fmt(r['gmac_per_s'], 1)] for r in s['rows']])
     sizes = {tuple(r['lr_hw']) for r in s['rows']}
     if len(sizes) > 1:
         out += ['', 'RDN runs at a smaller input (see LR input) to keep the run short on a CPU; compare GMAC/s.']

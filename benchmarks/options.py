@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from deconas_plugin.utils.markdown_table import md_table
 from .common import error_text, fmt, make_supernet, random_batch, random_genotypes, say
 from .precision import precision_verdict
 from .timing import TrainStep, interleaved_ms, timed
@@ -165,11 +166,10 @@ def md_options(s, cfg, result):
     st = s['setup']
     out = [f'Supernet child step, C={st["num_feat"]}, batch {st["batch"]}, LR patch {st["patch"]}; speedup = '
            f'default ms / variant ms (mean over genotypes); losses of the first {s["loss_steps"]} steps from '
-           'identical weights and batches compared with the default (max relative difference).', '',
-           '| variant | ms | speedup | loss rel. diff | loss matches |', '|---|---:|---:|---:|---|']
-    for r in s['variants']:
-        out.append(f'| {r["name"]} | {r["ms"]:.1f} | {r["speedup"]:.2f}x | {r["loss_rel_diff"]:.1e} | '
-                   f'{fmt(r["loss_ok"])} |')
+           'identical weights and batches compared with the default (max relative difference).', '']
+    out += md_table(['variant', 'ms', 'speedup', 'loss rel. diff', 'loss matches'], 'lrrrl',
+                    [[r['name'], f'{r["ms"]:.1f}', f'{r["speedup"]:.2f}x', f'{r["loss_rel_diff"]:.1e}',
+                      fmt(r['loss_ok'])] for r in s['variants']])
     c = s.get('compile')
     if c:
         out += ['']

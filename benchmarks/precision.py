@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from deconas_plugin.genotype import PAPER_GENOTYPE
+from deconas_plugin.utils.markdown_table import md_table
 from .common import faster_text, quiet, say
 from .timing import TrainStep, median_ms, timed
 
@@ -211,18 +212,15 @@ def md_precision(s, cfg, result):
            'PSNR-Y / SSIM-Y '
            f'(BasicSR, crop border {st["scale"]}) in fp32 on the whole embedded test images '
            f'({", ".join(s["test_images"])}), mean over images. Two fp32 runs that differ only in the batch seed '
-           'measure the run-to-run noise the autocast differences are compared with.', '',
-           '| variant | batch seed | ms/iter | speedup | final loss | PSNR-Y (dB) | SSIM-Y | PSNR - fp32 (dB) | '
-           'SSIM - fp32 |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    for r in s['variants']:
-        out.append(f'| {r["name"]} | {r["batch_seed"]} | {r["ms_per_iter"]:.1f} | {r["speedup"]:.2f}x | '
-                   f'{r["final_loss"]:.4f} | {r["psnr_y"]:.3f} | {r["ssim_y"]:.4f} | {r["psnr_diff"]:+.3f} | '
-                   f'{r["ssim_diff"]:+.4f} |')
+           'measure the run-to-run noise the autocast differences are compared with.', '']
+    out += md_table(['variant', 'batch seed', 'ms/iter', 'speedup', 'final loss', 'PSNR-Y (dB)', 'SSIM-Y',
+                     'PSNR - fp32 (dB)', 'SSIM - fp32'], 'll' + 'r' * 7,
+                    [[r['name'], r['batch_seed'], f'{r["ms_per_iter"]:.1f}', f'{r["speedup"]:.2f}x',
+                      f'{r["final_loss"]:.4f}', f'{r["psnr_y"]:.3f}', f'{r["ssim_y"]:.4f}', f'{r["psnr_diff"]:+.3f}',
+                      f'{r["ssim_diff"]:+.4f}'] for r in s['variants']])
     images = [row['image'] for row in s['variants'][0]['per_image']]
-    out += ['', '| variant | ' + ' | '.join(f'{i} PSNR-Y' for i in images) + ' |',
-            '|---|' + '---:|' * len(images)]
-    for r in s['variants']:
-        out.append(f'| {r["name"]} | ' + ' | '.join(f'{row["psnr_y"]:.3f}' for row in r['per_image']) + ' |')
+    out += [''] + md_table(['variant', *(f'{i} PSNR-Y' for i in images)], 'l' + 'r' * len(images),
+                           [[r['name'], *(f'{row["psnr_y"]:.3f}' for row in r['per_image'])] for r in s['variants']])
     ref, other = s['variants'][0]['per_image'], s['variants'][1]['per_image']
     parts = []
     for r in (r for r in s['variants'] if r['autocast']):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from deconas_plugin.genotype import PAPER_GENOTYPE, Genotype
+from deconas_plugin.utils.markdown_table import md_table
 from deconas_plugin.utils.op_count import train_step_op_counts
 from .common import error_text, fmt, random_batch, say
 from .timing import TrainStep, interleaved_ms
@@ -267,23 +268,21 @@ def md_step_times(s: dict, batch: int, patch: int, reps: int) -> List[str]:
     kernels, params = s.get('kernels') or {}, s.get('params') or {}
     names = list(dict.fromkeys(k.rsplit(' ', 1)[0] for k in s['step_ms']))
     out = [f'ms per retrain step, batch {batch}, LR patch {patch}, x2 (median of {reps}, interleaved'
-           + ('; CUDA kernels per step, torch.profiler' if kernels else '') + '):', '',
-           '| network | params | fp32 ms | bf16 autocast ms |' + (' kernels fp32 | kernels bf16 |' if kernels else ''),
-           '|---|---:|---:|---:|' + ('---:|---:|' if kernels else '')]
-    for name in names:
-        cells = [fmt(params.get(name))] + [fmt(s['step_ms'].get(f'{name} {p}'), 1) for p in PRECISIONS]
-        cells += [str(kernels.get(f'{name} {p}', '-')) for p in PRECISIONS] if kernels else []
-        out.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-    return out
+           + ('; CUDA kernels per step, torch.profiler' if kernels else '') + '):', '']
+    rows = [[name, fmt(params.get(name)), *(fmt(s['step_ms'].get(f'{name} {p}'), 1) for p in PRECISIONS),
+             *((kernels.get(f'{name} {p}', '-') for p in PRECISIONS) if kernels else ())] for name in names]
+    header = ['network', 'params', 'fp32 ms', 'bf16 autocast ms'] + ([f'kernels {p}' for p in PRECISIONS]
+                                                                     if kernels else [])
+    return out + md_table(header, 'l' + 'r' * (len(header) - 1), rows)
 
 
 def md_opt_in_paths(verdict_rows: Dict[str, dict], compiled: Optional[dict] = None) -> List[str]:
     """The verdict table of ``verdicts``, and the compile times of the ``compile`` path's result."""
     out = [f'A path would be switched on when it is at least {SWITCH_SPEEDUP}x faster than eager and its weights '
-           f'after the check steps differ from eager by at most {WEIGHT_RTOL:g} (relative; strict fp32).', '',
-           '| opt-in path | speedup vs eager | max rel. weight diff | verdict |', '|---|---:|---:|---|']
-    for name, v in verdict_rows.items():
-        out.append(f'| `{name}` | {_x(v.get("speedup"))} | {_g(v.get("max_rel_weight_diff"))} | {v["verdict"]} |')
+           f'after the check steps differ from eager by at most {WEIGHT_RTOL:g} (relative; strict fp32).', '']
+    out += md_table(['opt-in path', 'speedup vs eager', 'max rel. weight diff', 'verdict'], 'lrrl',
+                    [[f'`{name}`', _x(v.get('speedup')), _g(v.get('max_rel_weight_diff')), v['verdict']]
+                     for name, v in verdict_rows.items()])
     if compiled:
         out += ['', f'`torch.compile({compiled["compile_args"]})` of DeCoNASNet: ' + '; '.join(
             f'{p}: ' + (row['error'] if 'error' in row else f'first step {row["first_step_s"]:.1f} s, eager '
@@ -304,15 +303,14 @@ def md_retrain(s, cfg, result):
     ops, before = s['ops'], s['ops_before']
     dn = ops['DeCoNASNet']
     out = ['Dispatched aten ops of one retrain step (L1 loss, Adam; `utils.op_count`: a TorchDispatchMode counter, '
-           'CPU; on a GPU each op is about one kernel launch). The count is exact and does not depend on the load.', '',
-           '| network | forward + L1 + backward | Adam (foreach) | whole step |', '|---|---:|---:|---:|']
-    for name, c in ops.items():
-        out.append(f'| {name} | {c["forward_backward"]:,} | {c["optimizer"]:,} | {c["step"]:,} |')
+           'CPU; on a GPU each op is about one kernel launch). The count is exact and does not depend on the load.', '']
+    rows = [[name, f'{c["forward_backward"]:,}', f'{c["optimizer"]:,}', f'{c["step"]:,}'] for name, c in ops.items()]
     sc = s.get('supernet_child_ops')
     if sc:
         was = (f' (was {before["supernet_forward_backward"]:,})' if 'supernet_forward_backward' in before else '')
-        out.append(f'| DeCoNetSupernet child step, paper genotype (C=64) | {sc["forward_backward"]:,}{was} | '
-                   f'{sc["optimizer"]:,} | {sc["step"]:,} |')
+        rows.append(['DeCoNetSupernet child step, paper genotype (C=64)', f'{sc["forward_backward"]:,}{was}',
+                     f'{sc["optimizer"]:,}', f'{sc["step"]:,}'])
+    out += md_table(['network', 'forward + L1 + backward', 'Adam (foreach)', 'whole step'], 'lrrr', rows)
     out += ['', f'Goal: DeCoNASNet forward + L1 + backward <= {s["goal_ops"]} ops (was '
             f'{before["forward_backward"]:,}, whole step {before["step"]:,}): **{dn["forward_backward"]}**, '
             f'{"met" if s["meets_goal"] else "NOT met"}. Most frequent: '

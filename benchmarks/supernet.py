@@ -5,6 +5,7 @@ import statistics
 
 import torch
 
+from deconas_plugin.utils.markdown_table import md_table
 from .common import random_batch, random_genotypes, say, make_supernet
 from .timing import TrainStep, interleaved_ms
 
@@ -53,8 +54,7 @@ def md_supernet(s, cfg, result):
            f'| mean ratio supernet / fixed | **{s["mean_ratio"]:.3f}** | <= {s["goal_ratio_max"]:.2f} '
            f'({"met" if s["meets_goal"] else "NOT met"}) |',
            f'| median / min / max ratio | {s["median_ratio"]:.3f} / {s["min_ratio"]:.3f} / {s["max_ratio"]:.3f} | |',
-           '', '| genotype | params (fixed) | supernet ms | fixed ms | ratio |', '|---|---:|---:|---:|---:|']
-    for r in s['per_genotype']:
-        out.append(f'| `{r["genotype"]}` | {r["params_fixed"]:,} | {r["supernet_ms"]:.1f} | {r["fixed_ms"]:.1f} | '
-                   f'{r["ratio"]:.3f} |')
-    return out
+           '']
+    return out + md_table(['genotype', 'params (fixed)', 'supernet ms', 'fixed ms', 'ratio'], 'lrrrr',
+                          [[f'`{r["genotype"]}`', f'{r["params_fixed"]:,}', f'{r["supernet_ms"]:.1f}',
+                            f'{r["fixed_ms"]:.1f}', f'{r["ratio"]:.3f}'] for r in s['per_genotype']])

@@ -38,13 +38,11 @@ def measure(net, scale: int, images: Dict[str, np.ndarray], tiles: Sequence[int]
 
 
 def markdown(rows: List[dict]) -> str:
-    lines = ['| tile (LR px) | context (px) | PSNR tiled vs whole, min-max over the images (dB) '
-             '| largest grey-level difference |',
-             '|---:|---:|---:|---:|']
-    for r in rows:
-        values = sorted(r['psnr'].values())
-        lines.append(f"| {r['tile']} | {r['pad']} | {values[0]:.1f}-{values[-1]:.1f} | {r['max_diff']} |")
-    return '\n'.join(lines) + '\n'
+    from deconas_plugin.utils.markdown_table import md_table
+    return '\n'.join(md_table(['tile (LR px)', 'context (px)', 'PSNR tiled vs whole, min-max over the images (dB)',
+                               'largest grey-level difference'], 'rrrr',
+                              [[r['tile'], r['pad'], f"{min(r['psnr'].values()):.1f}-{max(r['psnr'].values()):.1f}",
+                                r['max_diff']] for r in rows])) + '\n'
 
 
 def main(argv=None):

@@ -12,6 +12,7 @@ from torch import nn
 
 from deconas_plugin.archs.deconas_blocks import DeCoNASBody, DenseNodeBlock
 from deconas_plugin.genotype import NUM_OPS, Genotype
+from deconas_plugin.utils.markdown_table import md_table
 from .common import random_batch, random_genotypes, say, make_supernet
 from .timing import TrainStep, interleaved_ms
 
@@ -129,8 +130,7 @@ def md_zeromask(s, cfg, result):
             f'{s["goal_speedup_min"]:.1f}x ({"met" if s["meets_goal"] else "NOT met"}) |',
             f'| min / max speedup | {s["min_speedup"]:.2f} / {s["max_speedup"]:.2f} | |',
             f'| mean genotype density | {s["mean_density"]:.2f} | 0.5 |',
-            '', '| genotype | density | sliced ms | zero-mask ms | speedup |', '|---|---:|---:|---:|---:|']
-    for r in s['per_genotype']:
-        out.append(f'| `{r["genotype"]}` | {r["density"]:.2f} | {r["sliced_ms"]:.1f} | {r["zeromask_ms"]:.1f} | '
-                   f'{r["speedup"]:.2f} |')
-    return out
+            '']
+    return out + md_table(['genotype', 'density', 'sliced ms', 'zero-mask ms', 'speedup'], 'lrrrr',
+                          [[f'`{r["genotype"]}`', f'{r["density"]:.2f}', f'{r["sliced_ms"]:.1f}',
+                            f'{r["zeromask_ms"]:.1f}', f'{r["speedup"]:.2f}'] for r in s['per_genotype']])

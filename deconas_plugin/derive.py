@@ -25,6 +25,7 @@ from .options import SEARCH_DEFAULTS, controller_options
 from .search_cost import SearchCost
 from .search_signal import score_table
 from .utils.checkpoint import load_state
+from .utils.markdown_table import md_table
 from .utils.option_file import read_option_file
 
 PROJECT_ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
@@ -172,11 +173,11 @@ def ranking_tables(rows: List[Dict]) -> Dict[str, str]:
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows({k: r[k] for k in fields} for r in rows)
-    extra = {'MACs': ('GMACs', lambda v: f'{v / 1e9:.3f}'), 'ms': ('latency (ms)', lambda v: f'{v:.3f}')}.get(unit)
-    head = '| rank | genotype | params |' + (f' {extra[0]} |' if extra else '') + ' PSNR-Y (dB) | reward |'
-    md = [head, '|---:|---|---:|' + ('---:|' if extra else '') + '---:|---:|']
-    md += [f"| {r['rank']} | `{r['genotype']}` | {r['params']:,} |" + (f" {extra[1](r['cost'])} |" if extra else '')
-           + f" {r['psnr']:.3f} | {r['reward']:.3f} |" for r in rows]
+    column, cost = {'MACs': (['GMACs'], lambda r: [f"{r['cost'] / 1e9:.3f}"]),
+                    'ms': (['latency (ms)'], lambda r: [f"{r['cost']:.3f}"])}.get(unit, ([], lambda r: []))
+    md = md_table(['rank', 'genotype', 'params', *column, 'PSNR-Y (dB)', 'reward'], 'rlr' + 'r' * len(column) + 'rr',
+                  [[r['rank'], f"`{r['genotype']}`", f"{r['params']:,}", *cost(r), f"{r['psnr']:.3f}",
+                    f"{r['reward']:.3f}"] for r in rows])
     return {'csv': buf.getvalue(), 'md': '\n'.join(md) + '\n'}
 
 

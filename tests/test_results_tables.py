@@ -14,6 +14,7 @@ import re
 
 import pytest
 
+from deconas_plugin.utils.markdown_table import md_table
 from shared_data import ROOT
 
 MARKER = re.compile(r'^<!--\s*source:\s*(.*?)\s*-->\s*$')
@@ -107,6 +108,13 @@ def test_the_check_reads_numbers_as_the_tables_write_them():
     assert not shown_as(28.85, 2, numbers) and not shown_as(28.841, 3, numbers) and not shown_as(61332, 0, numbers)
     rows = [['network', 'PSNR'], ['---', '---:'], ['found, C = 16', '28.84 / 0.8856'], ['CARN', '28.49']]
     assert table_mismatches(rows, numbers) == ["'CARN': 28.49 (in '28.49')"]
+
+
+def test_md_table_aligns_columns_and_writes_cells_as_text():
+    lines = md_table(['network', 'params', 'PSNR'], 'lcr', [['CARN', 61331, '28.49'], ['found, C = 16', '-', 28.84]])
+    assert lines == ['| network | params | PSNR |', '|---|:---:|---:|', '| CARN | 61331 | 28.49 |',
+                     '| found, C = 16 | - | 28.84 |']
+    assert md_table(['a'], 'l', []) == ['| a |', '|---|']
 
 
 def test_tables_declare_existing_sources():

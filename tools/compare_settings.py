@@ -34,6 +34,7 @@ from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.reporting.figures import new_figure_of_size, save_figure  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import default_device, run_tool, tool_parser  # noqa: E402
+from deconas_plugin.utils.markdown_table import md_table  # noqa: E402
 
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf')
 SCATTER_INCHES = (8.0, 5.5)
@@ -93,14 +94,12 @@ def compare(opt_paths, experiments=None, labels=None, num_samples=100, seed=0, i
 
 
 def table_md(settings, num_samples, scored_on) -> str:
-    lines = ['| Setting | alpha | FF search | best PSNR (dB) | params (best) | mean PSNR (dB) | mean params | '
-             'distinct / samples | best genotype |',
-             '|---|---:|:---:|---:|---:|---:|---:|---:|---|']
-    for s in settings:
-        b = s['best']
-        lines.append(f"| {s['label']} | {s['alpha']:g} | {'yes' if s['feature_fusion_search'] else 'no'} | "
-                     f"{b['psnr']:.3f} | {b['params']:,} | {s['mean_psnr']:.3f} | {s['mean_params']:,.0f} | "
-                     f"{s['distinct']} / {s['samples']} | `{b['genotype']}` |")
+    lines = md_table(['Setting', 'alpha', 'FF search', 'best PSNR (dB)', 'params (best)', 'mean PSNR (dB)',
+                      'mean params', 'distinct / samples', 'best genotype'], 'lrcrrrrrl',
+                     [[s['label'], f"{s['alpha']:g}", 'yes' if s['feature_fusion_search'] else 'no',
+                       f"{s['best']['psnr']:.3f}", f"{s['best']['params']:,}", f"{s['mean_psnr']:.3f}",
+                       f"{s['mean_params']:,.0f}", f"{s['distinct']} / {s['samples']}", f"`{s['best']['genotype']}`"]
+                      for s in settings])
     lines += ['', f'{num_samples} genotypes sampled from each trained controller, scored with the shared weights '
               f'(PSNR-Y on the `{scored_on}` images, border = scale); mean over the samples, duplicates counted.']
     return '\n'.join(lines) + '\n'

@@ -40,6 +40,7 @@ from deconas_plugin.reporting.metrics import read_history  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import add_search_checkpoint, run_tool, tool_parser  # noqa: E402
 from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
+from deconas_plugin.utils.markdown_table import md_table  # noqa: E402
 
 DEFAULT_SETTINGS = [
     'fresh_ema:reward_mode=fresh,baseline_samples=0,lr=3e-4',
@@ -160,17 +161,16 @@ def render(summary, meta) -> str:
              f"{meta['planted_bit']} = 1 costs {meta['delta']} dB, supernet {meta['supernet']}, "
              f"{meta['seeds']} seeds (mean +- std over seeds). Signal of this supernet: genotype std "
              f"{meta['signal']['genotype_std']:.4f} dB, batch std {meta['signal']['batch_std']:.3f} dB, interaction "
-             f"std {meta['signal']['interaction_std']:.4f} dB.", '',
-             '| setting | reward mode | baseline samples | lr | entropy w | patches | entropy drop | '
-             'P(planted = 1), last phase | policy - uniform PSNR (dB) |',
-             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    for r in summary:
-        lines.append(f"| {r['setting']} | {r.get('reward_mode', 'fresh')} | {r.get('baseline_samples', 0)} | "
-                     f"{r.get('lr', 3e-4):g} | {r.get('entropy_weight', meta['entropy_weight']):g} | "
-                     f"{r.get('reward_patches', meta['reward_patches'])} | "
-                     f"{100 * r['entropy_drop']:.1f}% +- {100 * r['entropy_drop_std']:.1f} | "
-                     f"{r['p_planted_last_phase']:.2f} +- {r['p_planted_last_phase_std']:.2f} | "
-                     f"{r['policy_minus_uniform_psnr']:+.4f} +- {r['policy_minus_uniform_psnr_std']:.4f} |")
+             f"std {meta['signal']['interaction_std']:.4f} dB.", '']
+    lines += md_table(['setting', 'reward mode', 'baseline samples', 'lr', 'entropy w', 'patches', 'entropy drop',
+                       'P(planted = 1), last phase', 'policy - uniform PSNR (dB)'], 'll' + 'r' * 7,
+                      [[r['setting'], r.get('reward_mode', 'fresh'), r.get('baseline_samples', 0),
+                        f"{r.get('lr', 3e-4):g}", f"{r.get('entropy_weight', meta['entropy_weight']):g}",
+                        r.get('reward_patches', meta['reward_patches']),
+                        f"{100 * r['entropy_drop']:.1f}% +- {100 * r['entropy_drop_std']:.1f}",
+                        f"{r['p_planted_last_phase']:.2f} +- {r['p_planted_last_phase_std']:.2f}",
+                        f"{r['policy_minus_uniform_psnr']:+.4f} +- {r['policy_minus_uniform_psnr_std']:.4f}"]
+                       for r in summary])
     return '\n'.join(lines) + '\n'
 
 

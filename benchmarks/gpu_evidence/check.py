@@ -8,6 +8,8 @@ import os.path as osp
 import xml.etree.ElementTree as ET
 from typing import List
 
+from deconas_plugin.utils.markdown_table import md_table
+
 
 def check_inputs(runner, stage):
     """Nothing to prepare: the tests make their own data."""
@@ -73,11 +75,11 @@ def markdown(result: dict) -> List[str]:
     s = result.get('summary') or {}
     lines = [f'Tests: {s.get("passed", 0)} passed, {len(s.get("failed", []))} failed, {len(s.get("skipped", []))} '
              f'skipped' + (f'; parts not done: {", ".join(s["parts_not_done"])}' if s.get('parts_not_done') else '')
-             + '.', '', '| test | outcome | s | message |', '|---|---|---:|---|']
-    for p in result['parts'].values():
-        for t in (p.get('result') or {}).get('tests', []):
-            msg = (t['message'] or '').splitlines()[0][:150].replace('|', '/') if t['message'] else ''
-            lines.append(f'| {t["test"]} | {t["outcome"]} | {t["seconds"]:.1f} | {msg} |')
+             + '.', '']
+    tests = [t for p in result['parts'].values() for t in (p.get('result') or {}).get('tests', [])]
+    lines += md_table(['test', 'outcome', 's', 'message'], 'llrl',
+                      [[t['test'], t['outcome'], f'{t["seconds"]:.1f}',
+                        t['message'].splitlines()[0][:150].replace('|', '/') if t['message'] else ''] for t in tests])
     env = (result['parts'].get('environment') or {}).get('result')
     if env:
         devices = ', '.join(f'{d["name"]} {d["memory_gib"]} GiB, sm {d["capability"]}' for d in env['devices'])

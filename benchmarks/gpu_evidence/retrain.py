@@ -14,6 +14,7 @@ import os.path as osp
 from typing import List
 
 from deconas_plugin.pipelines import search_vs_random as svr
+from deconas_plugin.utils.markdown_table import md_table
 from .entry import run_entry
 from .prepare import paths
 from .runner import ROOT, EvidenceError
@@ -81,11 +82,8 @@ def markdown(result: dict) -> List[str]:
              'protocol: `search_vs_random/`.', '']
     for set_name, s in summary.items():
         lines += [f'{set_name}:', ''] + svr.genotype_table(s['genotypes']) + ['']
-    lines += ['| test set | found - random (dB) | standard error | seed noise (dB) | exceeds the seed noise |',
-              '|---|---:|---:|---:|---|']
-    for set_name, s in summary.items():
-        exceeds = s['exceeds_seed_noise']
-        lines.append(f'| {set_name} | {svr.fmt(s["found_minus_random"], signed=True)} | '
-                     f'{svr.fmt(s["found_minus_random_se"])} | {svr.fmt(s["seed_std"])} | '
-                     f'{"not measured (one seed)" if exceeds is None else "yes" if exceeds else "no"} |')
-    return lines
+    return lines + md_table(
+        ['test set', 'found - random (dB)', 'standard error', 'seed noise (dB)', 'exceeds the seed noise'], 'lrrrl',
+        [[set_name, svr.fmt(s['found_minus_random'], signed=True), svr.fmt(s['found_minus_random_se']),
+          svr.fmt(s['seed_std']), 'not measured (one seed)' if s['exceeds_seed_noise'] is None
+          else 'yes' if s['exceeds_seed_noise'] else 'no'] for set_name, s in summary.items()])

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from deconas_plugin.utils.checkpoint import atomic_write_text
 from deconas_plugin.utils.logged_run import BackgroundRun, child_env, log_tail
 from deconas_plugin.utils.machine import default_threads, describe_machine, source_commit, use_threads
+from deconas_plugin.utils.markdown_table import md_table
 from .plan import STAGE_LIMIT_S, STAGES, plan as make_plan
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -243,10 +244,11 @@ def render_stage(result: dict, body: Callable[[dict], List[str]]) -> str:
              f'- commit {st["commit"]}'
              + (' (as given by --commit: the tree had no .git)' if st.get('commit_from') == '--commit' else '')
              + f', {st["date"]}; ' + ('complete' if result['complete'] else 'in progress or cut short'),
-             '', '| part | status | wall s | limit s | measured |', '|---|---|---:|---:|---|']
-    for name, p in result['parts'].items():
-        lines.append(f'| {name} | {p["status"]}{": " + p["error"][:120].replace("|", "/") if p.get("error") else ""}'
-                     f' | {p.get("wall_s", 0):.0f} | {p["limit_s"]} | {(p.get("stamp") or {}).get("date", "-")} |')
+             '']
+    lines += md_table(['part', 'status', 'wall s', 'limit s', 'measured'], 'llrrl',
+                      [[name, p['status'] + (': ' + p['error'][:120].replace('|', '/') if p.get('error') else ''),
+                        f'{p.get("wall_s", 0):.0f}', p['limit_s'], (p.get('stamp') or {}).get('date', '-')]
+                       for name, p in result['parts'].items()])
     lines += [''] + body(result)
     return '\n'.join(lines).rstrip() + '\n'
 

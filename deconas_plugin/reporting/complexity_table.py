@@ -47,8 +47,8 @@ from torch import nn
 
 from ..complexity import PAPER_HR_SIZE  # (W, H) of the HR output
 from ..utils.checkpoint import atomic_write_text
+from ..utils.markdown_table import md_table
 from ..utils.option_file import read_option_file
-from .markdown import md_table
 
 FIT_SIZES = ((16, 16), (24, 24))  # (h, w) of the a*h*w + d fit
 BILINEAR_SIZES = ((16, 16), (16, 24), (24, 16), (24, 24))  # (h, w) of the a*h*w + b*h + c*w + d fit

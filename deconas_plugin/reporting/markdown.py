@@ -1,6 +1,8 @@
 """The Markdown of a report: the results table (the paper's Table II layout) and its caption, the per-image
 and complexity tables, the first screen (plain answers with numbers) and ``report.md`` itself."""
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional
+
+from ..utils.markdown_table import md_table
 
 PAPER_X2 = [  # x2, Y, PSNR/SSIM on Set5, Set14, B100, Urban100: DeCoNAS paper Table II; RDN: Zhang et al. 2018
     ('Bicubic', '-', ('33.66/0.9299', '-', '-', '-')),
@@ -14,14 +16,6 @@ PENALTY_TEXT = {'params': 'params / params_max', 'macs': 'MACs / MACs_max (searc
 
 
 # --------------------------------------------------------------------------------------- tables
-def md_table(header: Sequence[str], align: str, rows: Iterable[Sequence]) -> List[str]:
-    """The lines of a Markdown table: the ``header`` cells, a column alignment per letter of ``align`` (``l``,
-    ``c`` or ``r``), then one line per row of cells."""
-    rule = {'l': '---', 'c': ':---:', 'r': '---:'}
-    return (['| ' + ' | '.join(header) + ' |', '|' + ''.join(rule[a] + '|' for a in align)]
-            + ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows])
-
-
 def results_table(rows: List[dict], test_sets: List[str], caption: str = '') -> str:
     """The paper's Table II layout: rows = methods, a scale and a params column, cells PSNR/SSIM (test-set
     means), then the mean PSNR-Y gain over bicubic and the 2-seed spread of each row (when known),
