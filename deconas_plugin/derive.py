@@ -53,24 +53,24 @@ def genotype_params(genotype: Genotype, sizes: dict) -> int:
     return count_params(genotype, **{k: v for k, v in sizes.items() if k != 'num_nodes'})
 
 
-def read_chosen(derive_dir: str, sizes: dict) -> dict:
+def read_chosen(derive_dir: str, sizes: dict, error: type = DeriveError) -> dict:
     """``<derive_dir>/chosen.json`` (what ``tools/derive.py`` chose) with its genotype parsed for the network
-    ``sizes`` (key ``parsed``); a missing or unreadable file, or a genotype that does not fit, is a
-    ``DeriveError``."""
+    ``sizes`` (key ``parsed``); a missing or unreadable file, or a genotype that does not fit, raises ``error``
+    (the caller's user error)."""
     path = osp.join(derive_dir, 'chosen.json')
     if not osp.isfile(path):
-        raise DeriveError(f'no derived genotype: {path} is missing; run python tools/derive.py -opt <search yml> '
-                          f'first (the demo does)')
+        raise error(f'no derived genotype: {path} is missing; run python tools/derive.py -opt <search yml> first '
+                    f'(the demo does)')
     try:
         with open(path) as f:
             chosen = json.load(f)
         value = chosen.get('genotype_dict') or chosen['genotype']
     except (ValueError, KeyError, AttributeError) as e:
-        raise DeriveError(f'{path} is not a chosen.json written by tools/derive.py (no genotype: {e})') from None
+        raise error(f'{path} is not a chosen.json written by tools/derive.py (no genotype: {e})') from None
     try:
         chosen['parsed'] = Genotype.parse(value, num_nodes=sizes['num_nodes'], num_blocks=sizes['num_blocks'])
     except GenotypeError as e:
-        raise DeriveError(f'the genotype of {path} does not fit the search network: {e}') from None
+        raise error(f'the genotype of {path} does not fit the search network: {e}') from None
     return chosen
 
 

@@ -43,7 +43,8 @@ def test_ranking_tables_and_retrain_options():
 
 def test_read_chosen_parses_the_genotype_for_the_search_sizes(tmp_path):
     """The one reader of ``chosen.json`` (search vs random, the GPU runner and the report use it): the
-    genotype parsed for the search's N and M; a missing file, no genotype or one of another size: DeriveError."""
+    genotype parsed for the search's N and M; a missing file, no genotype or one of another size: DeriveError
+    (or the error class the caller names)."""
     sizes = derive.network_sizes({'scale': 2, 'network_g': {'num_blocks': 1, 'num_nodes': 2}})
     assert sizes == {'num_blocks': 1, 'num_nodes': 2, 'num_feat': 64, 'upscale': 2, 'num_in_ch': 3, 'num_out_ch': 3}
     with pytest.raises(derive.DeriveError, match='chosen.json is missing; run python tools/derive.py'):
@@ -59,3 +60,5 @@ def test_read_chosen_parses_the_genotype_for_the_search_sizes(tmp_path):
     (tmp_path / 'chosen.json').write_text('{"genotype": "1 0 1 1"}')
     with pytest.raises(derive.DeriveError, match='does not fit the search network'):
         derive.read_chosen(str(tmp_path), sizes)
+    with pytest.raises(LookupError, match='does not fit the search network'):  # the caller's error class
+        derive.read_chosen(str(tmp_path), sizes, LookupError)

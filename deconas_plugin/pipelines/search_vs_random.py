@@ -564,10 +564,7 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     else:
         experiment = find_experiment(search_exp)
         search_opt_path, search_opt = find_search_options(experiment, opt_path)
-        try:
-            chosen = derive_lib.read_chosen(osp.join(experiment, 'derive'), network_sizes(search_opt))
-        except derive_lib.DeriveError as e:
-            raise ProtocolError(str(e)) from None
+        chosen = derive_lib.read_chosen(osp.join(experiment, 'derive'), network_sizes(search_opt), ProtocolError)
     template_path = osp.abspath(train_opt or osp.join(experiment, 'derive', 'train_DeCoNASNet.yml'))
     if not osp.isfile(template_path):
         raise ProtocolError(f'retrain template not found: {template_path}' + (

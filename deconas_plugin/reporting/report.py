@@ -143,10 +143,7 @@ def build_report(search_exp: str, out: str, test_opts: Sequence[Tuple[Optional[s
     chosen_path = osp.join(derive_dir, 'chosen.json')
     derive_info = None
     if osp.isfile(chosen_path):
-        try:
-            derive_info = derive_lib.read_chosen(derive_dir, sizes)
-        except derive_lib.DeriveError as e:
-            raise ReportError(str(e)) from None
+        derive_info = derive_lib.read_chosen(derive_dir, sizes, ReportError)
         genotype = derive_info.pop('parsed')
         source = osp.relpath(chosen_path, ROOT) if chosen_path.startswith(ROOT) else chosen_path
     elif any(m['arch'] == 'DeCoNASNet' for m in methods):
