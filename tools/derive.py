@@ -14,8 +14,8 @@ Example:
     python deconas_plugin/test.py -opt experiments/search_CB1_FF0/derive/test_DeCoNASNet.yml
 """
 import json
-import random
 import os.path as osp
+import random
 import sys
 
 if __package__ in (None, ''):  # run as a script: make the project importable
@@ -35,7 +35,7 @@ from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E
 def parse_args(argv=None):
     p = tool_parser(__doc__)
     add_search_checkpoint(p)
-    p.add_argument('--num-samples', type=int, default=100, help='genotypes sampled from the controller (100)')
+    p.add_argument('--num-samples', type=int, default=100, help='genotypes sampled (100)')
     p.add_argument('--sampler', choices=['controller', 'uniform'], default='controller',
                    help='draw the samples from the trained controller, or uniformly (every bit 1 with '
                    'probability 1/2): random search with the same shared weights, the baseline of the controller')

@@ -65,6 +65,7 @@ from ..genotype import Genotype, GenotypeError
 from ..search_signal import kendall_tau
 from ..utils.checkpoint import atomic_write_text
 from ..utils.machine import source_commit
+from ..utils.markdown_table import md_table
 from .runs import PipelineError, Runner, prepared_test_sets, read_options, shown, test_options
 
 ROOT = derive_lib.PROJECT_ROOT
@@ -440,14 +441,12 @@ def markdown(result: dict) -> str:
 
 def genotype_table(genotypes: List[dict]) -> List[str]:
     """The Markdown table of ``summarize``'s genotype rows, best first."""
-    lines = ['| rank | kind | genotype | params | supernet PSNR-Y | test PSNR-Y per seed | mean ± std | SSIM-Y |',
-             '|---:|---|---|---:|---:|---|---:|---:|']
-    for g in genotypes:
-        kind = '**found**' if g['kind'] == 'found' else f"{g['kind']} {g['index']}"
-        lines.append(f"| {g['rank']} | {kind} | `{g['genotype']}` | {g['params']:,} | {fmt(g['supernet_psnr'])} | "
-                     f"{', '.join(fmt(p) for p in g['psnrs'])} | {fmt(g['psnr_mean'])} ± {fmt(g['psnr_std'])} | "
-                     f"{fmt(g['ssim_mean'], 4)} |")
-    return lines
+    return md_table(
+        ['rank', 'kind', 'genotype', 'params', 'supernet PSNR-Y', 'test PSNR-Y per seed', 'mean ± std', 'SSIM-Y'],
+        'rllrrlrr',
+        [[g['rank'], '**found**' if g['kind'] == 'found' else f"{g['kind']} {g['index']}", f"`{g['genotype']}`",
+          f"{g['params']:,}", fmt(g['supernet_psnr']), ', '.join(fmt(p) for p in g['psnrs']),
+          f"{fmt(g['psnr_mean'])} ± {fmt(g['psnr_std'])}", fmt(g['ssim_mean'], 4)] for g in genotypes])
 
 
 def plot(result: dict, path: str):
