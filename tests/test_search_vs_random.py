@@ -29,6 +29,7 @@ from basicsr.utils import img2tensor, tensor2img
 
 from deconas_plugin import derive as derive_lib
 from deconas_plugin.pipelines import search_vs_random as svr
+from deconas_plugin.pipelines.runs import read_options
 from deconas_plugin.complexity import count_params
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.search_signal import kendall_tau
@@ -218,6 +219,31 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     assert [g['kind'] for g in scale['genotypes']] == ['extra', 'extra'] and scale['summary']['found_mean'] is None
     assert {r['genotype'] for r in scale['rows']} == {empty, full} and scale['summary']['kendall_tau'] is None
     assert (scale_out / 'search_vs_random.md').read_text().startswith('# Retrained genotypes')
+
+    # The same trainings tested on another test set (here the same images under another name): each recorded
+    # training's checkpoint is tested, nothing is retrained, and the same weights give the same numbers.
+    other_test = read_options(out / 'options' / f"{rows[0]['experiment']}_test.yml")
+    for d in other_test['datasets'].values():
+        d['name'] = d['name'] + '_again'
+    write_options(tmp_path / 'other_test.yml', derive_lib.plain(other_test))
+    retest_out = tmp_path / 'retest'
+    retest_args = scale_args[:]
+    retest_args[retest_args.index('--test-opt') + 1] = str(tmp_path / 'other_test.yml')
+    retest_args[retest_args.index(str(scale_out))] = str(retest_out)
+    retest_args[retest_args.index('--prefix') + 1] = experiment_name('test_svr_retest')
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert tool.main(retest_args + ['--reuse', str(scale_out)]) == 0
+    text = buf.getvalue()
+    assert 'retrain ran' not in text and text.count('retrain skipped (trained as in') == 2, text
+    assert text.count('test ran') == 2, text
+    with open(retest_out / 'search_vs_random.json') as f:
+        retest = json.load(f)
+    assert [r['psnr'] for r in retest['rows']] == [r['psnr'] for r in scale['rows']]
+    assert [r['train_seconds'] for r in retest['rows']] == [r['train_seconds'] for r in scale['rows']]
+    for row in retest['rows']:
+        with open(osp.join(ROOT, row['record'])) as f:
+            assert osp.join(ROOT, json.load(f)['trained_as_in']).startswith(str(scale_out / 'runs'))
 
     # --recorded-only: nothing retrained; what is recorded so far is summarized under a name of its own
     buf = io.StringIO()

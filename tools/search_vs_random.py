@@ -43,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument('--extra-seeds', type=int, help='retrains of each extra genotype (default: --seeds)')
     p.add_argument('--reuse', nargs='+', default=(), metavar='DIR',
                    help='earlier --out folders whose run records (runs/*.json) of the same measurement are taken '
-                   'instead of retraining')
+                   'instead of retraining; a recorded training tested on other data is tested again from its checkpoint')
     p.add_argument('--train-opt', help='retrain template (default: <exp>/derive/train_DeCoNASNet.yml, written by '
                    'tools/derive.py); its genotype, name, seed and pretrained weights are replaced')
     p.add_argument('--data-from-search', action='store_true', help="retrain on the search option file's datasets")

@@ -39,7 +39,9 @@ Every finished retrain and test is recorded in ``<out>/runs/<run>.json``: its tr
 its name), its test data and metrics, its time and the commit of the code. A run whose record exists
 is neither retrained nor tested, so a rerun needs no checkpoint of a finished run (records can be
 kept in git and the protocol finished on another machine); with ``reuse`` folders, a record of the
-same measurement there (same options, test data and metrics, any run name) is taken too. Supernet
+same measurement there (same options, test data and metrics, any run name) is taken too. A recorded run
+of the same training with another test is tested again from its experiment's final checkpoint, not
+retrained (``recorded_training``). Supernet
 scores are kept in ``<out>/supernet_scores.json`` for the same reason.
 
 Subprocess output goes to ``<out>/logs/<run>.log`` (and to the console unless ``quiet`` or
@@ -340,23 +342,46 @@ def write_record(out: str, name: str, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2) + '\n')
 
 
+def recorded_runs(name: str, out: str, reuse: Sequence[str] = ()):
+    """``(path, record)`` of ``<out>/runs/<name>.json`` (when there is one), then of every record in ``<reuse>/runs/``."""
+    own = osp.join(out, RUNS_DIR, f'{name}.json')
+    candidates = [own] + [osp.join(d, RUNS_DIR, f) for d in reuse if osp.isdir(osp.join(d, RUNS_DIR))
+                          for f in sorted(os.listdir(osp.join(d, RUNS_DIR))) if f.endswith('.json')]
+    for path in candidates:
+        if osp.isfile(path):
+            with open(path) as f:
+                yield path, json.load(f)
+
+
 def find_record(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) -> Optional[dict]:
     """The record of this measurement: ``<out>/runs/<name>.json``, else any record of the same
     measurement in ``<reuse>/runs/`` (copied into ``<out>/runs/<name>.json``, see ``write_record``); None
     when there is none."""
     own = osp.join(out, RUNS_DIR, f'{name}.json')
-    candidates = [own] + [osp.join(d, RUNS_DIR, f) for d in reuse if osp.isdir(osp.join(d, RUNS_DIR))
-                          for f in sorted(os.listdir(osp.join(d, RUNS_DIR))) if f.endswith('.json')]
-    for path in candidates:
-        if not osp.isfile(path):
-            continue
-        with open(path) as f:
-            record = json.load(f)
+    for path, record in recorded_runs(name, out, reuse):
         if record.get('measurement') == wanted:
             if path != own:
                 record = dict(record, experiment=name, reused_from=shown(path))
                 write_record(out, name, record)
             return record
+    return None
+
+
+def recorded_training(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) -> Optional[tuple]:
+    """``(record path, checkpoint, train seconds)`` of a recorded run with the same training as ``wanted`` but another test
+    (another test set, say), whose final checkpoint is still in ``experiments/``: a new test of it needs no
+    retrain. The checkpoint is that of the experiment that trained it (a reused record names its source in
+    ``reused_from``); None when there is none."""
+    for path, record in recorded_runs(name, out, reuse):
+        if (record.get('measurement') or {}).get('train') != wanted['train']:
+            continue
+        source = record
+        while source.get('reused_from') and osp.isfile(osp.join(ROOT, source['reused_from'])):
+            with open(osp.join(ROOT, source['reused_from'])) as f:
+                source = json.load(f)
+        checkpoint = osp.join(ROOT, 'experiments', source['experiment'], 'models', 'net_g_latest.pth')
+        if osp.isfile(checkpoint):
+            return shown(path), checkpoint, record.get('train_seconds')
     return None
 
 
@@ -667,15 +692,21 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
             say(f'{head} (manual_seed {manual_seed}) {genotype} ({params:,} params)' + (': started' if jobs > 1
                                                                                          else ''))
             t = time.time()
-            trained = runner.train(train, f'# Written by tools/search_vs_random.py: {label}, seed {s}, from '
-                                          f'{template_path}\n')
+            earlier = recorded_training(train['name'], wanted, out, reuse)
+            if earlier:  # trained and recorded before, tested on other data: test its checkpoint
+                test = dict(test, path=dict(test['path'], pretrain_network_g=earlier[1]))
+                trained = f'skipped (trained as in {earlier[0]})'
+            else:
+                trained = runner.train(train, f'# Written by tools/search_vs_random.py: {label}, seed {s}, from '
+                                              f'{template_path}\n')
             t_train = time.time() - t
             t = time.time()
             tested, metrics = runner.test(test, f'# Written by tools/search_vs_random.py: test of {train["name"]}\n')
             t_test = time.time() - t
             record = {'experiment': train['name'], 'genotype': genotype.to_string(), 'manual_seed': manual_seed,
                       'measurement': wanted, 'test': {d['name']: metrics[d['name']] for d in sets},
-                      'train_seconds': round(t_train, 1) if trained == 'ran' else None,
+                      'train_seconds': earlier[2] if earlier else round(t_train, 1) if trained == 'ran' else None,
+                      **({'trained_as_in': earlier[0]} if earlier else {}),
                       'test_seconds': round(t_test, 1), 'finished': time.strftime('%Y-%m-%d %H:%M:%S'),
                       'commit': commit}
             write_record(out, train['name'], record)
