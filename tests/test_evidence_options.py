@@ -62,6 +62,24 @@ def test_the_second_search_differs_only_by_its_seed_and_name():
     assert dict(second, name=first['name'], manual_seed=0) == first
 
 
+def test_the_uniform_search_never_trains_its_controller_and_differs_in_nothing_else():
+    first, uniform = read('search_N4_M4_C32_cpu.yml'), read('search_N4_M4_C32_cpu_uniform.yml')
+    assert uniform['search']['controller_start_iter'] > uniform['train']['total_iter']
+    assert uniform['name'] == first['name'] + '_uniform'
+    assert dict(uniform, name=first['name'], search=dict(uniform['search'], controller_start_iter=3000)) == first
+
+
+def test_the_standard_test_sets_are_held_out_and_match_the_network():
+    test, std, train = read('test_N4_M4_C32_B100.yml'), read('test_N4_M4_C32_std.yml'), read('train_N4_M4_C32_cpu.yml')
+    sets = list(std['datasets'].values())
+    assert [d['name'] for d in sets] == ['Urban100', 'Set5', 'Set14']
+    for d in sets:  # the prepare tool's folders of the whole set (no subset), none of the training images
+        assert d['dataroot_gt'] == f"datasets/{d['name']}/GTmod2" and 'meta_info_file' not in d
+        assert d['dataroot_lq'] == f"datasets/{d['name']}/LRbicx2"
+    assert dict(std, name=test['name'], datasets=test['datasets']) == test
+    assert std['network_g']['num_feat'] == train['network_g']['num_feat']
+
+
 @pytest.mark.parametrize('kind', ['search', 'train'])
 def test_a_tiny_version_runs(kind, embedded_data, experiment_name, tmp_path):
     opt = read(f'{kind}_N4_M4_C32_cpu.yml')
