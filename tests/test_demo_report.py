@@ -61,7 +61,9 @@ def _cleanup(prefix):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _run(args, timeout=300):
+def _run(args, timeout=900):
+    """``args`` run by Python from the project root; ``timeout`` only guards against a hang (a demo step takes
+    1-2 minutes on 2 idle cores, several times that beside other work)."""
     t = time.time()
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     return proc, time.time() - t
