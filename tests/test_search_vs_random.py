@@ -367,6 +367,35 @@ def test_summary_of_two_seeds():
     assert svr.summarize(rows, {}, {}, test_set='Set5')[1]['found_mean'] == pytest.approx(30.1)
 
 
+def test_a_recorded_training_is_tested_again_only_while_its_experiment_holds_it(tmp_path, experiment_name):
+    """A new test of a recorded training takes the final checkpoint of the experiment that trained it (the
+    source of a reused record), only while that experiment's option file is still the training's."""
+    trained = experiment_name('test_svr_trained')
+    train = {'name': trained, 'scale': 2, 'network_g': {'type': 'DeCoNASNet', 'genotype': '1 0'},
+             'train': {'total_iter': 4}}
+    wanted = {'train': svr.training_measurement(dict(train, name='other_name'))}
+    source, reused = tmp_path / 'first' / 'runs', tmp_path / 'second' / 'runs'
+    source.mkdir(parents=True)
+    reused.mkdir(parents=True)
+    (source / f'{trained}.json').write_text(json.dumps(
+        {'experiment': trained, 'measurement': dict(wanted, test_sets=['a']), 'train_seconds': 12.5}))
+    (reused / 'copy.json').write_text(json.dumps(  # a record taken from the first folder under another name
+        {'experiment': 'copy', 'measurement': dict(wanted, test_sets=['a']), 'train_seconds': 12.5,
+         'reused_from': str(source / f'{trained}.json')}))
+    out = str(tmp_path / 'new')
+    assert svr.recorded_training('run', wanted, out, [str(tmp_path / 'second')]) is None  # no checkpoint yet
+    exp = osp.join(ROOT, 'experiments', trained)
+    os.makedirs(osp.join(exp, 'models'))
+    open(osp.join(exp, 'models', 'net_g_latest.pth'), 'wb').close()
+    write_options(osp.join(exp, f'{trained}.yml'), train)
+    found = svr.recorded_training('run', wanted, out, [str(tmp_path / 'second')])
+    assert found == (str(reused / 'copy.json'), osp.join(exp, 'models', 'net_g_latest.pth'), 12.5)
+    other = dict(wanted, train=dict(wanted['train'], train={'total_iter': 8}))
+    assert svr.recorded_training('run', other, out, [str(tmp_path / 'second')]) is None  # another training
+    write_options(osp.join(exp, f'{trained}.yml'), dict(train, train={'total_iter': 8}))  # rerun under its name
+    assert svr.recorded_training('run', wanted, out, [str(tmp_path / 'second')]) is None
+
+
 def test_a_retrain_with_ema_is_tested_on_its_ema_weights(tmp_path):
     """The test options load ``params_ema`` of a retrain that keeps an EMA (BasicSR saves both entries),
     as derive's do; the tested weights are part of the measurement then, so a record of the raw weights

@@ -319,8 +319,7 @@ def measurement(train: dict, test: dict) -> dict:
     """What makes two runs the same measurement: the training options but the run's name, the test
     data and metrics (paths relative to the project root), and the weights tested when they are not
     the plain ``params`` (an EMA), as plain JSON values."""
-    train = plain(copy.deepcopy(train))
-    train.pop('name', None)
+    train = training_measurement(train)
     sets = [{k: shown(v) if k.startswith('dataroot') else v for k, v in plain(d).items()}
             for d in test['datasets'].values()]
     wanted = {'train': train, 'test_sets': sets, 'metrics': plain(test['val']['metrics'])}
@@ -328,6 +327,13 @@ def measurement(train: dict, test: dict) -> dict:
     if weights != 'params':
         wanted['weights'] = weights
     return json.loads(json.dumps(wanted))
+
+
+def training_measurement(train: dict) -> dict:
+    """The training part of a measurement: the options but the run's name, as plain JSON values."""
+    train = plain(copy.deepcopy(train))
+    train.pop('name', None)
+    return json.loads(json.dumps(train))
 
 
 def write_record(out: str, name: str, record: dict) -> None:
@@ -343,7 +349,8 @@ def write_record(out: str, name: str, record: dict) -> None:
 
 
 def recorded_runs(name: str, out: str, reuse: Sequence[str] = ()):
-    """``(path, record)`` of ``<out>/runs/<name>.json`` (when there is one), then of every record in ``<reuse>/runs/``."""
+    """``(path, record)`` of ``<out>/runs/<name>.json`` (when there is one), then of every record in
+    ``<reuse>/runs/``."""
     own = osp.join(out, RUNS_DIR, f'{name}.json')
     candidates = [own] + [osp.join(d, RUNS_DIR, f) for d in reuse if osp.isdir(osp.join(d, RUNS_DIR))
                           for f in sorted(os.listdir(osp.join(d, RUNS_DIR))) if f.endswith('.json')]
@@ -368,10 +375,11 @@ def find_record(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) ->
 
 
 def recorded_training(name: str, wanted: dict, out: str, reuse: Sequence[str] = ()) -> Optional[tuple]:
-    """``(record path, checkpoint, train seconds)`` of a recorded run with the same training as ``wanted`` but another test
-    (another test set, say), whose final checkpoint is still in ``experiments/``: a new test of it needs no
+    """``(record path, checkpoint, train seconds)`` of a recorded run with the same training as ``wanted`` but
+    another test (another test set, say), whose final checkpoint is still in ``experiments/``: a new test of it needs no
     retrain. The checkpoint is that of the experiment that trained it (a reused record names its source in
-    ``reused_from``); None when there is none."""
+    ``reused_from``), taken only while that experiment's option file is still this training's (not a later run
+    of other options under its name); None when there is none."""
     for path, record in recorded_runs(name, out, reuse):
         if (record.get('measurement') or {}).get('train') != wanted['train']:
             continue
@@ -379,8 +387,10 @@ def recorded_training(name: str, wanted: dict, out: str, reuse: Sequence[str] = 
         while source.get('reused_from') and osp.isfile(osp.join(ROOT, source['reused_from'])):
             with open(osp.join(ROOT, source['reused_from'])) as f:
                 source = json.load(f)
-        checkpoint = osp.join(ROOT, 'experiments', source['experiment'], 'models', 'net_g_latest.pth')
-        if osp.isfile(checkpoint):
+        exp = osp.join(ROOT, 'experiments', source['experiment'])
+        checkpoint, stored = osp.join(exp, 'models', 'net_g_latest.pth'), osp.join(exp, f"{source['experiment']}.yml")
+        if osp.isfile(checkpoint) and osp.isfile(stored) \
+                and training_measurement(read_options(stored)) == wanted['train']:
             return shown(path), checkpoint, record.get('train_seconds')
     return None
 
