@@ -1,10 +1,14 @@
-"""Smoke tests of tools/benchmark.py (no speed goal is asserted: timings are not tested)."""
+"""Smoke tests of tools/benchmark.py and tools/benchmark_ddp.py (no speed goal is asserted: timings are not tested)."""
 import deconas_plugin  # noqa: F401  (torchvision shim and arch registration, before basicsr)
 
 import json
 import math
+import os
 import os.path as osp
 import random
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -216,3 +220,19 @@ def test_opt_in_path_verdicts():
         'not a GPU measurement', 'keep off: RuntimeError: capture failed'}
     md = '\n'.join(md_opt_in_paths(got))
     assert '| `whole-step CUDA graph (CARN fp32)` | 3.00x | 0.002 | keep off: weights differ from eager |' in md
+
+
+def test_ddp_benchmark_records_date_machine_and_command(tmp_path):
+    """tools/benchmark_ddp.py at tiny sizes (2 gloo ranks, in processes of their own: the tool spawns them)
+    writes a results file that names its date, machine and command."""
+    out = tmp_path / 'ddp'
+    args = ['--steps', '2', '--feat', '4', '--batch', '1', '--patch', '8', '--device', 'cpu', '--out', str(out)]
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark_ddp.py'), *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'ddp.json').read_text())
+    assert result['command'] == ' '.join(['python tools/benchmark_ddp.py'] + args)
+    assert re.fullmatch(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d', result['date'])
+    assert result['machine']['device'] == 'cpu' and result['machine']['torch'] == torch.__version__
+    assert result['machine']['cpu'] and result['threads_per_rank'] == 1
+    assert result['ddp_find_unused'] > 0 and result['manual_allreduce'] > 0 and result['steps'] == 2
