@@ -251,8 +251,8 @@ def parse_args(argv=None):
     parser.add_argument('--limit', type=int, default=None, help='use only the first N images (sorted)')
     parser.add_argument('--compression', type=int, default=3, help='PNG compression level 0-9 (default 3)')
     parser.add_argument('--lmdb-compression', type=int, default=1,
-                        help="PNG level of the images in the LMDBs (default 1, BasicSR's); 0 decodes about 3x "
-                        'faster for about twice the disk (docs/data.md)')
+                        help="PNG level of the images in the LMDBs (default 1, BasicSR's); 0 decodes faster for "
+                        'more disk (both measured: docs/data.md)')
     return parser.parse_args(argv)
 
 
