@@ -62,7 +62,6 @@ def machine_info(device: torch.device) -> dict:
     return {**describe_machine(device), 'threads_probe': threads_probe(device)}
 
 
-
 def section_machine(machine: dict) -> dict:
     """What a section records of the machine that measured it (the part of ``machine_info`` that names
     the machine and its software, not the load of the moment)."""

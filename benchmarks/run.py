@@ -52,8 +52,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
     """Run ``sections``; after each, write ``benchmark.json`` and ``benchmark.md`` under ``out_dir``.
 
     ``merge``: keep the other sections of an existing ``benchmark.json`` (measured on the same
-    device type); each section records when, on which machine and by which
-    command it was measured.
+    device type); each section records when, on which machine and by which command it was measured.
     """
     os.makedirs(out_dir, exist_ok=True)
     if device.type == 'cuda':
