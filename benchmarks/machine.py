@@ -1,5 +1,6 @@
-"""The machine a run is measured on (``machine_info``), the intra-op threads probe, and the
-``--threads`` choice (``choose_threads``)."""
+"""The machine a run is measured on (``machine_info``) and the one each section was measured on
+(``section_machine``, ``recorded_machine``), the intra-op threads probe, and the ``--threads`` choice
+(``choose_threads``)."""
 from typing import Optional
 
 import torch
@@ -8,6 +9,8 @@ from torch import nn
 from deconas_plugin.utils.machine import default_threads, describe_machine, load_average, usable_cores
 
 from .timing import interleaved, median_ms
+
+SECTION_MACHINE_KEYS = ('cpu', 'cores', 'usable_cores', 'torch_threads', 'torch', 'device', 'device_name')
 
 
 def choose_threads(spec: str, device: torch.device):
@@ -58,3 +61,20 @@ def machine_info(device: torch.device) -> dict:
     """``describe_machine`` and the intra-op threads probe."""
     return {**describe_machine(device), 'threads_probe': threads_probe(device)}
 
+
+def section_machine(machine: dict) -> dict:
+    """What a section records of the machine that measured it (the part of ``machine_info`` that names
+    the machine and its software, not the load of the moment)."""
+    return {k: machine.get(k) for k in SECTION_MACHINE_KEYS}
+
+
+def recorded_machine(sec: dict, result: dict) -> Optional[dict]:
+    """The machine that measured section ``sec`` of ``result`` (a ``benchmark.json``): the one it records,
+    else (a file written before sections recorded theirs, which names only the machine of its latest run)
+    that machine for the sections stamped with that run's command (all of them when that run was no
+    ``--merge``), and None, not recorded, for a section kept from an earlier run."""
+    if 'machine' in sec:
+        return sec['machine']
+    by_latest = (sec.get('command', result.get('command')) == result.get('command')
+                 and sec.get('measured', result['started']) >= result['started'])
+    return section_machine(result['machine']) if by_latest else None

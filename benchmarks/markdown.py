@@ -3,10 +3,11 @@ renderer (each lives in its section's module)."""
 from typing import List
 
 from .common import fmt, faster_text
-from .config import TITLES
+from .config import SECTIONS, TITLES
 from .controller import md_controller
 from .data import md_data
 from .inference import md_inference
+from .machine import recorded_machine, section_machine
 from .options import defaults_text, md_options
 from .precision import md_precision
 from .retrain import md_retrain, summary_retrain
@@ -34,22 +35,45 @@ def render_markdown(result: dict) -> str:
         f'- command: `{" ".join(result.get("command") or [])}`' + (
             ' (other sections kept from earlier runs: see each section)' if '--merge' in (result.get('command') or [])
             else ''),
-    ] + md_probe(m) + [
+    ] + md_machines(result) + md_probe(m) + [
         '',
         'Ratios are measured side by side in one process (A/B interleaved ABBA, each after a warm-up, '
         'medians); absolute times on a shared machine are noisy, the ratios much less.',
         '',
     ] + md_summary(result)
+    several = len(md_machines(result)) > 0
     for name, sec in result['sections'].items():
         lines += [f'## {TITLES[name]}', '']
         if 'error' in sec and name != 'zeromask':
             lines += [f'**failed**: `{sec["error"]}`', '']
             continue
         lines += RENDERERS[name](sec, cfg, result)
-        stamp = (f'measured {sec["measured"]} by `{" ".join(sec.get("command") or [])}`; '
+        on = f' on {machine_label(recorded_machine(sec, result))}' if several else ''
+        stamp = (f'measured {sec["measured"]}{on} by `{" ".join(sec.get("command") or [])}`; '
                  if sec.get('measured') else '')
         lines += ['', f'_{stamp}section wall time {sec.get("wall_s", 0):.0f} s_', '']
     return '\n'.join(lines).rstrip() + '\n'
+
+
+def machine_label(m) -> str:
+    """A machine as a section records it (``section_machine``), in words; None: not recorded."""
+    if m is None:
+        return 'a machine not recorded'
+    name = m['device_name'] if m['device'] == 'cpu' else f'{m["device_name"]} (CPU {m["cpu"]})'
+    return f'{name}, {m["cores"]} cores, torch {m["torch"]}, {m["torch_threads"]} thread(s)'
+
+
+def md_machines(result) -> List[str]:
+    """The header line that says which machine measured which section, when they are not all the
+    machine of the latest run (the header's CPU and torch lines); none otherwise."""
+    latest = machine_label(section_machine(result['machine']))
+    by_label = {}
+    for name, sec in result['sections'].items():
+        by_label.setdefault(machine_label(recorded_machine(sec, result)), []).append(str(SECTIONS.index(name) + 1))
+    if set(by_label) <= {latest}:
+        return []
+    return ['- sections by the machine that measured them (the lines above describe the latest run\'s): '
+            + '; '.join(f'{", ".join(nums)}: {label}' for label, nums in by_label.items())]
 
 
 def md_summary(result) -> List[str]:

@@ -16,7 +16,7 @@ from .data import bench_data
 from .inference import bench_inference
 from deconas_plugin.utils.machine import load_average
 
-from .machine import machine_info
+from .machine import machine_info, recorded_machine, section_machine
 from .markdown import render_markdown
 from .options import bench_options, recommend
 from .precision import bench_precision
@@ -52,7 +52,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
     """Run ``sections``; after each, write ``benchmark.json`` and ``benchmark.md`` under ``out_dir``.
 
     ``merge``: keep the other sections of an existing ``benchmark.json`` (measured on the same
-    device type); each section records when and by which command it was measured.
+    device type); each section records when, on which machine and by which command it was measured.
     """
     os.makedirs(out_dir, exist_ok=True)
     if device.type == 'cuda':
@@ -67,8 +67,7 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
             raise ValueError(f'--merge: {path} was measured on {old["machine"]["device"]}, not {device.type}')
         result['sections'] = {k: v for k, v in old['sections'].items() if k not in sections}
         for sec in result['sections'].values():
-            sec.setdefault('measured', old['started'])
-            sec.setdefault('command', old.get('command'))
+            stamp_kept_section(sec, old)
     t0 = time.perf_counter()
     for name in sections:
         say(f'== {TITLES[name]}')
@@ -80,12 +79,21 @@ def run_benchmark(out_dir: str, device: torch.device, sections: Sequence[str], c
             res = {'error': f'{type(e).__name__}: {e}'[:500]}
         res['wall_s'] = time.perf_counter() - ts
         res['measured'], res['command'] = time.strftime('%Y-%m-%d %H:%M:%S'), list(argv or [])
+        res['machine'] = section_machine(result['machine'])
         result['sections'][name] = res
         result['sections'] = {k: result['sections'][k] for k in SECTIONS if k in result['sections']}
         result['wall_s'] = time.perf_counter() - t0
         result['machine']['load_avg_end'] = load_average()
         write_results(result, out_dir)
     return result
+
+
+def stamp_kept_section(sec: dict, old: dict):
+    """Give a section that ``--merge`` keeps from ``old`` (a ``benchmark.json``) its date, command and
+    machine (``recorded_machine``) where it lacks them."""
+    sec.setdefault('measured', old['started'])
+    sec.setdefault('command', old.get('command'))
+    sec['machine'] = recorded_machine(sec, old)
 
 
 def write_results(result: dict, out_dir: str):

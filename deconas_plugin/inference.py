@@ -11,7 +11,8 @@
 * Tiling (``tile`` > 0): the LR image is cut into tiles of ``tile`` px, each run with ``tile_pad`` px
   of its neighbours and cropped back, so memory does not grow with the image. Channel attention
   pools over its whole input, so a tile never sees exactly the statistics of the whole image: tiled
-  output is close to, not equal to, the whole-image output (see the README for measured numbers).
+  output is close to, not equal to, the whole-image output (measured: docs/deployment.md, "Upscaling
+  your own images").
 """
 import os
 import os.path as osp

@@ -1,16 +1,22 @@
-"""Smoke tests of tools/benchmark.py (no speed goal is asserted: timings are not tested)."""
+"""Smoke tests of tools/benchmark.py and tools/benchmark_ddp.py (no speed goal is asserted: timings are not tested)."""
 import deconas_plugin  # noqa: F401  (torchvision shim and arch registration, before basicsr)
 
 import json
 import math
+import os
 import os.path as osp
 import random
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from deconas_plugin.archs.deconet_supernet_arch import DeCoNetSupernet
-from benchmarks.run import parse_only
+from benchmarks.machine import recorded_machine, section_machine
+from benchmarks.markdown import md_machines
+from benchmarks.run import parse_only, stamp_kept_section
 from benchmarks.zeromask import ZeroMaskSupernet
 from deconas_plugin.genotype import Genotype
 from deconas_plugin.utils.embedded_data import SPLITS
@@ -91,7 +97,37 @@ def test_quick_benchmark_cli(tmp_path):
     assert list(merged) == ['supernet', 'zeromask', 'controller', 'data']
     assert merged['supernet']['per_genotype'] == secs['supernet']['per_genotype']
     assert '--merge' in merged['controller']['command'] and '--merge' not in merged['supernet']['command']
-    assert '1. Supernet vs fixed' in (out / 'benchmark.md').read_text()
+    assert merged['supernet']['machine'] == merged['controller']['machine'] == section_machine(result['machine'])
+    md = (out / 'benchmark.md').read_text()
+    assert '1. Supernet vs fixed' in md and 'sections by the machine' not in md  # one machine: the header's
+
+
+def test_merge_records_the_machine_of_each_section():
+    """A merged file names the machine of each section; one written before sections recorded theirs credits
+    its latest run's machine only with the sections that run measured."""
+    amd = {'cpu': 'AMD EPYC', 'cores': 2, 'usable_cores': 2, 'torch_threads': 1, 'torch': '2.14.1',
+           'device': 'cpu', 'device_name': 'CPU (AMD EPYC)', 'python': '3.11', 'load_avg_start': [9.0]}
+    intel = dict(amd, cpu='Intel Xeon', device_name='CPU (Intel Xeon)')
+    first, merge = ['tools/benchmark.py', '--out', 'b'], ['tools/benchmark.py', '--only', 'data', '--merge']
+    legacy = {'machine': intel, 'started': '2026-12-04 16:40:15', 'command': merge, 'sections': {
+        'supernet': {'measured': '2026-11-25 18:12:37', 'command': first},
+        'data': {'measured': '2026-12-04 16:42:33', 'command': merge}}}
+    assert recorded_machine(legacy['sections']['supernet'], legacy) is None
+    assert recorded_machine(legacy['sections']['data'], legacy)['cpu'] == 'Intel Xeon'
+    unmerged = {'machine': amd, 'started': '2026-11-25 18:00:00', 'command': first, 'sections': {'supernet': {}}}
+    kept = {}
+    stamp_kept_section(kept, unmerged)
+    assert kept == {'measured': '2026-11-25 18:00:00', 'command': first, 'machine': section_machine(amd)}
+
+    result = {'machine': intel, 'started': '2026-12-04 16:40:15', 'command': merge, 'config': {},
+              'sections': {'zeromask': {'machine': section_machine(amd)}, 'inference': {'machine': None},
+                           'data': {'machine': section_machine(intel)}}}
+    header = md_machines(result)
+    assert header == ['- sections by the machine that measured them (the lines above describe the latest '
+                      "run's): 2: CPU (AMD EPYC), 2 cores, torch 2.14.1, 1 thread(s); 4: a machine not recorded; "
+                      '5: CPU (Intel Xeon), 2 cores, torch 2.14.1, 1 thread(s)']
+    result['sections'] = {'data': result['sections']['data']}
+    assert md_machines(result) == []
 
 
 def test_quick_precision_section(tmp_path):
@@ -184,3 +220,19 @@ def test_opt_in_path_verdicts():
         'not a GPU measurement', 'keep off: RuntimeError: capture failed'}
     md = '\n'.join(md_opt_in_paths(got))
     assert '| `whole-step CUDA graph (CARN fp32)` | 3.00x | 0.002 | keep off: weights differ from eager |' in md
+
+
+def test_ddp_benchmark_records_date_machine_and_command(tmp_path):
+    """tools/benchmark_ddp.py at tiny sizes (2 gloo ranks, in processes of their own: the tool spawns them)
+    writes a results file that names its date, machine and command."""
+    out = tmp_path / 'ddp'
+    args = ['--steps', '2', '--feat', '4', '--batch', '1', '--patch', '8', '--device', 'cpu', '--out', str(out)]
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark_ddp.py'), *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'ddp.json').read_text())
+    assert result['command'] == ' '.join(['python tools/benchmark_ddp.py'] + args)
+    assert re.fullmatch(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d', result['date'])
+    assert result['machine']['device'] == 'cpu' and result['machine']['torch'] == torch.__version__
+    assert result['machine']['cpu'] and result['threads_per_rank'] == 1
+    assert result['ddp_find_unused'] > 0 and result['manual_allreduce'] > 0 and result['steps'] == 2

@@ -12,12 +12,14 @@ from PIL import Image
 from basicsr.data import build_dataset
 from basicsr.data.transforms import mod_crop
 
-from deconas_plugin.utils.sr_data import bicubic_downscale
+from deconas_plugin.utils.sr_data import DataToolError, bicubic_downscale
 
 from shared_data import SHARED, need_shared as _need  # noqa: E402  (also puts tools/ on sys.path)
 import prepare_benchmark  # noqa: E402
 import prepare_train  # noqa: E402
+from script_runner import run_script  # noqa: E402
 
+PREPARE_TRAIN, PREPARE_BENCHMARK = prepare_train.__file__, prepare_benchmark.__file__
 
 
 def _size(path):
@@ -71,10 +73,10 @@ def test_prepare_benchmark_keeps_single_channel(tmp_path):
 def test_prepare_benchmark_missing_input(tmp_path):
     missing = tmp_path / 'no_such_folder'
     out = tmp_path / 'out'
-    with pytest.raises(SystemExit) as exc:
-        prepare_benchmark.main(['--input', str(missing), '--output', str(out), '--scales', '2'])
-    assert str(missing) in str(exc.value) and exc.value.code != 0
-    assert not out.exists()
+    proc = run_script(PREPARE_BENCHMARK, '--input', str(missing), '--output', str(out), '--scales', '2')
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert proc.returncode == 2 and len(errors) == 1 and str(missing) in errors[0], proc.stderr
+    assert 'Traceback' not in proc.stderr and not out.exists()
 
 
 def test_prepare_benchmark_all_needs_a_data_root(tmp_path, monkeypatch, capsys):
@@ -85,7 +87,7 @@ def test_prepare_benchmark_all_needs_a_data_root(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2 and '--all needs --data-root' in capsys.readouterr().err
     (tmp_path / 'root' / 'Set5' / 'HR').mkdir(parents=True)
     monkeypatch.setenv('DECONAS_DATA', str(tmp_path / 'root'))
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(DataToolError) as exc:
         prepare_benchmark.main(['--all', '--output', str(tmp_path / 'out')])
     assert osp.join(str(tmp_path / 'root'), 'Set14', 'HR') in str(exc.value)
     assert osp.join(str(tmp_path / 'root'), 'Set5', 'HR') not in str(exc.value)
@@ -191,12 +193,12 @@ def test_prepare_train_is_idempotent(train_out, capsys):
 
 
 def test_prepare_train_clear_errors(tmp_path):
-    with pytest.raises(SystemExit) as exc:
-        prepare_train.main(['--input', str(tmp_path / 'missing'), '--output', str(tmp_path / 'out')])
-    assert 'missing' in str(exc.value)
-    assert not (tmp_path / 'out').exists()
+    proc = run_script(PREPARE_TRAIN, '--input', str(tmp_path / 'missing'), '--output', str(tmp_path / 'out'))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert proc.returncode == 2 and len(errors) == 1 and 'missing' in errors[0], proc.stderr
+    assert 'Traceback' not in proc.stderr and not (tmp_path / 'out').exists()
     src = _need(osp.join(SHARED, 'train_small', 'HR'))
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(DataToolError) as exc:
         prepare_train.main(['--input', src, '--output', str(tmp_path / 'out'), '--scales', '3', '--crop-size', '100'])
     assert 'multiples' in str(exc.value)
     assert not (tmp_path / 'out').exists()
@@ -229,7 +231,7 @@ def test_prepare_train_lmdb_compression_level(tmp_path, capsys):
     level0 = images()
     assert level0.keys() == level1.keys() and all(np.array_equal(level0[k], level1[k]) for k in level0)
     assert os.path.getsize(hr_lmdb / 'data.mdb') > size1
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(DataToolError) as exc:
         prepare_train.main(args + ['--lmdb-compression', '10'])
     assert '--lmdb-compression' in str(exc.value) and '10' in str(exc.value)
 

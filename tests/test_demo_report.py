@@ -381,6 +381,33 @@ def test_compare_settings_two_tiny_searches(demo, tmp_path):
     assert size == (800, 550) and pixels.std() > 10
 
 
+def test_compare_settings_scores_with_the_threads_of_the_project_rule(monkeypatch, tmp_path):
+    """compare_settings scores with the shared weights, so it takes its torch threads from default_threads (here
+    from OMP_NUM_THREADS, which the rule lets win) before it scores."""
+    from deconas_plugin.utils.cli import load_tool
+    tool = load_tool('compare_settings')
+    seen = []
+
+    class Scored(Exception):
+        """Raised where the tool would score: nothing past that point is needed."""
+
+    def compare(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise Scored
+
+    monkeypatch.setattr(tool, 'compare', compare)
+    keep = torch.get_num_threads()
+    for omp in ('1', '2'):
+        monkeypatch.setenv('OMP_NUM_THREADS', omp)
+        torch.set_num_threads(3)
+        try:
+            with pytest.raises(Scored):
+                tool.main(['-opt', 'search.yml', '--out', str(tmp_path / 'out')])
+        finally:
+            torch.set_num_threads(keep)
+    assert seen == [1, 2] and not (tmp_path / 'out').exists()
+
+
 def _demo_in_process(out, prefix, capsys):
     """Run tools/demo.py --fast in this process (so that a test can patch ``Demo``); (SystemExit, stdout)."""
     from deconas_plugin.pipelines import demo as demo_lib

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import deconas_plugin  # noqa: F401  (torchvision shim before basicsr)
+from script_runner import run_script
 from shared_data import ROOT, SHARED, need_shared
 
 from benchmarks.gpu_evidence import STAGE_LIMIT_S, STAGES, EvidenceError, Runner, plan, prepare, run_isolated
@@ -78,8 +79,6 @@ def test_prepare_tiny_data(tiny_data, tmp_path):
     measured = sum(osp.getsize(osp.join(p, f)) for p, _, fs in os.walk(data) for f in fs if f != 'prepared.json') / 1e6
     assert info['size_mb'] == pytest.approx(measured, abs=0.02)
     assert prepare(data, tiny=True, say=lambda _: None)['seconds'] == info['seconds']  # kept, not remade
-    with pytest.raises(EvidenceError, match='no train_small/HR folder'):
-        prepare(str(tmp_path / 'x'), shared=str(tmp_path), tiny=True, say=lambda _: None)
     with pytest.raises(EvidenceError, match='over the 0 MB left.*nothing kept'):
         prepare(str(tmp_path / 'y'), tiny=True, limit_mb=0.001, say=lambda _: None)
     assert not osp.exists(tmp_path / 'y')  # nothing half-written is left
@@ -89,6 +88,16 @@ def _stamped(result):
     st = result['stamp']
     assert {'gpu', 'driver', 'torch', 'cuda', 'cudnn', 'commit', 'date'} <= set(st)
     assert all(p.get('stamp', st)['date'] for p in result['parts'].values())
+
+
+def test_prepare_without_the_datasets_names_the_flag_to_pass(tmp_path):
+    missing = r'^--data-root .*: no train_small/HR folder .*as --data-root \(or \$DECONAS_DATA\)'
+    with pytest.raises(EvidenceError, match=missing):
+        prepare(str(tmp_path / 'x'), shared=str(tmp_path), tiny=True, say=lambda _: None)
+    assert not osp.exists(tmp_path / 'x')
+    proc = run_script(osp.join(ROOT, 'tools', 'gpu_evidence.py'), '--prepare', '--tiny', '--data-root', str(tmp_path),
+                      '--data', str(tmp_path / 'x'))
+    assert proc.returncode == 2 and f'error: --data-root {tmp_path}: no train_small/HR folder' in proc.stderr
 
 
 def test_tiny_speed_stage(tiny_data, tmp_path):

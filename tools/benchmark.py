@@ -62,8 +62,9 @@ def parse_args(argv=None):
     parser.add_argument('--no-compile', action='store_true', help='skip torch.compile in section 6')
     parser.add_argument('--threads', default='auto',
                         help="torch intra-op threads on CPU: a number, 'all' (torch's default) or 'auto' (default): "
-                        "1 when the load average already fills the usable cores (a busy shared machine, where every "
-                        "parallel op waits at an OpenMP barrier for a descheduled thread), else all")
+                        "the project's rule, OMP_NUM_THREADS when set, else 1 on at most 2 usable cores or when the "
+                        "1-minute load average is above half of them (every parallel op would wait at an OpenMP "
+                        "barrier for a descheduled thread), else torch's default; on CUDA torch's default")
     args = parser.parse_args(argv)
     if args.threads not in ('auto', 'all') and not (args.threads.isdigit() and int(args.threads) >= 1):
         parser.error(f"--threads must be a positive integer, 'all' or 'auto', got {args.threads!r}")

@@ -5,7 +5,7 @@ most weights unused (it traverses the autograd graph each step and all-reduces e
 unused parameters included). The search instead averages, in one flat all-reduce, the gradients
 of exactly the parameters the step used (``deconas_plugin/utils/dist.py``). This script times both
 side by side on the same genotypes, in 2 processes (gloo on CPU, nccl on CUDA), and writes the
-ratio as JSON.
+ratio as JSON (``<out>/ddp.json``, with its date, machine, command and commit).
 
     python tools/benchmark_ddp.py --out benchmarks/cpu-2core [--steps 10] [--feat 32]
 """
@@ -15,6 +15,7 @@ import os.path as osp
 import random
 import statistics
 import sys
+import time
 
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
@@ -68,7 +69,7 @@ def _worker(rank, world, args, port, queue):
     dist.destroy_process_group()
 
 
-def main():
+def main(argv=None):
     p = tool_parser(__doc__)
     p.add_argument('--out', default='benchmarks/cpu-2core')
     p.add_argument('--steps', type=int, default=10)
@@ -76,13 +77,20 @@ def main():
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--patch', type=int, default=32)
     p.add_argument('--device', default='auto', choices=['auto', 'cpu'])
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    started = time.strftime('%Y-%m-%d %H:%M:%S')
     queue = mp.get_context('spawn').SimpleQueue()
     mp.spawn(_worker, args=(2, args, 29000 + os.getpid() % 1000, queue), nprocs=2, join=True)
     result = queue.get()
     result['ratio_ddp_over_manual'] = result['ddp_find_unused'] / result['manual_allreduce']
+    device = 'cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu'
     result.update(steps=args.steps, num_feat=args.feat, batch=args.batch, lr_patch=args.patch, world_size=2,
-                  device='cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
+                  device=device, threads_per_rank=1)
+    from deconas_plugin.utils.machine import describe_machine, source_commit
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    result.update(date=started, machine=describe_machine(torch.device(device)), commit=source_commit(root),
+                  command=' '.join(['python tools/benchmark_ddp.py'] + list(sys.argv[1:] if argv is None else argv)))
+    os.makedirs(args.out, exist_ok=True)
     from deconas_plugin.utils.checkpoint import atomic_write_text
     atomic_write_text(osp.join(args.out, 'ddp.json'), json.dumps(result, indent=2) + '\n')
     print(f"median child step, 2 ranks: DDP(find_unused_parameters=True) {result['ddp_find_unused'] * 1e3:.1f} ms, "

@@ -4,7 +4,8 @@ For every search experiment given by its option file (e.g. the paper's four sett
 CB0/CB1 x FF0/FF1, ``options/search/search_CB*_FF*.yml``): load the supernet and the controller
 (``deconas_plugin.derive.load_search``), sample ``--num-samples`` genotypes (100) from the
 controller, score each distinct one with the shared weights on the setting's validation images
-(``validation_batches`` + ``score``: PSNR-Y, exact params, reward with the setting's alpha), and
+(``validation_batches`` + ``score``: PSNR-Y, exact params, reward with the setting's alpha; torch threads
+by the project's rule, ``utils.machine.default_threads``, which ``OMP_NUM_THREADS`` overrides), and
 summarise per setting: the best PSNR (its genotype and params) and the mean PSNR and params over
 the samples (duplicates counted, i.e. the mean of the controller's distribution).
 
@@ -34,6 +35,7 @@ from deconas_plugin import derive  # noqa: E402
 from deconas_plugin.reporting.figures import new_figure_of_size, save_figure  # noqa: E402
 from deconas_plugin.utils.checkpoint import atomic_write_text  # noqa: E402
 from deconas_plugin.utils.cli import default_device, run_tool, tool_parser  # noqa: E402
+from deconas_plugin.utils.machine import default_threads, use_threads  # noqa: E402
 from deconas_plugin.utils.markdown_table import md_table  # noqa: E402
 
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf')
@@ -126,6 +128,7 @@ def draw(settings, path: str):
 
 def main(argv=None):
     args = parse_args(argv)
+    use_threads(default_threads())  # scoring on a busy machine: one thread, not spinning ones
     settings = compare(args.opt, args.experiments, args.labels, args.num_samples, args.seed, args.iter,
                        args.scored_on, args.device, progress=not args.quiet)
     md = table_md(settings, args.num_samples, args.scored_on)

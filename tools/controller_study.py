@@ -11,7 +11,8 @@ architecture preference the controller picked up, without the planted part).
 
 Settings are ``name:key=value,key=value`` with keys ``reward_mode``, ``baseline_samples``,
 ``lr`` (controller Adam), ``entropy_weight``, ``reward_patches``, ``alpha``; the default grid is
-the one of the README ("Does the controller learn?").
+the one of the table in docs/search-evaluation.md ("Does the search search?", "2. A reward the
+controller can learn from").
 
 Example:
     python tools/controller_study.py -opt demo_out/options/search.yml --seeds 3 --out results/controller_study

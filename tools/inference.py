@@ -10,7 +10,8 @@ written, and the exit status is 1 if any file failed (2 for a bad model, option 
 
 --tile N runs the LR image in tiles of N x N pixels with --tile-pad pixels of context (for images
 too large for the memory); the channel attention pools over each tile rather than the whole image,
-so the tiled result is close to, not identical with, the whole-image one (README: measured).
+so the tiled result is close to, not identical with, the whole-image one (measured: docs/deployment.md,
+"Upscaling your own images").
 
 Examples:
     python tools/inference.py -i photos/ -o results/upscaled --model experiments/<name>/models/net_g_latest.pth

@@ -23,7 +23,7 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
+from deconas_plugin.utils.cli import run_tool, tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
 from deconas_plugin.utils.sr_data import DataToolError, list_images, prepare_pairs  # noqa: E402
 
 BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
@@ -67,25 +67,22 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        scales = check_scales(args.scales)
-        if args.all:
-            if not osp.isdir(args.data_root):
-                raise DataToolError(f'--data-root folder not found: {args.data_root}')
-            missing = [osp.join(args.data_root, s, 'HR') for s in BENCHMARK_SETS
-                       if not osp.isdir(osp.join(args.data_root, s, 'HR'))]
-            if missing:
-                raise DataToolError(f'input folder not found: {", ".join(missing)}')
-            jobs = [(osp.join(args.data_root, s, 'HR'), osp.join(args.output, s), s) for s in BENCHMARK_SETS]
-        else:
-            jobs = [(args.input, args.output, None)]
-        for input_dir, output_dir, name in jobs:
-            counts = prepare_set(input_dir, output_dir, scales, args.compression, name)
-            print(f'{output_dir}: {counts["written"]} pairs written, {counts["skipped"]} already there '
-                  f'(scales {" ".join(map(str, scales))})')
-    except DataToolError as e:
-        raise SystemExit(f'error: {e}') from None
+    scales = check_scales(args.scales)
+    if args.all:
+        if not osp.isdir(args.data_root):
+            raise DataToolError(f'--data-root folder not found: {args.data_root}')
+        missing = [osp.join(args.data_root, s, 'HR') for s in BENCHMARK_SETS
+                   if not osp.isdir(osp.join(args.data_root, s, 'HR'))]
+        if missing:
+            raise DataToolError(f'input folder not found: {", ".join(missing)}')
+        jobs = [(osp.join(args.data_root, s, 'HR'), osp.join(args.output, s), s) for s in BENCHMARK_SETS]
+    else:
+        jobs = [(args.input, args.output, None)]
+    for input_dir, output_dir, name in jobs:
+        counts = prepare_set(input_dir, output_dir, scales, args.compression, name)
+        print(f'{output_dir}: {counts["written"]} pairs written, {counts["skipped"]} already there '
+              f'(scales {" ".join(map(str, scales))})')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main, DataToolError)

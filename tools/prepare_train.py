@@ -41,7 +41,7 @@ from tqdm import tqdm
 if __package__ in (None, ''):  # run as a script: make the project importable
     sys.path.insert(0, osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
 
-from deconas_plugin.utils.cli import tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
+from deconas_plugin.utils.cli import run_tool, tool_parser  # noqa: E402  (the package first: its torchvision shim before basicsr)
 from deconas_plugin.utils.sr_data import (DataToolError, bicubic_downscale, has_image, list_images,  # noqa: E402
                                           prepare_pairs, read_header, read_image, remove_stale_tmp,
                                           write_png_atomic)
@@ -251,24 +251,21 @@ def parse_args(argv=None):
     parser.add_argument('--limit', type=int, default=None, help='use only the first N images (sorted)')
     parser.add_argument('--compression', type=int, default=3, help='PNG compression level 0-9 (default 3)')
     parser.add_argument('--lmdb-compression', type=int, default=1,
-                        help="PNG level of the images in the LMDBs (default 1, BasicSR's); 0 decodes about 3x "
-                        'faster for about twice the disk (docs/data.md)')
+                        help="PNG level of the images in the LMDBs (default 1, BasicSR's); 0 decodes faster for "
+                        'more disk (both measured: docs/data.md)')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        summary = prepare_train(args.input, args.output, args.scales, name=args.name, crop=args.crop_size,
-                                step=args.step, thresh=args.thresh_size, n_thread=max(1, args.n_thread),
-                                lmdb=not args.no_lmdb, val_count=args.val_count, limit=args.limit,
-                                compression=args.compression, lmdb_compression=args.lmdb_compression)
-    except DataToolError as e:
-        raise SystemExit(f'error: {e}') from None
+    summary = prepare_train(args.input, args.output, args.scales, name=args.name, crop=args.crop_size,
+                            step=args.step, thresh=args.thresh_size, n_thread=max(1, args.n_thread),
+                            lmdb=not args.no_lmdb, val_count=args.val_count, limit=args.limit,
+                            compression=args.compression, lmdb_compression=args.lmdb_compression)
     print(f'{args.output}: {len(summary["train_images"])} training images -> {len(summary["keys"])} sub-images '
           f'({summary["written"]} files written); {len(summary["val_images"])} validation images; '
           f'LMDBs built: {len(summary["lmdb_built"])}')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main, DataToolError)

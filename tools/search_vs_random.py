@@ -7,7 +7,7 @@ the search's supernet; writes DIR/search_vs_random.{json,md,png}: the found netw
 mean and std against the random ones', and the Kendall tau between supernet and retrained PSNR.
 A rerun skips finished retrains and tests (each recorded in DIR/runs/) and resumes an interrupted retrain.
 Without --search-exp it retrains and tests --genotypes only (a scale check of a setting).
-See deconas_plugin/pipelines/search_vs_random.py and the README section "Search vs random".
+See deconas_plugin/pipelines/search_vs_random.py and docs/search-evaluation.md, "Search vs random".
 
 Examples:
     python tools/search_vs_random.py --search-exp experiments/demo_search_x2 --out results/search_vs_random \\

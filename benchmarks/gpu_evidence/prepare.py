@@ -77,8 +77,8 @@ def prepare(out: str, shared: str = SHARED, tiny: bool = False, force: bool = Fa
     sources = {k: osp.join(shared, k, 'HR') for k in ('train_small', 'Set5', 'Set14', 'B100')}
     for key, path in sources.items():
         if not osp.isdir(path):
-            raise EvidenceError(f'--shared {shared}: no {key}/HR folder ({path}); pass the datasets folder that holds '
-                                'train_small, Set5, Set14 and B100')
+            raise EvidenceError(f'--data-root {shared}: no {key}/HR folder ({path}); pass as --data-root (or '
+                                '$DECONAS_DATA) the datasets folder that holds train_small, Set5, Set14 and B100')
     want = {'scale': SCALE, 'train_crop': TRAIN_CROP, 'reward_crop': REWARD_CROP, 'tiny': tiny, **sizes}
     marker = osp.join(out, 'prepared.json')
     if osp.isfile(marker) and not force:

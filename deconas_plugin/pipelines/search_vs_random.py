@@ -75,7 +75,7 @@ RESULT_FILE = 'search_vs_random'
 DEFAULT_TOLERANCE = 0.10
 MAX_DRAWS = 200_000  # rejection sampling gives up after this many draws
 
-# What search_vs_random.json holds (checked by the tests, listed in the README).
+# What search_vs_random.json holds (checked by the tests, listed in docs/search-evaluation.md, "Search vs random").
 ROW_FIELDS = ('genotype', 'bits', 'params', 'kind', 'index', 'seed', 'manual_seed', 'experiment', 'psnr', 'ssim',
               'supernet_psnr', 'test', 'train_seconds', 'record')
 GENOTYPE_FIELDS = ('genotype', 'bits', 'params', 'params_ratio', 'kind', 'index', 'supernet_psnr', 'psnr_mean',
