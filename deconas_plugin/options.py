@@ -339,10 +339,15 @@ def check_autocast(opt: dict):
 
 
 def check_compile(opt: dict):
-    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments."""
+    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments, and asks for a compiled
+    step only in a retrain: the search, which would ignore it, rejects it."""
     train = opt.get('train') or {}
     if isinstance(train, dict) and 'compile' in train:
-        compile_settings(train['compile'], 'cpu')
+        settings = compile_settings(train['compile'], 'cpu')
+        if settings is not None and opt.get('model_type') == 'DeCoNASSearchModel':
+            raise OptionError(f"train.compile = {train['compile']!r}: a search never compiles (it draws a new "
+                              'genotype every child step, so the step changes shape); remove the key or set '
+                              'it to ~ (train.compile is for a retrain)')
 
 
 def check_removed_keys(opt: dict):

@@ -363,6 +363,21 @@ def test_search_needs_a_supernet(data):
     expect_error(opt, 'DeCoNetSupernet', "'DeCoNASNet'")
 
 
+@pytest.mark.parametrize('value', [True, {'backend': 'aot_eager'}])
+def test_search_rejects_train_compile(data, value):
+    """A search never compiles its step (a new genotype every child step): train.compile asking for it is
+    an error naming the key, not ignored; the eager values and a retrain's compile are accepted."""
+    opt = search_options(data)
+    opt['train']['compile'] = value
+    expect_error(opt, f'train.compile = {value!r}', 'a search never compiles', 'train.compile is for a retrain')
+    for eager in (None, False, 'auto'):
+        opt['train']['compile'] = eager
+        check_options(opt)
+    retrain = train_options(data)
+    retrain['train']['compile'] = value
+    check_options(retrain)
+
+
 # ---------------------------------------------------------------------------- 10. image < patch
 def test_image_smaller_than_patch(data):
     opt = train_options(data)
