@@ -40,7 +40,8 @@ SEARCH_DEFAULTS = {
     'reward_patches': 10,  # validation patches per reward (a batch)
     'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
     'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
-    # The reward the controller learns from (README "Does the search search?": measured on the demo's space)
+    # The reward the controller learns from (docs/search-evaluation.md, "Does the search search?": measured on
+    # the demo's space)
     'reward_mode': 'common',  # 'common': one draw of patches per phase for every step; 'fresh': a draw per step (paper)
     'baseline_samples': 4,  # >0: at each phase start the baseline restarts at the mean reward of this many
     #                         policy samples scored on the phase's common patches (reward_mode common only)
