@@ -347,4 +347,5 @@ def test_paper_search_cost_counts_the_steps_of_search_n4_m4():
     search, total = search_options(opt), opt['train']['total_iter']
     phases = sum(1 for it in range(1, total + 1) if it >= search['controller_start_iter'] and
                  it % search['child_steps'] == 0)
-    assert (PAPER_CHILD_STEPS, PAPER_CONTROLLER_STEPS) == (total, phases * search['controller_steps']) == (200_000, 19_600)
+    counted = (total, phases * search['controller_steps'])
+    assert (PAPER_CHILD_STEPS, PAPER_CONTROLLER_STEPS) == counted == (200_000, 19_600)
