@@ -222,10 +222,10 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
 
     # The same trainings tested on another test set (here the same images under another name): each recorded
     # training's checkpoint is tested, nothing is retrained, and the same weights give the same numbers.
-    other_test = read_options(out / 'options' / f"{rows[0]['experiment']}_test.yml")
-    for d in other_test['datasets'].values():
-        d['name'] = d['name'] + '_again'
-    write_options(tmp_path / 'other_test.yml', derive_lib.plain(other_test))
+    other_test = derive_lib.plain(read_options(out / 'options' / f"{rows[0]['experiment']}_test.yml"))
+    (first_set,) = other_test['datasets'].values()
+    other_test['datasets'] = {'test_1': dict(first_set, name=first_set['name'] + '_again'), 'test_2': first_set}
+    write_options(tmp_path / 'other_test.yml', other_test)
     retest_out = tmp_path / 'retest'
     retest_args = scale_args[:]
     retest_args[retest_args.index('--test-opt') + 1] = str(tmp_path / 'other_test.yml')
@@ -241,6 +241,10 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
         retest = json.load(f)
     assert [r['psnr'] for r in retest['rows']] == [r['psnr'] for r in scale['rows']]
     assert [r['train_seconds'] for r in retest['rows']] == [r['train_seconds'] for r in scale['rows']]
+    by_set = retest['by_test_set']  # one summary per test set; the two are the same images here
+    assert list(by_set) == [first_set['name'] + '_again', first_set['name']] and len(set(map(str, by_set.values()))) == 1
+    assert by_set[first_set['name']]['params_tau'] == retest['summary']['params_tau']
+    assert '| test set | found | random |' in (retest_out / 'search_vs_random.md').read_text()
     for row in retest['rows']:
         with open(osp.join(ROOT, row['record'])) as f:
             assert osp.join(ROOT, json.load(f)['trained_as_in']).startswith(str(scale_out / 'runs'))
