@@ -40,7 +40,8 @@ SEARCH_DEFAULTS = {
     'reward_patches': 10,  # validation patches per reward (a batch)
     'reward_crop_border': None,  # pixels cropped before the reward PSNR; None: the scale
     'reward_dataset': None,  # BasicSR dataset options of the reward-validation patches (required)
-    # The reward the controller learns from (README "Does the search search?": measured on the demo's space)
+    # The reward the controller learns from (docs/search-evaluation.md, "Does the search search?": measured on
+    # the demo's space)
     'reward_mode': 'common',  # 'common': one draw of patches per phase for every step; 'fresh': a draw per step (paper)
     'baseline_samples': 4,  # >0: at each phase start the baseline restarts at the mean reward of this many
     #                         policy samples scored on the phase's common patches (reward_mode common only)
@@ -124,6 +125,31 @@ def _accepted_args(cls) -> Optional[List[str]]:
     return [p.name for p in params if p.name != 'self']
 
 
+def _checkpoint_weights(opt: dict, key: str, path: str, state) -> dict:
+    """The weights BasicSR's ``load_network`` takes from checkpoint ``state`` of ``path.pretrain_<key>``:
+    ``state[param_key]`` (``path.param_key_<x>``, default params; params when that key is absent), or
+    the whole file for ``param_key_<x>: ~`` (a plain state dict)."""
+    name = f'param_key_{key[len("network_"):]}'
+    given = opt.get('path') or {}
+    param_key = given.get(name, 'params')
+    if not isinstance(state, dict):
+        raise OptionError(f'path.pretrain_{key}: {path} holds a {type(state).__name__}, not a state dict of weights')
+    if param_key is None:
+        wrapped = sorted(str(k) for k, v in state.items() if isinstance(v, dict))
+        if wrapped:
+            raise OptionError(f'path.{name} = ~ loads the whole of {path} as weights, but it holds {wrapped}: '
+                              f'set {name}: {"params" if "params" in wrapped else wrapped[0]}')
+        return state
+    if param_key not in state and 'params' in state:
+        param_key = 'params'  # BasicSR falls back to params (e.g. for a missing params_ema)
+    if param_key not in state or not isinstance(state[param_key], dict):
+        shown = sorted(map(str, state))
+        default = '' if name in given else ' (the default)'
+        raise OptionError(f'path.{name} = {param_key}{default}: {path} has no {param_key!r} entry (its keys: '
+                          f'{shown[:3]}{" ..." if len(shown) > 3 else ""}); for a plain state dict set {name}: ~')
+    return state[param_key]
+
+
 def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
     """Build ``opt[key]`` (or ``net_opt``); unknown type/keys, bad values and unfit checkpoints raise."""
     net_opt = dict(opt[key] if net_opt is None else net_opt)
@@ -160,8 +186,7 @@ def check_network(opt: dict, key: str, net_opt: Optional[dict] = None):
             state = torch.load(path, map_location='cpu', weights_only=False)
         except Exception as e:  # noqa: BLE001
             raise OptionError(f'path.pretrain_{key}: cannot read {path} ({e}); truncated or not a checkpoint') from None
-        param_key = (opt.get('path') or {}).get(f'param_key_{key[len("network_"):]}', 'params')
-        state = state.get(param_key, state) if isinstance(state, dict) else state
+        state = _checkpoint_weights(opt, key, path, state)
         own = net.state_dict()
         strict = (opt.get('path') or {}).get(f'strict_load_{key[len("network_"):]}', True)
         for name, tensor in own.items():
@@ -315,10 +340,15 @@ def check_autocast(opt: dict):
 
 
 def check_compile(opt: dict):
-    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments."""
+    """``train.compile`` is ~/auto, a bool or a mapping of torch.compile arguments, and asks for a compiled
+    step only in a retrain: the search, which would ignore it, rejects it."""
     train = opt.get('train') or {}
     if isinstance(train, dict) and 'compile' in train:
-        compile_settings(train['compile'], 'cpu')
+        settings = compile_settings(train['compile'], 'cpu')
+        if settings is not None and opt.get('model_type') == 'DeCoNASSearchModel':
+            raise OptionError(f"train.compile = {train['compile']!r}: a search never compiles (it draws a new "
+                              'genotype every child step, so the step changes shape); remove the key or set '
+                              'it to ~ (train.compile is for a retrain)')
 
 
 def check_removed_keys(opt: dict):

@@ -147,6 +147,31 @@ def test_unreadable_checkpoint(data, tmp_path):
     expect_error(opt, 'no such checkpoint file', 'missing.pth')
 
 
+
+def test_param_key_that_the_checkpoint_lacks(data, tiny_checkpoint, tmp_path, entry):
+    """A plain state dict (published weights) with param_key_g: params (or no param_key_g), and a
+    BasicSR checkpoint with param_key_g: ~, are one error naming the file, the key and the value that
+    loads it (BasicSR's loader would raise a KeyError after creating the run's folder)."""
+    plain = str(tmp_path / 'plain.pth')
+    torch.save(build_network(dict(TINY_NET)).state_dict(), plain)
+    opt = train_options(data)
+    opt['path']['pretrain_network_g'] = plain
+    expect_error(opt, 'path.param_key_g = params (the default)', plain, "no 'params' entry", 'param_key_g: ~')
+    opt['path']['param_key_g'] = 'params'
+    expect_error(opt, 'path.param_key_g = params:', plain, "no 'params' entry", 'param_key_g: ~')
+    opt['path']['param_key_g'] = None
+    check_options(opt)  # ~ loads the plain state dict
+    opt['path']['pretrain_network_g'] = tiny_checkpoint
+    expect_error(opt, 'path.param_key_g = ~', tiny_checkpoint, "['params']", 'set param_key_g: params')
+    opt['path']['param_key_g'] = 'params_ema'
+    check_options(opt)  # like BasicSR: params when params_ema is absent
+
+    opt = train_options(data)
+    opt['is_train'] = False
+    opt['datasets'] = {'test_1': dict(paired(data['test']), name='embedded_test')}
+    opt['path'].update(pretrain_network_g=plain, param_key_g='params')
+    entry(opt, TEST, 'path.param_key_g = params', plain, 'param_key_g: ~')
+
 # ------------------------------------------------------------------------------------ 3. unknown op
 def test_unknown_op(data):
     opt = train_options(data)
@@ -336,6 +361,21 @@ def test_search_needs_a_supernet(data):
     opt = search_options(data)
     opt['network_g'] = dict(TINY_NET)
     expect_error(opt, 'DeCoNetSupernet', "'DeCoNASNet'")
+
+
+@pytest.mark.parametrize('value', [True, {'backend': 'aot_eager'}])
+def test_search_rejects_train_compile(data, value):
+    """A search never compiles its step (a new genotype every child step): train.compile asking for it is
+    an error naming the key, not ignored; the eager values and a retrain's compile are accepted."""
+    opt = search_options(data)
+    opt['train']['compile'] = value
+    expect_error(opt, f'train.compile = {value!r}', 'a search never compiles', 'train.compile is for a retrain')
+    for eager in (None, False, 'auto'):
+        opt['train']['compile'] = eager
+        check_options(opt)
+    retrain = train_options(data)
+    retrain['train']['compile'] = value
+    check_options(retrain)
 
 
 # ---------------------------------------------------------------------------- 10. image < patch

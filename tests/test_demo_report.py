@@ -409,11 +409,14 @@ def test_compare_settings_scores_with_the_threads_of_the_project_rule(monkeypatc
 
 
 def _demo_in_process(out, prefix, capsys):
-    """Run tools/demo.py --fast in this process (so that a test can patch ``Demo``); (SystemExit, stdout)."""
+    """Run tools/demo.py --fast in this process (so that a test can patch ``Demo``) to a failed step: exit
+    status 1 and one ``error:`` line; (that line, stdout)."""
     from deconas_plugin.pipelines import demo as demo_lib
     with pytest.raises(SystemExit) as exc:
         demo_lib.main(['--fast', '--out', str(out), '--prefix', prefix, '--quiet'])
-    return exc.value, capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert exc.value.code == 1 and 'error: ' in captured.err, captured.err[-3000:]
+    return captured.err[captured.err.index('error: '):], captured.out
 
 
 def test_demo_reports_a_failed_background_training(tmp_path, monkeypatch, capsys):
@@ -428,13 +431,13 @@ def test_demo_reports_a_failed_background_training(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(demo_lib.Demo, 'carn_options', broken_carn)
     try:
-        exc, out = _demo_in_process(tmp_path / 'out', f'{PREFIX}_bgfail', capsys)
+        error, out = _demo_in_process(tmp_path / 'out', f'{PREFIX}_bgfail', capsys)
     finally:
         _cleanup(f'{PREFIX}_bgfail')
     log = tmp_path / 'out' / 'logs' / 'carn.log'
-    assert re.search(r'carn \(in the background\) failed \(exit code [1-9]\d*\)', str(exc))
-    assert f'full log: {log}' in str(exc)
-    assert 'NoSuchArch' in str(exc)  # the log's last lines
+    assert re.search(r'carn \(in the background\) failed \(exit code [1-9]\d*\)', error)
+    assert f'full log: {log}' in error
+    assert 'NoSuchArch' in error  # the log's last lines
     assert re.search(r'\[demo 5/7\] carn\s+FAILED after [\d.]+ s', out)
     assert _summary(tmp_path / 'out')['failed'] == 'carn'
 
@@ -459,8 +462,8 @@ def test_demo_failure_stops_the_background_training(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(demo_lib.Demo, 'carn_options', long_carn)
     monkeypatch.setattr(demo_lib.Demo, 'step_search', failing_search)
     try:
-        exc, out = _demo_in_process(out_dir, prefix, capsys)
-        assert 'the search broke' in str(exc)
+        error, out = _demo_in_process(out_dir, prefix, capsys)
+        assert error == 'error: the search broke\n'
         assert 'carn stopped (exit code 75; its training state is saved, the next run resumes it)' in out
         assert glob.glob(osp.join(ROOT, 'experiments', f'{prefix}_CARN_x2', 'training_states', '*.state'))
         assert _summary(out_dir)['failed'] == 'search'
@@ -527,10 +530,78 @@ def test_demo_stops_on_a_missing_test_set_before_any_work(tmp_path):
     out = tmp_path / 'out'
     proc, _ = _run([osp.join(ROOT, 'tools', 'demo.py'), '--fast', '--out', str(out), '--test-sets',
                     str(tmp_path / 'nowhere')])
-    assert proc.returncode != 0
-    assert f"test set {tmp_path / 'nowhere'} has no GTmod2/LRbicx2 folders" in proc.stderr
-    assert 'tools/prepare_benchmark.py' in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: test set {tmp_path / 'nowhere'} has no GTmod2/LRbicx2 folders")
+    assert 'tools/prepare_benchmark.py' in proc.stderr and 'Traceback' not in proc.stderr
     assert not out.exists()  # nothing prepared, searched or trained
+
+
+def _bad_search_opt(tmp_path):
+    """options/search/search_tiny_cpu.yml with every dataset folder missing."""
+    with open(osp.join(ROOT, 'options', 'search', 'search_tiny_cpu.yml')) as f:
+        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    for dataset in (*opt['datasets'].values(), opt['search']['reward_dataset']):
+        dataset.update(dataroot_gt=str(tmp_path / 'nowhere_gt'), dataroot_lq=str(tmp_path / 'nowhere_lq'))
+    path = tmp_path / 'search_no_data.yml'
+    path.write_text(yaml.dump(json.loads(json.dumps(opt))))
+    return str(path)
+
+
+@pytest.mark.parametrize('args, fragments', [
+    (['--search-opt', '{tmp}/missing.yml'], ['option file not found: {tmp}/missing.yml']),
+    (['--search-opt', '{root}/options/train/train_CARN_x2.yml'], ['is not a search option file', 'DeCoNASSRModel']),
+    (['--search-opt', '{root}/options/search/search_tiny_cpu.yml', '--scale', '3'],
+     ['search_tiny_cpu.yml has scale 2 but --scale is 3']),
+    (['--search-opt', 'BAD_SEARCH'], ['--search-opt {tmp}/search_no_data.yml: ', 'no such folder']),
+    (['--train-opt', '{tmp}/missing.yml'], ['option file not found: {tmp}/missing.yml']),
+    (['--train-opt', '{root}/options/test/test_CARN_x2.yml'], ['test_CARN_x2.yml has no datasets.train']),
+    (['--num-samples', '0'], ['--num-samples must be >= 1, got 0']),
+    (['--threads', '-1'], ['--threads must be >= 0, got -1']),
+    (['--prefix', 'a/b'], ["--prefix 'a/b' must be a plain name"]),
+    (['--seed-spread', '10'], ["--seed-spread 10 is the demo's own manual_seed"]),
+    (['--seed-spread', '11', '--train-opt', '{root}/options/train/train_CARN_x2.yml'],
+     ["--seed-spread measures the demo's own setting"]),
+    (['--seed-spread-file', '{tmp}/spread.json'], ['--seed-spread-file {tmp}/spread.json is unreadable']),
+    (['--out', '{tmp}/a_file'], ['--out {tmp}/a_file is a file']),
+], ids=lambda v: ' '.join(v) if isinstance(v, list) and v and v[0].startswith('--') else None)
+def test_demo_checks_every_argument_before_writing_anything(tmp_path, capsys, args, fragments):
+    """A bad argument is one ``error:`` line naming it, exit status 2, and nothing under --out (no data
+    prepared, no option file written): the demo itself does not run."""
+    from deconas_plugin.pipelines import demo as demo_lib
+    (tmp_path / 'spread.json').write_text('{"date": ')  # cut off
+    (tmp_path / 'a_file').write_text('not a folder')
+    fill = {'{tmp}': str(tmp_path), '{root}': ROOT, 'BAD_SEARCH': _bad_search_opt(tmp_path)}
+
+    def filled(text):
+        for key, value in fill.items():
+            text = text.replace(key, value)
+        return text
+
+    out = tmp_path / 'out'
+    argv = ['--fast', '--out', str(out), *(filled(a) for a in args)]
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        demo_lib.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    for fragment in fragments:
+        assert filled(fragment) in err, err
+    assert sorted(os.listdir(tmp_path)) == before  # --out is neither made nor written
+    assert not glob.glob(osp.join(ROOT, 'experiments', 'demo_fast_*_x3'))
+
+
+def test_demo_argument_check_passes_valid_arguments_and_needs_cuda_for_device_cuda(tmp_path, monkeypatch):
+    """The defaults pass the check (writing nothing); --device cuda or --num-gpu 1 without a GPU do not."""
+    from deconas_plugin.pipelines import demo as demo_lib
+    out = tmp_path / 'out'
+    demo_lib.Demo(demo_lib.parse_args(['--fast', '--out', str(out)])).check_inputs()
+    demo_lib.Demo(demo_lib.parse_args(['--out', str(out), '--seed-spread', '11', '--threads', '0'])).check_inputs()
+    assert not out.exists()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for args, flag in ((['--device', 'cuda'], '--device cuda'), (['--num-gpu', '1'], '--num-gpu 1')):
+        with pytest.raises(demo_lib.InputError, match=f'^{flag}: no CUDA GPU is visible'):
+            demo_lib.Demo(demo_lib.parse_args(['--out', str(out), *args])).check_inputs()
 
 
 def test_report_per_image_gains_and_first_screen(demo):

@@ -1,4 +1,5 @@
 """Distributed search and retrain under torchrun with 2 CPU processes (gloo)."""
+import glob
 import json
 import os
 import os.path as osp
@@ -192,3 +193,44 @@ def test_slurm_launcher_names_missing_variable(monkeypatch):
     with pytest.raises(RuntimeError, match='SLURM_PROCID') as info:
         dist_launch.init_dist('slurm', backend='gloo')
     assert 'SLURM_NTASKS' not in str(info.value) and 'SLURM_NODELIST' not in str(info.value)
+
+
+SHIPPED_OPTIONS = sorted(glob.glob(osp.join(ROOT, 'options', '*', '*.yml')))
+
+
+@pytest.mark.parametrize('path', [p for p in SHIPPED_OPTIONS if osp.basename(osp.dirname(p)) != 'evidence'],
+                         ids=lambda p: osp.relpath(p, osp.join(ROOT, 'options')))
+@pytest.mark.parametrize('launcher', ['pytorch', 'slurm'])
+def test_shipped_option_files_leave_backend_and_port_to_the_defaults(path, launcher, tmp_path, monkeypatch):
+    """docs/distributed.md: the option files pin neither backend nor port, so a CPU run gets gloo, and
+    under slurm the per-job MASTER_PORT of scripts/slurm_search.sh is used. ``init_dist`` is called as
+    BasicSR calls it (under slurm with the file's ``dist_params`` as keyword arguments)."""
+    from deconas_plugin.utils import dist as dist_util
+    from deconas_plugin.utils import dist_launch
+    from deconas_plugin.utils.option_file import read_option_file
+
+    opt = read_option_file(path)
+    made = []
+    monkeypatch.setattr(dist_util, 'init_process_group', lambda backend, timeout: made.append((backend, timeout)))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', path, '--launcher', launcher])
+    monkeypatch.delenv('DECONAS_DIST_BACKEND', raising=False)
+    monkeypatch.setenv('MASTER_PORT', '23456')
+    monkeypatch.setenv('RANK', '0')
+    for var in ('MASTER_ADDR', 'WORLD_SIZE', 'LOCAL_RANK'):  # init_dist sets them under slurm
+        monkeypatch.setenv(var, os.environ.get(var, ''))
+    if launcher == 'slurm':
+        bin_dir = tmp_path / 'bin'
+        bin_dir.mkdir()
+        scontrol = bin_dir / 'scontrol'
+        scontrol.write_text('#!/bin/sh\necho 127.0.0.1\n')
+        scontrol.chmod(0o755)
+        monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ.get("PATH", "")}')
+        for var, value in (('SLURM_PROCID', '0'), ('SLURM_NTASKS', '1'), ('SLURM_NODELIST', 'node1'),
+                           ('SLURM_LOCALID', '0')):
+            monkeypatch.setenv(var, value)
+        dist_launch.init_dist(launcher, **opt.get('dist_params', {}))  # BasicSR's call under slurm
+    else:
+        dist_launch.init_dist(launcher)
+    assert made == [('gloo', (opt.get('dist_params') or {}).get('timeout', dist_util.DEFAULT_TIMEOUT_S))]
+    assert os.environ['MASTER_PORT'] == '23456'

@@ -342,3 +342,19 @@ def test_an_entry_point_that_fails_raises_with_its_exit_status(tmp_path):
     with pytest.raises(RuntimeError, match='exited with 2'):  # a bad option file: one error, exit 2
         run_entry('deconas_plugin/train.py', ['-opt', str(tmp_path / 'missing.yml')])
     assert sys.argv[0] != 'deconas_plugin/train.py'
+
+
+def test_paper_search_cost_counts_the_steps_of_search_n4_m4():
+    """The speed stage's estimate of the paper's search counts the child and controller steps that
+    options/search/search_N4_M4.yml runs: a phase of controller_steps at every child_steps-th iteration
+    from controller_start_iter to total_iter (DeCoNASSearchModel.optimize_parameters)."""
+    from benchmarks.gpu_evidence.speed import PAPER_CHILD_STEPS, PAPER_CONTROLLER_STEPS
+    from deconas_plugin.options import search_options
+    from deconas_plugin.utils.option_file import read_option_file
+
+    opt = read_option_file(osp.join(ROOT, 'options', 'search', 'search_N4_M4.yml'))
+    search, total = search_options(opt), opt['train']['total_iter']
+    phases = sum(1 for it in range(1, total + 1) if it >= search['controller_start_iter'] and
+                 it % search['child_steps'] == 0)
+    counted = (total, phases * search['controller_steps'])
+    assert (PAPER_CHILD_STEPS, PAPER_CONTROLLER_STEPS) == counted == (200_000, 19_600)

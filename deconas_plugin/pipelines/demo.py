@@ -19,7 +19,7 @@ minutes on 2 idle CPU cores, every training through the same entry points a user
    needs no search result, so it starts in the background when the search starts and trains beside
    search, derive and retrain (output in ``<out>/logs/carn.log``); this step waits for it. On 2
    cores each process gets one thread and the results are those of the one-at-a-time run
-   (``--sequential``), which takes about 5 minutes longer. If a step fails or the demo gets
+   (``--sequential``), which takes 5-6 minutes longer. If a step fails or the demo gets
    SIGTERM, CARN's training is stopped with SIGTERM: it writes its state and the next run resumes it.
 6. ``test``: ``python deconas_plugin/test.py`` for Bicubic, CARN and the found network on the
    test sets (PSNR/SSIM on Y, border = scale; images saved for the visual comparison).
@@ -39,6 +39,10 @@ its setting (``Demo.spread_setting``) equals the run's.
 
 Each step prints a one-line banner with its status and elapsed time; ``<out>/demo_summary.json`` keeps them.
 
+Every argument is checked before anything is written (``Demo.check_inputs``): a mistake is one
+``error: ...`` line naming the flag, file or value, exit status 2, as for the other tools; a step that
+fails later is one ``error: ...`` line naming the step and its log, exit status 1.
+
 Experiments and test results live where BasicSR puts them (``experiments/<prefix>_*``,
 ``results/<prefix>_*``); ``--prefix`` (default ``demo``, ``demo_fast`` with ``--fast``) keeps
 runs apart. Everything else is under ``--out``: ``data/``, ``options/``, ``logs/`` (the output of
@@ -54,6 +58,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import derive as derive_lib
 from ..derive import plain, set_option
+from ..options import OptionError, check_options
 from ..reporting.markdown import seed_spread_md
 from ..utils.checkpoint import atomic_write_text
 from ..utils.cli import load_tool
@@ -100,6 +105,10 @@ def fmt_s(seconds: float) -> str:
     return f'{seconds:6.1f} s' if seconds < 120 else f'{seconds:6.1f} s ({seconds / 60:.1f} min)'
 
 
+class InputError(PipelineError):
+    """A bad argument of the demo, found before anything is written."""
+
+
 # ---------------------------------------------------------------------------------------- demo
 class Demo:
     """The pipeline; ``run()`` executes the steps and returns the summary dict."""
@@ -130,6 +139,85 @@ class Demo:
         self.t0 = None
         self.paths: Dict[str, str] = {}
         self.argv = list(getattr(args, 'argv', None) or [])
+
+    # ---------------------------------------------------------------------------------- inputs
+    def check_inputs(self):
+        """Every argument, before anything is written: InputError naming the flag, file or value."""
+        try:
+            self._check_inputs()
+        except (PipelineError, derive_lib.DeriveError, OptionError) as e:
+            raise InputError(str(e)) from None
+
+    def _check_inputs(self):
+        args = self.args
+        if osp.exists(self.out) and not osp.isdir(self.out):
+            raise InputError(f'--out {args.out} is a file, not a folder')
+        if not self.prefix or os.sep in self.prefix or self.prefix in ('.', '..'):
+            raise InputError(f'--prefix {args.prefix!r} must be a plain name (it starts the experiment folders)')
+        for flag, value, least in (('--num-samples', args.num_samples, 1), ('--carn-feat', args.carn_feat, 1),
+                                   ('--threads', args.threads, 0), ('--num-gpu', args.num_gpu, 0)):
+            if value is not None and value < least:
+                raise InputError(f'{flag} must be >= {least}, got {value}')
+        import torch
+        if self.num_gpu not in (0, 'auto') and not torch.cuda.is_available():
+            flag = f'--num-gpu {args.num_gpu}' if args.num_gpu is not None else f'--device {args.device}'
+            raise InputError(f'{flag}: no CUDA GPU is visible; use --device cpu (or auto)')
+        if args.search_opt:
+            self._check_search_opt(args.search_opt)
+        if args.train_opt:
+            template = read_options(args.train_opt)
+            if not isinstance((template.get('datasets') or {}).get('train'), dict):
+                raise InputError(f'--train-opt {args.train_opt} has no datasets.train (with --train-opt the networks '
+                                 "train on the template's data)")
+            if not isinstance(template.get('train'), dict) or not template['train'].get('total_iter'):
+                raise InputError(f'--train-opt {args.train_opt} has no train.total_iter (not a training option file?)')
+        if args.test_sets:
+            self.test_sets()  # a missing test set stops the demo now, not after the trainings
+        self._check_seed_spread()
+
+    def _check_search_opt(self, path: str):
+        """``--search-opt``: a search option file of ``--scale`` that passes the pre-flight check of
+        ``deconas_plugin/train.py`` (run from the project root, as the demo runs it)."""
+        opt = read_options(path)
+        if opt.get('model_type') != 'DeCoNASSearchModel':
+            raise InputError(f'--search-opt {path} is not a search option file (model_type '
+                             f'{opt.get("model_type")!r}, expected DeCoNASSearchModel)')
+        if opt.get('scale') != self.scale:
+            raise InputError(f"--search-opt {path} has scale {opt.get('scale')!r} but --scale is {self.scale}: "
+                             f"pass --scale {opt.get('scale')}")
+        if self.args.num_gpu is not None or self.args.device != 'auto':
+            opt['num_gpu'] = self.num_gpu
+        cwd = os.getcwd()
+        os.chdir(ROOT)  # relative data paths start where the demo runs train.py
+        try:
+            check_options(opt)
+        except OptionError as e:
+            raise InputError(f'--search-opt {path}: {e}') from None
+        finally:
+            os.chdir(cwd)
+
+    def _check_seed_spread(self):
+        """``--seed-spread`` measures the demo's own setting with another seed; ``--seed-spread-file``, when it
+        exists, is a measurement the report can read."""
+        args = self.args
+        own_setting = not (args.search_opt or args.train_opt or args.test_sets)
+        if args.seed_spread is not None:
+            if not own_setting:
+                raise InputError('--seed-spread measures the demo\'s own setting: not with --search-opt, '
+                                 '--train-opt or --test-sets')
+            base_seed = read_options(osp.join(DEMO_OPTIONS, 'demo_train.yml')).get('manual_seed')
+            if args.seed_spread == base_seed:
+                raise InputError(f'--seed-spread {args.seed_spread} is the demo\'s own manual_seed; give another one')
+        path = args.seed_spread_file
+        if own_setting and osp.isdir(path):
+            raise InputError(f'--seed-spread-file {path} is a folder, not a file')
+        if own_setting and osp.isfile(path):
+            try:
+                with open(path) as f:
+                    json.load(f)['setting']
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise InputError(f'--seed-spread-file {path} is unreadable ({e}); remake it with --seed-spread '
+                                 'or pass another file') from None
 
     # ------------------------------------------------------------------------------- processes
     def banner(self, index: int, step: str, text: str):
@@ -520,8 +608,7 @@ class Demo:
     # -------------------------------------------------------------------------------------- run
     def run(self) -> dict:
         self.t0 = time.time()
-        if self.args.test_sets:
-            self.test_sets()  # a missing test set stops the demo now, not after the trainings
+        self.check_inputs()
         os.makedirs(self.options, exist_ok=True)
         threads = f'{self.threads} thread(s) per process' if self.threads else "PyTorch's default threads"
         self.say(f'DeCoNAS demo: x{self.scale}, {"fast" if self.fast else "default"} budget, out {self.out}, '
@@ -640,7 +727,9 @@ def parse_args(argv=None):
                    help='auto: num_gpu auto (every visible GPU, else the CPU); cpu: num_gpu 0; cuda: num_gpu 1')
     p.add_argument('--num-gpu', type=int, help='num_gpu written into the option files (overrides --device)')
     p.add_argument('--threads', type=int, help='OMP/MKL threads per process (default: 1 on a machine with at most 2 '
-                   "cores or a busy one, else PyTorch's default; 0: PyTorch's default)")
+                   'cores or a busy one, else the cores halved between the two trainings that run at once, or '
+                   "PyTorch's default with --sequential; an OMP_NUM_THREADS of the environment wins; 0: PyTorch's "
+                   'default)')
     p.add_argument('--complexity-cache', help='JSON cache of params/MACs of the report (default: '
                    '<out>/complexity_cache.json; counting RDN alone takes ~20 s on 2 cores)')
     p.add_argument('--seed-spread', type=int, metavar='SEED',
@@ -651,15 +740,18 @@ def parse_args(argv=None):
                    f'--seed-spread writes (with a .md page beside it); default {osp.relpath(SEED_SPREAD_FILE, ROOT)}')
     p.add_argument('--sequential', action='store_true',
                    help='train CARN after the retrain instead of beside search, derive and retrain (one process at '
-                   'a time; on 2 cores the demo takes about 5 minutes longer)')
+                   'a time; on 2 cores the demo takes 5-6 minutes longer)')
     p.add_argument('--quiet', action='store_true', help='subprocess output only into <out>/logs/, not the console')
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
+    """Run the demo; a bad argument prints one ``error:`` line and exits 2 (nothing written), a failed
+    step one ``error:`` line naming it and exits 1."""
     args = parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return Demo(args).run()
     except (PipelineError, derive_lib.DeriveError) as e:
-        sys.exit(f'demo: error: {e}')
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2 if isinstance(e, InputError) else 1)
