@@ -768,8 +768,8 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     genotypes, summary = summarize(rows, supernet_psnr, settings)
     result = {'rows': rows, 'genotypes': genotypes, 'summary': summary, 'missing': missing}
     if len(sets) > 1:
-        result['by_test_set'] = {d['name']: {k: v for k, v in summarize(rows, supernet_psnr, settings, d['name'])[1].items()
-                                             if k in BY_SET_FIELDS} for d in sets}
+        per_set = {d['name']: summarize(rows, supernet_psnr, settings, d['name'])[1] for d in sets}
+        result['by_test_set'] = {name: {k: summ[k] for k in BY_SET_FIELDS} for name, summ in per_set.items()}
     # a summary of part of the runs gets a name of its own: it never passes for the protocol's result
     name = f'{RESULT_FILE}_so_far' if missing else RESULT_FILE
     os.makedirs(out, exist_ok=True)
