@@ -102,3 +102,9 @@ def test_a_tiny_version_runs(kind, embedded_data, experiment_name, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert osp.isfile(osp.join(ROOT, 'experiments', opt['name'], 'models', 'net_g_4.pth'))
+
+
+def test_the_file_of_every_test_set_is_the_protocols_test_then_the_standard_sets():
+    test, std, every = read('test_N4_M4_C32_B100.yml'), read('test_N4_M4_C32_std.yml'), read('test_N4_M4_C32_all.yml')
+    assert list(every['datasets'].values()) == list(test['datasets'].values()) + list(std['datasets'].values())
+    assert dict(every, name=test['name'], datasets=test['datasets']) == test
