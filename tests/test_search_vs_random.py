@@ -244,7 +244,10 @@ def test_search_vs_random_end_to_end(embedded_data, tiny_search, tmp_path, exper
     by_set = retest['by_test_set']  # one summary per test set; the two are the same images here
     assert list(by_set) == [first_set['name'] + '_again', first_set['name']] and len(set(map(str, by_set.values()))) == 1
     assert by_set[first_set['name']]['params_tau'] == retest['summary']['params_tau']
-    assert '| test set | found | random |' in (retest_out / 'search_vs_random.md').read_text()
+    assert by_set[first_set['name']]['psnr_means'] == {g['genotype']: g['psnr_mean'] for g in scale['genotypes']}
+    retest_md = (retest_out / 'search_vs_random.md').read_text()  # no found genotype: each one's mean per set
+    assert f"| genotype | params | {first_set['name']}_again | {first_set['name']} |" in retest_md
+    assert f"| `{full}` |" in retest_md and '| test set | found |' not in retest_md
     for row in retest['rows']:
         with open(osp.join(ROOT, row['record'])) as f:
             assert osp.join(ROOT, json.load(f)['trained_as_in']).startswith(str(scale_out / 'runs'))
@@ -552,3 +555,11 @@ def test_supernet_scores_are_reused_only_for_the_same_weights(tmp_path):
         scores()
     store(hashlib.sha256(b'not the weights that were scored').hexdigest())
     assert scores() == {g.to_string(): 30.0}
+
+
+def test_markdown_of_a_search_tested_on_several_sets_compares_found_and_random_on_each():
+    with open(osp.join(ROOT, 'benchmarks', 'cpu-2core', 'std_tests_N4_M4_C32', 'search2', 'search_vs_random.json')) as f:
+        result = json.load(f)
+    text = svr.markdown(result)
+    assert '| test set | found | random | best random | found - random |' in text
+    assert '| Urban100 | 29.066 | 28.907 | 28.996 | +0.159 ± 0.059 | 1 of 6 |' in text

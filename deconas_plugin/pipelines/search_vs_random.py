@@ -84,7 +84,8 @@ SUMMARY_FIELDS = ('found_genotype', 'found_params', 'found_mean', 'found_std', '
                   'random_genotype_means_std', 'random_best_mean', 'found_minus_random', 'found_minus_random_se',
                   'seed_std', 'found_rank', 'num_ranked', 'num_genotypes', 'random_better_than_found', 'kendall_tau',
                   'params_tau', 'train_hours', 'settings')
-# The summary of each test set (``by_test_set``), when there are several: the first one's is ``summary``.
+# The summary of each test set (``by_test_set``), when there are several: the first one's is ``summary``; with
+# ``psnr_means``, each genotype's mean PSNR-Y on that set.
 BY_SET_FIELDS = ('found_mean', 'random_mean', 'random_best_mean', 'found_minus_random', 'found_minus_random_se',
                  'seed_std', 'found_rank', 'num_ranked', 'kendall_tau', 'params_tau')
 RUNS_DIR = 'runs'  # <out>/runs/<run>.json: one record per finished retrain and test
@@ -469,7 +470,14 @@ def markdown(result: dict) -> str:
                      f"(over the {s['num_genotypes']} genotypes).")
     if s['train_hours'] is not None:
         lines.append(f"- training time of the runs: {s['train_hours']:.2f} core-hours (one thread each).")
-    if result.get('by_test_set'):
+    by_set = result.get('by_test_set')
+    if by_set and s['found_mean'] is None:  # no found genotype to compare: each genotype's mean on each set
+        lines += ['', 'Mean PSNR-Y per test set (dB; the lines above are of the first):', '']
+        lines += md_table(['genotype', 'params'] + list(by_set), 'lr' + 'r' * len(by_set),
+                          [[f"`{g['genotype']}`", f"{g['params']:,}"]
+                           + [fmt(b.get('psnr_means', {}).get(g['genotype'])) for b in by_set.values()]
+                           for g in result['genotypes']]) + ['']
+    elif by_set:
         lines += ['', 'Per test set (PSNR-Y, dB; the lines above are of the first):', '']
         lines += md_table(
             ['test set', 'found', 'random', 'best random', 'found - random', 'rank', 'seed noise', 'tau supernet',
@@ -477,7 +485,7 @@ def markdown(result: dict) -> str:
             [[name, fmt(b['found_mean']), fmt(b['random_mean']), fmt(b['random_best_mean']),
               f"{fmt(b['found_minus_random'], signed=True)} ± {fmt(b['found_minus_random_se'])}",
               f"{b['found_rank']} of {b['num_ranked']}" if b['found_rank'] else '-', fmt(b['seed_std']),
-              fmt(b['kendall_tau']), fmt(b['params_tau'])] for name, b in result['by_test_set'].items()]) + ['']
+              fmt(b['kendall_tau']), fmt(b['params_tau'])] for name, b in by_set.items()]) + ['']
     if settings['search_experiment'] is not None:
         lines += [
             '', 'How to read it: the found network beats chance only if its mean is above the random ones by more '
@@ -768,8 +776,10 @@ def run(search_exp: Optional[str], out: str, random_count: int = 5, seeds: int =
     genotypes, summary = summarize(rows, supernet_psnr, settings)
     result = {'rows': rows, 'genotypes': genotypes, 'summary': summary, 'missing': missing}
     if len(sets) > 1:
-        per_set = {d['name']: summarize(rows, supernet_psnr, settings, d['name'])[1] for d in sets}
-        result['by_test_set'] = {name: {k: summ[k] for k in BY_SET_FIELDS} for name, summ in per_set.items()}
+        per_set = {d['name']: summarize(rows, supernet_psnr, settings, d['name']) for d in sets}
+        result['by_test_set'] = {name: dict({k: summ[k] for k in BY_SET_FIELDS},
+                                            psnr_means={g['genotype']: g['psnr_mean'] for g in gens})
+                                 for name, (gens, summ) in per_set.items()}
     # a summary of part of the runs gets a name of its own: it never passes for the protocol's result
     name = f'{RESULT_FILE}_so_far' if missing else RESULT_FILE
     os.makedirs(out, exist_ok=True)
