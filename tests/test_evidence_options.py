@@ -56,10 +56,11 @@ def test_alpha_rule_numbers():
     assert read('search_N4_M4_C32_cpu.yml')['search']['alpha'] == pytest.approx(0.28 * full / (full - empty), abs=0.02)
 
 
-def test_the_second_search_differs_only_by_its_seed_and_name():
-    first, second = read('search_N4_M4_C32_cpu.yml'), read('search_N4_M4_C32_cpu_seed1.yml')
-    assert (first['manual_seed'], second['manual_seed']) == (0, 1) and second['name'] == first['name'] + '_seed1'
-    assert dict(second, name=first['name'], manual_seed=0) == first
+@pytest.mark.parametrize('seed', [1, 2])
+def test_the_later_searches_differ_only_by_their_seed_and_name(seed):
+    first, later = read('search_N4_M4_C32_cpu.yml'), read(f'search_N4_M4_C32_cpu_seed{seed}.yml')
+    assert (first['manual_seed'], later['manual_seed']) == (0, seed) and later['name'] == f"{first['name']}_seed{seed}"
+    assert dict(later, name=first['name'], manual_seed=0) == first
 
 
 def test_the_uniform_search_never_trains_its_controller_and_differs_in_nothing_else():
